@@ -1,0 +1,74 @@
+"""The project's one logger.
+
+The console shows INFO (DEBUG with the ``debug`` setting); ``run.log`` always
+records INFO and above whatever the console shows, so a quiet console (the
+terminal channel) never loses the record of what happened.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+LOG_NAME = "log"
+_FORMAT = "[%(levelname)s][%(asctime)s][%(filename)s:%(lineno)d] - %(message)s"
+_DATEFMT = "%Y-%m-%d %H:%M:%S"
+RUN_LOG_BYTES = 10 * 1024 * 1024
+RUN_LOG_BACKUPS = 5
+
+
+def _make_logger() -> logging.Logger:
+    log = logging.getLogger(LOG_NAME)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO)
+    console.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    console.set_name("console")
+    log.addHandler(console)
+    return log
+
+
+def _find_handler(name: str) -> logging.Handler | None:
+    for handler in logger.handlers:
+        if handler.get_name() == name:
+            return handler
+    return None
+
+
+def set_console_level(level: int) -> None:
+    """Change what the console shows; run.log keeps INFO and above."""
+    handler = _find_handler("console")
+    if handler is not None:
+        handler.setLevel(level)
+
+
+def set_debug(enabled: bool) -> None:
+    set_console_level(logging.DEBUG if enabled else logging.INFO)
+    file_handler = _find_handler("run_log")
+    if file_handler is not None:
+        file_handler.setLevel(logging.DEBUG if enabled else logging.INFO)
+
+
+def is_debug() -> bool:
+    handler = _find_handler("console")
+    return handler is not None and handler.level <= logging.DEBUG
+
+
+def open_run_log(path: str = "run.log") -> None:
+    """Attach the rotating run.log (once). Called by app.py at start-up."""
+    if _find_handler("run_log") is not None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=RUN_LOG_BYTES, backupCount=RUN_LOG_BACKUPS, encoding="utf-8", delay=True
+    )
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    handler.set_name("run_log")
+    logger.addHandler(handler)
+
+
+logger = _make_logger()
