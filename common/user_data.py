@@ -1,0 +1,209 @@
+"""Per-user data that plugins mutate in place, kept durable without a clean stop.
+
+The original returns a plain dict from `conf().get_user_data(user)` and pickles all
+of them only from the signal handler, so a crash loses every change. Plugins
+written for it do `conf().get_user_data(u)["k"] = v`, so the returned object must
+stay a dict that is changed in place. A flusher thread therefore compares each
+recently fetched user's dict with what was last written and saves what changed,
+every `FLUSH_INTERVAL` seconds, in one store transaction. Only users fetched in the
+last `WATCH_SECONDS` are compared, so the cost does not grow with the number of
+users; direct writes (`d[k] = v`) mark the entry dirty at once and are always saved.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from common.log import logger
+
+FLUSH_INTERVAL = 0.25
+WATCH_SECONDS = 30.0
+
+
+class UserData(dict):
+    """A dict that notices its own direct changes (nested changes are found by comparison)."""
+
+    __slots__ = ("_book", "_user")
+
+    def __init__(self, book: "UserDataBook", user: str, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._book = book
+        self._user = user
+
+    def _touch(self) -> None:
+        book = self._book
+        if book is not None:
+            book.mark_dirty(self._user)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._touch()
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._touch()
+
+    def pop(self, *args: Any) -> Any:
+        result = super().pop(*args)
+        self._touch()
+        return result
+
+    def popitem(self) -> Any:
+        result = super().popitem()
+        self._touch()
+        return result
+
+    def clear(self) -> None:
+        super().clear()
+        self._touch()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._touch()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        result = super().setdefault(key, default)
+        self._touch()
+        return result
+
+    def __reduce__(self):  # copy/pickle as a plain dict
+        return (dict, (dict(self),))
+
+
+def _serialise(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class UserDataBook:
+    """All users' data in memory, written through to a StateStore when one is attached."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, UserData] = {}
+        self._lock = threading.RLock()
+        self._store = None
+        self._saved: dict[str, str] = {}  # user -> JSON last written
+        self._dirty: set[str] = set()
+        self._watched: dict[str, float] = {}  # user -> monotonic time of last fetch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _key(user: Any) -> str:
+        return user if isinstance(user, str) else str(user)
+
+    def get(self, user: Any) -> dict:
+        key = self._key(user)
+        with self._lock:
+            entry = self.data.get(key)
+            if entry is None:
+                entry = UserData(self, key)
+                self.data[key] = entry
+            self._watched[key] = time.monotonic()
+            return entry
+
+    def mark_dirty(self, user: str) -> None:
+        with self._lock:
+            self._dirty.add(user)
+        self._wake.set()
+
+    def attach(self, store: Any) -> None:
+        """Use `store` from now on: load what it holds (merged under anything set already)."""
+        with self._lock:
+            self._store = store
+            self._merge(store.load_user_datas())
+        self.start_autoflush()
+
+    def load(self) -> None:
+        if self._store is not None:
+            with self._lock:
+                self._merge(self._store.load_user_datas())
+
+    def _merge(self, stored: dict[str, dict]) -> None:
+        for user, values in stored.items():
+            entry = self.data.get(user)
+            if entry is None:
+                entry = UserData(self, user)
+                self.data[user] = entry
+            for k, v in values.items():
+                dict.setdefault(entry, k, v)
+            self._saved[user] = _serialise(values)
+
+    def import_datas(self, imported: dict[str, dict]) -> int:
+        """Add users from an old user_datas.pkl; existing values win. Returns users added."""
+        added = 0
+        with self._lock:
+            for user, values in imported.items():
+                entry = self.get(user)
+                for k, v in values.items():
+                    if k not in entry:
+                        dict.__setitem__(entry, k, v)
+                        added += 1
+                self._dirty.add(user)
+        self.flush()
+        return added
+
+    def flush(self) -> int:
+        """Write every changed user in one transaction. Returns how many were written."""
+        with self._lock:
+            if self._store is None:
+                return 0
+            now = time.monotonic()
+            candidates = set(self._dirty)
+            for user, seen in list(self._watched.items()):
+                if now - seen > WATCH_SECONDS:
+                    del self._watched[user]
+                candidates.add(user)
+            changed: dict[str, dict] = {}
+            snapshots: dict[str, str] = {}
+            for user in candidates:
+                entry = self.data.get(user)
+                if entry is None:
+                    continue
+                try:
+                    text = _serialise(entry)
+                except (TypeError, ValueError) as e:
+                    logger.warning(f"[UserData] data of user {user} cannot be saved: {e}")
+                    continue
+                if self._saved.get(user) != text:
+                    changed[user] = json.loads(text)
+                    snapshots[user] = text
+            self._dirty.clear()
+            if not changed:
+                return 0
+            try:
+                self._store.save_user_datas(changed)
+            except Exception as e:  # keep them dirty and try again next time
+                self._dirty.update(changed)
+                logger.error(f"[UserData] saving user data failed, will retry: {e}")
+                return 0
+            self._saved.update(snapshots)
+            return len(changed)
+
+    def start_autoflush(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="user-data-flusher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            # Let a burst of writes land before saving them together.
+            time.sleep(0.02)
+            try:
+                self.flush()
+            except Exception as e:  # the flusher must never die
+                logger.error(f"[UserData] flush error: {e}")
+
+    def close(self) -> None:
+        """Final flush and stop the flusher (the store stays open; its owner closes it)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self.flush()

@@ -1,0 +1,537 @@
+# encoding:utf-8
+"""Settings: every key of the original, with the defaults its code really applies.
+
+Sources, later wins: config.json (or config.yaml / config.yml), else
+config-template.json; then `.env`; then environment variables. Unknown keys and
+values of the wrong type stop start-up with a ConfigError naming the key.
+
+The contract (plugins import these): conf(), load_config(), Config.get_user_data,
+Config.save_user_datas, Config.load_user_datas, pconf, plugin_config,
+write_plugin_config, remove_plugin_config, get_appdata_dir, get_root,
+subscribe_msg, global_config.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import logging
+import os
+import threading
+from typing import Any
+
+from common.log import logger, set_debug
+
+_SECRET_WORDS = ("key", "secret", "token", "password")
+_UNSET = object()
+
+
+class ConfigError(Exception):
+    """A setting is wrong. The message is one line meant for the user."""
+
+
+# (default, description). The default is the one the original's code applies when the
+# key is absent; the type a value must have is taken from the default unless
+# _EXTRA_TYPES says otherwise.
+SETTINGS: dict[str, tuple[Any, str]] = {
+    # --- general / runtime
+    "channel_type": ("wx", "Channel to start: wx, wxy, terminal, web, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, wework, feishu, dingtalk. `--cmd` forces terminal."),
+    "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
+    "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
+    "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
+    "shutdown_timeout": (10, "Seconds a stop waits for replies already being generated before it exits. New."),
+    "worker_threads": (8, "Size of the worker pool that generates replies, shared by all sessions. New (the original fixes 8)."),
+    "session_queue_size": (100, "Messages one session may have waiting; past that the user is told the bot is busy. New."),
+    "error_reply": ("我暂时遇到了一些问题，请您稍后重试~", "Generic error text sent to users."),
+    "clear_memory_commands": (["#清除记忆"], "Extra aliases of `#reset` (each must start with `#`)."),
+    "subscribe_msg": ("", "Greeting sent on follow (wechatmp); `{trigger_prefix}` is replaced by the first single_chat_prefix."),
+    "web_ui_port": (7860, "Port of the original's gradio admin page (not used by this port)."),
+    "web_ui_username": ("dow", "User name of the original's gradio admin page (not used by this port)."),
+    "web_ui_password": ("dify-on-wechat", "Password of the original's gradio admin page (not used by this port)."),
+    "web_port": (9899, "Port of the `web` chat channel."),
+    # --- bot / model routing
+    "model": ("gpt-3.5-turbo", "Model name; also picks the bot when bot_type is empty (`dify` selects the Dify bot). `#model` changes it."),
+    "bot_type": ("", "Forces the bot, e.g. `chatGPT` for any OpenAI-compatible endpoint, `dify`."),
+    "use_azure_chatgpt": (False, "Use Azure OpenAI for the chat bot."),
+    "azure_deployment_id": ("", "Azure model deployment name."),
+    "azure_api_version": ("", "Azure API version (empty: the bot's own default)."),
+    "open_ai_api_key": ("", "OpenAI (or compatible) API key."),
+    "open_ai_api_base": ("https://api.openai.com/v1", "OpenAI-compatible API root."),
+    "proxy": ("", "HTTP proxy for OpenAI-style requests."),
+    "character_desc": ("你是ChatGPT, 一个由OpenAI训练的大型语言模型, 你旨在回答并解决人们的任何问题，并且可以使用多种语言与人交流。", "System prompt of session-based bots."),
+    "conversation_max_tokens": (1000, "History budget (tokens) before old turns are trimmed."),
+    "expires_in_seconds": (3600, "Idle time after which a bot session is forgotten (0: never; the original's code never expires them when unset)."),
+    "temperature": (0.9, "Sampling temperature."),
+    "top_p": (1, "Sampling top_p."),
+    "frequency_penalty": (0, "Sampling frequency penalty."),
+    "presence_penalty": (0, "Sampling presence penalty."),
+    "request_timeout": (180, "Request timeout in seconds of the OpenAI-style bots."),
+    "timeout": (120, "Retry window of the OpenAI-style bots (the original reads request_timeout instead)."),
+    "rate_limit_chatgpt": (20, "Chat requests per minute (OpenAI-style bots)."),
+    "rate_limit_dalle": (50, "Image generations per minute."),
+    "baidu_wenxin_model": ("eb-instant", "Baidu Wenxin model."),
+    "baidu_wenxin_api_key": ("", "Baidu Wenxin API key."),
+    "baidu_wenxin_secret_key": ("", "Baidu Wenxin secret key."),
+    "baidu_wenxin_prompt_enabled": (False, "Send the character prompt to Wenxin."),
+    "xunfei_app_id": ("", "iFlytek Spark app id."),
+    "xunfei_api_key": ("", "iFlytek Spark API key."),
+    "xunfei_api_secret": ("", "iFlytek Spark API secret."),
+    "xunfei_domain": ("generalv3.5", "iFlytek Spark domain parameter."),
+    "xunfei_spark_url": ("wss://spark-api.xf-yun.com/v3.5/chat", "iFlytek Spark websocket URL."),
+    "claude_api_cookie": ("", "Legacy web Claude cookie."),
+    "claude_uuid": ("", "Legacy web Claude organisation uuid."),
+    "claude_api_key": ("", "Anthropic API key."),
+    "qwen_access_key_id": ("", "Old Qwen SDK access key id."),
+    "qwen_access_key_secret": ("", "Old Qwen SDK access key secret."),
+    "qwen_agent_key": ("", "Old Qwen SDK agent key."),
+    "qwen_app_id": ("", "Old Qwen SDK app id."),
+    "qwen_node_id": ("", "Old Qwen SDK flow node id (keep empty unless used)."),
+    "dashscope_api_key": ("", "Alibaba DashScope API key."),
+    "gemini_api_key": ("", "Google Gemini API key."),
+    "zhipu_ai_api_key": ("", "Zhipu AI API key."),
+    "zhipu_ai_api_base": ("https://open.bigmodel.cn/api/paas/v4", "Zhipu AI API root."),
+    "moonshot_api_key": ("", "Moonshot API key."),
+    "moonshot_base_url": ("https://api.moonshot.cn/v1/chat/completions", "Moonshot chat-completions URL."),
+    "modelscope_api_key": ("", "ModelScope API key."),
+    "modelscope_base_url": ("https://api-inference.modelscope.cn/v1/chat/completions", "ModelScope chat-completions URL."),
+    "Minimax_api_key": ("", "MiniMax API key (capitalised as in the original)."),
+    "Minimax_group_id": ("", "MiniMax group id."),
+    "Minimax_base_url": ("", "MiniMax API URL."),
+    "coze_api_base": ("https://api.coze.cn", "Coze API root."),
+    "coze_api_key": ("", "Coze API key."),
+    "coze_bot_id": ("", "Coze bot id."),
+    "coze_return_show_img": ("false", "Coze: also send the images of an answer (`true`/`false`)."),
+    "coze_conversation_max_messages": (20, "Coze: user messages per conversation before it is reset."),
+    # --- Dify
+    "dify_api_base": ("https://api.dify.ai/v1", "Dify Service API root."),
+    "dify_api_key": ("", "Dify app key (`app-...`)."),
+    "dify_app_type": ("chatbot", "Dify app type: chatbot, chatflow, agent, workflow."),
+    "dify_conversation_max_messages": (5, "User messages per Dify conversation before a new one starts (<=0: no limit)."),
+    "dify_error_reply": ("", "If set, replaces every Dify error text sent to users."),
+    # --- trigger rules
+    "single_chat_prefix": ([""], "A private message must start with one of these (removed); `[\"\"]` answers everything."),
+    "single_chat_reply_prefix": ("", "Text put before private text replies (the original's table suggests `[bot] `)."),
+    "single_chat_reply_suffix": ("", "Text put after private text replies."),
+    "accept_friend_commands": (["加好友"], "Friend-request texts that are accepted automatically."),
+    "accept_friend_msg": ("", "Message sent after accepting a friend request."),
+    "group_chat_prefix": (["@bot"], "A group message starting with one of these triggers the bot (removed)."),
+    "group_chat_suffix": ([""], "Kept for compatibility; not used by the original's code."),
+    "group_chat_keyword": ([], "A group message containing one of these triggers the bot (kept in the text)."),
+    "group_at_off": (False, "When true an @mention alone no longer triggers the bot."),
+    "no_need_at": (False, "When true group replies do not start with @sender."),
+    "group_chat_reply_prefix": ("", "Text put before group text replies."),
+    "group_chat_reply_suffix": ("", "Text put after group text replies."),
+    "group_name_white_list": ([], "Group names the bot answers in; `ALL_GROUP` means every group."),
+    "group_name_keyword_white_list": ([], "A group is answered if its name contains one of these."),
+    "group_name_sharing_white_list": ([], "Groups (or `ALL_GROUP`) whose shared links reach plugins without a trigger."),
+    "group_userid_black_list": ([], "Kept for compatibility; not used by the original's code."),
+    "group_chat_in_one_session": ([], "Group names (or `ALL_GROUP`) whose members share one bot session."),
+    "nick_name_black_list": ([], "Sender nicknames that are never answered (every trigger, private and group)."),
+    "trigger_by_self": (True, "Whether messages sent by the bot's own account can trigger it."),
+    "group_welcome_msg": ("", "Fixed welcome for new group members (hello plugin); empty: the bot writes one."),
+    "group_chat_exit_group": (False, "Hello plugin: say something when a member leaves."),
+    "group_exit_msg": ("", "Hello plugin: fixed text when a member leaves."),
+    "concurrency_in_session": (1, "Messages of one session handled at once; 1 keeps replies in question order."),
+    "chat_time_module": (False, "Only answer between chat_start_time and chat_stop_time."),
+    "chat_start_time": ("00:00", "Start of service hours (HH:MM)."),
+    "chat_stop_time": ("24:00", "End of service hours (HH:MM); may be earlier than the start (crosses midnight)."),
+    "hot_reload": (False, "itchat: keep the login; also skip messages older than 60 s."),
+    # --- voice
+    "speech_recognition": (False, "Transcribe private voice messages."),
+    "group_speech_recognition": (False, "Transcribe group voice messages."),
+    "voice_reply_voice": (False, "Answer voice with voice."),
+    "always_reply_voice": (False, "Answer everything with voice."),
+    "voice_to_text": ("openai", "Speech-to-text engine."),
+    "text_to_voice": ("google", "Text-to-speech engine."),
+    "text_to_voice_model": ("tts-1", "OpenAI/LinkAI text-to-speech model."),
+    "tts_voice_id": ("alloy", "OpenAI/LinkAI voice."),
+    "baidu_app_id": ("", "Baidu speech app id."),
+    "baidu_api_key": ("", "Baidu speech API key."),
+    "baidu_secret_key": ("", "Baidu speech secret key."),
+    "baidu_dev_pid": (1536, "Baidu speech language model id (1536 Mandarin)."),
+    "azure_voice_api_key": ("", "Azure speech key."),
+    "azure_voice_region": ("japaneast", "Azure speech region."),
+    "xi_api_key": ("", "ElevenLabs API key."),
+    "xi_voice_id": ("", "ElevenLabs voice id."),
+    "translate": ("baidu", "Translator used by plugins."),
+    "baidu_translate_app_id": ("", "Baidu translate app id."),
+    "baidu_translate_app_key": ("", "Baidu translate key."),
+    # --- images
+    "image_create_prefix": (["画", "看", "找"], "A text starting with one of these asks for an image."),
+    "text_to_image": ("dall-e-2", "Image generation model."),
+    "image_create_size": ("256x256", "Generated image size."),
+    "dalle3_image_quality": ("hd", "DALL-E 3 quality."),
+    "dalle3_image_style": ("vivid", "DALL-E 3 style."),
+    "azure_openai_dalle_api_base": ("", "Separate Azure resource for DALL-E: API root."),
+    "azure_openai_dalle_api_key": ("", "Separate Azure resource for DALL-E: key."),
+    "azure_openai_dalle_deployment_id": ("", "Separate Azure resource for DALL-E: deployment."),
+    "image_proxy": (True, "LinkAI image proxy."),
+    "image_recognition": (False, "Send the user's last image (kept 3 minutes) with the next question."),
+    # --- plugins and media
+    "plugin_trigger_prefix": ("$", "Prefix of plugin chat commands (keep it different from `#`)."),
+    "use_global_plugin_config": (False, "Kept for compatibility; plugins/config.json is always read when present."),
+    "max_media_send_count": (3, "Most media items sent from one reply."),
+    "media_send_interval": (1, "Seconds between media items of one reply."),
+    # --- channels
+    "wework_smart": (True, "WeCom: attach to the logged-in PC client (false starts another instance)."),
+    "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
+    "wechatmp_token": ("", "Official Account callback token."),
+    "wechatmp_port": (8080, "Official Account callback port."),
+    "wechatmp_app_id": ("", "Official Account app id."),
+    "wechatmp_app_secret": ("", "Official Account app secret."),
+    "wechatmp_aes_key": ("", "Official Account EncodingAESKey (safe mode)."),
+    "wechatcom_corp_id": ("", "WeCom corp id."),
+    "wechatcomapp_token": ("", "WeCom app callback token."),
+    "wechatcomapp_port": (9898, "WeCom app callback port."),
+    "wechatcomapp_secret": ("", "WeCom app secret."),
+    "wechatcomapp_agent_id": ("", "WeCom app agent id."),
+    "wechatcomapp_aes_key": ("", "WeCom app EncodingAESKey."),
+    "feishu_port": (9891, "Feishu event callback port."),
+    "feishu_app_id": ("", "Feishu app id."),
+    "feishu_app_secret": ("", "Feishu app secret."),
+    "feishu_token": ("", "Feishu verification token."),
+    "feishu_bot_name": ("", "Feishu bot name a group @mention must match."),
+    "dingtalk_client_id": ("", "DingTalk client id."),
+    "dingtalk_client_secret": ("", "DingTalk client secret."),
+    "dingtalk_card_enabled": (False, "DingTalk: answer with AI cards."),
+    "gewechat_base_url": ("", "gewechat server URL (channel not ported)."),
+    "gewechat_download_url": ("", "gewechat download URL (channel not ported)."),
+    "gewechat_token": ("", "gewechat token (channel not ported)."),
+    "gewechat_app_id": ("", "gewechat app id (channel not ported)."),
+    "gewechat_callback_url": ("", "gewechat callback URL (channel not ported)."),
+    # --- LinkAI
+    "use_linkai": (False, "Use LinkAI (bot and remote-config client)."),
+    "linkai_api_key": ("", "LinkAI API key."),
+    "linkai_app_code": ("", "LinkAI app code."),
+    "linkai_api_base": ("https://api.link-ai.tech", "LinkAI API root."),
+}
+
+# Keys whose values the original's users write either way (ids as numbers or strings).
+_NUMBER = (int, float)
+_EXTRA_TYPES: dict[str, tuple[type, ...]] = {
+    "wechatcomapp_agent_id": (str, int),
+    "baidu_app_id": (str, int),
+    "baidu_dev_pid": (int, str),
+    "baidu_translate_app_id": (str, int),
+    "xunfei_app_id": (str, int),
+    "qwen_app_id": (str, int),
+    "dingtalk_client_id": (str, int),
+    "coze_return_show_img": (str, bool),
+    "coze_bot_id": (str, int),
+    "Minimax_group_id": (str, int),
+}
+
+# Positive-integer settings the pipeline relies on.
+_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size")
+
+_LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", float: "a number", list: "a list", dict: "an object"}
+
+
+def expected_types(key: str) -> tuple[type, ...]:
+    if key in _EXTRA_TYPES:
+        return _EXTRA_TYPES[key]
+    default = SETTINGS[key][0]
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, (int, float)):
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds") else (int,)
+    return (type(default),)
+
+
+def _describe(types: tuple[type, ...]) -> str:
+    if types == _NUMBER:
+        return "a number"
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise ConfigError when `value` cannot be the value of `key`."""
+    types = expected_types(key)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and isinstance(value, list):
+        ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            raise ConfigError(f"setting '{key}' must be a list of strings, got {json.dumps(value, ensure_ascii=False)}")
+    if not ok:
+        raise ConfigError(
+            f"setting '{key}' must be {_describe(types)}, got {type(value).__name__} {json.dumps(value, ensure_ascii=False, default=str)[:60]}"
+        )
+    if key in _AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"setting '{key}' must be at least 1, got {value}")
+
+
+def unknown_key_error(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key.lower(), list(_LOWER_TO_KEY), n=1, cutoff=0.6)
+    hint = f" (did you mean '{_LOWER_TO_KEY[close[0]]}'?)" if close else ""
+    return ConfigError(f"unknown setting '{key}'{hint}")
+
+
+def is_comment_key(key: str) -> bool:
+    # A key starting with "_" is a comment in config.json (as in upstream's newer versions).
+    return isinstance(key, str) and key.startswith("_")
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = str(key).lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def mask_secret(value: str) -> str:
+    if len(value) <= 8:
+        return "*" * 5
+    return value[:3] + "*" * 5 + value[-3:]
+
+
+def drag_sensitive(config: Any) -> Any:
+    """A copy of `config` (a dict or a JSON string) with secrets masked, for logging."""
+    if isinstance(config, str):
+        try:
+            parsed = json.loads(config)
+        except ValueError:
+            return "<config text that is not JSON>"
+        return json.dumps(drag_sensitive(parsed), indent=4, ensure_ascii=False)
+    if isinstance(config, dict):
+        masked = {}
+        for key, value in config.items():
+            if is_secret_key(key) and isinstance(value, str) and value:
+                masked[key] = mask_secret(value)
+            elif isinstance(value, dict):
+                masked[key] = drag_sensitive(value)
+            else:
+                masked[key] = copy.deepcopy(value)
+        return masked
+    return config
+
+
+class Config(dict):
+    """The live settings. Holds only the values that were set; reads of a known key
+    that was not set return the code default. Unknown keys raise, as in the original."""
+
+    def __init__(self, d: dict | None = None):
+        super().__init__()
+        for k, v in (d or {}).items():
+            self[k] = v
+        # The original exposes this attribute; here it is a live view kept durable by
+        # common.user_data (assigned by the UserDataBook).
+        from common.user_data import UserDataBook
+
+        self.user_data_book = UserDataBook()
+
+    # -- dict interface with the original's key check
+    def __getitem__(self, key: str) -> Any:
+        if key not in SETTINGS:
+            raise unknown_key_error(key)
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return copy.deepcopy(SETTINGS[key][0])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in SETTINGS:
+            raise unknown_key_error(key)
+        dict.__setitem__(self, key, value)
+
+    def get(self, key: str, default: Any = _UNSET) -> Any:
+        """`conf().get(k, d)`: the set value, else `d` when given (the original's
+        call-site default), else the code default of SETTINGS."""
+        if key not in SETTINGS:
+            raise unknown_key_error(key)
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        if default is not _UNSET:
+            return default
+        return copy.deepcopy(SETTINGS[key][0])
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    # -- user data (plugins mutate the returned dict in place)
+    @property
+    def user_datas(self) -> dict:
+        return self.user_data_book.data
+
+    def get_user_data(self, user: Any) -> dict:
+        return self.user_data_book.get(user)
+
+    def load_user_datas(self) -> None:
+        self.user_data_book.load()
+
+    def save_user_datas(self) -> None:
+        self.user_data_book.flush()
+
+
+config = Config()
+_load_lock = threading.RLock()
+_config_path: str | None = None
+
+
+def get_root() -> str:
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def read_file(path: str) -> str:
+    with open(path, mode="r", encoding="utf-8-sig") as f:
+        return f.read()
+
+
+def find_config_file(explicit: str | None = None) -> str:
+    """The file settings come from: --config PATH, else config.json/.yaml/.yml in the
+    current folder then the project folder, else config-template.json."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise ConfigError(f"config file '{explicit}' does not exist")
+        return explicit
+    folders = [os.getcwd(), get_root()]
+    for name in ("config.json", "config.yaml", "config.yml", "config-template.json"):
+        for folder in folders:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                if name == "config-template.json":
+                    logger.info("[INIT] config.json not found, using config-template.json")
+                return path
+    raise ConfigError("no config.json found (copy config-template.json to config.json and edit it)")
+
+
+def parse_config_file(path: str) -> dict:
+    text = read_file(path)
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{os.path.basename(path)} is not valid YAML{where}") from None
+        data = {} if data is None else data
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{os.path.basename(path)} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{os.path.basename(path)} must hold an object of settings, not {type(data).__name__}")
+    return data
+
+
+def parse_env_value(key: str, raw: str) -> Any:
+    """An environment value: JSON when it is valid JSON, else the raw string (never eval).
+
+    String settings keep the raw text (an agent id 1000002 stays "1000002"), and
+    boolean settings also take true/false/yes/no/on/off/1/0 in any case.
+    """
+    types = expected_types(key)
+    if bool in types and raw.strip().lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return raw.strip().lower() in ("true", "yes", "on", "1")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if types[0] is str and not isinstance(value, str):
+        return raw
+    return value
+
+
+def _env_overrides(env: dict[str, str], source: str) -> dict:
+    overrides = {}
+    for name, raw in env.items():
+        key = _LOWER_TO_KEY.get(str(name).lower())
+        if key is None or raw is None:
+            continue
+        value = parse_env_value(key, raw)
+        shown = mask_secret(raw) if is_secret_key(key) and raw else raw
+        logger.info(f"[INIT] override config by {source}: {key}={shown}")
+        overrides[key] = value
+    return overrides
+
+
+def build_config(path: str, environ: dict[str, str] | None = None, dotenv_path: str | None = None) -> dict:
+    """Read and validate every source; return the validated settings (no side effects)."""
+    data = {k: v for k, v in parse_config_file(path).items() if not is_comment_key(k)}
+    for key in data:
+        if key not in SETTINGS:
+            raise unknown_key_error(key)
+    dotenv_file = dotenv_path if dotenv_path is not None else os.path.join(os.getcwd(), ".env")
+    if os.path.isfile(dotenv_file):
+        from dotenv import dotenv_values
+
+        data.update(_env_overrides(dict(dotenv_values(dotenv_file)), ".env"))
+    data.update(_env_overrides(dict(os.environ if environ is None else environ), "environment"))
+    for key, value in data.items():
+        check_value(key, value)
+    return data
+
+
+def load_config(path: str | None = None) -> Config:
+    """(Re)load the settings into the one live Config object.
+
+    Raises ConfigError on a bad file or value; the live config is left unchanged then.
+    """
+    global _config_path
+    with _load_lock:
+        chosen = find_config_file(path or _config_path)
+        data = build_config(chosen)
+        dict.clear(config)
+        for k, v in data.items():
+            dict.__setitem__(config, k, v)
+        _config_path = chosen
+        set_debug(bool(config.get("debug")))
+        logger.info("[INIT] load config from {}: {}".format(chosen, json.dumps(drag_sensitive(dict(config)), ensure_ascii=False)))
+        return config
+
+
+def config_path() -> str | None:
+    return _config_path
+
+
+def save_config() -> None:
+    """Write the live settings back to config.json (sorted), as the original does."""
+    path = _config_path if _config_path and _config_path.endswith(".json") and not _config_path.endswith("config-template.json") else os.path.join(os.getcwd(), "config.json")
+    try:
+        data = {k: dict.__getitem__(config, k) for k in sorted(dict.keys(config))}
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=4, ensure_ascii=False)
+        os.replace(tmp, path)
+        logger.info("[Config] Configuration saved.")
+    except OSError as e:
+        logger.error(f"[Config] Save configuration error: {e}")
+
+
+def conf() -> Config:
+    return config
+
+
+def get_appdata_dir() -> str:
+    data_path = os.path.join(get_root(), conf().get("appdata_dir", ""))
+    if not os.path.exists(data_path):
+        logger.info("[INIT] data path not exists, create it: {}".format(data_path))
+        os.makedirs(data_path, exist_ok=True)
+    return data_path
+
+
+def subscribe_msg() -> str:
+    prefixes = conf().get("single_chat_prefix", [""]) or [""]
+    msg = conf().get("subscribe_msg", "")
+    return msg.replace("{trigger_prefix}", prefixes[0])
+
+
+# Plugin settings from plugins/config.json and plugins/<name>/config.json, by lower-cased name.
+plugin_config: dict[str, Any] = {}
+
+
+def write_plugin_config(pconf: dict) -> None:
+    for k in pconf:
+        plugin_config[k.lower()] = pconf[k]
+
+
+def remove_plugin_config(name: str) -> None:
+    plugin_config.pop(name.lower(), None)
+
+
+def pconf(plugin_name: str) -> dict | None:
+    return plugin_config.get(plugin_name) or plugin_config.get(plugin_name.lower())
+
+
+# Process-wide state the original shares this way (godcmd fills admin_users).
+global_config: dict[str, Any] = {"admin_users": []}
