@@ -1,0 +1,193 @@
+# encoding:utf-8
+"""Entry point: `python app.py` runs the daemon; `python app.py --cmd` talks in the terminal.
+
+Start: load and validate config -> open the state store -> create the channel
+-> load plugins -> startup. Stop (SIGINT/SIGTERM): stop taking messages, let
+running replies finish for up to `shutdown_timeout` seconds, flush state, close
+the channel, then chain to the previous signal handler (else exit 0). A second
+signal exits at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from common.log import logger, open_run_log
+from config import ConfigError, conf, get_appdata_dir, load_config
+
+# Channels for which plugins are loaded (the original's list; gewechat is not ported).
+PLUGIN_CHANNELS = (
+    "wx", "wxy", "terminal", "wechatmp", "wechatmp_service", "wechatcom_app",
+    "wework", "wechatcom_service", "feishu", "dingtalk", "web",
+)
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_FORCED = 3
+
+_channel = None
+_store = None
+_shutdown_lock = threading.Lock()
+_shutting_down = False
+_stopped = threading.Event()
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is the one line the user sees."""
+
+
+def _graceful_stop() -> None:
+    """Stop taking messages, let running replies finish, flush and close. Runs once."""
+    global _shutting_down
+    with _shutdown_lock:
+        if _shutting_down:
+            return
+        _shutting_down = True
+    channel = _channel
+    if channel is not None and hasattr(channel, "stop_accepting"):
+        channel.stop_accepting()
+        timeout = float(conf().get("shutdown_timeout"))
+        if not channel.wait_idle(timeout):
+            pending = channel.dispatcher.pending() if hasattr(channel, "dispatcher") else "some"
+            logger.warning(f"[app] {pending} message(s) still in progress after {timeout:g} s, exiting anyway")
+    if channel is not None:
+        try:
+            channel.stop()
+        except Exception as e:
+            logger.error(f"[app] closing the channel failed: {e}")
+    conf().user_data_book.close()
+    if _store is not None:
+        try:
+            _store.close()
+        except Exception as e:
+            logger.error(f"[app] closing the state store failed: {e}")
+    _stopped.set()
+
+
+def sigterm_handler_wrap(_signo: int) -> None:
+    """Install the stop handler for `_signo`, keeping the previous one to chain to."""
+    old_handler = signal.getsignal(_signo)
+
+    def func(_signo, _stack_frame):
+        if _shutting_down:
+            logger.warning(f"signal {_signo} received again, exiting now")
+            os._exit(EXIT_FORCED)
+        logger.info("signal {} received, exiting...".format(_signo))
+        _graceful_stop()
+        conf().save_user_datas()
+        if callable(old_handler):
+            return old_handler(_signo, _stack_frame)
+        sys.exit(0)
+
+    signal.signal(_signo, func)
+
+
+def start_channel(channel_name: str) -> None:
+    global _channel
+    from channel import channel_factory
+
+    channel = channel_factory.create_channel(channel_name)
+    _channel = channel
+    if channel_name in PLUGIN_CHANNELS:
+        from plugins import PluginManager
+
+        PluginManager().load_plugins()
+    if conf().get("use_linkai"):
+        try:
+            from common import linkai_client
+
+            threading.Thread(target=linkai_client.start, args=(channel,), daemon=True).start()
+        except Exception as e:  # never stops start-up
+            logger.error(f"[app] LinkAI client not started: {e}")
+    channel.startup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description="Chat platforms to Dify and other LLM apps.")
+    parser.add_argument("--cmd", action="store_true", help="talk in this terminal (forces channel_type terminal)")
+    parser.add_argument("--config", metavar="PATH", help="settings file to use instead of ./config.json")
+    parser.add_argument("--plugins-dir", metavar="PATH", help="extra folder of plugins; its plugins.json and config.json are used")
+    parser.add_argument(
+        "--import-user-datas", metavar="PKL", nargs="?", const="",
+        help="import an old user_datas.pkl (default: <appdata_dir>/user_datas.pkl) into the state store",
+    )
+    return parser.parse_args(argv)
+
+
+def _open_state(args: argparse.Namespace) -> None:
+    global _store
+    from common.store import StoreError, import_user_datas_pickle, open_store
+
+    try:
+        _store = open_store(conf().get("state_store"), get_appdata_dir())
+    except (StoreError, ValueError, OSError) as e:
+        raise StartupError(f"cannot open the state store: {e}") from None
+    conf().user_data_book.attach(_store)
+    if args.import_user_datas is not None:
+        path = args.import_user_datas or os.path.join(get_appdata_dir(), "user_datas.pkl")
+        try:
+            imported = import_user_datas_pickle(path)
+        except (StoreError, OSError) as e:
+            raise StartupError(f"cannot import {path}: {e}") from None
+        added = conf().user_data_book.import_datas(imported)
+        logger.info(f"[app] imported {len(imported)} user(s), {added} value(s) from {path}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    open_run_log("run.log")
+    try:
+        load_config(args.config)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    channel_name = "terminal" if args.cmd else conf().get("channel_type", "wx")
+    try:
+        _open_state(args)
+        if args.plugins_dir:
+            from plugins import PluginManager
+
+            if not os.path.isdir(args.plugins_dir):
+                raise StartupError(f"plugins folder '{args.plugins_dir}' does not exist")
+            PluginManager().configure(args.plugins_dir)
+        sigterm_handler_wrap(signal.SIGINT)
+        sigterm_handler_wrap(signal.SIGTERM)
+        start_channel(channel_name)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    except Exception as e:
+        from channel.channel_factory import ChannelError
+
+        if not isinstance(e, (StartupError, ChannelError, ConfigError)):
+            logger.exception("[app] start-up failed")
+        print(f"start-up failed: {e}", file=sys.stderr)
+        _graceful_stop()
+        return EXIT_STARTUP_FAILED
+    # startup() returned: the channel ended by itself (end of terminal input) or runs
+    # in background threads; in the latter case wait for a signal.
+    try:
+        if not _shutting_down and not _channel_finished():
+            while not _stopped.wait(1.0):
+                pass
+        _graceful_stop()
+        conf().save_user_datas()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    return EXIT_OK
+
+
+def _channel_finished() -> bool:
+    # A channel whose startup() returns after its work is done says so with `finished`.
+    return bool(getattr(_channel, "finished", False))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,52 @@
+"""Channel names and where their classes live.
+
+Every name the original knows is listed; a channel not built yet is named with
+None so that start-up can say so instead of calling it unknown.
+"""
+from __future__ import annotations
+
+import importlib
+
+from common import const
+
+# name -> "module:Class", or None while the channel is not built yet.
+CHANNELS: dict[str, str | None] = {
+    "terminal": "channel.terminal.terminal_channel:TerminalChannel",
+    "wx": None,
+    "wxy": None,
+    "web": None,
+    "wechatmp": None,
+    "wechatmp_service": None,
+    "wechatcom_app": None,
+    "wechatcom_service": None,
+    "wework": None,
+    "feishu": None,
+    "dingtalk": None,
+}
+
+
+class ChannelError(Exception):
+    """The configured channel cannot be started. The message is meant for the user."""
+
+
+def available_channels() -> list[str]:
+    return [name for name, target in CHANNELS.items() if target]
+
+
+def create_channel(channel_type: str):
+    if channel_type not in CHANNELS:
+        raise ChannelError(
+            "unknown channel_type '{}'; valid names: {}".format(channel_type, ", ".join(const.CHANNEL_NAMES))
+        )
+    target = CHANNELS[channel_type]
+    if target is None:
+        raise ChannelError(
+            "channel '{}' is not available in this version yet; available now: {}".format(
+                channel_type, ", ".join(available_channels())
+            )
+        )
+    module_name, class_name = target.split(":")
+    channel_cls = getattr(importlib.import_module(module_name), class_name)
+    channel = channel_cls()
+    channel.channel_type = channel_type
+    return channel

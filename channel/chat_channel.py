@@ -1,0 +1,387 @@
+"""The pipeline between a platform adapter and the bots (DESIGN §3).
+
+ChatMessage -> _compose_context (the original's rules, in its order)
+  -> ON_RECEIVE_MESSAGE -> per-session queue -> worker -> ON_HANDLE_CONTEXT
+  -> Bridge -> Reply -> ON_DECORATE_REPLY -> decorate -> ON_SEND_REPLY -> send
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from bridge.context import Context, ContextType
+from bridge.reply import Reply, ReplyType
+from channel.channel import Channel
+from channel.session_dispatcher import SessionDispatcher
+from common import memory
+from common.log import logger
+from config import conf
+from plugins import Event, EventContext, PluginManager
+
+# A quoted message as WeChat renders it; the original ignores these on the first pass.
+_QUOTE_MARK = "」\n- - - - - - -"
+
+BUSY_TEXT_ZH = "消息太多，正在处理中，请稍后再发"
+BUSY_TEXT_EN = "Too many messages are waiting; please try again in a moment."
+
+
+def check_prefix(content: str, prefix_list: list[str] | None) -> str | None:
+    """The first prefix of `prefix_list` that `content` starts with, else None."""
+    if not prefix_list:
+        return None
+    for prefix in prefix_list:
+        if content.startswith(prefix):
+            return prefix
+    return None
+
+
+def check_contain(content: str | None, keyword_list: list[str] | None) -> bool | None:
+    """True when `content` contains one of the keywords, else None (the original's shape)."""
+    if not keyword_list or content is None:
+        return None
+    for keyword in keyword_list:
+        if content.find(keyword) != -1:
+            return True
+    return None
+
+
+def has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text or "")
+
+
+class ChatChannel(Channel):
+    name = None  # the logged-in account's display name
+    user_id = None  # the logged-in account's id
+
+    # Seconds between send attempts after a failure (the original: 3 s, then 6 s).
+    SEND_RETRY_DELAYS: tuple[float, ...] = (3, 6)
+
+    def __init__(self) -> None:
+        # Per instance (the original shared these between channels as class attributes).
+        self.dispatcher = SessionDispatcher(
+            self._handle,
+            workers=conf().get("worker_threads"),
+            concurrency=conf().get("concurrency_in_session"),
+            queue_size=conf().get("session_queue_size"),
+            name=f"{type(self).__name__}-worker",
+        )
+
+    # ------------------------------------------------------------------ rules
+    def _compose_context(self, ctype: ContextType, content, **kwargs) -> Context | None:
+        context = Context(ctype, content)
+        context.kwargs = kwargs
+        if ctype == ContextType.ACCEPT_FRIEND:
+            return context
+        # origin_ctype lets a transcribed private voice message skip the prefix rule.
+        if "origin_ctype" not in context:
+            context["origin_ctype"] = ctype
+        config = conf()
+        first_in = "receiver" not in context
+        if first_in:
+            cmsg = context["msg"]
+            user_data = config.get_user_data(cmsg.from_user_id)
+            context["openai_api_key"] = user_data.get("openai_api_key")
+            context["gpt_model"] = user_data.get("gpt_model")
+            if context.get("isgroup", False):
+                group_name = cmsg.other_user_nickname
+                group_id = cmsg.other_user_id
+                white_list = config.get("group_name_white_list", [])
+                keyword_white_list = config.get("group_name_keyword_white_list", [])
+                if not (
+                    group_name in white_list
+                    or "ALL_GROUP" in white_list
+                    or check_contain(group_name, keyword_white_list)
+                ):
+                    return None
+                in_one_session = config.get("group_chat_in_one_session", [])
+                shared = group_name in in_one_session or "ALL_GROUP" in in_one_session
+                context["session_id"] = group_id if shared else "{}@@{}".format(cmsg.actual_user_id, group_id)
+                context["is_shared_session_group"] = shared
+                context["group_name"] = group_name
+                context["receiver"] = group_id
+            else:
+                context["session_id"] = cmsg.other_user_id
+                context["receiver"] = cmsg.other_user_id
+            e_context = PluginManager().emit_event(
+                EventContext(Event.ON_RECEIVE_MESSAGE, {"channel": self, "context": context})
+            )
+            context = e_context["context"]
+            # BREAK_PASS here means "accept without the trigger rules".
+            if e_context.is_pass() or context is None:
+                return context
+            if cmsg.from_user_id == self.user_id and not config.get("trigger_by_self", True):
+                logger.debug("[chat] own message skipped")
+                return None
+
+        if ctype == ContextType.SHARING and context.get("isgroup", False):
+            sharing_white_list = config.get("group_name_sharing_white_list", [])
+            if "ALL_GROUP" in sharing_white_list or check_contain(context["msg"].other_user_nickname, sharing_white_list):
+                return context
+
+        if ctype == ContextType.TEXT:
+            if first_in and _QUOTE_MARK in content:
+                logger.debug("[chat] quoted message skipped")
+                return None
+            content = self._apply_text_triggers(context, content)
+            if content is None:
+                return None
+            content = content.strip()
+            img_prefix = check_prefix(content, config.get("image_create_prefix"))
+            if img_prefix:
+                content = content.replace(img_prefix, "", 1)
+                context.type = ContextType.IMAGE_CREATE
+            else:
+                context.type = ContextType.TEXT
+            context.content = content.strip()
+            if (
+                "desire_rtype" not in context
+                and config.get("always_reply_voice")
+                and ReplyType.VOICE not in self.NOT_SUPPORT_REPLYTYPE
+            ):
+                context["desire_rtype"] = ReplyType.VOICE
+        elif context.type == ContextType.VOICE:
+            if (
+                "desire_rtype" not in context
+                and config.get("voice_reply_voice")
+                and ReplyType.VOICE not in self.NOT_SUPPORT_REPLYTYPE
+            ):
+                context["desire_rtype"] = ReplyType.VOICE
+        return context
+
+    def _is_black_listed(self, nickname: str | None) -> bool:
+        return bool(nickname) and nickname in conf().get("nick_name_black_list", [])
+
+    def _apply_text_triggers(self, context: Context, content: str) -> str | None:
+        """The text after the trigger is removed, or None when nothing triggers."""
+        cmsg = context["msg"]
+        config = conf()
+        if not context.get("isgroup", False):
+            if self._is_black_listed(cmsg.from_user_nickname):
+                logger.warning(f"[chat] nickname '{cmsg.from_user_nickname}' is in nick_name_black_list, ignored")
+                return None
+            match_prefix = check_prefix(content, config.get("single_chat_prefix", [""]))
+            if match_prefix is not None:
+                return content.replace(match_prefix, "", 1).strip()
+            if context["origin_ctype"] == ContextType.VOICE or self._private_needs_no_prefix():
+                return content
+            return None
+
+        if cmsg.to_user_id == cmsg.actual_user_id:
+            return None
+        triggered = False
+        match_prefix = check_prefix(content, config.get("group_chat_prefix"))
+        if match_prefix is not None or check_contain(content, config.get("group_chat_keyword")):
+            triggered = True
+            if match_prefix:
+                content = content.replace(match_prefix, "", 1).strip()
+        if cmsg.is_at:
+            logger.info("[chat] received a group @")
+            if not config.get("group_at_off", False):
+                triggered = True
+            content = self._strip_mentions(cmsg, content)
+        if triggered and self._is_black_listed(cmsg.actual_user_nickname):
+            # Fixes the original, which checked the black list only for @mentions.
+            logger.warning(f"[chat] nickname '{cmsg.actual_user_nickname}' is in nick_name_black_list, ignored")
+            return None
+        if not triggered:
+            if context["origin_ctype"] == ContextType.VOICE:
+                logger.info("[chat] group voice did not match a trigger")
+            return None
+        return content
+
+    def _private_needs_no_prefix(self) -> bool:
+        # WeCom apps answer every private message (the original's exception).
+        return self.channel_type == "wechatcom_app"
+
+    def _strip_mentions(self, cmsg, content: str) -> str:
+        stripped = content
+        if self.name:
+            stripped = re.sub(f"@{re.escape(self.name)}(\u2005|\u0020)", "", stripped)
+        if isinstance(cmsg.at_list, list):
+            for at in cmsg.at_list:
+                stripped = re.sub(f"@{re.escape(at)}(\u2005|\u0020)", "", stripped)
+        if stripped == content and cmsg.self_display_name:
+            stripped = re.sub(f"@{re.escape(cmsg.self_display_name)}(\u2005|\u0020)", "", content)
+        return stripped
+
+    # ------------------------------------------------------------------ queueing
+    def produce(self, context: Context | None) -> bool:
+        """Queue a composed context for its session. `#` commands jump the queue.
+
+        Returns False (after telling the user when possible) if it was refused.
+        """
+        if context is None:
+            return False
+        session_id = context.get("session_id") or context.get("receiver") or "default"
+        urgent = context.type == ContextType.TEXT and isinstance(context.content, str) and context.content.startswith("#")
+        if self.dispatcher.submit(session_id, context, urgent=urgent):
+            return True
+        if not self.dispatcher.accepting:
+            logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
+            return False
+        logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
+        text = BUSY_TEXT_ZH if has_chinese(str(context.content)) else BUSY_TEXT_EN
+        self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
+        return False
+
+    def cancel_session(self, session_id: str) -> None:
+        dropped = self.dispatcher.cancel_session(session_id)
+        if dropped:
+            logger.info(f"[chat] cancelled {dropped} queued message(s) of session {session_id}")
+
+    def cancel_all_session(self) -> None:
+        dropped = self.dispatcher.cancel_all()
+        if dropped:
+            logger.info(f"[chat] cancelled {dropped} queued message(s) of all sessions")
+
+    def stop_accepting(self) -> None:
+        self.dispatcher.stop_accepting()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self.dispatcher.wait_idle(timeout)
+
+    def stop(self) -> None:
+        self.dispatcher.close()
+
+    # ------------------------------------------------------------------ handling
+    def _handle(self, context: Context) -> None:
+        if context is None or not context.content:
+            return
+        logger.debug(f"[chat] handling context: {context}")
+        try:
+            reply = self._generate_reply(context)
+            reply = self._decorate_reply(context, reply)
+            self._send_reply(context, reply)
+        except Exception:
+            logger.exception(f"[chat] handling failed: {context}")
+            text = "处理消息时出错了，请稍后再试" if has_chinese(str(context.content)) else "Something went wrong; please try again."
+            self._send(Reply(ReplyType.ERROR, "[ERROR]\n" + text), context)
+
+    def _generate_reply(self, context: Context, reply: Reply | None = None) -> Reply | None:
+        # A fresh Reply each call (the original shared one default object between calls).
+        reply = Reply() if reply is None else reply
+        e_context = PluginManager().emit_event(
+            EventContext(Event.ON_HANDLE_CONTEXT, {"channel": self, "context": context, "reply": reply})
+        )
+        reply = e_context["reply"]
+        if e_context.is_pass():
+            return reply
+        if context.type in (ContextType.TEXT, ContextType.IMAGE_CREATE, ContextType.SHARING):
+            context["channel"] = e_context["channel"]
+            return self.build_reply_content(context.content, context)
+        if context.type == ContextType.VOICE:
+            return self._reply_to_voice(context)
+        if context.type == ContextType.IMAGE:
+            # Kept for the next question (image recognition); no reply of its own.
+            memory.USER_IMAGE_CACHE[context["session_id"]] = {"path": context.content, "msg": context.get("msg")}
+            return reply
+        if context.type == ContextType.ACCEPT_FRIEND:
+            return self._build_friend_request_reply(context)
+        if context.type in (ContextType.FUNCTION, ContextType.FILE):
+            return reply
+        logger.warning(f"[chat] unknown context type: {context.type}")
+        return None
+
+    def _reply_to_voice(self, context: Context) -> Reply | None:
+        cmsg = context["msg"]
+        cmsg.prepare()
+        file_path = context.content
+        wav_path = os.path.splitext(file_path)[0] + ".wav"
+        try:
+            from voice.audio_convert import any_to_wav
+
+            any_to_wav(file_path, wav_path)
+        except Exception as e:  # some engines read the raw format too
+            logger.warning(f"[chat] voice conversion to wav failed, using the raw file: {e}")
+            wav_path = file_path
+        reply = self.build_voice_to_text(wav_path)
+        for path in {file_path, wav_path}:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        if reply is not None and reply.type == ReplyType.TEXT:
+            new_context = self._compose_context(ContextType.TEXT, reply.content, **context.kwargs)
+            if new_context is None:
+                return None
+            return self._generate_reply(new_context)
+        return reply
+
+    def _build_friend_request_reply(self, context: Context) -> Reply:
+        content = context.content.get("Content") if isinstance(context.content, dict) else context.content
+        accepted = content in conf().get("accept_friend_commands", [])
+        return Reply(type=ReplyType.ACCEPT_FRIEND, content=accepted)
+
+    def _decorate_reply(self, context: Context, reply: Reply | None) -> Reply | None:
+        if not reply or not reply.type:
+            return reply
+        e_context = PluginManager().emit_event(
+            EventContext(Event.ON_DECORATE_REPLY, {"channel": self, "context": context, "reply": reply})
+        )
+        reply = e_context["reply"]
+        desire_rtype = context.get("desire_rtype")
+        if not e_context.is_pass() and reply and reply.type:
+            if reply.type in self.NOT_SUPPORT_REPLYTYPE:
+                logger.error(f"[chat] reply type not supported by this channel: {reply.type}")
+                # Names the refused type (the original named "ERROR" after overwriting it).
+                reply = Reply(ReplyType.ERROR, "不支持发送的消息类型: " + str(reply.type))
+            if reply.type == ReplyType.TEXT:
+                if desire_rtype == ReplyType.VOICE and ReplyType.VOICE not in self.NOT_SUPPORT_REPLYTYPE:
+                    voice = self.build_text_to_voice(reply.content)
+                    if voice is not None and voice.type == ReplyType.VOICE:
+                        return self._decorate_reply(context, voice)
+                    logger.warning("[chat] text to voice failed, sending text")
+                reply.content = self._decorate_text(context, reply.content)
+            elif reply.type in (ReplyType.ERROR, ReplyType.INFO):
+                reply.content = "[" + str(reply.type) + "]\n" + str(reply.content)
+            elif reply.type in (
+                ReplyType.IMAGE_URL, ReplyType.VOICE, ReplyType.IMAGE, ReplyType.FILE, ReplyType.VIDEO,
+                ReplyType.VIDEO_URL, ReplyType.ACCEPT_FRIEND, ReplyType.TEXT_, ReplyType.CARD,
+                ReplyType.INVITE_ROOM, ReplyType.MINIAPP,
+            ):
+                pass
+            else:
+                logger.error(f"[chat] unknown reply type: {reply.type}")
+                return None
+        if desire_rtype and reply and desire_rtype != reply.type and reply.type not in (ReplyType.ERROR, ReplyType.INFO):
+            logger.warning(f"[chat] wanted a {desire_rtype} reply, got {reply.type}")
+        return reply
+
+    def _decorate_text(self, context: Context, text: str) -> str:
+        config = conf()
+        if context.get("isgroup", False):
+            no_need_at = context.get("no_need_at", config.get("no_need_at", False))
+            nickname = getattr(context.get("msg"), "actual_user_nickname", None)
+            if not no_need_at and nickname:
+                text = "@" + nickname + "\n" + text.strip()
+            return config.get("group_chat_reply_prefix", "") + text + config.get("group_chat_reply_suffix", "")
+        return config.get("single_chat_reply_prefix", "") + text + config.get("single_chat_reply_suffix", "")
+
+    def _send_reply(self, context: Context, reply: Reply | None) -> None:
+        if not reply or not reply.type:
+            return
+        e_context = PluginManager().emit_event(
+            EventContext(Event.ON_SEND_REPLY, {"channel": self, "context": context, "reply": reply})
+        )
+        reply = e_context["reply"]
+        if not e_context.is_pass() and reply and reply.type:
+            logger.debug(f"[chat] sending reply: {reply}")
+            self._send(reply, context)
+
+    def _send(self, reply: Reply, context: Context) -> bool:
+        """Send with retries. Returns whether the platform took it."""
+        attempts = 1 + len(self.SEND_RETRY_DELAYS)
+        for attempt in range(attempts):
+            try:
+                self.send(reply, context)
+                return True
+            except NotImplementedError as e:
+                logger.error(f"[chat] this channel cannot send {reply.type}: {e}")
+                return False
+            except Exception as e:
+                logger.error(f"[chat] send failed (attempt {attempt + 1} of {attempts}): {e}")
+                if attempt < len(self.SEND_RETRY_DELAYS):
+                    time.sleep(self.SEND_RETRY_DELAYS[attempt])
+        logger.error(f"[chat] reply to {context.get('receiver')} given up after {attempts} attempts: {reply}")
+        return False

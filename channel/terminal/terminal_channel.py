@@ -1,0 +1,93 @@
+"""Terminal channel: questions from stdin, replies on stdout.
+
+Works with a TTY (prompts shown) and with a pipe (replies only). At the end of
+input it waits for the pending replies, then returns so the daemon exits 0.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import sys
+import threading
+import time
+
+from bridge.context import ContextType
+from bridge.reply import Reply, ReplyType
+from channel.chat_channel import ChatChannel, check_prefix
+from channel.chat_message import ChatMessage
+from common.log import logger, set_console_level
+from config import conf
+
+
+class TerminalMessage(ChatMessage):
+    def __init__(self, msg_id, content, ctype=ContextType.TEXT, from_user_id="User", to_user_id="Chatgpt", other_user_id="Chatgpt"):
+        super().__init__(None)
+        self.msg_id = msg_id
+        self.ctype = ctype
+        self.content = content
+        self.from_user_id = from_user_id
+        self.to_user_id = to_user_id
+        self.other_user_id = other_user_id
+        self.create_time = int(time.time())
+
+
+class TerminalChannel(ChatChannel):
+    NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+    finished = False  # set when the input has ended and every reply went out
+
+    def __init__(self, stdin: io.TextIOBase | None = None, stdout: io.TextIOBase | None = None) -> None:
+        super().__init__()
+        self._stdin = stdin if stdin is not None else sys.stdin
+        self._stdout = stdout if stdout is not None else sys.stdout
+        self._print_lock = threading.Lock()
+        self._interactive = bool(getattr(self._stdin, "isatty", lambda: False)())
+        self._ids = itertools.count(1)
+
+    def _write(self, text: str) -> None:
+        with self._print_lock:
+            self._stdout.write(text)
+            self._stdout.flush()
+
+    def send(self, reply: Reply, context) -> None:
+        if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
+            body = f"[{reply.type}] {reply.content}"
+        elif reply.type in (ReplyType.IMAGE, ReplyType.VIDEO, ReplyType.FILE):
+            body = f"[{reply.type}] {getattr(reply.content, 'name', reply.content)}"
+        else:
+            body = str(reply.content)
+        self._write("\nBot:\n" + body + "\n" + ("\nUser:" if self._interactive else ""))
+
+    def startup(self) -> None:
+        # Keep the screen for the conversation; run.log still records INFO.
+        set_console_level(logging.DEBUG if conf().get("debug") else logging.WARNING)
+        _use_utf8(self._stdin, self._stdout)
+        if self._interactive:
+            self._write("\nPlease input your question:\nUser:")
+        prefixes = conf().get("single_chat_prefix", [""]) or [""]
+        for line in self._stdin:
+            prompt = line.rstrip("\r\n")
+            if not prompt.strip():
+                continue
+            if check_prefix(prompt, prefixes) is None:
+                prompt = prefixes[0] + prompt
+            msg = TerminalMessage(next(self._ids), prompt)
+            context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
+            if context is None:
+                logger.warning(f"[terminal] message ignored by the rules: {prompt}")
+                continue
+            self.produce(context)
+        # End of input: answer what was asked before leaving.
+        self.wait_idle()
+        self.finished = True
+
+
+def _use_utf8(*streams) -> None:
+    # A Windows console defaults to a legacy code page; questions are often Chinese.
+    for stream in streams:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(encoding="utf-8", errors="replace")
+            except (ValueError, OSError):
+                pass

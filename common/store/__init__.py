@@ -1,0 +1,38 @@
+"""Durable state: everything that must survive a restart (DESIGN.md §4).
+
+``open_store(conf().get("state_store", "sqlite"), get_appdata_dir())`` is the
+one way the daemon gets its store.
+"""
+from __future__ import annotations
+
+import os
+
+from common.store.base import StateStore, StoreError
+from common.store.memory_store import MemoryStore
+from common.store.pickle_import import import_user_datas_pickle
+from common.store.sqlite_store import SQLiteStore
+
+STATE_DB_NAME = "state.db"
+STORE_KINDS = ("sqlite", "memory")
+
+__all__ = [
+    "STATE_DB_NAME",
+    "STORE_KINDS",
+    "MemoryStore",
+    "SQLiteStore",
+    "StateStore",
+    "StoreError",
+    "import_user_datas_pickle",
+    "open_store",
+]
+
+
+def open_store(kind: str, appdata_dir: str) -> StateStore:
+    """Open the store named by the ``state_store`` setting: "sqlite" (``<appdata_dir>/state.db``) or "memory"."""
+    # An unset setting (None or "") means the default, sqlite.
+    normalised = (kind or "sqlite").strip().lower()
+    if normalised == "sqlite":
+        return SQLiteStore(os.path.join(appdata_dir, STATE_DB_NAME))
+    if normalised == "memory":
+        return MemoryStore()
+    raise ValueError(f"state_store must be one of {', '.join(repr(k) for k in STORE_KINDS)}, got {kind!r}")

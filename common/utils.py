@@ -1,0 +1,217 @@
+"""Small text, file and URL helpers shared by channels and bots."""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+MediaPart = tuple[Literal["text", "image", "file"], str]
+
+
+def fsize(file: Any) -> int:
+    """Size in bytes of a path, a BytesIO, bytes, or a seekable file object."""
+    if isinstance(file, io.BytesIO):
+        return file.getbuffer().nbytes
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        return len(file)
+    if isinstance(file, (str, os.PathLike)):
+        return os.path.getsize(file)
+    if hasattr(file, "seek") and hasattr(file, "tell"):
+        # Measure by seeking to the end, then put the position back so the
+        # caller can still read the file from where it was.
+        position = file.tell()
+        file.seek(0, os.SEEK_END)
+        size = file.tell()
+        file.seek(position)
+        return size
+    raise TypeError(f"cannot tell the size of a {type(file).__name__}")
+
+
+def split_string_by_utf8_length(string: str, max_length: int, max_split: int = 0) -> list[str]:
+    """Cut ``string`` into pieces of at most ``max_length`` UTF-8 bytes.
+
+    Platforms limit messages in bytes (WeCom: 2048), so the cut is made on the
+    encoded text, then moved back to the start of a character so no character
+    is ever broken. ``max_split > 0`` allows at most that many cuts (so at most
+    ``max_split + 1`` pieces, as ``str.split``'s maxsplit), the last piece
+    holding the rest whatever its size. An empty string gives ``[]``.
+
+    A single character longer than ``max_length`` (``max_length < 4``) is kept
+    whole in its own piece; the original looped forever there.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length!r}")
+    encoded = string.encode("utf-8")
+    total = len(encoded)
+    pieces: list[str] = []
+    start = 0
+    while start < total:
+        if max_split > 0 and len(pieces) >= max_split:
+            pieces.append(encoded[start:].decode("utf-8"))
+            break
+        end = min(start + max_length, total)
+        # 0b10xxxxxx marks a continuation byte: the cut would land inside a character.
+        while end < total and end > start and (encoded[end] & 0xC0) == 0x80:
+            end -= 1
+        if end == start:  # one character wider than max_length: take it whole
+            end = start + 1
+            while end < total and (encoded[end] & 0xC0) == 0x80:
+                end += 1
+        pieces.append(encoded[start:end].decode("utf-8"))
+        start = end
+    return pieces
+
+
+def get_path_suffix(path: str) -> str:
+    """The extension of a URL's (or a local path's) last segment, without the
+    dot and without any query or fragment: ``.../a.PNG?x=1`` -> ``"PNG"``."""
+    url_path = urlparse(path).path
+    # Split on both separators so a Windows path behaves like a URL path here.
+    last_segment = re.split(r"[/\\]", url_path)[-1]
+    return posixpath.splitext(last_segment)[1].lstrip(".")
+
+
+# --- markdown ---------------------------------------------------------------
+
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+_HEADER = re.compile(r"^(\s{0,3})#{1,6}\s+(.*?)(?:\s+#+)?\s*$")
+_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
+_QUOTE = re.compile(r"^(\s{0,3})>\s?")
+_BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
+_INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+# Single * and _ only when they look like emphasis, so 2*3*4 and snake_case survive.
+_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
+_ITALIC_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_BARE_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>()\x00]+")
+
+
+def _strip_emphasis(text: str) -> str:
+    text = _BOLD.sub(r"\2", text)
+    text = _STRIKE.sub(r"\1", text)
+    text = _ITALIC_STAR.sub(r"\1", text)
+    return _ITALIC_UNDERSCORE.sub(r"\1", text)
+
+
+def _link_text(label: str, url: str) -> str:
+    label = _strip_emphasis(label.strip())
+    if not label or label == url:
+        return url
+    return f"{label} ({url})"
+
+
+def _strip_inline(line: str) -> str:
+    # Code, links and URLs are cut out first so the emphasis rules can never
+    # eat a `*` or `_` that belongs to them; they are put back verbatim.
+    kept: list[str] = []
+    line = line.replace("\x00", "")  # the placeholder marker; NUL has no place in chat text
+
+    def keep(replacement: str) -> str:
+        kept.append(replacement)
+        return f"\x00{len(kept) - 1}\x00"
+
+    line = _INLINE_CODE.sub(lambda m: keep(m.group(2)), line)
+    line = _IMAGE.sub(lambda m: keep(_link_text(m.group(1), m.group(2))), line)
+    line = _LINK.sub(lambda m: keep(_link_text(m.group(1), m.group(2))), line)
+    line = _BARE_URL.sub(lambda m: keep(m.group(0)), line)
+    line = _strip_emphasis(line)
+    return re.sub(r"\x00(\d+)\x00", lambda m: kept[int(m.group(1))], line)
+
+
+def remove_markdown_symbol(text: str) -> str:
+    """Turn markdown into plain text for platforms that show it raw (WeChat,
+    WeCom): emphasis, headers, bullets, quotes, rules and code fences go; link
+    text and URL both stay (``text (url)``); code keeps its content verbatim.
+    Numbered lists keep their numbers, which read fine as plain text."""
+    if not text:
+        return text
+    out: list[str] = []
+    in_fence = False
+    fence_mark = ""
+    for line in text.split("\n"):
+        fence = _FENCE.match(line)
+        if fence:
+            mark = fence.group(1)
+            if not in_fence:
+                in_fence, fence_mark = True, mark[0] * len(mark)
+                continue
+            if mark.startswith(fence_mark) and not line.strip()[len(mark):].strip():
+                in_fence = False
+                continue
+        if in_fence:
+            out.append(line)
+            continue
+        if _RULE.match(line):
+            out.append("")
+            continue
+        line = _QUOTE.sub(r"\1", line)
+        header = _HEADER.match(line)
+        if header:
+            line = header.group(1) + header.group(2)
+        line = _BULLET.sub(r"\1", line)
+        out.append(_strip_inline(line))
+    return "\n".join(out)
+
+
+# Extensions of web pages: a link to one of these is a page to read, not a file to send.
+_PAGE_EXTENSIONS = frozenset({"html", "htm", "shtml", "xhtml", "php", "asp", "aspx", "jsp"})
+_MEDIA = re.compile(
+    r"(?P<image>!)?\[(?P<label>[^\]]*)\]\(\s*<?(?P<url>[^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
+)
+
+
+def _looks_like_file(url: str) -> bool:
+    suffix = get_path_suffix(url)
+    # Needs a letter, so version-like paths (/v1.2, /3.11) do not count as files.
+    return (
+        0 < len(suffix) <= 10
+        and suffix.isalnum()
+        and any(c.isalpha() for c in suffix)
+        and suffix.lower() not in _PAGE_EXTENSIONS
+    )
+
+
+def parse_markdown_media(text: str) -> list[MediaPart]:
+    """Split an answer into text, image and file parts, in order.
+
+    ``![alt](url)`` is an image; ``[name](url)`` is a file only when the URL
+    path ends in a file extension that is not a web page. Unlike the original
+    (which made every link a "file" and then failed to download web pages),
+    other links stay in the surrounding text as written. Text parts are
+    stripped and empty ones dropped. URLs are returned as written (relative
+    ones included); completing them is the caller's business.
+    """
+    parts: list[MediaPart] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        chunk = "".join(pending).strip()
+        pending.clear()
+        if chunk:
+            parts.append(("text", chunk))
+
+    position = 0
+    for match in _MEDIA.finditer(text or ""):
+        url = match.group("url")
+        if match.group("image"):
+            kind: Literal["image", "file"] | None = "image"
+        elif _looks_like_file(url):
+            kind = "file"
+        else:
+            kind = None
+        pending.append(text[position:match.start()])
+        position = match.end()
+        if kind is None:
+            pending.append(match.group(0))
+            continue
+        flush()
+        parts.append((kind, url))
+    pending.append((text or "")[position:])
+    flush()
+    return parts
