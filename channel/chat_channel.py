@@ -80,7 +80,8 @@ class ChatChannel(Channel):
         first_in = "receiver" not in context
         if first_in:
             cmsg = context["msg"]
-            user_data = config.get_user_data(cmsg.from_user_id)
+            # Read without creating an entry for every sender (plugins create them when they write).
+            user_data = config.user_data_book.peek(cmsg.from_user_id) or {}
             context["openai_api_key"] = user_data.get("openai_api_key")
             context["gpt_model"] = user_data.get("gpt_model")
             if context.get("isgroup", False):

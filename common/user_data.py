@@ -104,6 +104,10 @@ class UserDataBook:
             self._watched[key] = time.monotonic()
             return entry
 
+    def peek(self, user: Any) -> dict | None:
+        """The user's data if there is any, without creating an entry."""
+        return self.data.get(self._key(user))
+
     def mark_dirty(self, user: str) -> None:
         with self._lock:
             self._dirty.add(user)
@@ -167,6 +171,8 @@ class UserDataBook:
                 except (TypeError, ValueError) as e:
                     logger.warning(f"[UserData] data of user {user} cannot be saved: {e}")
                     continue
+                if user not in self._saved and not entry:
+                    continue  # fetched but never written: nothing worth a row
                 if self._saved.get(user) != text:
                     changed[user] = json.loads(text)
                     snapshots[user] = text

@@ -76,24 +76,31 @@ def get_path_suffix(path: str) -> str:
 
 # --- markdown ---------------------------------------------------------------
 
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-_HEADER = re.compile(r"^(\s{0,3})#{1,6}\s+(.*?)(?:\s+#+)?\s*$")
-_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
-_QUOTE = re.compile(r"^(\s{0,3})>\s?")
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
-_INLINE_CODE = re.compile(r"(`+)(.+?)\1")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+# Every pattern below is written so a scan cannot run past the next delimiter
+# (labels exclude brackets, URLs exclude brackets and parentheses, emphasis
+# content excludes its own marker) or is bounded: an LLM answer full of stray
+# `*`, `_` or `[` must not turn a regex into seconds of backtracking.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_HEADER = re.compile(r"^( {0,3})#{1,6}(?:[ \t]+|$)")
+_RULE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_QUOTE = re.compile(r"^( {0,3})>[ ]?")
+_BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+(?=\S)")
+_INLINE_CODE = re.compile(r"(`+)([^\n]{1,1000}?)\1")
+_URL_PART = r"\(\s*<?(?P<url>[^()\[\]\s<>]+)>?(?:\s+\"[^\"\n]{0,300}\")?\s*\)"
+_IMAGE = re.compile(r"!\[(?P<label>[^\[\]]*)\]" + _URL_PART)
+_LINK = re.compile(r"\[(?P<label>[^\[\]]+)\]" + _URL_PART)
+_BOLD_STAR = re.compile(r"\*\*(?=[^\s*])((?:[^*]|\*(?!\*))+?)(?<=\S)\*\*")
+_BOLD_UNDERSCORE = re.compile(r"(?<!\w)__(?=[^\s_])((?:[^_]|_(?!_))+?)(?<=\S)__(?!\w)")
+_STRIKE = re.compile(r"~~(?=[^\s~])((?:[^~]|~(?!~))+?)(?<=\S)~~")
 # Single * and _ only when they look like emphasis, so 2*3*4 and snake_case survive.
-_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
-_ITALIC_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*]+?)(?<=\S)\*(?![\w*])")
+_ITALIC_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])([^_]+?)(?<=\S)_(?![\w_])")
 _BARE_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>()\x00]+")
 
 
 def _strip_emphasis(text: str) -> str:
-    text = _BOLD.sub(r"\2", text)
+    text = _BOLD_STAR.sub(r"\1", text)
+    text = _BOLD_UNDERSCORE.sub(r"\1", text)
     text = _STRIKE.sub(r"\1", text)
     text = _ITALIC_STAR.sub(r"\1", text)
     return _ITALIC_UNDERSCORE.sub(r"\1", text)
@@ -117,11 +124,20 @@ def _strip_inline(line: str) -> str:
         return f"\x00{len(kept) - 1}\x00"
 
     line = _INLINE_CODE.sub(lambda m: keep(m.group(2)), line)
-    line = _IMAGE.sub(lambda m: keep(_link_text(m.group(1), m.group(2))), line)
-    line = _LINK.sub(lambda m: keep(_link_text(m.group(1), m.group(2))), line)
+    line = _IMAGE.sub(lambda m: keep(_link_text(m.group("label"), m.group("url"))), line)
+    line = _LINK.sub(lambda m: keep(_link_text(m.group("label"), m.group("url"))), line)
     line = _BARE_URL.sub(lambda m: keep(m.group(0)), line)
     line = _strip_emphasis(line)
     return re.sub(r"\x00(\d+)\x00", lambda m: kept[int(m.group(1))], line)
+
+
+def _drop_closing_hashes(title: str) -> str:
+    # "## Title ##" -> "Title", but "C#" keeps its hash (no space before it).
+    title = title.rstrip()
+    stripped = title.rstrip("#")
+    if stripped != title and (not stripped or stripped[-1] in " \t"):
+        title = stripped.rstrip()
+    return title
 
 
 def remove_markdown_symbol(text: str) -> str:
@@ -153,7 +169,7 @@ def remove_markdown_symbol(text: str) -> str:
         line = _QUOTE.sub(r"\1", line)
         header = _HEADER.match(line)
         if header:
-            line = header.group(1) + header.group(2)
+            line = header.group(1) + _drop_closing_hashes(line[header.end():])
         line = _BULLET.sub(r"\1", line)
         out.append(_strip_inline(line))
     return "\n".join(out)
@@ -161,9 +177,7 @@ def remove_markdown_symbol(text: str) -> str:
 
 # Extensions of web pages: a link to one of these is a page to read, not a file to send.
 _PAGE_EXTENSIONS = frozenset({"html", "htm", "shtml", "xhtml", "php", "asp", "aspx", "jsp"})
-_MEDIA = re.compile(
-    r"(?P<image>!)?\[(?P<label>[^\]]*)\]\(\s*<?(?P<url>[^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
-)
+_MEDIA = re.compile(r"(?P<image>!)?\[(?P<label>[^\[\]]*)\]" + _URL_PART)
 
 
 def _looks_like_file(url: str) -> bool:

@@ -1,4 +1,5 @@
 import io
+import time
 
 import pytest
 
@@ -129,3 +130,15 @@ def test_parse_markdown_media_edges():
         ("image", "https://e.com/i.jpg"),
         ("file", "https://e.com/f.docx"),
     ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["*a " * 20000, "_a " * 20000, "**a " * 15000, "[" * 30000 + "](", "[a](" * 15000, "``a `" * 12000],
+)
+def test_markdown_helpers_stay_linear_on_hostile_input(payload):
+    # Each of these took tens of seconds with naive lazy `.+?` patterns.
+    started = time.perf_counter()
+    remove_markdown_symbol(payload)
+    parse_markdown_media(payload)
+    assert time.perf_counter() - started < 1.0

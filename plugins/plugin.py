@@ -1,0 +1,115 @@
+# encoding:utf-8
+"""The base class every plugin extends.
+
+``name``, ``path``, ``priority``, ``desc``, ``author``, ``version``, ``namecn``,
+``hidden`` and ``enabled`` are class attributes set by ``@plugins.register``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from common.log import logger
+from config import conf, pconf, plugin_config, write_plugin_config
+
+# The original's `from .plugin import *` handed these names to every plugin that does
+# `from plugins import *`; plugins in the wild use them without importing them.
+__all__ = ["Plugin", "os", "json", "conf", "pconf", "plugin_config", "logger"]
+
+CONFIG_FILE = "config.json"
+
+
+def _read_json(path: str) -> Any:
+    # utf-8-sig: config files edited with Windows Notepad start with a BOM.
+    with open(path, "r", encoding="utf-8-sig") as f:
+        return json.load(f)
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON so that a crash mid-write leaves the old file, never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        if os.path.exists(path):
+            # mkstemp makes the file private (0600); keep what the user had.
+            shutil.copymode(path, tmp)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=4, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Plugin:
+    def __init__(self):
+        # Event -> callable(e_context, *args, **kwargs); read by PluginManager.activate_plugins.
+        self.handlers = {}
+
+    def load_config(self) -> dict | None:
+        """This plugin's settings: the entry of plugins/config.json when there is one,
+        else the plugin's own config.json (then cached for pconf()), else None."""
+        plugin_conf = pconf(self.name)
+        if not plugin_conf:
+            path = getattr(self, "path", None)
+            own_path = os.path.join(path, CONFIG_FILE) if path else None
+            if own_path and os.path.exists(own_path):
+                try:
+                    plugin_conf = _read_json(own_path)
+                except ValueError as e:
+                    logger.error(f"[Plugin] {self.name}: {own_path} is not valid JSON: {e}")
+                    raise
+                write_plugin_config({self.name: plugin_conf})
+        logger.debug(f"[Plugin] loading plugin config, plugin_name={self.name}, conf={plugin_conf}")
+        return plugin_conf
+
+    def save_config(self, config: dict) -> None:
+        """Keep ``config`` in memory and on disk: in plugins/config.json when that file
+        exists, and in the plugin's own config.json (atomic writes)."""
+        try:
+            write_plugin_config({self.name: config})
+            wrote_global = self._save_global_entry(config)
+            path = getattr(self, "path", None)
+            if path:
+                own_path = os.path.join(path, CONFIG_FILE)
+                # The original wrote the own file only when it existed; with no global file
+                # either, the settings lived in memory only and a restart lost them.
+                if os.path.exists(own_path) or not wrote_global:
+                    _write_json_atomic(own_path, config)
+        except Exception as e:
+            logger.warning(f"[Plugin] save plugin config failed, plugin_name={self.name}: {e}")
+
+    def _save_global_entry(self, config: dict) -> bool:
+        from .plugin_manager import PluginManager
+
+        global_path = PluginManager().global_plugin_config_path()
+        if not os.path.exists(global_path):
+            return False
+        try:
+            all_conf = _read_json(global_path)
+        except ValueError as e:
+            logger.error(f"[Plugin] {global_path} is not valid JSON, left untouched: {e}")
+            return False
+        if not isinstance(all_conf, dict):
+            logger.error(f"[Plugin] {global_path} does not hold an object, left untouched")
+            return False
+        # Only this plugin's entry changes. The original dumped the whole in-memory cache,
+        # which copied every plugin's own config.json into the shared file.
+        key = next((k for k in all_conf if k.lower() == self.name.lower()), self.name)
+        all_conf[key] = config
+        _write_json_atomic(global_path, all_conf)
+        return True
+
+    def get_help_text(self, **kwargs) -> str:
+        return "暂无帮助信息"
+
+    def reload(self) -> None:
+        pass

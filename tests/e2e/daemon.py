@@ -1,0 +1,94 @@
+"""Start `python app.py` as a real process with a temporary config, and talk to it."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COUNTER_PLUGIN = os.path.join(ROOT, "tests", "fakes", "plugin_dirs", "counter")
+
+
+def write_config(folder, **settings) -> str:
+    base = {
+        "channel_type": "terminal",
+        "bot_type": "tests.fakes.bots:EchoBot",
+        "single_chat_prefix": [""],
+        "appdata_dir": os.path.join(str(folder), "data"),
+    }
+    base.update(settings)
+    path = os.path.join(str(folder), "config.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(base, f, ensure_ascii=False)
+    return path
+
+
+def plugins_dir(folder) -> str:
+    """A plugins folder holding the counter test plugin."""
+    target = os.path.join(str(folder), "plugins")
+    if not os.path.isdir(target):
+        os.makedirs(target)
+        shutil.copytree(COUNTER_PLUGIN, os.path.join(target, "counter"))
+    return target
+
+
+class Daemon:
+    """`python app.py ...` with piped stdin/stdout, read on a thread."""
+
+    def __init__(self, folder, *args: str, env: dict | None = None):
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
+        environment["PYTHONUNBUFFERED"] = "1"
+        environment["PYTHONIOENCODING"] = "utf-8"
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "app.py"), *args],
+            cwd=str(folder),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+            text=True,
+            encoding="utf-8",
+        )
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            self.lines.put(line.rstrip("\n"))
+
+    def ask(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, expected: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line {expected!r} within {timeout} s; stdout so far: {''.join(self.stdout)!r}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line == expected:
+                return line
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

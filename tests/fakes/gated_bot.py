@@ -1,0 +1,46 @@
+"""A bot that waits at a gate the test opens: lets tests see queue order and limits."""
+from __future__ import annotations
+
+import threading
+
+from bot.bot import Bot
+from bridge.reply import Reply, ReplyType
+
+
+class GatedBot(Bot):
+    gate = threading.Event()
+    started = threading.Event()
+    running = 0
+    max_running = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def reset_counts(cls) -> None:
+        with cls._lock:
+            cls.running = 0
+            cls.max_running = 0
+        cls.started.clear()
+
+    def reply(self, query, context=None):
+        cls = type(self)
+        with cls._lock:
+            cls.running += 1
+            cls.max_running = max(cls.max_running, cls.running)
+        cls.started.set()
+        try:
+            if not cls.gate.wait(10):
+                raise TimeoutError("gate never opened")
+            return Reply(ReplyType.TEXT, "echo: " + query)
+        finally:
+            with cls._lock:
+                cls.running -= 1
+
+
+class SleepyBot(Bot):
+    """Takes 30 s to answer: for tests of shutting down while a reply is running."""
+
+    def reply(self, query, context=None):
+        import time
+
+        time.sleep(30)
+        return Reply(ReplyType.TEXT, "echo: " + query)

@@ -1,0 +1,199 @@
+"""The queueing pipeline end to end inside one process: rules -> queues -> Bridge -> bot -> send."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bridge.bridge import Bridge
+from bridge.reply import ReplyType
+from tests.fakes.recording_channel import RecordingChannel, make_msg
+
+
+@pytest.fixture
+def pipeline(settings):
+    settings["single_chat_prefix"] = [""]
+    settings["group_name_white_list"] = ["ALL_GROUP"]
+    settings["bot_type"] = "tests.fakes.bots:SlowRandomBot"
+    Bridge().reset_bot()
+    channels = []
+
+    def make(**kwargs):
+        ch = RecordingChannel(**kwargs)
+        channels.append(ch)
+        return ch
+
+    yield make
+    for ch in channels:
+        ch.stop()
+    Bridge().reset_bot()
+
+
+def test_fifty_sessions_twenty_messages_keep_order(pipeline, settings):
+    settings["worker_threads"] = 8
+    channel = pipeline()
+    sessions, per_session = 50, 20
+
+    def user(n):
+        for i in range(per_session):
+            channel.receive(make_msg(f"u{n} q{i}", sender=f"user-{n}", sender_name=f"U{n}"))
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert channel.wait_idle(60)
+    assert len(channel.sent) == sessions * per_session  # nothing lost, nothing duplicated
+    by_user = {}
+    for receiver, rtype, content in channel.sent:
+        assert rtype == ReplyType.TEXT
+        by_user.setdefault(receiver, []).append(content)
+    assert len(by_user) == sessions
+    for n in range(sessions):
+        assert by_user[f"user-{n}"] == [f"echo: u{n} q{i}" for i in range(per_session)]
+    assert channel.dispatcher.session_count() == 0  # idle sessions are forgotten
+
+
+def test_hash_command_overtakes_queued_messages(pipeline, settings):
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    Bridge().reset_bot()
+    from tests.fakes.gated_bot import GatedBot
+
+    GatedBot.gate.clear()
+    GatedBot.started.clear()
+    channel = pipeline()
+    try:
+        channel.receive(make_msg("first"))  # runs and blocks on the gate
+        deadline = time.monotonic() + 5
+        while GatedBot.started.is_set() is False and time.monotonic() < deadline:
+            time.sleep(0.005)
+        channel.receive(make_msg("second"))
+        channel.receive(make_msg("third"))
+        channel.receive(make_msg("#command"))
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert [c for _, _, c in channel.sent] == ["echo: first", "echo: #command", "echo: second", "echo: third"]
+
+
+def test_full_queue_tells_the_user(pipeline, settings):
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    settings["session_queue_size"] = 2
+    Bridge().reset_bot()
+    from tests.fakes.gated_bot import GatedBot
+
+    GatedBot.gate.clear()
+    GatedBot.started.clear()
+    channel = pipeline()
+    try:
+        channel.receive(make_msg("q0"))
+        deadline = time.monotonic() + 5
+        while not GatedBot.started.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        channel.receive(make_msg("q1"))
+        channel.receive(make_msg("q2"))
+        channel.receive(make_msg("q3"))  # refused: two are waiting already
+        channel.receive(make_msg("问题4"))  # refused, and told in Chinese
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    contents = [c for _, _, c in channel.sent]
+    assert contents[:2] == ["Too many messages are waiting; please try again in a moment.", "消息太多，正在处理中，请稍后再发"]
+    assert contents[2:] == ["echo: q0", "echo: q1", "echo: q2"]
+
+
+def test_cancel_session_drops_only_waiting_messages(pipeline, settings):
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    Bridge().reset_bot()
+    from tests.fakes.gated_bot import GatedBot
+
+    GatedBot.gate.clear()
+    GatedBot.started.clear()
+    channel = pipeline()
+    try:
+        channel.receive(make_msg("running"))
+        deadline = time.monotonic() + 5
+        while not GatedBot.started.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        channel.receive(make_msg("waiting 1"))
+        channel.receive(make_msg("waiting 2"))
+        channel.receive(make_msg("other", sender="bob", sender_name="Bob"))
+        channel.cancel_session("alice")
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert sorted(c for _, _, c in channel.sent) == ["echo: other", "echo: running"]
+
+
+def test_concurrency_in_session_runs_several_at_once(pipeline, settings):
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    settings["concurrency_in_session"] = 3
+    Bridge().reset_bot()
+    from tests.fakes.gated_bot import GatedBot
+
+    GatedBot.gate.clear()
+    GatedBot.reset_counts()
+    channel = pipeline()
+    try:
+        for i in range(5):
+            channel.receive(make_msg(f"q{i}"))
+        deadline = time.monotonic() + 5
+        while GatedBot.running < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert GatedBot.running == 3  # never more than the setting
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert GatedBot.max_running == 3
+    assert len(channel.sent) == 5
+
+
+def test_send_is_retried_then_succeeds(pipeline):
+    channel = pipeline(fail_sends=2)
+    channel.receive(make_msg("hello"))
+    assert channel.wait_idle(10)
+    assert channel.send_attempts == 3
+    assert [c for _, _, c in channel.sent] == ["echo: hello"]
+
+
+def test_send_gives_up_after_retries_and_keeps_going(pipeline):
+    channel = pipeline(fail_sends=3)
+    channel.receive(make_msg("lost"))
+    assert channel.wait_idle(10)
+    channel.receive(make_msg("next"))
+    assert channel.wait_idle(10)
+    assert channel.send_attempts == 4
+    assert [c for _, _, c in channel.sent] == ["echo: next"]
+
+
+def test_failing_bot_gives_an_error_reply_not_a_traceback(pipeline, settings):
+    settings["bot_type"] = "tests.fakes.bots:FailingBot"
+    Bridge().reset_bot()
+    channel = pipeline()
+    channel.receive(make_msg("hello"))
+    assert channel.wait_idle(10)
+    [(receiver, rtype, content)] = channel.sent
+    assert rtype == ReplyType.ERROR and content.startswith("[ERROR]\n")
+    assert "Traceback" not in content and "RuntimeError" not in content
+
+
+def test_unknown_bot_gives_a_clear_error_reply(pipeline, settings):
+    settings["bot_type"] = "no-such-bot"
+    Bridge().reset_bot()
+    channel = pipeline()
+    channel.receive(make_msg("hello"))
+    assert channel.wait_idle(10)
+    [(receiver, rtype, content)] = channel.sent
+    assert rtype == ReplyType.ERROR
+    assert "no-such-bot" in content
+
+
+def test_stopped_channel_refuses_new_messages(pipeline):
+    channel = pipeline()
+    channel.stop_accepting()
+    assert channel.receive(make_msg("late")) is not None
+    assert channel.wait_idle(1)
+    assert channel.sent == []

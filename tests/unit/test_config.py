@@ -1,0 +1,221 @@
+"""Settings: sources and their order, validation, masking."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+import config as config_module
+from config import ConfigError, build_config, drag_sensitive, parse_env_value
+
+
+def write(path, data):
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def test_json_file_values_are_read(tmp_path):
+    path = write(tmp_path / "config.json", {"channel_type": "terminal", "single_chat_prefix": ["bot"], "debug": True})
+    data = build_config(path, environ={}, dotenv_path=str(tmp_path / "none.env"))
+    assert data == {"channel_type": "terminal", "single_chat_prefix": ["bot"], "debug": True}
+
+
+def test_yaml_file_values_are_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("channel_type: terminal\ngroup_name_white_list:\n  - 测试群\nconcurrency_in_session: 2\n", encoding="utf-8")
+    data = build_config(str(path), environ={}, dotenv_path="")
+    assert data == {"channel_type": "terminal", "group_name_white_list": ["测试群"], "concurrency_in_session": 2}
+
+
+def test_template_is_used_when_config_json_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "get_root", lambda: str(tmp_path))
+    write(tmp_path / "config-template.json", {"model": "dify"})
+    assert config_module.find_config_file().endswith("config-template.json")
+    write(tmp_path / "config.json", {"model": "x"})
+    assert config_module.find_config_file().endswith("config.json")
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config-template.json").unlink()
+    with pytest.raises(ConfigError, match="no config.json"):
+        config_module.find_config_file()
+
+
+def test_json_is_preferred_to_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "get_root", lambda: str(tmp_path))
+    (tmp_path / "config.yaml").write_text("model: y\n", encoding="utf-8")
+    assert config_module.find_config_file().endswith("config.yaml")
+    write(tmp_path / "config.json", {"model": "x"})
+    assert config_module.find_config_file().endswith("config.json")
+
+
+def test_dotenv_overrides_file_and_environment_overrides_dotenv(tmp_path):
+    path = write(tmp_path / "config.json", {"model": "from-file", "dify_api_key": "file-key", "debug": False})
+    env_file = tmp_path / ".env"
+    env_file.write_text("MODEL=from-dotenv\nDIFY_API_KEY=dotenv-key\ndebug=true\n", encoding="utf-8")
+    data = build_config(path, environ={"model": "from-env"}, dotenv_path=str(env_file))
+    assert data["model"] == "from-env"
+    assert data["dify_api_key"] == "dotenv-key"
+    assert data["debug"] is True
+
+
+@pytest.mark.parametrize(
+    "key, raw, expected",
+    [
+        ("single_chat_prefix", '["bot", "@bot"]', ["bot", "@bot"]),
+        ("concurrency_in_session", "3", 3),
+        ("temperature", "0.5", 0.5),
+        ("debug", "True", True),
+        ("debug", "false", False),
+        ("debug", "1", True),
+        ("wechatcomapp_agent_id", "1000002", "1000002"),  # string settings keep the text
+        ("dify_api_key", "app-123", "app-123"),
+        ("dify_api_key", "12345", "12345"),
+        ("character_desc", "__import__('os')", "__import__('os')"),  # never evaluated
+        ("model", "max", "max"),  # the original's eval turned this into a builtin
+    ],
+)
+def test_environment_values_are_json_or_text(key, raw, expected):
+    assert parse_env_value(key, raw) == expected
+
+
+def test_environment_names_match_in_any_case(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    data = build_config(path, environ={"MINIMAX_API_KEY": "k", "Web_Port": "9000", "PATH": "/bin"}, dotenv_path="")
+    assert data == {"Minimax_api_key": "k", "web_port": 9000}
+
+
+def test_unknown_key_names_the_closest_setting(tmp_path):
+    path = write(tmp_path / "config.json", {"dify_convsersation_max_messages": 5})
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path="")
+    assert str(err.value) == "unknown setting 'dify_convsersation_max_messages' (did you mean 'dify_conversation_max_messages'?)"
+
+
+def test_unknown_key_without_a_close_match(tmp_path):
+    path = write(tmp_path / "config.json", {"zzzz": 1})
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path="")
+    assert str(err.value) == "unknown setting 'zzzz'"
+
+
+def test_keys_starting_with_underscore_are_comments(tmp_path):
+    path = write(tmp_path / "config.json", {"_comment": "my notes", "model": "dify"})
+    assert build_config(path, environ={}, dotenv_path="") == {"model": "dify"}
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("single_chat_prefix", "bot", "setting 'single_chat_prefix' must be a list"),
+        ("group_name_white_list", ["ok", 3], "setting 'group_name_white_list' must be a list of strings"),
+        ("debug", "yes", "setting 'debug' must be true or false"),
+        ("wechatmp_port", "8080", "setting 'wechatmp_port' must be a whole number"),
+        ("wechatmp_port", True, "setting 'wechatmp_port' must be a whole number"),
+        ("temperature", "hot", "setting 'temperature' must be a number"),
+        ("concurrency_in_session", 0, "setting 'concurrency_in_session' must be at least 1"),
+        ("model", ["dify"], "setting 'model' must be a string"),
+    ],
+)
+def test_wrong_type_names_key_and_expected_type(tmp_path, key, value, message):
+    path = write(tmp_path / "config.json", {key: value})
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path="")
+    assert str(err.value).startswith(message)
+
+
+def test_wrong_type_from_environment_is_refused(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    with pytest.raises(ConfigError, match="setting 'single_chat_prefix' must be a list"):
+        build_config(path, environ={"SINGLE_CHAT_PREFIX": "bot"}, dotenv_path="")
+
+
+def test_broken_json_names_line_and_column(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "model": "dify",\n}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config.json is not valid JSON: .* line 3"):
+        build_config(str(path), environ={}, dotenv_path="")
+
+
+def test_top_level_must_be_an_object(tmp_path):
+    path = write(tmp_path / "config.json", ["model"])
+    with pytest.raises(ConfigError, match="must hold an object"):
+        build_config(path, environ={}, dotenv_path="")
+
+
+def test_get_uses_code_default_then_call_site_default(settings):
+    assert settings.get("trigger_by_self") is True  # the original's code default
+    assert settings.get("trigger_by_self", False) is False  # a call-site default wins when unset
+    settings["trigger_by_self"] = False
+    assert settings.get("trigger_by_self", True) is False
+    with pytest.raises(ConfigError, match="unknown setting 'no_such_key'"):
+        settings.get("no_such_key")
+    with pytest.raises(ConfigError):
+        settings["no_such_key"] = 1
+
+
+def test_defaults_are_not_shared_between_callers(settings):
+    settings.get("single_chat_prefix").append("changed")
+    assert settings.get("single_chat_prefix") == [""]
+
+
+def test_secrets_are_masked_when_logged():
+    masked = drag_sensitive({"dify_api_key": "app-1234567890", "wechatmp_token": "tok-abcdefgh", "web_ui_password": "short", "model": "dify"})
+    assert masked == {"dify_api_key": "app*****890", "wechatmp_token": "tok*****fgh", "web_ui_password": "*****", "model": "dify"}
+    text = drag_sensitive(json.dumps({"open_ai_api_key": "sk-abcdefghijkl"}))
+    assert "abcdefghi" not in text
+
+
+def test_load_config_logs_no_secret(tmp_path, settings, caplog, monkeypatch):
+    path = write(tmp_path / "config.json", {"dify_api_key": "app-supersecretvalue", "model": "dify"})
+    monkeypatch.chdir(tmp_path)
+    logger = logging.getLogger("log")
+    logger.propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="log"):
+            config_module.load_config(path)
+    finally:
+        logger.propagate = False
+        config_module._config_path = None
+    assert "supersecret" not in caplog.text
+    assert "app*****lue" in caplog.text
+    assert settings.get("model") == "dify"
+
+
+def test_failed_reload_keeps_the_live_config(tmp_path, settings, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = write(tmp_path / "config.json", {"model": "dify"})
+    try:
+        config_module.load_config(good)
+        (tmp_path / "config.json").write_text('{"modle": "x"}', encoding="utf-8")
+        with pytest.raises(ConfigError):
+            config_module.load_config(good)
+        assert settings.get("model") == "dify"
+    finally:
+        config_module._config_path = None
+
+
+def test_pconf_looks_up_exact_then_lower_case_name():
+    config_module.write_plugin_config({"Keyword": {"keyword": {"a": "b"}}})
+    try:
+        assert config_module.pconf("Keyword") == {"keyword": {"a": "b"}}
+        assert config_module.pconf("keyword") == {"keyword": {"a": "b"}}
+        config_module.remove_plugin_config("KEYWORD")
+        assert config_module.pconf("keyword") is None
+    finally:
+        config_module.plugin_config.clear()
+
+
+def test_subscribe_msg_fills_trigger_prefix(settings):
+    settings["single_chat_prefix"] = ["bot"]
+    settings["subscribe_msg"] = "Send {trigger_prefix} + your question"
+    assert config_module.subscribe_msg() == "Send bot + your question"
+
+
+def test_template_is_valid():
+    import os
+
+    root = os.path.dirname(os.path.abspath(config_module.__file__))
+    data = build_config(os.path.join(root, "config-template.json"), environ={}, dotenv_path="")
+    assert data["channel_type"] == "wework" and data["model"] == "dify"

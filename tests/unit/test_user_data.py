@@ -1,0 +1,114 @@
+"""User data written the way plugins write it is durable without a clean stop."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from common import user_data as user_data_module
+from common.store import MemoryStore, SQLiteStore
+from common.user_data import UserDataBook
+
+
+def wait_until(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def book_and_store(tmp_path):
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = UserDataBook()
+    book.attach(store)
+    yield book, store
+    book.close()
+    store.close()
+
+
+def test_direct_write_is_saved_within_a_second(book_and_store):
+    book, store = book_and_store
+    book.get("alice")["openai_api_key"] = "sk-1"
+    assert wait_until(lambda: store.load_user_datas().get("alice") == {"openai_api_key": "sk-1"}, 1.0)
+
+
+def test_nested_change_is_saved_within_a_second(book_and_store):
+    book, store = book_and_store
+    data = book.get("bob")
+    data["history"] = []
+    assert wait_until(lambda: store.load_user_datas().get("bob") == {"history": []}, 1.0)
+    data["history"].append("x")  # the dict itself does not see this
+    assert wait_until(lambda: store.load_user_datas().get("bob") == {"history": ["x"]}, 1.0)
+
+
+def test_reopened_book_sees_saved_values(tmp_path):
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = UserDataBook()
+    book.attach(store)
+    book.get(123)["gpt_model"] = "gpt-4o"  # non-string ids are kept under their text
+    book.close()
+    store.close()
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    again = UserDataBook()
+    again.attach(store)
+    try:
+        assert again.get("123") == {"gpt_model": "gpt-4o"}
+        assert again.get(123) is again.get("123")
+    finally:
+        again.close()
+        store.close()
+
+
+def test_reading_does_not_create_rows(book_and_store):
+    book, store = book_and_store
+    for i in range(50):
+        book.get(f"reader-{i}")
+    assert book.peek("nobody") is None
+    book.flush()
+    assert store.load_user_datas() == {}
+
+
+def test_unserialisable_value_is_reported_and_others_still_saved(book_and_store, caplog):
+    book, store = book_and_store
+    book.get("weird")["obj"] = object()
+    book.get("fine")["k"] = 1
+    book.flush()
+    saved = store.load_user_datas()
+    assert saved.get("fine") == {"k": 1}
+    # default=str keeps something rather than losing the user's other values
+    assert "weird" in saved
+
+
+def test_store_failure_keeps_changes_for_the_next_flush():
+    class FlakyStore(MemoryStore):
+        fail = True
+
+        def save_user_datas(self, changed):
+            if self.fail:
+                raise OSError("disk full")
+            return super().save_user_datas(changed)
+
+    store = FlakyStore()
+    book = UserDataBook()
+    book._store = store  # attach without the flusher thread, to control timing
+    book.get("u")["k"] = "v"
+    assert book.flush() == 0
+    store.fail = False
+    assert book.flush() == 1
+    assert store.load_user_datas() == {"u": {"k": "v"}}
+
+
+def test_flush_cost_does_not_grow_with_idle_users(monkeypatch):
+    store = MemoryStore()
+    book = UserDataBook()
+    book._store = store
+    for i in range(1000):
+        book.get(f"u{i}")["k"] = i
+    assert book.flush() == 1000
+    # After the watch window, unchanged users are no longer compared.
+    monkeypatch.setattr(user_data_module, "WATCH_SECONDS", 0.0)
+    book.flush()
+    assert book._watched == {}
