@@ -297,8 +297,6 @@ class PluginManager:
             sys.modules.update(old_modules)
             if import_path in old_modules:
                 setattr(package, dirname, old_modules[import_path])
-            elif getattr(package, dirname, None) is not None:
-                delattr(package, dirname)
             return False
         finally:
             pending, self._pending = self._pending, None

@@ -92,3 +92,20 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def app_env(extra: dict | None = None) -> dict:
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
+    environment["PYTHONIOENCODING"] = "utf-8"
+    environment.update(extra or {})
+    return environment
+
+
+def run_app(folder, *args: str, input: str = "", env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python app.py ARGS` to the end with `input` piped in."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "app.py"), *args],
+        cwd=str(folder), input=input, capture_output=True, text=True, encoding="utf-8",
+        env=app_env(env), timeout=timeout,
+    )

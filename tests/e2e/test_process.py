@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.daemon import Daemon, plugins_dir, write_config
+from tests.e2e.daemon import Daemon, plugins_dir, run_app, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,9 @@ def read_user_data(folder, user="User"):
 
 def test_piped_questions_are_answered_in_order_then_exit_0(tmp_path):
     config = write_config(tmp_path)
-    daemon = Daemon(tmp_path, "--cmd", "--config", config)
-    out, err = daemon.proc.communicate("hello\n你好\n\nthird question\n", timeout=60)
-    assert daemon.proc.returncode == 0, err
+    daemon = run_app(tmp_path, "--cmd", "--config", config, input="hello\n你好\n\nthird question\n")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 0, err
     answers = [line for line in out.splitlines() if line.startswith("echo: ")]
     assert answers == ["echo: hello", "echo: 你好", "echo: third question"]
     assert "User:" not in out  # no prompts when stdin is a pipe
@@ -68,9 +68,9 @@ def test_kill_9_then_restart_keeps_user_data(tmp_path):
         daemon.wait(10)
     finally:
         daemon.kill()
-    again = Daemon(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins)
-    out, err = again.proc.communicate("count\n", timeout=60)
-    assert again.proc.returncode == 0, err
+    again = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, input="count\n")
+    out, err = again.stdout, again.stderr
+    assert again.returncode == 0, err
     assert "count=3" in out.splitlines()
 
 
@@ -109,33 +109,33 @@ def test_shutdown_lets_a_running_reply_finish(tmp_path):
 
 def test_bad_config_exits_2_with_one_line(tmp_path):
     config = write_config(tmp_path, group_chat_prefx=["@bot"])
-    daemon = Daemon(tmp_path, "--config", config)
-    out, err = daemon.proc.communicate("", timeout=60)
-    assert daemon.proc.returncode == 2
+    daemon = run_app(tmp_path, "--config", config, input="")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 2
     assert err.strip() == "config error: unknown setting 'group_chat_prefx' (did you mean 'group_chat_prefix'?)"
 
 
 def test_wrong_type_exits_2_naming_key_and_type(tmp_path):
     config = write_config(tmp_path, single_chat_prefix="bot")
-    daemon = Daemon(tmp_path, "--config", config)
-    out, err = daemon.proc.communicate("", timeout=60)
-    assert daemon.proc.returncode == 2
+    daemon = run_app(tmp_path, "--config", config, input="")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 2
     assert err.strip().startswith("config error: setting 'single_chat_prefix' must be a list")
 
 
 def test_channel_not_built_yet_stops_start_up(tmp_path):
     config = write_config(tmp_path, channel_type="feishu")
-    daemon = Daemon(tmp_path, "--config", config)
-    out, err = daemon.proc.communicate("", timeout=60)
-    assert daemon.proc.returncode == 1
+    daemon = run_app(tmp_path, "--config", config, input="")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 1
     assert err.strip() == "start-up failed: channel 'feishu' is not available in this version yet; available now: terminal"
 
 
 def test_unknown_channel_lists_valid_names(tmp_path):
     config = write_config(tmp_path, channel_type="wechat")
-    daemon = Daemon(tmp_path, "--config", config)
-    out, err = daemon.proc.communicate("", timeout=60)
-    assert daemon.proc.returncode == 1
+    daemon = run_app(tmp_path, "--config", config, input="")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 1
     line = err.strip()
     assert line.startswith("start-up failed: unknown channel_type 'wechat'; valid names: ")
     for name in ("wx", "terminal", "wework", "feishu", "dingtalk", "web", "wechatcom_service"):
@@ -144,9 +144,9 @@ def test_unknown_channel_lists_valid_names(tmp_path):
 
 def test_environment_overrides_config(tmp_path):
     config = write_config(tmp_path, single_chat_prefix=["bot"])
-    daemon = Daemon(tmp_path, "--cmd", "--config", config, env={"SINGLE_CHAT_PREFIX": '["ai"]'})
-    out, err = daemon.proc.communicate("ai hello\n", timeout=60)
-    assert daemon.proc.returncode == 0, err
+    daemon = run_app(tmp_path, "--cmd", "--config", config, env={"SINGLE_CHAT_PREFIX": '["ai"]'}, input="ai hello\n")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 0, err
     assert "echo: hello" in out.splitlines()
 
 
@@ -160,11 +160,11 @@ def test_import_of_an_old_pickle_on_request(tmp_path):
     config = write_config(tmp_path)
     plugins = plugins_dir(tmp_path)
     # Without the flag the pickle is left alone.
-    first = Daemon(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins)
-    out, err = first.proc.communicate("count\n", timeout=60)
+    first = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, input="count\n")
+    out, err = first.stdout, first.stderr
     assert "count=1" in out.splitlines(), err
-    second = Daemon(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, "--import-user-datas")
-    out, err = second.proc.communicate("count\n", timeout=60)
+    second = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, "--import-user-datas", input="count\n")
+    out, err = second.stdout, second.stderr
     # Existing values win over imported ones, so the count goes on from 1.
     assert "count=2" in out.splitlines(), err
     fresh = tmp_path / "fresh"
@@ -173,8 +173,8 @@ def test_import_of_an_old_pickle_on_request(tmp_path):
     with open(fresh / "data" / "user_datas.pkl", "wb") as f:
         pickle.dump({"User": {"count": 41}}, f)
     config2 = write_config(fresh)
-    third = Daemon(fresh, "--cmd", "--config", config2, "--plugins-dir", plugins_dir(fresh), "--import-user-datas")
-    out, err = third.proc.communicate("count\n", timeout=60)
+    third = run_app(fresh, "--cmd", "--config", config2, "--plugins-dir", plugins_dir(fresh), "--import-user-datas", input="count\n")
+    out, err = third.stdout, third.stderr
     assert "count=42" in out.splitlines(), err
 
 
@@ -192,8 +192,8 @@ def test_hostile_pickle_is_refused_with_one_line(tmp_path):
     with open(data_dir / "user_datas.pkl", "wb") as f:
         pickle.dump({"User": Evil()}, f)
     config = write_config(tmp_path)
-    daemon = Daemon(tmp_path, "--cmd", "--config", config, "--import-user-datas")
-    out, err = daemon.proc.communicate("", timeout=60)
-    assert daemon.proc.returncode == 1
+    daemon = run_app(tmp_path, "--cmd", "--config", config, "--import-user-datas", input="")
+    out, err = daemon.stdout, daemon.stderr
+    assert daemon.returncode == 1
     assert err.strip().startswith("start-up failed: cannot import ")
     assert not marker.exists()
