@@ -127,6 +127,7 @@ def _open_state(args: argparse.Namespace) -> None:
     except (StoreError, ValueError, OSError) as e:
         raise StartupError(f"cannot open the state store: {e}") from None
     conf().user_data_book.attach(_store)
+    threading.Thread(target=_purge_expired_state, args=(_store,), name="state-purge", daemon=True).start()
     if args.import_user_datas is not None:
         path = args.import_user_datas or os.path.join(get_appdata_dir(), "user_datas.pkl")
         try:
@@ -135,6 +136,21 @@ def _open_state(args: argparse.Namespace) -> None:
             raise StartupError(f"cannot import {path}: {e}") from None
         added = conf().user_data_book.import_datas(imported)
         logger.info(f"[app] imported {len(imported)} user(s), {added} value(s) from {path}")
+
+
+PURGE_INTERVAL = 600.0
+
+
+def _purge_expired_state(store) -> None:
+    """Drop expired dedup keys and bot state now and then, so the file stays small."""
+    while not _stopped.wait(PURGE_INTERVAL):
+        try:
+            removed = store.purge_expired()
+            if removed:
+                logger.debug(f"[app] purged {removed} expired state row(s)")
+        except Exception as e:  # e.g. the store was closed during shutdown
+            logger.debug(f"[app] purge skipped: {e}")
+            return
 
 
 def run(argv: list[str] | None = None) -> int:

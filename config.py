@@ -350,6 +350,12 @@ class Config(dict):
     def user_datas(self) -> dict:
         return self.user_data_book.data
 
+    @property
+    def state_store(self):
+        """The durable StateStore the daemon opened (None before start-up), for
+        per-session bot state, dedup keys and pending replies."""
+        return self.user_data_book.store
+
     def get_user_data(self, user: Any) -> dict:
         return self.user_data_book.get(user)
 

@@ -104,6 +104,10 @@ class UserDataBook:
             self._watched[key] = time.monotonic()
             return entry
 
+    @property
+    def store(self):
+        return self._store
+
     def peek(self, user: Any) -> dict | None:
         """The user's data if there is any, without creating an entry."""
         return self.data.get(self._key(user))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from typing import Any
 
 from common.log import logger
@@ -31,15 +31,16 @@ def _read_json(path: str) -> Any:
 def _write_json_atomic(path: str, data: Any) -> None:
     """Write JSON so that a crash mid-write leaves the old file, never half a file."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    # open(..., "x") rather than mkstemp: a new file gets the usual umask permissions,
+    # not mkstemp's private 0600.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        if os.path.exists(path):
-            # mkstemp makes the file private (0600); keep what the user had.
-            shutil.copymode(path, tmp)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             json.dump(data, f, indent=4, ensure_ascii=False)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.exists(path):
+            shutil.copymode(path, tmp)  # keep what the user had
         os.replace(tmp, path)
     except BaseException:
         try:

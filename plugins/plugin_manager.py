@@ -304,6 +304,12 @@ class PluginManager:
         self.loaded[plugin_path] = module
         plugins = dict(self.plugins)
         for name, plugincls in pending.items():
+            # Apply plugins.json before publishing: emit_event must not see a plugin the
+            # user disabled as enabled, even while the rest of the scan runs.
+            key = self._pconf_key(plugincls.name)
+            entry = self.pconf["plugins"].get(key) if key else None
+            if isinstance(entry, dict) and isinstance(entry.get("enabled"), bool):
+                plugincls.enabled = entry["enabled"]
             previous = plugins.get(name)
             if previous is not None and previous.path != plugincls.path:
                 logger.warning(f"[PluginManager] plugin {name} of {plugincls.path} replaces the one of {previous.path}")
@@ -328,7 +334,8 @@ class PluginManager:
         apply plugins.json, and return the classes that were not registered before."""
         logger.info("Scanning plugins ...")
         with self._lock:
-            raws = set(self.plugins.values())
+            # By name: a re-imported plugin has a new class object but is not new.
+            known = set(self.plugins)
             seen: dict[str, str] = {}
             for root in self._plugin_roots():
                 try:
@@ -372,7 +379,7 @@ class PluginManager:
             self.refresh_order()
             if modified:
                 self.save_config()
-            return [cls for cls in self.plugins.values() if cls not in raws]
+            return [cls for name, cls in self.plugins.items() if name not in known]
 
     def refresh_order(self) -> None:
         """Sort plugins and listeners by priority, highest first (ties keep folder order)."""

@@ -613,4 +613,5 @@ def test_emit_is_safe_while_plugins_are_managed(three, root):
             t.join(timeout=10)
     assert not errors, errors[0]
     assert all(not t.is_alive() for t in threads)
+    three.set_plugin_priority("Gamma", 10)
     assert emit(three, "x")["trace"] == ["Alpha", "Beta", "Gamma"]
