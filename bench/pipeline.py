@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import statistics
 import sys
@@ -25,6 +26,7 @@ import psutil  # noqa: E402
 
 from bot import bot_factory  # noqa: E402
 from bot.bot import Bot  # noqa: E402
+from bot.session_manager import Session, SessionManager  # noqa: E402
 from bridge.bridge import Bridge  # noqa: E402
 from bridge.context import ContextType  # noqa: E402
 from bridge.reply import Reply, ReplyType  # noqa: E402
@@ -35,8 +37,26 @@ from common.store import SQLiteStore  # noqa: E402
 from config import conf  # noqa: E402
 
 
+class BenchSession(Session):
+    def calc_tokens(self):
+        return sum(len(m["content"]) for m in self.messages)
+
+    def discard_exceeding(self, max_tokens=None, cur_tokens=None):
+        while len(self.messages) > 9:  # keep the system message and the last 4 turns
+            del self.messages[1:3]
+        return self.calc_tokens()
+
+
 class InstantBot(Bot):
+    """Answers at once but keeps history per session, as the chat bots do."""
+
+    def __init__(self):
+        self.sessions = SessionManager(BenchSession)
+
     def reply(self, query, context=None):
+        session_id = context["session_id"]
+        self.sessions.session_query(query, session_id)
+        self.sessions.session_reply(query, session_id)
         return Reply(ReplyType.TEXT, query)
 
 
@@ -61,9 +81,12 @@ class BenchChannel(ChatChannel):
             self.on_sent(context["msg"].from_user_id)
 
 
+_ids = itertools.count()
+
+
 def message(user: str, text: str) -> ChatMessage:
     msg = ChatMessage(None)
-    msg.msg_id = text
+    msg.msg_id = f"m{next(_ids)}"  # unique: ids seen before are dropped as redeliveries
     msg.ctype = ContextType.TEXT
     msg.content = text
     msg.from_user_id = msg.other_user_id = user

@@ -3,7 +3,7 @@
 Run: ``python bench/store.py [--ops N] [--synchronous FULL NORMAL ...]``.
 Each message the daemon handles costs about one ``seen`` plus one ``put``, so
 these figures show what durability adds per message. The default mode is the
-one ``open_store`` uses (FULL); NORMAL is measured alongside for comparison.
+one ``open_store`` uses (NORMAL); FULL is measured alongside for comparison.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main() -> None:
         for mode in args.synchronous:
             mode = mode.upper()
             figures = run(mode, args.ops, folder)
-            label = "synchronous=" + mode + (" (default)" if mode == "FULL" else "")
+            label = "synchronous=" + mode + (" (default)" if mode == "NORMAL" else "")
             print(f"  {label:30}" + "  ".join(f"{name}: {us:8.1f} us" for name, us in figures.items()))
 
 

@@ -22,6 +22,10 @@ from plugins import Event, EventContext, PluginManager
 # A quoted message as WeChat renders it; the original ignores these on the first pass.
 _QUOTE_MARK = "」\n- - - - - - -"
 
+# How long a handled message id is remembered. Platforms retry within minutes
+# (WeChat: three tries in 15 s; Feishu and DingTalk redeliver after reconnects).
+DEDUP_TTL_SECONDS = 6 * 3600
+
 BUSY_TEXT_ZH = "消息太多，正在处理中，请稍后再发"
 BUSY_TEXT_EN = "Too many messages are waiting; please try again in a moment."
 
@@ -80,6 +84,9 @@ class ChatChannel(Channel):
         first_in = "receiver" not in context
         if first_in:
             cmsg = context["msg"]
+            if self._is_duplicate(cmsg):
+                logger.info(f"[chat] message {cmsg.msg_id} was handled before, ignored")
+                return None
             # Read without creating an entry for every sender (plugins create them when they write).
             user_data = config.user_data_book.peek(cmsg.from_user_id) or {}
             context["openai_api_key"] = user_data.get("openai_api_key")
@@ -149,6 +156,21 @@ class ChatChannel(Channel):
             ):
                 context["desire_rtype"] = ReplyType.VOICE
         return context
+
+    def _is_duplicate(self, cmsg) -> bool:
+        """True when this message id was seen before (a platform retry or redelivery).
+
+        Kept in the state store, so a restart does not answer a redelivery twice.
+        """
+        msg_id = getattr(cmsg, "msg_id", None)
+        store = conf().state_store
+        if msg_id is None or msg_id == "" or store is None:
+            return False
+        try:
+            return store.seen(f"dedup:{self.channel_type or type(self).__name__}", str(msg_id), DEDUP_TTL_SECONDS)
+        except Exception as e:  # never lose a message because the store hiccuped
+            logger.error(f"[chat] duplicate check failed, handling the message: {e}")
+            return False
 
     def _is_black_listed(self, nickname: str | None) -> bool:
         return bool(nickname) and nickname in conf().get("nick_name_black_list", [])

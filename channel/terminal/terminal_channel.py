@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+import uuid
 
 from bridge.context import ContextType
 from bridge.reply import Reply, ReplyType
@@ -42,6 +43,8 @@ class TerminalChannel(ChatChannel):
         self._stdout = stdout if stdout is not None else sys.stdout
         self._print_lock = threading.Lock()
         self._interactive = bool(getattr(self._stdin, "isatty", lambda: False)())
+        # Unique across runs: message ids are remembered in the state store.
+        self._run_id = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
 
     def _write(self, text: str) -> None:
@@ -71,7 +74,7 @@ class TerminalChannel(ChatChannel):
                 continue
             if check_prefix(prompt, prefixes) is None:
                 prompt = prefixes[0] + prompt
-            msg = TerminalMessage(next(self._ids), prompt)
+            msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)
             context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
             if context is None:
                 logger.warning(f"[terminal] message ignored by the rules: {prompt}")

@@ -197,3 +197,29 @@ def test_stopped_channel_refuses_new_messages(pipeline):
     assert channel.receive(make_msg("late")) is not None
     assert channel.wait_idle(1)
     assert channel.sent == []
+
+
+def test_a_message_delivered_twice_is_answered_once(pipeline, tmp_path):
+    from common.store import SQLiteStore
+    from config import conf
+
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = conf().user_data_book
+    book.attach(store)
+    try:
+        channel = pipeline()
+        first = make_msg("hello", msg_id="platform-42")
+        channel.receive(first)
+        channel.receive(make_msg("hello", msg_id="platform-42"))  # the platform retried
+        channel.receive(make_msg("hello", msg_id="platform-43"))
+        assert channel.wait_idle(10)
+        assert [c for _, _, c in channel.sent] == ["echo: hello", "echo: hello"]
+        # A new channel (a restart) still knows the id.
+        again = pipeline()
+        again.receive(make_msg("hello", msg_id="platform-42"))
+        assert again.wait_idle(10)
+        assert again.sent == []
+    finally:
+        book.close()
+        book._store = None
+        store.close()
