@@ -35,6 +35,10 @@ def test_piped_questions_are_answered_in_order_then_exit_0(tmp_path):
     assert os.path.isfile(tmp_path / "run.log")
 
 
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals; Windows has no SIGTERM delivery")
+
+
+@posix_signals
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_exits_0_and_saves_user_data(tmp_path, signo):
     config = write_config(tmp_path)
@@ -74,6 +78,7 @@ def test_kill_9_then_restart_keeps_user_data(tmp_path):
     assert "count=3" in out.splitlines()
 
 
+@posix_signals
 def test_second_signal_exits_at_once(tmp_path):
     config = write_config(tmp_path, bot_type="tests.fakes.gated_bot:SleepyBot", shutdown_timeout=60)
     daemon = Daemon(tmp_path, "--cmd", "--config", config)
@@ -92,6 +97,7 @@ def test_second_signal_exits_at_once(tmp_path):
         daemon.kill()
 
 
+@posix_signals
 def test_shutdown_lets_a_running_reply_finish(tmp_path):
     config = write_config(tmp_path, bot_type="tests.fakes.bots:SlowRandomBot")
     daemon = Daemon(tmp_path, "--cmd", "--config", config)
