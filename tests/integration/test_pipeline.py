@@ -30,6 +30,23 @@ def pipeline(settings):
     Bridge().reset_bot()
 
 
+@pytest.fixture
+def gated(settings):
+    """The GatedBot as the chat bot, its gate shut; the gate opens when the test ends."""
+    from tests.fakes.gated_bot import GatedBot
+
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    Bridge().reset_bot()
+    GatedBot.gate.clear()
+    GatedBot.reset_counts()
+    yield GatedBot
+    GatedBot.gate.set()
+
+
+def wait_started(bot_cls, timeout=5.0):
+    assert bot_cls.started.wait(timeout), "the bot never started"
+
+
 def test_fifty_sessions_twenty_messages_keep_order(pipeline, settings):
     settings["worker_threads"] = 8
     channel = pipeline()
@@ -56,19 +73,12 @@ def test_fifty_sessions_twenty_messages_keep_order(pipeline, settings):
     assert channel.dispatcher.session_count() == 0  # idle sessions are forgotten
 
 
-def test_hash_command_overtakes_queued_messages(pipeline, settings):
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
-    Bridge().reset_bot()
-    from tests.fakes.gated_bot import GatedBot
-
-    GatedBot.gate.clear()
-    GatedBot.started.clear()
+def test_hash_command_overtakes_queued_messages(pipeline, settings, gated):
+    GatedBot = gated
     channel = pipeline()
     try:
         channel.receive(make_msg("first"))  # runs and blocks on the gate
-        deadline = time.monotonic() + 5
-        while GatedBot.started.is_set() is False and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_started(GatedBot)
         channel.receive(make_msg("second"))
         channel.receive(make_msg("third"))
         channel.receive(make_msg("#command"))
@@ -78,20 +88,13 @@ def test_hash_command_overtakes_queued_messages(pipeline, settings):
     assert [c for _, _, c in channel.sent] == ["echo: first", "echo: #command", "echo: second", "echo: third"]
 
 
-def test_full_queue_tells_the_user(pipeline, settings):
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+def test_full_queue_tells_the_user(pipeline, settings, gated):
+    GatedBot = gated
     settings["session_queue_size"] = 2
-    Bridge().reset_bot()
-    from tests.fakes.gated_bot import GatedBot
-
-    GatedBot.gate.clear()
-    GatedBot.started.clear()
     channel = pipeline()
     try:
         channel.receive(make_msg("q0"))
-        deadline = time.monotonic() + 5
-        while not GatedBot.started.is_set() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_started(GatedBot)
         channel.receive(make_msg("q1"))
         channel.receive(make_msg("q2"))
         channel.receive(make_msg("q3"))  # refused: two are waiting already
@@ -104,19 +107,12 @@ def test_full_queue_tells_the_user(pipeline, settings):
     assert contents[2:] == ["echo: q0", "echo: q1", "echo: q2"]
 
 
-def test_cancel_session_drops_only_waiting_messages(pipeline, settings):
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
-    Bridge().reset_bot()
-    from tests.fakes.gated_bot import GatedBot
-
-    GatedBot.gate.clear()
-    GatedBot.started.clear()
+def test_cancel_session_drops_only_waiting_messages(pipeline, settings, gated):
+    GatedBot = gated
     channel = pipeline()
     try:
         channel.receive(make_msg("running"))
-        deadline = time.monotonic() + 5
-        while not GatedBot.started.is_set() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_started(GatedBot)
         channel.receive(make_msg("waiting 1"))
         channel.receive(make_msg("waiting 2"))
         channel.receive(make_msg("other", sender="bob", sender_name="Bob"))
@@ -127,14 +123,9 @@ def test_cancel_session_drops_only_waiting_messages(pipeline, settings):
     assert sorted(c for _, _, c in channel.sent) == ["echo: other", "echo: running"]
 
 
-def test_concurrency_in_session_runs_several_at_once(pipeline, settings):
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+def test_concurrency_in_session_runs_several_at_once(pipeline, settings, gated):
+    GatedBot = gated
     settings["concurrency_in_session"] = 3
-    Bridge().reset_bot()
-    from tests.fakes.gated_bot import GatedBot
-
-    GatedBot.gate.clear()
-    GatedBot.reset_counts()
     channel = pipeline()
     try:
         for i in range(5):

@@ -3,17 +3,9 @@ import threading
 import pytest
 
 from common.expired_dict import ExpiredDict
+from tests.fakes.clock import FakeClock
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from bot import session_manager as sm
 from bot.session_manager import MAX_SESSIONS, Session, SessionManager
 from config import conf
+from tests.fakes.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -18,15 +19,6 @@ def restore_conf():
     dict.update(conf(), saved)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

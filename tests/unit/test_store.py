@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from tests.fakes.clock import FakeClock
 from common.store import (
     MemoryStore,
     SQLiteStore,
@@ -27,15 +28,6 @@ from common.store import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
