@@ -10,6 +10,7 @@ import os
 import re
 import time
 
+from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel import Channel
@@ -48,10 +49,6 @@ def check_contain(content: str | None, keyword_list: list[str] | None) -> bool |
         if content.find(keyword) != -1:
             return True
     return None
-
-
-def has_chinese(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text or "")
 
 
 class ChatChannel(Channel):
@@ -244,7 +241,7 @@ class ChatChannel(Channel):
             logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
             return False
         logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
-        text = BUSY_TEXT_ZH if has_chinese(str(context.content)) else BUSY_TEXT_EN
+        text = BUSY_TEXT_ZH if is_chinese(str(context.content)) else BUSY_TEXT_EN
         self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
         return False
 
@@ -278,7 +275,7 @@ class ChatChannel(Channel):
             self._send_reply(context, reply)
         except Exception:
             logger.exception(f"[chat] handling failed: {context}")
-            text = "处理消息时出错了，请稍后再试" if has_chinese(str(context.content)) else "Something went wrong; please try again."
+            text = "处理消息时出错了，请稍后再试" if is_chinese(str(context.content)) else "Something went wrong; please try again."
             self._send(Reply(ReplyType.ERROR, "[ERROR]\n" + text), context)
 
     def _generate_reply(self, context: Context, reply: Reply | None = None) -> Reply | None:

@@ -11,7 +11,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COUNTER_PLUGIN = os.path.join(ROOT, "tests", "fakes", "plugin_dirs", "counter")
+PLUGIN_DIRS = os.path.join(ROOT, "tests", "fakes", "plugin_dirs")
 
 
 def write_config(folder, **settings) -> str:
@@ -28,12 +28,13 @@ def write_config(folder, **settings) -> str:
     return path
 
 
-def plugins_dir(folder) -> str:
-    """A plugins folder holding the counter test plugin."""
+def plugins_dir(folder, names=("counter",)) -> str:
+    """A plugins folder holding copies of the named test plugins (tests/fakes/plugin_dirs)."""
     target = os.path.join(str(folder), "plugins")
-    if not os.path.isdir(target):
-        os.makedirs(target)
-        shutil.copytree(COUNTER_PLUGIN, os.path.join(target, "counter"))
+    os.makedirs(target, exist_ok=True)
+    for name in names:
+        if not os.path.isdir(os.path.join(target, name)):
+            shutil.copytree(os.path.join(PLUGIN_DIRS, name), os.path.join(target, name))
     return target
 
 

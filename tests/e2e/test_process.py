@@ -203,3 +203,16 @@ def test_hostile_pickle_is_refused_with_one_line(tmp_path):
     assert daemon.returncode == 1
     assert err.strip().startswith("start-up failed: cannot import ")
     assert not marker.exists()
+
+
+def test_broken_plugins_never_stop_the_daemon_or_the_message(tmp_path):
+    config = write_config(tmp_path)
+    plugins = plugins_dir(tmp_path, names=("counter", "broken", "unimportable"))
+    result = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, input="hello\ncount\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "echo: hello" in lines
+    assert "count=1" in lines  # the lower-priority plugin still ran after the broken one
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "this plugin is broken on purpose" in log
+    assert "a_module_that_does_not_exist" in log
