@@ -21,8 +21,8 @@ import threading
 from typing import Any
 
 from common.log import logger, set_debug
+from common.masking import is_secret_key, mask_secret, mask_value
 
-_SECRET_WORDS = ("key", "secret", "token", "password")
 _UNSET = object()
 
 
@@ -272,17 +272,6 @@ def is_comment_key(key: str) -> bool:
     return isinstance(key, str) and key.startswith("_")
 
 
-def is_secret_key(key: str) -> bool:
-    lowered = str(key).lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
-def mask_secret(value: str) -> str:
-    if len(value) <= 8:
-        return "*" * 5
-    return value[:3] + "*" * 5 + value[-3:]
-
-
 def drag_sensitive(config: Any) -> Any:
     """A copy of `config` (a dict or a JSON string) with secrets masked, for logging."""
     if isinstance(config, str):
@@ -294,12 +283,10 @@ def drag_sensitive(config: Any) -> Any:
     if isinstance(config, dict):
         masked = {}
         for key, value in config.items():
-            if is_secret_key(key) and isinstance(value, str) and value:
-                masked[key] = mask_secret(value)
-            elif isinstance(value, dict):
+            if isinstance(value, dict):
                 masked[key] = drag_sensitive(value)
             else:
-                masked[key] = copy.deepcopy(value)
+                masked[key] = copy.deepcopy(mask_value(key, value))
         return masked
     return config
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from common.masking import mask_value
+
 
 class ContextType(Enum):
     TEXT = 1
@@ -75,6 +77,8 @@ class Context:
             del self.kwargs[key]
 
     def __str__(self) -> str:
-        return "Context(type={}, content={}, kwargs={})".format(self.type, self.content, self.kwargs)
+        # Contexts are logged; user data copied into them may hold API keys.
+        shown = {k: mask_value(k, v) for k, v in self.kwargs.items()}
+        return "Context(type={}, content={}, kwargs={})".format(self.type, self.content, shown)
 
     __repr__ = __str__

@@ -268,7 +268,7 @@ class ChatChannel(Channel):
     def _handle(self, context: Context) -> None:
         if context is None or not context.content:
             return
-        logger.debug(f"[chat] handling context: {context}")
+        logger.debug("[chat] handling context: %s", context)
         try:
             reply = self._generate_reply(context)
             reply = self._decorate_reply(context, reply)
@@ -386,7 +386,7 @@ class ChatChannel(Channel):
         )
         reply = e_context["reply"]
         if not e_context.is_pass() and reply and reply.type:
-            logger.debug(f"[chat] sending reply: {reply}")
+            logger.debug("[chat] sending reply: %s", reply)
             self._send(reply, context)
 
     def _send(self, reply: Reply, context: Context) -> bool:

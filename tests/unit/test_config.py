@@ -219,3 +219,11 @@ def test_template_is_valid():
     root = os.path.dirname(os.path.abspath(config_module.__file__))
     data = build_config(os.path.join(root, "config-template.json"), environ={}, dotenv_path="")
     assert data["channel_type"] == "wework" and data["model"] == "dify"
+
+
+def test_logged_context_masks_keys_copied_from_user_data():
+    from bridge.context import Context, ContextType
+
+    text = str(Context(ContextType.TEXT, "hi", {"openai_api_key": "sk-abcdefghijklmnop", "session_id": "s1"}))
+    assert "abcdefghijklmnop" not in text
+    assert "sk-*****nop" in text and "s1" in text
