@@ -57,6 +57,7 @@ class Daemon:
             text=True,
             encoding="utf-8",
         )
+        self.folder = str(folder)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.stdout: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -82,6 +83,20 @@ class Daemon:
                 continue
             if line == expected:
                 return line
+
+    def wait_for_log(self, needle: str, timeout: float = 20) -> None:
+        """Wait until run.log (in the daemon's folder) contains `needle`."""
+        path = os.path.join(self.folder, "run.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    if needle in f.read():
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"run.log never showed {needle!r}")
 
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout)

@@ -84,7 +84,8 @@ def test_second_signal_exits_at_once(tmp_path):
     daemon = Daemon(tmp_path, "--cmd", "--config", config)
     try:
         daemon.ask("slow question")
-        time.sleep(1.0)  # the bot is now working on it (it takes 30 s)
+        daemon.wait_for_log("SleepyBot for chat")  # the bot is now working on it (it takes 30 s)
+        time.sleep(0.2)
         started = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)

@@ -214,3 +214,27 @@ def test_a_message_delivered_twice_is_answered_once(pipeline, tmp_path):
         book.close()
         book._store = None
         store.close()
+
+
+def test_cancel_all_session_empties_every_queue(pipeline, settings, gated):
+    GatedBot = gated
+    settings["concurrency_in_session"] = 1
+    channel = pipeline()
+    try:
+        channel.receive(make_msg("a running"))
+        wait_started(GatedBot)
+        for user in ("bob", "carol"):
+            channel.receive(make_msg(f"{user} 1", sender=user, sender_name=user))
+            channel.receive(make_msg(f"{user} 2", sender=user, sender_name=user))
+        channel.receive(make_msg("a waiting"))
+        channel.cancel_all_session()
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    # bob and carol may have started before the cancel (8 workers); what was still
+    # queued is gone, and nothing ran twice.
+    contents = [c for _, _, c in channel.sent]
+    assert "echo: a running" in contents
+    assert "echo: a waiting" not in contents
+    assert "echo: bob 2" not in contents and "echo: carol 2" not in contents
+    assert len(contents) == len(set(contents))
