@@ -105,7 +105,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     # --- Dify
     "dify_api_base": ("https://api.dify.ai/v1", "Dify Service API root."),
     "dify_api_key": ("", "Dify app key (`app-...`)."),
-    "dify_app_type": ("chatbot", "Dify app type: chatbot, chatflow, agent, workflow."),
+    "dify_app_type": ("chatbot", "Dify app type: chatbot, chatflow, agent, workflow, completion."),
+    "dify_response_mode": ("streaming", "How chat apps answer: `streaming` (avoids the cloud's 100 s cut-off) or `blocking` (not for agent apps). New."),
+    "dify_stream_reply": (False, "Send each finished paragraph of a streamed Dify answer as soon as it is complete instead of waiting for the end. New."),
+    "dify_workflow_input_variable": ("query", "Workflow apps: the input variable that receives the user's text. New."),
+    "dify_workflow_output_variable": ("text", "Workflow apps: the output variable that holds the answer. New."),
+    "dify_connect_timeout": (10, "Seconds to wait for a connection to Dify. New."),
+    "dify_read_timeout": (120, "Seconds Dify may stay silent (between streamed events, or for a whole blocking answer) before the request fails. New."),
+    "dify_max_retries": (2, "Retries of a Dify request after a 429, a 5xx or a connection error, with growing pauses. New."),
     "dify_conversation_max_messages": (5, "User messages per Dify conversation before a new one starts (<=0: no limit)."),
     "dify_error_reply": ("", "If set, replaces every Dify error text sent to users."),
     # --- trigger rules
@@ -224,6 +231,15 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size")
 
+_NOT_NEGATIVE = ("dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
+
+# Settings that take one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dify_app_type": ("chatbot", "chatflow", "agent", "workflow", "completion"),
+    "dify_response_mode": ("streaming", "blocking"),
+    "state_store": ("sqlite", "memory"),
+}
+
 _LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", float: "a number", list: "a list", dict: "an object"}
 
@@ -235,7 +251,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "dify_connect_timeout", "dify_read_timeout") else (int,)
     return (type(default),)
 
 
@@ -259,6 +275,10 @@ def check_value(key: str, value: Any) -> None:
         )
     if key in _AT_LEAST_ONE and value < 1:
         raise ConfigError(f"setting '{key}' must be at least 1, got {value}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"setting '{key}' must be one of {', '.join(CHOICES[key])}, got {json.dumps(value, ensure_ascii=False)}")
+    if key in _NOT_NEGATIVE and value < 0:
+        raise ConfigError(f"setting '{key}' must not be negative, got {value}")
 
 
 def unknown_key_error(key: str) -> ConfigError:

@@ -378,6 +378,12 @@ class ChatChannel(Channel):
             return config.get("group_chat_reply_prefix", "") + text + config.get("group_chat_reply_suffix", "")
         return config.get("single_chat_reply_prefix", "") + text + config.get("single_chat_reply_suffix", "")
 
+    def deliver(self, context: Context, reply: Reply) -> None:
+        """Send a reply now, while the final one is still being generated (the parts of a
+        streamed answer, the images of an answer with pictures). It is decorated and goes
+        through ON_DECORATE_REPLY / ON_SEND_REPLY like the final reply."""
+        self._send_reply(context, self._decorate_reply(context, reply))
+
     def _send_reply(self, context: Context, reply: Reply | None) -> None:
         if not reply or not reply.type:
             return

@@ -238,3 +238,14 @@ def test_cancel_all_session_empties_every_queue(pipeline, settings, gated):
     assert "echo: a waiting" not in contents
     assert "echo: bob 2" not in contents and "echo: carol 2" not in contents
     assert len(contents) == len(set(contents))
+
+
+def test_deliver_sends_a_decorated_part_before_the_final_reply(pipeline, settings):
+    from bridge.reply import Reply
+
+    settings["single_chat_reply_prefix"] = "[bot] "
+    channel = pipeline()
+    msg = make_msg("question")
+    context = channel._compose_context(msg.ctype, msg.content, isgroup=False, msg=msg)
+    channel.deliver(context, Reply(ReplyType.TEXT, "part one"))
+    assert channel.sent == [("alice", ReplyType.TEXT, "[bot] part one")]

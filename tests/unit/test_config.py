@@ -227,3 +227,18 @@ def test_logged_context_masks_keys_copied_from_user_data():
     text = str(Context(ContextType.TEXT, "hi", {"openai_api_key": "sk-abcdefghijklmnop", "session_id": "s1"}))
     assert "abcdefghijklmnop" not in text
     assert "sk-*****nop" in text and "s1" in text
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("dify_app_type", "chatbott", "setting 'dify_app_type' must be one of chatbot, chatflow, agent, workflow, completion"),
+        ("dify_response_mode", "stream", "setting 'dify_response_mode' must be one of streaming, blocking"),
+        ("dify_max_retries", -1, "setting 'dify_max_retries' must not be negative"),
+    ],
+)
+def test_choices_and_ranges(tmp_path, key, value, message):
+    path = write(tmp_path / "config.json", {key: value})
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path="")
+    assert str(err.value).startswith(message)
