@@ -31,6 +31,7 @@ EXIT_FORCED = 3
 
 _channel = None
 _store = None
+_sandbox = None
 _shutdown_lock = threading.Lock()
 _shutting_down = False
 _stopped = threading.Event()
@@ -60,6 +61,8 @@ def _graceful_stop() -> None:
         except Exception as e:
             logger.error(f"[app] closing the channel failed: {e}")
     conf().user_data_book.close()
+    if _sandbox is not None:
+        _sandbox.stop()
     if _store is not None:
         try:
             _store.close()
@@ -110,12 +113,41 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="Chat platforms to Dify and other LLM apps.")
     parser.add_argument("--cmd", action="store_true", help="talk in this terminal (forces channel_type terminal)")
     parser.add_argument("--config", metavar="PATH", help="settings file to use instead of ./config.json")
+    parser.add_argument(
+        "--sandbox", action="store_true",
+        help="offline demo: the Dify bot talks to a local Dify simulator instead of a real Dify app",
+    )
     parser.add_argument("--plugins-dir", metavar="PATH", help="extra folder of plugins; its plugins.json and config.json are used")
     parser.add_argument(
         "--import-user-datas", metavar="PKL", nargs="?", const="",
         help="import an old user_datas.pkl (default: <appdata_dir>/user_datas.pkl) into the state store",
     )
     return parser.parse_args(argv)
+
+
+# dify_app_type -> the app mode the simulator plays
+_SANDBOX_MODES = {"chatbot": "chat", "chatflow": "advanced-chat", "agent": "agent-chat", "workflow": "workflow", "completion": "completion"}
+
+
+def _start_sandbox() -> None:
+    """Point the Dify bot at a local simulator: an offline demo, clearly labelled."""
+    global _sandbox
+    from sandbox.dify_server import DifyServer
+
+    mode = _SANDBOX_MODES[conf().get("dify_app_type")]
+    _sandbox = DifyServer(api_key="app-sandbox", mode=mode).start()
+    _sandbox.answers_for_sandbox = True
+    config = conf()
+    config["bot_type"] = "dify"
+    config["model"] = "dify"
+    config["dify_api_base"] = _sandbox.base_url
+    config["dify_api_key"] = "app-sandbox"
+    banner = (
+        f"SANDBOX: offline demo. Answers come from a local Dify simulator at {_sandbox.base_url} "
+        f"(mode {mode}), not from a real Dify app."
+    )
+    logger.warning(banner)
+    print(banner, file=sys.stderr, flush=True)
 
 
 def _open_state(args: argparse.Namespace) -> None:
@@ -163,6 +195,8 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     channel_name = "terminal" if args.cmd else conf().get("channel_type", "wx")
     try:
+        if args.sandbox:
+            _start_sandbox()
         _open_state(args)
         if args.plugins_dir:
             from plugins import PluginManager
