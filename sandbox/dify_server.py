@@ -462,6 +462,11 @@ class DifyServer:
         self.port = port
         self.stt_text = "transcribed text"
         self.tts_audio = DEFAULT_TTS_AUDIO
+        # The app's feature switches in the Dify console; off gives Dify's 400.
+        self.stt_enabled = True
+        self.tts_enabled = True
+        # A misbehaving server that answers text-to-audio with 200 and a JSON body.
+        self.tts_json_200 = False
         self.answers_for_sandbox = False
         self.requests: list[dict[str, Any]] = []
         self.conversations: dict[str, dict[str, Any]] = {}
@@ -1053,6 +1058,8 @@ class DifyServer:
                            "created_by": str(uuid.uuid5(uuid.NAMESPACE_OID, user)), "created_at": created_at})
 
     def _ep_audio_to_text(self, h: _Handler, req: _Request) -> None:
+        if not self.stt_enabled:  # Dify checks the feature before looking at the file
+            raise _invalid("Speech to text is not enabled")
         self._user((req.form or {}).get("user"), required=False)  # DoW sends none; Dify then uses a default user
         parts = [p for n, p in req.file_parts if n == "file"]
         if not parts:
@@ -1065,6 +1072,11 @@ class DifyServer:
         h._send_json(200, {"text": self.stt_text})
 
     def _ep_text_to_audio(self, h: _Handler, req: _Request) -> None:
+        if not self.tts_enabled:
+            raise _invalid("TTS is not enabled")
+        if self.tts_json_200:
+            h._send_json(200, {"result": "success"})
+            return
         body = req.json_body()
         self._user(body.get("user"), required=False)
         message_id, text = body.get("message_id"), body.get("text")

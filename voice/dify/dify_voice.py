@@ -1,0 +1,309 @@
+"""Speech to text and text to speech through a Dify app (``POST /audio-to-text``, ``/text-to-audio``).
+
+Uses the global ``dify_api_base`` / ``dify_api_key``, read at each call so a changed setting
+takes effect without a restart. Differences from the original, on purpose:
+
+* Speech to text sends the file in a format Dify takes, with the matching mimetype: WAV, AMR,
+  MP3, M4A and WebM as they are, SILK (WeChat / WeCom voice) decoded to WAV first. The
+  original turned everything into MP3 through pydub/ffmpeg, which a plain Windows PC lacks, and
+  labelled every upload ``audio/mp3``.
+* Both calls send a ``user`` (the caller's id when given, else ``"voice"``); timeouts come from
+  ``dify_connect_timeout`` / ``dify_read_timeout`` (the original had none and could hang a worker).
+* Text to speech checks the status and the content type before writing anything: the original
+  wrote Dify's JSON error body into the ``.mp3`` it then sent as a voice message.
+* Neither method raises: every failure (HTTP error, refused connection, timeout, unreadable or
+  unsupported audio) is an ERROR reply with a short text saying what to do, and the details,
+  key masked, go to the log. ``dify_error_reply``, when set, replaces the text as for chat.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from bridge.bridge import is_chinese
+from bridge.reply import Reply, ReplyType
+from common.log import logger
+from common.masking import mask_secret
+from common.tmp_dir import unique_tmp_path
+from config import conf
+from voice.audio_convert import audio_format, audio_format_of_bytes, any_to_wav
+from voice.voice import Voice
+
+DEFAULT_API_BASE = "https://api.dify.ai/v1"
+DEFAULT_USER = "voice"
+
+# audio_format() name -> (mimetype, extension) for the upload. Dify checks the part's
+# mimetype against audio/{mp3,mp4,mpeg,mpga,m4a,wav,webm,amr}; newer servers check against
+# mp3/m4a/wav/webm/amr(/ogg) only, so the names below are the ones every version accepts.
+UPLOAD_TYPES: dict[str, tuple[str, str]] = {
+    "wav": ("audio/wav", ".wav"),
+    "amr": ("audio/amr", ".amr"),
+    "mp3": ("audio/mp3", ".mp3"),
+    "m4a": ("audio/m4a", ".m4a"),
+    "webm": ("audio/webm", ".webm"),
+    "ogg": ("audio/ogg", ".ogg"),  # newer servers only; older ones answer 415
+}
+
+# Content type of a text-to-audio answer -> extension of the file written.
+_AUDIO_SUFFIXES = {
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/ogg": ".ogg",
+    "audio/opus": ".ogg",
+    "audio/amr": ".amr",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
+    "audio/m4a": ".m4a",
+    "audio/webm": ".webm",
+    "audio/flac": ".flac",
+}
+_FORMAT_SUFFIXES = {"mp3": ".mp3", "wav": ".wav", "amr": ".amr", "m4a": ".m4a", "webm": ".webm",
+                    "ogg": ".ogg", "flac": ".flac", "aac": ".aac"}
+_BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+STT, TTS = "stt", "tts"
+
+# (operation or None for both, kind) -> (Chinese, English)
+_TEXTS: dict[tuple[str | None, str], tuple[str, str]] = {
+    (None, "no_key"): ("未配置 dify_api_key，无法使用 Dify 语音服务。", "dify_api_key is not set, so Dify speech cannot be used."),
+    (None, "config"): ("Dify 拒绝了请求，请检查配置 dify_api_key 和 dify_api_base。",
+                       "Dify refused the request: check the dify_api_key and dify_api_base settings."),
+    (None, "unreachable"): ("无法连接 Dify 服务，请检查 dify_api_base 或稍后再试。",
+                            "Cannot reach the Dify service: check dify_api_base or try again later."),
+    (None, "timeout"): ("Dify 服务响应超时，请稍后再试。", "The Dify service did not answer in time. Please try again later."),
+    (None, "busy"): ("Dify 服务繁忙，请稍后再试。", "The Dify service is busy. Please try again later."),
+    (STT, "disabled"): ("Dify 应用未开启语音转文字功能。", "Speech to text is not enabled in the Dify app."),
+    (TTS, "disabled"): ("Dify 应用未开启文字转语音功能。", "Text to speech is not enabled in the Dify app."),
+    (STT, "format"): ("不支持这种语音格式。", "This audio format is not supported."),
+    (STT, "too_large"): ("语音太长了，请发一段短一些的语音。", "The voice message is too long. Please send a shorter one."),
+    (STT, "no_file"): ("找不到语音文件，请重新发送。", "The voice file could not be read. Please send it again."),
+    (STT, "empty"): ("没有听清您说的话，请再说一遍。", "No words were recognised. Please try again."),
+    (TTS, "empty"): ("没有可以朗读的文字。", "There is no text to read out."),
+    (STT, "failed"): ("语音识别失败，请稍后再试。", "Speech recognition failed. Please try again later."),
+    (TTS, "failed"): ("语音合成失败，请稍后再试。", "Text to speech failed. Please try again later."),
+}
+
+
+class DifyVoiceError(Exception):
+    """A failed Dify speech call. ``kind`` picks the user text; the message is for the log."""
+
+    def __init__(self, kind: str, detail: str, status: int | None = None):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DifySettings:
+    api_base: str
+    api_key: str
+    timeout: tuple[float | None, float | None]
+
+    @classmethod
+    def load(cls) -> "DifySettings":
+        config = conf()
+        base = str(config.get("dify_api_base") or DEFAULT_API_BASE).strip().rstrip("/")
+        key = str(config.get("dify_api_key") or "").strip()
+        return cls(base, key, (_seconds(config.get("dify_connect_timeout", 10)), _seconds(config.get("dify_read_timeout", 120))))
+
+    def describe(self) -> str:
+        """Where a request went, for the log (the key masked)."""
+        return f"base={self.api_base}, key={mask_secret(self.api_key) if self.api_key else '<empty>'}"
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None  # 0 means "no limit", as requests' None
+
+
+def _headers(settings: DifySettings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_key}"}
+
+
+def _http_error(response: requests.Response) -> DifyVoiceError:
+    """A DifyVoiceError for a non-2xx answer, from Dify's ``{"code", "message", "status"}`` body."""
+    status = response.status_code
+    code, message = "", ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code, message = str(body.get("code") or ""), str(body.get("message") or "")
+    else:
+        message = response.text[:200]
+    if status == 400 and "not enabled" in message.lower():
+        kind = "disabled"
+    elif status in (401, 403, 404):  # a bad key, a disabled app, or a base URL without /v1
+        kind = "config"
+    elif status == 413:
+        kind = "too_large"
+    elif status == 415:
+        kind = "format"
+    elif status == 429:
+        kind = "busy"
+    else:
+        kind = "failed"
+    return DifyVoiceError(kind, f"HTTP {status} {code}: {message}".rstrip(": "), status)
+
+
+def _post(settings: DifySettings, path: str, **kwargs: Any) -> requests.Response:
+    """POST to Dify; network failures become DifyVoiceError (never a requests exception)."""
+    url = f"{settings.api_base}{path}"
+    try:
+        return requests.post(url, headers=_headers(settings), timeout=settings.timeout, **kwargs)
+    except requests.Timeout as e:
+        raise DifyVoiceError("timeout", f"POST {url} timed out: {e}") from e
+    except requests.ConnectionError as e:
+        raise DifyVoiceError("unreachable", f"POST {url} failed to connect: {e}") from e
+    except requests.RequestException as e:  # invalid URL, too many redirects, ...
+        raise DifyVoiceError("unreachable", f"POST {url} failed: {e}") from e
+
+
+def request_audio_to_text(settings: DifySettings, path: str, filename: str, mimetype: str, user: str) -> str:
+    """``POST /audio-to-text``: the transcript of the audio file at ``path``."""
+    with open(path, "rb") as f:
+        response = _post(settings, "/audio-to-text", files={"file": (filename, f, mimetype)}, data={"user": user})
+    if not 200 <= response.status_code < 300:
+        raise _http_error(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise DifyVoiceError("failed", f"unexpected audio-to-text answer: {response.text[:200]!r}", response.status_code)
+    return body["text"]
+
+
+def request_text_to_audio(settings: DifySettings, text: str, user: str) -> tuple[bytes, str]:
+    """``POST /text-to-audio``: the audio bytes and the file extension that fits them."""
+    response = _post(settings, "/text-to-audio", json={"text": text, "user": user})
+    if not 200 <= response.status_code < 300:
+        raise _http_error(response)
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    audio = response.content
+    sniffed = audio_format_of_bytes(audio[:16])
+    if content_type.startswith("audio/"):
+        suffix = _AUDIO_SUFFIXES.get(content_type) or _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
+    elif content_type in _BINARY_TYPES or (not content_type and sniffed):
+        suffix = _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
+    else:  # JSON or HTML with a 2xx status is an error page, not speech
+        raise DifyVoiceError(
+            "failed", f"text-to-audio answered {content_type or 'no content type'}, not audio: {audio[:200]!r}",
+            response.status_code,
+        )
+    if not audio:
+        raise DifyVoiceError("failed", "text-to-audio answered an empty body", response.status_code)
+    return audio, suffix
+
+
+def _upload_name(path: str, extension: str) -> str:
+    """A plain ASCII file name with the extension that matches the content."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return (stem if _SAFE_NAME.fullmatch(stem) else "voice") + extension
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def user_text(operation: str, kind: str, chinese: bool | None) -> str:
+    """The text of an ERROR reply; ``chinese=None`` gives both languages."""
+    custom = conf().get("dify_error_reply")
+    if custom:
+        return str(custom)
+    zh, en = _TEXTS.get((operation, kind)) or _TEXTS.get((None, kind)) or _TEXTS[(operation, "failed")]
+    if chinese is None:
+        return f"{zh} / {en}"
+    return zh if chinese else en
+
+
+class DifyVoice(Voice):
+    """Dify's speech endpoints as a voice engine. Method names are the original's."""
+
+    def voiceToText(self, voice_file: str, user: str | None = None) -> Reply:
+        """Transcribe ``voice_file``; TEXT with the words, or ERROR. Never raises.
+
+        The language of the speaker is unknown until it is transcribed, so error texts carry
+        both Chinese and English, as the Bridge's own do.
+        """
+        settings = DifySettings.load()
+        converted: str | None = None
+        try:
+            if not settings.api_key:
+                raise DifyVoiceError("no_key", "dify_api_key is empty")
+            try:
+                fmt = audio_format(voice_file)
+            except OSError as e:
+                raise DifyVoiceError("no_file", f"cannot read {voice_file}: {e}") from e
+            upload_path = voice_file
+            if fmt == "silk":
+                converted = unique_tmp_path(".wav")
+                try:
+                    any_to_wav(voice_file, converted)
+                except (ValueError, OSError) as e:
+                    raise DifyVoiceError("format", f"SILK to WAV failed: {e}") from e
+                upload_path, fmt = converted, "wav"
+            if fmt not in UPLOAD_TYPES:
+                raise DifyVoiceError("format", f"{fmt or 'unrecognised'} audio is not accepted by Dify: {voice_file}")
+            mimetype, extension = UPLOAD_TYPES[fmt]
+            text = request_audio_to_text(
+                settings, upload_path, _upload_name(voice_file, extension), mimetype, str(user or DEFAULT_USER)
+            )
+        except DifyVoiceError as e:
+            logger.error(f"[DifyVoice] voiceToText failed for {voice_file}: {e.detail} ({settings.describe()})")
+            return Reply(ReplyType.ERROR, user_text(STT, e.kind, None))
+        except Exception:  # a bug or an OS error: still an ERROR reply, never a dead worker
+            logger.exception(f"[DifyVoice] voiceToText failed for {voice_file} ({settings.describe()})")
+            return Reply(ReplyType.ERROR, user_text(STT, "failed", None))
+        finally:
+            _remove(converted)
+        if not text.strip():
+            logger.warning(f"[DifyVoice] no words recognised in {voice_file}")
+            return Reply(ReplyType.ERROR, user_text(STT, "empty", None))
+        logger.info(f"[DifyVoice] voiceToText text={text!r} file={voice_file}")
+        return Reply(ReplyType.TEXT, text)
+
+    def textToVoice(self, text: str, user: str | None = None) -> Reply:
+        """Synthesize ``text``; VOICE with the path of a new file in tmp/, or ERROR. Never raises.
+
+        Nothing is written unless Dify answered with audio.
+        """
+        settings = DifySettings.load()
+        chinese = is_chinese(text)
+        path: str | None = None
+        try:
+            if not isinstance(text, str) or not text.strip():
+                raise DifyVoiceError("empty", "no text to synthesize")
+            if not settings.api_key:
+                raise DifyVoiceError("no_key", "dify_api_key is empty")
+            audio, suffix = request_text_to_audio(settings, text, str(user or DEFAULT_USER))
+            path = unique_tmp_path(suffix)
+            with open(path, "wb") as f:
+                f.write(audio)
+        except DifyVoiceError as e:
+            logger.error(f"[DifyVoice] textToVoice failed: {e.detail} ({settings.describe()})")
+            return Reply(ReplyType.ERROR, user_text(TTS, e.kind, chinese))
+        except Exception:
+            _remove(path)  # a half-written file must not be sent later
+            logger.exception(f"[DifyVoice] textToVoice failed ({settings.describe()})")
+            return Reply(ReplyType.ERROR, user_text(TTS, "failed", chinese))
+        logger.info(f"[DifyVoice] textToVoice wrote {len(audio)} bytes to {path}")
+        return Reply(ReplyType.VOICE, path)
