@@ -1,0 +1,451 @@
+"""A client for the Dify Service API (see reference/dify-service-api.md).
+
+One :class:`DifyClient` per (api_base, api_key), obtained with
+:func:`get_client`, holds one pooled ``requests.Session`` sized for the worker
+threads, so concurrent questions reuse keep-alive connections instead of
+opening one per call (the original built a new client, without a timeout, for
+every message).
+
+* Timeouts: ``dify_connect_timeout`` to connect, ``dify_read_timeout`` of
+  silence (between streamed events, or for a whole blocking answer).
+* Errors: every non-2xx answer, SSE ``error`` event, timeout and network
+  failure is raised as a :class:`~bot.dify.errors.DifyError` subclass.
+* Retries (tenacity): 429, 5xx, connection failures and connect timeouts are
+  retried up to ``dify_max_retries`` times with exponential backoff (a
+  ``Retry-After`` header is honoured, capped), and only before any of the
+  response body was consumed: a stream that broke midway is never sent again.
+* Streams are read with sseclient-py: ``data:`` blocks are JSON-parsed, blocks
+  without data (``event: ping``) are skipped, bad JSON is logged and skipped.
+
+Voice engines use :meth:`DifyClient.audio_to_text` / :meth:`DifyClient.text_to_audio`.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import mimetypes
+import os
+import threading
+import time
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import sseclient
+import tenacity
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from bot.dify.errors import (
+    DifyAppTypeError,
+    DifyAppUnavailable,
+    DifyAuthError,
+    DifyBadRequest,
+    DifyBadResponse,
+    DifyConfigError,
+    DifyConnectionError,
+    DifyConversationNotFound,
+    DifyError,
+    DifyModelError,
+    DifyNotFoundError,
+    DifyQuotaError,
+    DifyRateLimitError,
+    DifyServerError,
+    DifyStreamCut,
+    DifyTimeout,
+    DifyWorkflowFailed,
+    DifyWorkflowOutputMissing,
+    classify,
+)
+from common.log import logger
+from common.masking import mask_secret
+from config import conf
+
+__all__ = [
+    "DifyClient",
+    "DifyEventStream",
+    "get_client",
+    "close_clients",
+    "file_base_url",
+    "DifyError",
+    "DifyAuthError",
+    "DifyAppUnavailable",
+    "DifyAppTypeError",
+    "DifyQuotaError",
+    "DifyModelError",
+    "DifyRateLimitError",
+    "DifyConversationNotFound",
+    "DifyNotFoundError",
+    "DifyBadRequest",
+    "DifyServerError",
+    "DifyTimeout",
+    "DifyConnectionError",
+    "DifyStreamCut",
+    "DifyBadResponse",
+    "DifyWorkflowFailed",
+    "DifyWorkflowOutputMissing",
+    "DifyConfigError",
+]
+
+DEFAULT_API_BASE = "https://api.dify.ai/v1"
+
+# Audio types Dify's /audio-to-text accepts, by file extension (it checks the part's mimetype,
+# and mimetypes.guess_type gives e.g. "audio/x-wav", which Dify refuses).
+_AUDIO_TYPES = {
+    "mp3": "audio/mp3", "mp4": "audio/mp4", "mpeg": "audio/mpeg", "mpga": "audio/mpga",
+    "m4a": "audio/m4a", "wav": "audio/wav", "webm": "audio/webm", "amr": "audio/amr",
+}
+
+
+def file_base_url(api_base: str) -> str:
+    """The Dify host that relative file URLs hang off: the api base without its
+    trailing ``/v1`` path (the original removed every "/v1" in the string,
+    breaking hosts such as ``https://v1.example.com/v1``)."""
+    parts = urlsplit(api_base.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")).rstrip("/")
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class DifyEventStream:
+    """The events of one streamed answer, as dicts, in order.
+
+    Use it as a context manager (or call :meth:`close`). Iterating raises
+    :class:`DifyError` for an ``error`` event and :class:`DifyStreamCut` when
+    the connection breaks or goes silent for longer than the read timeout.
+    A stream that simply ends is not an error here: the caller knows which
+    final event it expected.
+    """
+
+    def __init__(self, response: requests.Response, what: str) -> None:
+        self.response = response
+        self.what = what
+
+    def __enter__(self) -> "DifyEventStream":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        source = self.response.iter_content(chunk_size=None)
+        try:
+            for block in sseclient.SSEClient(source).events():
+                if block.event == "ping":
+                    continue
+                try:
+                    event = json.loads(block.data)
+                except ValueError:
+                    logger.warning(f"[DIFY] {self.what}: skipped an SSE block that is not JSON: {block.data[:200]!r}")
+                    continue
+                if not isinstance(event, dict):
+                    logger.warning(f"[DIFY] {self.what}: skipped an SSE block that is not an object: {block.data[:200]!r}")
+                    continue
+                if event.get("event") == "error":
+                    raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
+                yield event
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
+            # iter_content turns a broken chunked body into ChunkedEncodingError and a read
+            # timeout into ConnectionError; either way the rest of the answer is lost.
+            timeout = any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in e.args)
+            raise DifyStreamCut(0, "", f"{self.what}: stream broke off: {e}", timeout=timeout) from e
+        except requests.exceptions.RequestException as e:
+            raise DifyStreamCut(0, "", f"{self.what}: stream failed: {e}") from e
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class DifyClient:
+    """The Service API of one Dify app (one key)."""
+
+    # Backoff before retry n (1-based): backoff_base * 2**(n-1), at most backoff_max seconds.
+    # Tests shrink backoff_base; a Retry-After header replaces it, capped at retry_after_cap.
+    backoff_base: float = 1.0
+    backoff_max: float = 16.0
+    retry_after_cap: float = 30.0
+    # Downloads of images/files linked from answers.
+    image_max_bytes: int = 10 * 1024 * 1024
+    file_max_bytes: int = 50 * 1024 * 1024
+
+    def __init__(
+        self,
+        api_base: str,
+        api_key: str,
+        *,
+        pool_size: int | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        self.api_base = (api_base or DEFAULT_API_BASE).strip().rstrip("/")
+        self.api_key = api_key or ""
+        # None: read the setting at each call, so a changed setting applies at once.
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_retries = max_retries
+        self.sleep: Callable[[float], None] = time.sleep
+        if pool_size is None:
+            pool_size = max(16, 2 * int(conf().get("worker_threads") or 8))
+        self.session = self._new_session(pool_size)
+        self.session.headers["Authorization"] = f"Bearer {self.api_key}"
+        # Downloads go to arbitrary URLs found in answers: never with the key.
+        self.download_session = self._new_session(pool_size)
+
+    @staticmethod
+    def _new_session(pool_size: int) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = True
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+        self.download_session.close()
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def host_url(self) -> str:
+        return file_base_url(self.api_base)
+
+    def timeouts(self) -> tuple[float, float]:
+        connect = self.connect_timeout if self.connect_timeout is not None else conf().get("dify_connect_timeout")
+        read = self.read_timeout if self.read_timeout is not None else conf().get("dify_read_timeout")
+        # 0 would mean "fail at once" to requests; treat it as "no limit" instead.
+        return (float(connect) or None, float(read) or None)  # type: ignore[return-value]
+
+    def retries(self) -> int:
+        value = self.max_retries if self.max_retries is not None else conf().get("dify_max_retries")
+        return max(0, int(value or 0))
+
+    def resolve_url(self, url: str) -> str:
+        """An absolute URL for a file link in an answer (relative ones hang off the Dify host)."""
+        url = (url or "").strip()
+        if url.startswith(("http://", "https://")):
+            return url
+        if url.startswith("//"):
+            return (urlsplit(self.api_base).scheme or "https") + ":" + url
+        return self.host_url + ("" if url.startswith("/") else "/") + url
+
+    # -- app endpoints ---------------------------------------------------------------------
+    def chat_messages(self, payload: dict[str, Any], *, stream: bool) -> Any:
+        """POST /chat-messages: the answer dict, or a DifyEventStream when ``stream``."""
+        body = dict(payload, response_mode="streaming" if stream else "blocking")
+        return self._app_call("/chat-messages", body, stream)
+
+    def completion_messages(self, payload: dict[str, Any], *, stream: bool) -> Any:
+        """POST /completion-messages (completion apps)."""
+        body = dict(payload, response_mode="streaming" if stream else "blocking")
+        return self._app_call("/completion-messages", body, stream)
+
+    def workflow_run(self, payload: dict[str, Any], *, stream: bool) -> Any:
+        """POST /workflows/run (workflow apps)."""
+        body = dict(payload, response_mode="streaming" if stream else "blocking")
+        return self._app_call("/workflows/run", body, stream)
+
+    def _app_call(self, path: str, body: dict[str, Any], stream: bool) -> Any:
+        response = self.request("POST", path, json=body, stream=stream)
+        if stream:
+            if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                # A blocking-style JSON answer to a streaming request: wrong server or proxy.
+                text = response.text[:200]
+                response.close()
+                raise DifyBadResponse(response.status_code, "", f"{path}: expected an event stream, got {text!r}")
+            return DifyEventStream(response, path)
+        return self._json(response, path)
+
+    # -- files and audio ---------------------------------------------------------------------
+    def upload_file(self, path: str, user: str, *, mime_type: str | None = None) -> dict[str, Any]:
+        """POST /files/upload (multipart ``file`` + ``user``); returns Dify's record, ``id`` included."""
+        name = os.path.basename(path)
+        with open(path, "rb") as f:
+            content = f.read()  # in memory so a retry can send it again
+        mime_type = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response = self.request("POST", "/files/upload", data={"user": user}, files={"file": (name, content, mime_type)})
+        record = self._json(response, "/files/upload")
+        if not isinstance(record.get("id"), str) or not record["id"]:
+            raise DifyBadResponse(response.status_code, "", f"/files/upload: no file id in {record!r}")
+        return record
+
+    def audio_to_text(self, path: str, user: str | None = None, *, mime_type: str | None = None) -> str:
+        """POST /audio-to-text: the transcript of the audio file at ``path``.
+
+        ``mime_type`` defaults from the extension (mp3, mp4, mpeg, mpga, m4a, wav, webm, amr);
+        raises DifyError on any non-2xx answer."""
+        name = os.path.basename(path)
+        extension = os.path.splitext(name)[1].lstrip(".").lower()
+        mime_type = mime_type or _AUDIO_TYPES.get(extension, "audio/mp3")
+        with open(path, "rb") as f:
+            content = f.read()
+        data = {"user": user} if user else None
+        response = self.request("POST", "/audio-to-text", data=data, files={"file": (name, content, mime_type)})
+        record = self._json(response, "/audio-to-text")
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise DifyBadResponse(response.status_code, "", f"/audio-to-text: no text in {record!r}")
+        return text
+
+    def text_to_audio(self, text: str, user: str | None = None, *, voice: str | None = None) -> bytes:
+        """POST /text-to-audio: the audio bytes (usually MP3) for ``text``; raises DifyError on non-2xx."""
+        body: dict[str, Any] = {"text": text}
+        if user:
+            body["user"] = user
+        if voice:
+            body["voice"] = voice
+        response = self.request("POST", "/text-to-audio", json=body)
+        content = response.content
+        content_type = response.headers.get("Content-Type", "")
+        if not content or content_type.startswith(("application/json", "text/")):
+            raise DifyBadResponse(response.status_code, "", f"/text-to-audio: no audio ({content_type}, {len(content)} bytes)")
+        return content
+
+    # -- downloads -------------------------------------------------------------------------------
+    def download(self, url: str, max_bytes: int) -> tuple[bytes, str]:
+        """GET a file linked from an answer: (content, content type). Raises DifyError
+        (or ValueError when larger than ``max_bytes``)."""
+        try:
+            with self.download_session.get(url, stream=True, timeout=self.timeouts()) as response:
+                if response.status_code != 200:
+                    raise classify(response.status_code, "", f"download of {url} answered {response.status_code}")
+                length = _int(response.headers.get("Content-Length"), -1)
+                if length > max_bytes:
+                    raise ValueError(f"{url} is {length} bytes, more than {max_bytes}")
+                data = bytearray()
+                for chunk in response.iter_content(chunk_size=64 * 1024):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ValueError(f"{url} is more than {max_bytes} bytes")
+                return bytes(data), response.headers.get("Content-Type", "")
+        except requests.exceptions.Timeout as e:
+            raise DifyTimeout(0, "", f"download of {url}: {e}") from e
+        except requests.exceptions.RequestException as e:
+            raise DifyConnectionError(0, "", f"download of {url}: {e}") from e
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+        """Send a request, retrying retryable failures; a 2xx response or a DifyError.
+
+        Retries happen only here, before the caller has read anything of the body."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries() + 1),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, DifyError) and e.retryable),
+            wait=self._wait,
+            sleep=lambda seconds: self.sleep(seconds),
+            before_sleep=lambda state: logger.warning(
+                f"[DIFY] {method} {path} failed ({state.outcome.exception()}); "
+                f"retry {state.attempt_number} of {self.retries()} in {state.next_action.sleep:.2f}s"
+            ),
+            reraise=True,
+        )
+        return retrying(self._send, method, path, stream=stream, **kwargs)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) if error is not None else None
+        if retry_after is not None:
+            return min(float(retry_after), self.retry_after_cap)
+        return min(self.backoff_base * (2 ** (state.attempt_number - 1)), self.backoff_max)
+
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+        url = self.api_base + path
+        logger.debug(f"[DIFY] {method} {url} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, url, stream=stream, timeout=self.timeouts(), **kwargs)
+        except requests.exceptions.ConnectTimeout as e:
+            raise DifyTimeout(0, "", f"{method} {path}: no connection within the connect timeout: {e}", phase="connect") from e
+        except requests.exceptions.ReadTimeout as e:
+            raise DifyTimeout(0, "", f"{method} {path}: no answer within the read timeout: {e}", phase="read") from e
+        except requests.exceptions.ConnectionError as e:
+            raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
+        except requests.exceptions.RequestException as e:
+            raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
+        logger.debug(f"[DIFY] {method} {path} -> {response.status_code} in {time.monotonic() - started:.2f}s")
+        if 200 <= response.status_code < 300:
+            return response
+        try:
+            # The error body is small and arrives before any stream: reading it is safe.
+            raw = response.text
+        except requests.exceptions.RequestException:
+            raw = ""
+        finally:
+            response.close()
+        code, message = "", raw[:500]
+        try:
+            body = json.loads(raw)
+            if isinstance(body, dict):
+                code = str(body.get("code") or "")
+                message = str(body.get("message") or "")
+        except ValueError:
+            pass
+        error = classify(
+            response.status_code, code, message, retry_after=_retry_after_seconds(response.headers.get("Retry-After"))
+        )
+        logger.warning(f"[DIFY] {method} {path} answered {response.status_code}: code={code!r} message={message!r}")
+        raise error
+
+    @staticmethod
+    def _json(response: requests.Response, path: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise DifyBadResponse(response.status_code, "", f"{path}: not JSON: {response.text[:200]!r}") from None
+        finally:
+            response.close()
+        if not isinstance(body, dict):
+            raise DifyBadResponse(response.status_code, "", f"{path}: not a JSON object: {str(body)[:200]!r}")
+        return body
+
+
+# --- one client per (api_base, api_key) -------------------------------------------------------------
+
+_clients: dict[tuple[str, str], DifyClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(api_base: str | None = None, api_key: str | None = None) -> DifyClient:
+    """The shared client of an app; both default to the dify_api_base / dify_api_key settings."""
+    base = (api_base or conf().get("dify_api_base") or DEFAULT_API_BASE).strip().rstrip("/")
+    key = api_key if api_key is not None else (conf().get("dify_api_key") or "")
+    with _clients_lock:
+        client = _clients.get((base, key))
+        if client is None:
+            client = DifyClient(base, key)
+            _clients[(base, key)] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close and forget every shared client (tests; a changed setting needs none of this)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
