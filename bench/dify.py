@@ -146,10 +146,50 @@ def run_direct_concurrent(base_url, sessions, questions):
     return sessions * questions / (time.perf_counter() - started), latencies
 
 
+def run_paced_pipeline(channel, sessions, total, rate):
+    channel.latencies.clear()
+    channel.count = 0
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    for i in range(total):
+        delay = started + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        feed(channel, f"paced-{i % sessions}", f"paced question {i}")
+    channel.wait_idle()
+    return list(channel.latencies)
+
+
+def run_paced_direct(base_url, sessions, total, rate):
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    latencies = []
+    lock = threading.Lock()
+
+    def one(i):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        spent = direct_call(local.session, base_url, f"paced-direct-{i % sessions}", f"paced question {i}")
+        with lock:
+            latencies.append(spent)
+
+    interval = 1.0 / rate
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        started = time.perf_counter()
+        for i in range(total):
+            delay = started + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i)
+    return latencies
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--questions", type=int, default=50)
+    parser.add_argument("--rate", type=int, default=200, help="messages/s of the paced runs")
     args = parser.parse_args()
 
     server = subprocess.Popen([sys.executable, "-c", SERVER_CODE.format(root=ROOT)], stdout=subprocess.PIPE, text=True)
@@ -187,6 +227,9 @@ def main():
             single_direct.append(direct_call(session, base_url, "single-direct", f"single question {i}"))
         added_single = [p - d for p, d in zip(single_pipeline, single_direct)]
 
+        paced_total = args.rate * 10
+        paced_pipeline = run_paced_pipeline(channel, args.sessions, paced_total, args.rate)
+        paced_direct = run_paced_direct(base_url, args.sessions, paced_total, args.rate)
         rate, loop_latencies = run_closed_loop(channel, args.sessions, args.questions)
         direct_rate, direct_latencies = run_direct_concurrent(base_url, args.sessions, args.questions)
 
@@ -194,9 +237,14 @@ def main():
               f"simulator in its own process, {config.get('worker_threads')} workers, {os.cpu_count()} cores")
         print(f"  one at a time (200): pipeline p50 {pct(single_pipeline, .5):.2f} ms, bare client p50 "
               f"{pct(single_direct, .5):.2f} ms; added p50 {pct(added_single, .5):.2f} ms, p99 {pct(added_single, .99):.2f} ms")
+        print(f"  paced at {args.rate}/s over {args.sessions} sessions ({paced_total} messages): pipeline p50 "
+              f"{pct(paced_pipeline, .5):.2f} ms p99 {pct(paced_pipeline, .99):.2f} ms; bare client p50 "
+              f"{pct(paced_direct, .5):.2f} ms p99 {pct(paced_direct, .99):.2f} ms; added p50 "
+              f"{pct(paced_pipeline, .5) - pct(paced_direct, .5):.2f} ms, p99 {pct(paced_pipeline, .99) - pct(paced_direct, .99):.2f} ms")
         print(f"  all sessions at once: {rate:.0f} messages/s through the pipeline "
               f"(bare clients, same load: {direct_rate:.0f}/s)")
-        print(f"  latency under that load: pipeline p50 {pct(loop_latencies, .5):.1f} ms p99 {pct(loop_latencies, .99):.1f} ms; "
+        print(f"  latency at saturation (queueing; the pipeline runs worker_threads requests at once, the bare clients 100):"
+              f"\n    pipeline p50 {pct(loop_latencies, .5):.1f} ms p99 {pct(loop_latencies, .99):.1f} ms; "
               f"bare client p50 {pct(direct_latencies, .5):.1f} ms p99 {pct(direct_latencies, .99):.1f} ms")
         channel.stop()
         config.user_data_book.close()
