@@ -293,6 +293,21 @@ _IMAGE_BUSY = ("请求太快了，请休息一下再问我吧", "Too many image 
 # --- the bot --------------------------------------------------------------------
 
 
+_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def _usable_proxy(proxy: str) -> bool:
+    """A proxy URL with a known scheme and a host (the port may be left to the scheme)."""
+    from urllib3.util import parse_url
+    from urllib3.exceptions import LocationParseError
+
+    try:
+        parsed = parse_url(proxy)
+    except (LocationParseError, ValueError):
+        return False
+    return parsed.scheme in _PROXY_SCHEMES and bool(parsed.host)
+
+
 class ChatGPTBot(Bot):
     """OpenAI-compatible chat completions, with per-session history."""
 
@@ -629,6 +644,9 @@ class ChatGPTBot(Bot):
         timeout = conf().get("request_timeout")
         read_timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_REQUEST_TIMEOUT
         proxy = conf().get("proxy")
+        if proxy and not _usable_proxy(proxy):
+            # Checked here because requests/urllib3 versions word a bad proxy URL differently.
+            raise ChatAPIError(BAD_PROXY, "proxy setting is not a usable URL")
         try:
             resp = self.http.post(
                 call.url,
