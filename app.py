@@ -231,7 +231,10 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_OK
-    return EXIT_OK
+    code = int(getattr(_channel, "exit_code", 0) or 0)
+    if code:
+        logger.error(f"[app] the channel ended by itself, exiting with code {code}")
+    return code
 
 
 def _channel_finished() -> bool:

@@ -17,6 +17,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -181,6 +182,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "media_send_interval": (1, "Seconds between media items of one reply."),
     # --- channels
     "wework_smart": (True, "WeCom: attach to the logged-in PC client (false starts another instance)."),
+    "wework_init_wait": (60, "WeCom: most seconds to wait after login for the client's contacts and rooms to be readable (checked every second; the original always slept 60 s). New."),
+    "wework_reply_delay": ("1-2", "WeCom: seconds to wait before handling a message, like a person would: a range \"1-2\" (random), a number, or 0 for none. New (the original fixed 1-2 s)."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
     "wechatmp_token": ("", "Official Account callback token."),
     "wechatmp_port": (8080, "Official Account callback port."),
@@ -225,13 +228,16 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
     "dingtalk_client_id": (str, int),
     "coze_return_show_img": (str, bool),
     "coze_bot_id": (str, int),
+    "wework_reply_delay": (str, int, float),
     "Minimax_group_id": (str, int),
 }
 
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size")
 
-_NOT_NEGATIVE = ("dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
+_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
+
+_DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
 
 # Settings that take one of a few words.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -251,7 +257,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "dify_connect_timeout", "dify_read_timeout") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "dify_connect_timeout", "dify_read_timeout", "wework_init_wait") else (int,)
     return (type(default),)
 
 
@@ -277,6 +283,8 @@ def check_value(key: str, value: Any) -> None:
         raise ConfigError(f"setting '{key}' must be at least 1, got {value}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"setting '{key}' must be one of {', '.join(CHOICES[key])}, got {json.dumps(value, ensure_ascii=False)}")
+    if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):
+        raise ConfigError(f"setting 'wework_reply_delay' must be seconds like 0, 1.5 or a range \"1-2\", got {json.dumps(value)}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"setting '{key}' must not be negative, got {value}")
 

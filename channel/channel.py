@@ -6,9 +6,18 @@ from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 
 
+# Exit code when the platform connection ended by itself (e.g. the WeCom client quit),
+# so a supervisor can tell it from a clean stop (0) and restart the daemon.
+EXIT_PLATFORM_LOST = 4
+
+
 class Channel:
     channel_type = ""
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE, ReplyType.IMAGE]
+    # A channel whose startup() returned because its work is over sets `finished`;
+    # `exit_code` is then the daemon's exit code (0: done, EXIT_PLATFORM_LOST: connection lost).
+    finished = False
+    exit_code = 0
 
     def startup(self) -> None:
         """Connect to the platform and handle messages. May block until the channel ends."""

@@ -35,7 +35,6 @@ class TerminalMessage(ChatMessage):
 
 class TerminalChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
-    finished = False  # set when the input has ended and every reply went out
 
     def __init__(self, stdin: io.TextIOBase | None = None, stdout: io.TextIOBase | None = None) -> None:
         super().__init__()

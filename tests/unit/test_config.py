@@ -242,3 +242,13 @@ def test_choices_and_ranges(tmp_path, key, value, message):
     with pytest.raises(ConfigError) as err:
         build_config(path, environ={}, dotenv_path="")
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("value, ok", [("1-2", True), ("0", True), (0, True), (1.5, True), (" 2 - 5 ", True), ("soon", False), ("1-", False)])
+def test_wework_reply_delay_format(tmp_path, value, ok):
+    path = write(tmp_path / "config.json", {"wework_reply_delay": value})
+    if ok:
+        assert build_config(path, environ={}, dotenv_path="")["wework_reply_delay"] == value
+    else:
+        with pytest.raises(ConfigError, match="wework_reply_delay"):
+            build_config(path, environ={}, dotenv_path="")
