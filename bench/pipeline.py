@@ -222,7 +222,7 @@ def main() -> None:
     print(f"pipeline: {args.sessions} sessions x {args.messages} messages, {args.rounds} rounds each, "
           f"{conf().get('worker_threads')} workers, {os.cpu_count()} cores")
     print(f"  A burst:       {med(rates):8.0f} messages/s median (rounds {', '.join(f'{r:.0f}' for r in rates)}); "
-          f"p50 {med(burst_p50):.1f} ms is mostly queueing")
+          f"added latency p50 {med(burst_p50):.1f} ms (includes waiting behind the burst)")
     print(f"  B closed loop: {med(loop_rates):8.0f} messages/s; added latency p50 {med(loop_p50):.3f} ms, "
           f"p99 {med(loop_p99):.3f} ms (medians of rounds)")
     print(f"  D paced at {args.rate} messages/s: added latency p50 {med(paced_p50):.3f} ms, p99 {med(paced_p99):.3f} ms (medians of rounds)")
