@@ -345,7 +345,7 @@ class ChatChannel(Channel):
             if reply.type in self.NOT_SUPPORT_REPLYTYPE:
                 logger.error(f"[chat] reply type not supported by this channel: {reply.type}")
                 # Names the refused type (the original named "ERROR" after overwriting it).
-                reply = Reply(ReplyType.ERROR, "不支持发送的消息类型: " + str(reply.type))
+                reply = Reply(ReplyType.ERROR, "这个平台不能发送这种消息：" + str(reply.type))
             if reply.type == ReplyType.TEXT:
                 if desire_rtype == ReplyType.VOICE and ReplyType.VOICE not in self.NOT_SUPPORT_REPLYTYPE:
                     voice = self.build_text_to_voice(reply.content)

@@ -69,7 +69,7 @@ class Plugin:
                     logger.error(f"[Plugin] {self.name}: {own_path} is not valid JSON: {e}")
                     raise
                 write_plugin_config({self.name: plugin_conf})
-        logger.debug(f"[Plugin] loading plugin config, plugin_name={self.name}, conf={plugin_conf}")
+        logger.debug(f"[Plugin] {self.name} settings: {plugin_conf}")
         return plugin_conf
 
     def save_config(self, config: dict) -> None:
@@ -86,7 +86,7 @@ class Plugin:
                 if os.path.exists(own_path) or not wrote_global:
                     _write_json_atomic(own_path, config)
         except Exception as e:
-            logger.warning(f"[Plugin] save plugin config failed, plugin_name={self.name}: {e}")
+            logger.warning(f"[Plugin] {self.name}: settings not saved: {e}")
 
     def _save_global_entry(self, config: dict) -> bool:
         from .plugin_manager import PluginManager

@@ -189,7 +189,7 @@ class PluginManager:
                 self._pending[name.upper()] = plugincls
             else:  # cannot happen while current_plugin_path is set, kept for safety
                 self._publish(plugins={**self.plugins, name.upper(): plugincls})
-            logger.info("Plugin %s_v%s registered, path=%s" % (name, plugincls.version, plugincls.path))
+            logger.info(f"[PluginManager] registered {name} {plugincls.version} from {plugincls.path}")
             # The original returned None here, which left the class name bound to None.
             return plugincls
 
@@ -199,7 +199,7 @@ class PluginManager:
 
     def load_config(self) -> dict:
         """Read plugins.json, or create it."""
-        logger.info("Loading plugins config...")
+        logger.info("[PluginManager] reading plugins.json")
         with self._lock:
             path = self.plugins_config_path()
             pconf = None
@@ -263,7 +263,7 @@ class PluginManager:
                 all_conf = _read_json(path)
                 if not isinstance(all_conf, dict):
                     raise ValueError("expected an object keyed by plugin name")
-                logger.info(f"load all config from {path}: {list(all_conf)}")
+                logger.info(f"[PluginManager] plugin settings read from {path} for: {list(all_conf)}")
                 write_plugin_config(all_conf)
         except Exception as e:
             logger.error(f"[PluginManager] cannot load {path}: {e}")
@@ -276,7 +276,7 @@ class PluginManager:
         package = self._package()
         old_modules: dict[str, ModuleType] = {}
         if plugin_path in self.loaded:
-            logger.info("reload module %s" % dirname)
+            logger.info(f"[PluginManager] importing plugin folder {dirname} again")
             # Drop the whole module tree and import it afresh: unlike importlib.reload of
             # each module in turn, sub-modules then see each other's new code, and files
             # that were deleted are gone.
@@ -290,7 +290,7 @@ class PluginManager:
             importlib.invalidate_caches()
             module = importlib.import_module(import_path)
         except (Exception, SystemExit) as e:
-            logger.exception("Failed to import plugin %s: %s" % (dirname, e))
+            logger.exception(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {e}")
             for name in _module_tree(import_path):
                 sys.modules.pop(name, None)
             # Keep the previous version running when a re-import fails.
@@ -332,7 +332,7 @@ class PluginManager:
     def scan_plugins(self) -> list[type]:
         """Import every plugin folder (re-import those seen before, except godcmd),
         apply plugins.json, and return the classes that were not registered before."""
-        logger.info("Scanning plugins ...")
+        logger.info("[PluginManager] looking for plugins")
         with self._lock:
             # By name: a re-imported plugin has a new class object but is not new.
             known = set(self.plugins)
@@ -361,7 +361,7 @@ class PluginManager:
             modified = False
             for plugincls in self.plugins.values():
                 if self._pconf_key(plugincls.name) is None:
-                    logger.info("Plugin %s not found in pconfig, adding to pconfig..." % plugincls.name.upper())
+                    logger.info(f"[PluginManager] new plugin {plugincls.name}: added to plugins.json")
                     modified = True
                 entry = self._pconf_entry(plugincls)
                 enabled = entry.get("enabled", plugincls.enabled)
@@ -423,7 +423,7 @@ class PluginManager:
                 except Exception as e:
                     # Disabled for this run only: plugins.json keeps "enabled", so the next
                     # start (or #enablep) tries again instead of silently dropping the plugin.
-                    logger.exception("Failed to init %s, disabled. %s" % (name, e))
+                    logger.exception(f"[PluginManager] plugin {name} failed to start and is off until restarted or enabled: {e}")
                     plugincls.enabled = False
                     instances.pop(name, None)
                     failed.append(name)
@@ -439,10 +439,10 @@ class PluginManager:
             self.load_config()
             self.scan_plugins()
             self._load_all_config()
-            logger.debug("plugins.json config={}".format(self.pconf))
+            logger.debug(f"[PluginManager] plugins.json: {self.pconf}")
             for name in self.pconf["plugins"]:
                 if name.upper() not in self.plugins:
-                    logger.error("Plugin %s not found, but found in plugins.json" % name)
+                    logger.error(f"[PluginManager] plugins.json names {name}, but no such plugin was found")
             self.activate_plugins()
 
     # ------------------------------------------------------------------ events
@@ -462,7 +462,7 @@ class PluginManager:
             handler = (getattr(instances.get(name), "handlers", None) or {}).get(e_context.event)
             if handler is None:
                 continue
-            logger.debug("Plugin %s triggered by event %s" % (name, e_context.event))
+            logger.debug(f"[PluginManager] {e_context.event} -> {name}")
             try:
                 handler(e_context, *args, **kwargs)
             except Exception as e:
@@ -471,7 +471,7 @@ class PluginManager:
                 continue
             if e_context.is_break():
                 e_context["breaked_by"] = name
-                logger.debug("Plugin %s breaked event %s" % (name, e_context.event))
+                logger.debug(f"[PluginManager] {name} ended the chain of {e_context.event} ({e_context.action})")
         return e_context
 
     # -------------------------------------------------------------- management

@@ -286,8 +286,8 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
     return zh if chinese else en
 
 
-_BUSY = ("提问太快啦，请休息一下再问我吧", "Too many questions at once; please wait a moment and ask again.")
-_IMAGE_BUSY = ("请求太快了，请休息一下再问我吧", "Too many image requests at once; please wait a moment and try again.")
+_BUSY = ("问得太快了，请稍等片刻再问。", "Too many questions at once; please wait a moment and ask again.")
+_IMAGE_BUSY = ("画图请求太多了，请稍等片刻再试。", "Too many image requests at once; please wait a moment and try again.")
 
 
 # --- the bot --------------------------------------------------------------------

@@ -339,7 +339,7 @@ def test_stale_plugins_json_entry_is_reported(manager, root, logs):
     write_plugin(root, "Alpha", 30)
     (root / "plugins.json").write_text(json.dumps({"plugins": {"Gone": {"enabled": True, "priority": 1}}}), encoding="utf-8")
     manager.load_plugins()
-    assert "Plugin Gone not found, but found in plugins.json" in logs.text(logging.ERROR)
+    assert "plugins.json names Gone, but no such plugin was found" in logs.text(logging.ERROR)
 
 
 # ---------------------------------------------------------------- enable/disable
@@ -428,7 +428,7 @@ def test_failed_reimport_keeps_the_running_version(three, root, logs):
     (root / "tp_alpha" / "alpha.py").write_text("this is not python\n", encoding="utf-8")
     three.scan_plugins()
     three.activate_plugins()
-    assert "Failed to import plugin tp_alpha" in logs.text(logging.ERROR)
+    assert "plugin folder tp_alpha cannot be imported" in logs.text(logging.ERROR)
     assert emit(three, "pass:Alpha")["reply"].content == "Alpha v1"
 
 
@@ -459,9 +459,9 @@ def test_broken_plugins_never_stop_the_others(manager, root, logs):
     manager.load_plugins()
 
     errors = logs.text(logging.ERROR)
-    assert "Failed to import plugin tp_importfail" in errors and "missing dependency xyz" in errors
-    assert "Failed to import plugin tp_syntax" in errors
-    assert "Failed to init CTOR" in errors and "constructor exploded" in errors
+    assert "plugin folder tp_importfail cannot be imported" in errors and "missing dependency xyz" in errors
+    assert "plugin folder tp_syntax cannot be imported" in errors
+    assert "plugin CTOR failed to start" in errors and "constructor exploded" in errors
     # The constructor failure disables the plugin for this run, not in plugins.json.
     assert manager.plugins["CTOR"].enabled is False
     assert "CTOR" not in manager.instances

@@ -143,7 +143,7 @@ def decorate(channel, msg, reply):
         ({}, None, Reply(ReplyType.INFO, "fyi"), ReplyType.INFO, "[INFO]\nfyi"),
         ({}, None, Reply(ReplyType.IMAGE_URL, "http://x/a.png"), ReplyType.IMAGE_URL, "http://x/a.png"),
         # An unsupported type becomes an error that names it (the original named "ERROR").
-        ({}, None, Reply(ReplyType.VOICE, "/tmp/a.mp3"), ReplyType.ERROR, "[ERROR]\n不支持发送的消息类型: VOICE"),
+        ({}, None, Reply(ReplyType.VOICE, "/tmp/a.mp3"), ReplyType.ERROR, "[ERROR]\n这个平台不能发送这种消息：VOICE"),
     ],
 )
 def test_decoration(channel, settings, changes, group, reply, expected_type, expected):
