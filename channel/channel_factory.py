@@ -19,7 +19,7 @@ CHANNELS: dict[str, str | None] = {
     "wechatmp_service": None,
     "wechatcom_app": None,
     "wechatcom_service": None,
-    "wework": None,
+    "wework": "channel.wework.wework_channel:WeworkChannel",
     "feishu": None,
     "dingtalk": None,
 }
