@@ -177,6 +177,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "image_recognition": (False, "Send the user's last image (kept 3 minutes) with the next question."),
     # --- plugins and media
     "plugin_trigger_prefix": ("$", "Prefix of plugin chat commands (keep it different from `#`)."),
+    "plugin_install_allow_local": (False, "Let `#installp` take local paths and file:// git URLs (for tests and offline mirrors); off, only https/ssh git URLs and plugins/source.json names are accepted. New."),
     "use_global_plugin_config": (False, "Kept for compatibility; plugins/config.json is always read when present."),
     "max_media_send_count": (3, "Most media items sent from one reply."),
     "media_send_interval": (1, "Seconds between media items of one reply."),
