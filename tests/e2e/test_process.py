@@ -219,3 +219,22 @@ def test_broken_plugins_never_stop_the_daemon_or_the_message(tmp_path):
     log = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert "this plugin is broken on purpose" in log
     assert "a_module_that_does_not_exist" in log
+
+
+def test_plugins_written_for_the_original_work_unchanged(tmp_path):
+    """Three plugins in the original's style, one per kind of event, through a real daemon."""
+    config = write_config(tmp_path, model="gpt-3.5-turbo")
+    plugins = plugins_dir(tmp_path, names=("compat_receive", "compat_handle", "compat_reply"))
+    questions = ["mark?", "please drop me", "rewrite hello", "plain", "tell SECRET", "last"]
+    result = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, input="\n".join(questions) + "\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    answers = [lines[i + 1] for i, line in enumerate(lines) if line == "Bot:"]
+    assert answers == [
+        "mark=seen-by-receive:gpt-3.5-turbo [signed]",  # receive marked it, handle answered, reply signed
+        # "please drop me" was dropped by ON_RECEIVE_MESSAGE: no answer at all
+        "echo: HELLO [signed]",  # BREAK: the bot answered the rewritten question
+        "echo: plain [signed]",
+        # "tell SECRET" was held back by ON_SEND_REPLY
+        "echo: last [signed]",
+    ]

@@ -1,0 +1,1 @@
+from .compat_handle import *

@@ -1,0 +1,1 @@
+from .compat_receive import *
