@@ -18,14 +18,22 @@ serialized by ``_lock``; handlers always run with no lock held.
 from __future__ import annotations
 
 import importlib
+import io
+import json
 import os
+import re
+import shutil
+import stat
 import sys
+import tempfile
 import threading
+import time
 from types import ModuleType
+from urllib.parse import unquote, urlsplit
 from typing import Any, Callable
 
 from common.log import logger
-from config import remove_plugin_config, write_plugin_config
+from config import conf, remove_plugin_config, write_plugin_config
 
 from .event import *  # noqa: F401,F403  (the original exposed the event names here too)
 from .event import Event, EventAction, EventContext
@@ -36,6 +44,154 @@ PLUGINS_FILE = "plugins.json"
 # godcmd holds the admin list and the temporary password printed at start-up: as in the
 # original, its module is never re-imported and it is built once (unless reloaded by name).
 _LOAD_ONCE = frozenset({"GODCMD"})
+
+# ------------------------------------------------------------- installing plugins
+#
+# #installp / #updatep / #uninstallp. Installing runs someone else's code with the
+# daemon's rights (the plugin, and pip building its requirements), so the source must
+# arrive over an authenticated channel: https or ssh. Plain http:// and git:// are
+# refused (the original took http://): anyone on the network path could swap the code.
+
+# Shipped with the program (the original's list): updated with it, never on their own,
+# and never uninstalled (#disablep turns them off).
+BUILTIN_PLUGINS = frozenset({"HELLO", "GODCMD", "ROLE", "TOOL", "BDUNIT", "BANWORDS", "FINISH", "DUNGEON"})
+
+SOURCE_FILE = "source.json"
+# Installs are prepared in a hidden folder inside the plugins folder: the same file
+# system as the final folder (so the last step is one atomic rename), and scan_plugins
+# never imports it (the clone sits one level deeper, the folder has no __init__.py).
+_STAGING_PREFIX = ".installing-"
+_STALE_STAGING_SECONDS = 3600
+# Per network operation (connect, each read) of an https clone or pull.
+GIT_HTTP_TIMEOUT_SECONDS = 60
+# A plugin folder is imported as plugins.<folder>.
+_FOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+# Module names of the framework itself; a plugin folder must not shadow them.
+_RESERVED_FOLDERS = frozenset({"event", "plugin", "plugin_manager", "__pycache__"})
+_SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^:\s][^\s]*)$")
+
+
+class InstallRefused(Exception):
+    """The source of #installp is not acceptable; the message says why (Chinese, for the admin)."""
+
+
+def _has_control_or_space(text: str) -> bool:
+    return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def _folder_from_path(path: str) -> str:
+    """The plugin folder name a repository path gives: its last part without ``.git``."""
+    last = unquote(path).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    if last.lower().endswith(".git"):
+        last = last[:-4]
+    return last
+
+
+def _safe_for_log(url: str) -> str:
+    """The URL without a password or token (https://user:secret@host/...)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("https", "http", "ssh") and "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc="***@" + host).geturl()
+    return url
+
+
+def _check_remote_url(url: str) -> str:
+    """The plugin folder name for an acceptable remote git URL; InstallRefused otherwise."""
+    if _has_control_or_space(url):
+        raise InstallRefused("仓库地址里不能有空格或控制字符")
+    if url.startswith("-"):
+        raise InstallRefused("仓库地址不能以“-”开头")
+    match = _SCP_LIKE.match(url)
+    if match:  # git@host:owner/repo.git
+        return _folder_from_path(match.group("path"))
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "git"):
+        raise InstallRefused(f"不支持 {scheme}:// 地址：它不加密也不验证服务器，代码可能在传输中被替换。请改用 https:// 或 ssh 地址")
+    if scheme not in ("https", "ssh"):
+        raise InstallRefused("只支持 https:// 或 ssh（git@主机:用户/仓库.git、ssh://…）形式的 git 仓库地址")
+    try:
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InstallRefused("仓库地址的端口不对") from None
+    # A host or user starting with "-" would reach ssh as an option.
+    if not host or host.startswith("-") or (parts.username or "").startswith("-"):
+        raise InstallRefused("仓库地址缺少有效的主机名")
+    if not parts.path.strip("/"):
+        raise InstallRefused("仓库地址缺少仓库路径")
+    return _folder_from_path(parts.path)
+
+
+def _local_source(source: str) -> tuple[str, str] | None:
+    """(path, folder name) when ``source`` is a local directory or a file:// URL to one."""
+    path = source
+    if source.lower().startswith("file://"):
+        parts = urlsplit(source)
+        if parts.netloc not in ("", "localhost"):
+            raise InstallRefused("file:// 地址只能指向本机")
+        path = unquote(parts.path)
+        if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):
+            path = path[1:]
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(path):
+        return None
+    return path, _folder_from_path(path)
+
+
+def _rmtree(path: str) -> None:
+    """Delete a folder tree. Git marks its object files read-only, which stops
+    shutil.rmtree on Windows: such files are made writable and deleted again."""
+
+    def retry_writable(func: Callable, target: str, _exc: Any) -> None:
+        try:
+            os.chmod(target, stat.S_IWRITE | stat.S_IREAD)
+            func(target)
+        except FileNotFoundError:
+            pass
+
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path):
+        os.remove(path)
+    elif sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry_writable)
+    else:
+        shutil.rmtree(path, onerror=retry_writable)
+
+
+def _git_config_with_timeout() -> Any:
+    """The user's git settings (proxies, certificates) plus a network timeout."""
+    from dulwich.config import ConfigDict, StackedConfig
+
+    timeout = ConfigDict()
+    timeout.set((b"http",), b"timeout", str(GIT_HTTP_TIMEOUT_SECONDS).encode())
+    stacked = StackedConfig.default()
+    stacked.backends.insert(0, timeout)
+    return stacked
+
+
+def _remember_timeout(repo_path: str) -> None:
+    # Written into the clone, so #updatep (which reads the repository's settings) gets it too.
+    try:
+        from dulwich.repo import Repo
+
+        with Repo(repo_path) as repo:
+            config = repo.get_config()
+            config.set((b"http",), b"timeout", str(GIT_HTTP_TIMEOUT_SECONDS).encode())
+            config.write_to_path()
+    except Exception as e:  # a missing timeout is not worth failing an install for
+        logger.warning(f"[PluginManager] could not store the git timeout in {repo_path}: {e}")
+
+
+def _git_error(e: BaseException, stream: io.BytesIO) -> str:
+    detail = str(e).strip() or type(e).__name__
+    progress = stream.getvalue().decode("utf-8", "replace").strip().splitlines()
+    last = progress[-1].strip() if progress else ""
+    if last and last not in detail:
+        detail = f"{detail}（{last}）"
+    return detail[:300]
 
 
 def _as_priority(value: Any, default: int = 0) -> int:
@@ -55,6 +211,9 @@ class PluginManager:
 
     _instance: "PluginManager | None" = None
     _instance_lock = threading.Lock()
+    # One install / update / uninstall at a time. Separate from _lock: a clone or a pip
+    # run takes a while, and scanning or enabling plugins must not wait for it.
+    _install_lock = threading.Lock()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "PluginManager":
         if cls._instance is None:
@@ -541,3 +700,276 @@ class PluginManager:
 
     def list_plugins(self) -> dict[str, type]:
         return self.plugins
+
+    # ---------------------------------------------- install / update / uninstall
+
+    def plugin_sources(self) -> dict[str, dict]:
+        """Named repositories ``#installp <name>`` accepts: plugins/source.json, then a
+        source.json in the configured plugins folder (its entries win)."""
+        sources: dict[str, dict] = {}
+        for folder in dict.fromkeys([self._package_dir, self.config_dir()]):
+            path = os.path.join(folder, SOURCE_FILE)
+            if not os.path.isfile(path):
+                continue
+            try:
+                data = _read_json(path)
+                repos = data.get("repo") if isinstance(data, dict) else None
+                if not isinstance(repos, dict):
+                    raise ValueError('expected {"repo": {name: {"url": ..., "desc": ...}}}')
+            except (OSError, ValueError) as e:
+                logger.error(f"[PluginManager] cannot read {path}: {e}")
+                continue
+            for name, entry in repos.items():
+                if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                    sources[name] = entry
+        return sources
+
+    def _resolve_install_source(self, repo: str) -> tuple[str, str, bool]:
+        """(what to clone, plugin folder name, is a local path) for ``#installp <repo>``."""
+        source = repo.strip()
+        if not source:
+            raise InstallRefused("请提供仓库地址或插件名")
+        if source.startswith("-"):
+            raise InstallRefused("仓库地址不能以“-”开头")
+        if _has_control_or_space(source):
+            raise InstallRefused("仓库地址里不能有空格或控制字符")
+        allow_local = bool(conf().get("plugin_install_allow_local", False))
+        refuse_local = InstallRefused("不允许从本地路径安装插件（需开启设置 plugin_install_allow_local）")
+        if "://" in source or _SCP_LIKE.match(source):
+            if source.lower().startswith("file://"):
+                if not allow_local:
+                    raise refuse_local
+                local = _local_source(source)
+                if local is None:
+                    raise InstallRefused("本地仓库不存在")
+                return local[0], local[1], True
+            return source, _check_remote_url(source), False
+        sources = self.plugin_sources()
+        key = source if source in sources else next((k for k in sources if k.lower() == source.lower()), None)
+        if key is not None:
+            url = sources[key]["url"].strip()
+            try:
+                return url, _check_remote_url(url), False
+            except InstallRefused as e:
+                raise InstallRefused(f"source.json 中 {key} 的地址不可用：{e}") from None
+        if allow_local:
+            local = _local_source(source)
+            if local is not None:
+                return local[0], local[1], True
+        elif os.path.isabs(source) or source.startswith((".", "~")) or os.path.isdir(source):
+            raise refuse_local
+        raise InstallRefused("这既不是 https/ssh 的 git 仓库地址，也不是 source.json 里的插件名")
+
+    def _folder_taken(self, folder_name: str) -> str | None:
+        """The existing folder a new plugin folder would clash with (any letter case:
+        Windows and macOS file systems ignore it)."""
+        wanted = folder_name.lower()
+        for root in dict.fromkeys([self._package_dir, self.config_dir()]):
+            try:
+                names = os.listdir(root)
+            except OSError:
+                continue
+            for name in names:
+                if name.lower() == wanted:
+                    return os.path.join(root, name)
+        return None
+
+    @staticmethod
+    def _clean_stale_staging(root: str) -> None:
+        # What an install killed half-way (power cut, kill -9) left behind.
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(root, name)
+            if not name.startswith(_STAGING_PREFIX) or not os.path.isdir(path):
+                continue
+            try:
+                if time.time() - os.path.getmtime(path) > _STALE_STAGING_SECONDS:
+                    logger.info(f"[PluginManager] removing an abandoned install folder {path}")
+                    _rmtree(path)
+            except OSError as e:
+                logger.warning(f"[PluginManager] cannot remove {path}: {e}")
+
+    def install_plugin(self, repo: str) -> tuple[bool, str]:
+        """Install a plugin from a git repository (``#installp``). Returns (ok, message).
+
+        ``repo``: an https or ssh git URL, a name from source.json, or, with the setting
+        ``plugin_install_allow_local``, a local folder or file:// URL. The repository is
+        cloned into a staging folder, must have an ``__init__.py`` at its top, and its
+        requirements.txt is installed with pip; only then is it renamed into the plugins
+        folder. A failure at any step leaves nothing behind. The plugin is not loaded:
+        ``#scanp`` does that (time to look at its settings first).
+        """
+        try:
+            from common import package_manager as pkgmgr
+
+            pkgmgr.check_dulwich()
+        except ImportError as e:
+            logger.error(f"[PluginManager] cannot install plugins: {e}")
+            return False, "无法导入 dulwich，不能安装插件"
+        try:
+            source, folder_name, is_local = self._resolve_install_source(str(repo or ""))
+        except InstallRefused as e:
+            return False, f"安装失败：{e}"
+        if not _FOLDER_NAME.match(folder_name) or folder_name.lower() in _RESERVED_FOLDERS:
+            return False, (
+                f"安装失败：仓库名“{folder_name}”不能用作插件文件夹名"
+                "（只能用字母、数字、_ 和 -，且不能以数字开头）"
+            )
+        if not self._install_lock.acquire(blocking=False):
+            return False, "正在安装或更新另一个插件，请稍后再试"
+        try:
+            return self._install(source, folder_name, is_local, pkgmgr)
+        finally:
+            self._install_lock.release()
+
+    def _install(self, source: str, folder_name: str, is_local: bool, pkgmgr: ModuleType) -> tuple[bool, str]:
+        root = self.config_dir()
+        final = os.path.join(root, folder_name)
+        taken = self._folder_taken(folder_name)
+        if taken:
+            return False, f"安装失败：插件文件夹 {folder_name} 已存在（{taken}）。更新请用 #updatep，重装请先 #uninstallp"
+        self._clean_stale_staging(root)
+        try:
+            staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=root)
+        except OSError as e:
+            logger.error(f"[PluginManager] cannot create a staging folder in {root}: {e}")
+            return False, f"安装失败：插件目录不可写（{e}）"
+        shown = source if is_local else _safe_for_log(source)
+        logger.info(f"[PluginManager] installing a plugin from {shown} into {final}")
+        try:
+            checkout = os.path.join(staging, folder_name)
+            progress = io.BytesIO()
+            try:
+                from dulwich import porcelain
+
+                porcelain.clone(source, checkout, checkout=True, errstream=progress, config=_git_config_with_timeout())
+            except Exception as e:
+                logger.exception(f"[PluginManager] cloning {shown} failed")
+                return False, f"安装失败：无法克隆仓库：{_git_error(e, progress)}"
+            if not os.path.isfile(os.path.join(checkout, "__init__.py")):
+                return False, "安装失败：仓库根目录没有 __init__.py，这不是本程序的插件"
+            _remember_timeout(checkout)
+            try:
+                pkgmgr.install_requirements(os.path.join(checkout, "requirements.txt"))
+            except pkgmgr.PackageInstallError as e:
+                return False, f"安装失败：{e}"
+            if os.path.lexists(final):  # appeared meanwhile (another process)
+                return False, f"安装失败：插件文件夹 {folder_name} 已存在"
+            try:
+                os.rename(checkout, final)
+            except OSError as e:
+                logger.error(f"[PluginManager] cannot move {checkout} to {final}: {e}")
+                return False, f"安装失败：无法放入插件目录（{e}）"
+        finally:
+            try:
+                _rmtree(staging)
+            except OSError as e:
+                logger.error(f"[PluginManager] cannot remove the staging folder {staging}: {e}")
+        logger.info(f"[PluginManager] plugin folder {folder_name} installed from {shown}")
+        return True, f"插件 {folder_name} 已安装。发送 #scanp 加载它（启用前请先看看它是否需要配置）"
+
+    def update_plugin(self, name: str) -> tuple[bool, str]:
+        """Pull the latest version of a plugin installed with git (``#updatep``), then
+        install its requirements; if they fail, the folder goes back to the old version.
+        The new code runs after ``#scanp`` (or a restart)."""
+        try:
+            from common import package_manager as pkgmgr
+
+            pkgmgr.check_dulwich()
+        except ImportError as e:
+            logger.error(f"[PluginManager] cannot update plugins: {e}")
+            return False, "无法导入 dulwich，不能更新插件"
+        key = str(name or "").upper()
+        plugincls = self.plugins.get(key)
+        if plugincls is None:
+            return False, "插件不存在"
+        if key in BUILTIN_PLUGINS:
+            return False, "预置插件随主程序一起更新，不能单独更新"
+        folder = plugincls.path
+        if not os.path.isdir(os.path.join(folder, ".git")):
+            return False, f"插件 {plugincls.name} 不是用 git 安装的，无法更新"
+        if not self._install_lock.acquire(blocking=False):
+            return False, "正在安装或更新另一个插件，请稍后再试"
+        try:
+            from dulwich import porcelain
+            from dulwich.repo import Repo
+
+            with Repo(folder) as r:
+                old_head = r.head()
+            progress = io.BytesIO()
+            try:
+                porcelain.pull(folder, outstream=progress, errstream=progress)
+            except Exception as e:
+                logger.exception(f"[PluginManager] pulling {folder} failed")
+                return False, f"更新失败：{_git_error(e, progress)}"
+            with Repo(folder) as r:
+                new_head = r.head()
+            if new_head == old_head:
+                return True, f"插件 {plugincls.name} 已是最新版本"
+            try:
+                pkgmgr.install_requirements(os.path.join(folder, "requirements.txt"))
+            except pkgmgr.PackageInstallError as e:
+                try:
+                    porcelain.reset(folder, "hard", old_head)
+                    return False, f"更新失败，已退回原版本：{e}"
+                except Exception as reset_error:
+                    logger.exception(f"[PluginManager] cannot roll {folder} back to {old_head!r}")
+                    return False, f"更新失败：{e}；退回原版本也失败了（{reset_error}）"
+            logger.info(f"[PluginManager] plugin {plugincls.name} updated to {new_head.decode()}")
+            return True, f"插件 {plugincls.name} 已更新，发送 #scanp 加载新版本（或重启程序）"
+        except Exception as e:
+            logger.exception(f"[PluginManager] updating {folder} failed")
+            return False, f"更新失败：{e}"
+        finally:
+            self._install_lock.release()
+
+    def uninstall_plugin(self, name: str) -> tuple[bool, str]:
+        """Turn a plugin off, forget it (handlers, plugins.json entry, modules) and delete
+        its folder (``#uninstallp``). Built-in plugins are refused: #disablep them."""
+        key = str(name or "").upper()
+        if not self._install_lock.acquire(blocking=False):
+            return False, "正在安装或更新插件，请稍后再试"
+        try:
+            with self._lock:
+                plugincls = self.plugins.get(key)
+                if plugincls is None:
+                    return False, "插件不存在"
+                if key in BUILTIN_PLUGINS:
+                    return False, "预置插件不能卸载，不需要时请用 #disablep 禁用"
+                folder = os.path.abspath(plugincls.path)
+                roots = {self._package_dir} | ({self._extra_dir} if self._extra_dir else set())
+                if os.path.dirname(folder) not in roots or not os.path.isfile(os.path.join(folder, "__init__.py")):
+                    logger.error(f"[PluginManager] {plugincls.name}: {folder} is not a plugin folder, not deleted")
+                    return False, "卸载失败：找不到该插件的文件夹"
+                self.disable_plugin(key)
+                # Every plugin the folder registered goes with it.
+                gone = [n for n, cls in self.plugins.items() if os.path.abspath(cls.path) == folder]
+                plugins = {n: cls for n, cls in self.plugins.items() if n not in gone}
+                instances = {n: inst for n, inst in self.instances.items() if n not in gone}
+                self._publish(plugins=plugins, instances=instances, listening=self._listeners(plugins, instances))
+                for n in gone:
+                    entry_key = self._pconf_key(n)
+                    if entry_key is not None:
+                        del self.pconf["plugins"][entry_key]
+                    remove_plugin_config(n)
+                self.save_config()
+                module = self.loaded.pop(folder, None) or self.loaded.pop(plugincls.path, None)
+                if module is not None:
+                    for module_name in _module_tree(module.__name__):
+                        sys.modules.pop(module_name, None)
+                    short = module.__name__.rpartition(".")[2]
+                    package = self._package()
+                    if getattr(package, short, None) is module:
+                        delattr(package, short)
+                try:
+                    _rmtree(folder)
+                except OSError as e:
+                    logger.error(f"[PluginManager] cannot delete {folder}: {e}")
+                    return False, f"插件已停用并移除，但删除文件夹失败，请手动删除 {folder}（{e}）"
+                logger.info(f"[PluginManager] plugin {plugincls.name} uninstalled, {folder} deleted")
+                return True, f"插件 {plugincls.name} 已卸载"
+        finally:
+            self._install_lock.release()
