@@ -1,0 +1,1 @@
+from .custom_dify_app import *
