@@ -50,6 +50,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_ui_username": ("dow", "User name of the original's gradio admin page (not used by this port)."),
     "web_ui_password": ("dify-on-wechat", "Password of the original's gradio admin page (not used by this port)."),
     "web_port": (9899, "Port of the `web` chat channel."),
+    "web_host": ("0.0.0.0", "Address the `web` channel's HTTP server listens on (127.0.0.1: this machine only). New."),
+    "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
     # --- bot / model routing
     "model": ("gpt-3.5-turbo", "Model name; also picks the bot when bot_type is empty (`dify` selects the Dify bot). `#model` changes it."),
     "bot_type": ("", "Forces the bot, e.g. `chatGPT` for any OpenAI-compatible endpoint, `dify`."),

@@ -14,7 +14,7 @@ CHANNELS: dict[str, str | None] = {
     "terminal": "channel.terminal.terminal_channel:TerminalChannel",
     "wx": None,
     "wxy": None,
-    "web": None,
+    "web": "channel.web.web_channel:WebChannel",
     "wechatmp": None,
     "wechatmp_service": None,
     "wechatcom_app": None,

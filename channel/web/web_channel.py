@@ -1,0 +1,460 @@
+"""Web channel: a chat page in the browser, private chat only, one session per user id.
+
+Routes (the original's, on `web_port`): `GET /chat` the page, `POST /message`
+`{user_id, message}` -> `{"status": "success", "message": "Message received", ...}`, and
+`GET /sse/<user_id>`, a Server-Sent Events stream of `{"type", "content", "timestamp"}`
+(`type` is the reply type's name as the original sends it: "TEXT", "IMAGE_URL", "IMAGE",
+"FILE", "ERROR", "INFO", ...).
+
+Better than the original:
+- a reply is pushed the moment it exists (an event per connection, no polling), so a
+  streamed Dify answer (`dify_stream_reply`) appears piece by piece;
+- nothing sent while the page was away is lost: each user has an outbox of numbered events
+  (SSE `id:` lines); a reconnect with `Last-Event-ID` (or `?last_event_id=`) gets what came
+  after it, a fresh connection gets what was never written to any connection. The outbox is
+  bounded (OUTBOX_MAX per user) and events expire after OUTBOX_TTL seconds;
+- async handlers on one shared server (common/http_server): hundreds of open streams cost no
+  thread each;
+- input is checked (user id pattern, sizes, JSON) and refused with a JSON error;
+- optional `web_password`: the API then wants `Authorization: Bearer <password>`. EventSource
+  and <img> cannot send headers, so the page trades the password for a short-lived stream
+  token bound to its user id (`POST /token`) and passes it as `?token=`: the password itself
+  never appears in a URL (server logs, browser history). Media links are unguessable ids.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import mimetypes
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+
+from bridge.context import Context, ContextType
+from bridge.reply import Reply, ReplyType
+from channel.channel_factory import ChannelError
+from channel.chat_channel import ChatChannel, check_prefix
+from channel.chat_message import ChatMessage
+from common.http_server import HttpServer, HttpServerError, json_error, shared_server
+from common.log import logger
+from config import conf
+
+USER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_MESSAGE_CHARS = 8000
+MAX_BODY_BYTES = 64 * 1024
+OUTBOX_MAX = 100  # undelivered events kept per user
+OUTBOX_TTL = 600.0  # seconds an event waits for its reader
+MEDIA_MAX = 50  # images/files kept per user for the page to fetch
+MAX_USERS = 10000  # outboxes kept in memory; the idle oldest go first
+KEEPALIVE = 15.0  # seconds between SSE comments, so dead connections are noticed
+TOKEN_TTL = 3600  # seconds a stream token is valid
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_FILES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
+
+
+class WebMessage(ChatMessage):
+    def __init__(self, msg_id: str, content: str, user_id: str) -> None:
+        super().__init__(None)
+        self.msg_id = msg_id
+        self.ctype = ContextType.TEXT
+        self.content = content
+        self.from_user_id = user_id
+        self.to_user_id = "Chatgpt"
+        self.other_user_id = user_id
+        self.create_time = int(time.time())
+
+
+@dataclass
+class _Media:
+    data: bytes | None
+    path: str | None
+    mime: str
+    name: str
+    created: float
+
+
+@dataclass
+class _Outbox:
+    """One user's numbered events. Touched from worker threads and the server loop: `lock`."""
+
+    events: deque = field(default_factory=deque)  # (seq, created, json text)
+    next_seq: int = 1
+    delivered: int = 0  # highest seq written to some connection
+    waiters: set = field(default_factory=set)  # asyncio.Event of each open stream
+    media: dict = field(default_factory=dict)  # media id -> _Media
+    touched: float = field(default_factory=time.monotonic)
+
+
+class WebChannel(ChatChannel):
+    NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._outboxes: dict[str, _Outbox] = {}
+        # Event ids carry this run's epoch: an id from before a restart is not mistaken
+        # for one of this run.
+        self._epoch = uuid.uuid4().hex[:8]
+        self._run_id = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        self._closing = False
+        self._token_key = secrets.token_bytes(32)
+        self.server: HttpServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self) -> None:
+        host = str(conf().get("web_host"))
+        port = int(conf().get("web_port", 9899))
+        server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
+        self.register_routes(server)
+        server.set_queue_probe(self.dispatcher.pending)
+        server.on_stopping(self._close_streams)
+        try:
+            server.start()
+        except HttpServerError as e:
+            raise ChannelError(str(e)) from None
+        self.server = server
+        shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+        print(f"\nWeb channel is running, open http://{shown}:{server.port}/chat", flush=True)
+        logger.info(f"[web] chat page at http://{shown}:{server.port}/chat")
+
+    def register_routes(self, server: HttpServer) -> None:
+        server.add_route("/", self._root, ["GET"])
+        server.add_route("/chat", self._chat_page, ["GET"])
+        server.add_route("/static/{name}", self._static, ["GET"])
+        server.add_route("/message", self._post_message, ["POST"])
+        server.add_route("/token", self._post_token, ["POST"])
+        server.add_route("/sse/{user_id}", self._sse, ["GET"])
+        server.add_route("/media/{user_id}/{media_id}", self._media, ["GET"])
+
+    def stop_accepting(self) -> None:
+        super().stop_accepting()
+        if self.server is not None:
+            self.server.mark_stopping()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(float(conf().get("shutdown_timeout")))
+        super().stop()
+
+    def _close_streams(self) -> None:
+        # Streams write what is left in their outbox, then end.
+        with self._lock:
+            self._closing = True
+            waiters = [w for box in self._outboxes.values() for w in box.waiters]
+        self._wake(waiters)
+
+    def _wake(self, waiters) -> None:
+        loop = self.server.loop if self.server is not None else None
+        if loop is None or loop.is_closed():
+            return
+        for event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop closed meanwhile
+                return
+
+    # ------------------------------------------------------------------ outbox
+    def _outbox(self, user_id: str) -> _Outbox:
+        """The user's outbox, created if needed. Call with self._lock held."""
+        box = self._outboxes.get(user_id)
+        if box is None:
+            if len(self._outboxes) >= MAX_USERS:
+                self._evict()
+            box = self._outboxes[user_id] = _Outbox()
+        box.touched = time.monotonic()
+        return box
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for uid, box in list(self._outboxes.items()):
+            _expire(box, now)
+            if not box.waiters and not box.events and not box.media:
+                del self._outboxes[uid]
+        if len(self._outboxes) >= MAX_USERS:  # still full: drop the idle least recently used
+            idle = sorted((b.touched, uid) for uid, b in self._outboxes.items() if not b.waiters)
+            for _, uid in idle[: max(1, len(idle) // 10)]:
+                del self._outboxes[uid]
+
+    def push(self, user_id: str, rtype: str, content: Any) -> int:
+        """Queue an event for the user and wake the user's open streams. Thread-safe."""
+        payload = {"type": rtype, "content": content, "timestamp": time.time()}
+        with self._lock:
+            box = self._outbox(user_id)
+            seq = box.next_seq
+            box.next_seq += 1
+            payload["id"] = f"{self._epoch}-{seq}"
+            box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False)))
+            _expire(box, time.monotonic())
+            while len(box.events) > OUTBOX_MAX:
+                dropped = box.events.popleft()
+                if dropped[0] > box.delivered:
+                    logger.warning(f"[web] outbox of {user_id} full, an undelivered reply was dropped")
+            waiters = list(box.waiters)
+        self._wake(waiters)
+        return seq
+
+    def _store_media(self, user_id: str, media: _Media) -> str:
+        media_id = secrets.token_urlsafe(16)
+        with self._lock:
+            box = self._outbox(user_id)
+            box.media[media_id] = media
+            while len(box.media) > MEDIA_MAX:
+                box.media.pop(next(iter(box.media)))
+        return f"/media/{user_id}/{media_id}"
+
+    # ------------------------------------------------------------------ sending
+    def send(self, reply: Reply, context: Context) -> None:
+        user_id = context.get("receiver")
+        if not user_id:
+            raise ValueError("no receiver in the context")
+        rtype = str(reply.type)
+        content = reply.content
+        if reply.type == ReplyType.IMAGE:
+            stream = content
+            if hasattr(stream, "seek"):
+                stream.seek(0)
+            data = stream.read() if hasattr(stream, "read") else bytes(stream)
+            mime = _sniff_image(data)
+            content = self._store_media(user_id, _Media(data, None, mime, "image", time.monotonic()))
+        elif reply.type in (ReplyType.FILE, ReplyType.VIDEO):
+            path = str(content)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(path)
+            mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            name = os.path.basename(path)
+            url = self._store_media(user_id, _Media(None, path, mime, name, time.monotonic()))
+            content = {"url": url, "name": name, "mime": mime}
+        elif not isinstance(content, (str, int, float, bool, type(None))):
+            content = str(content)
+        self.push(user_id, rtype, content)
+
+    # ------------------------------------------------------------------ auth
+    def _password(self) -> str:
+        return str(conf().get("web_password") or "")
+
+    def _check_bearer(self, request: Request) -> Response | None:
+        password = self._password()
+        if not password:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), password.encode()):
+            return json_error(401, "password required or wrong", auth="password")
+        return None
+
+    def _make_token(self, user_id: str) -> str:
+        return self._make_token_for(user_id, int(time.time()) + TOKEN_TTL)
+
+    def _check_token(self, request: Request, user_id: str) -> Response | None:
+        if not self._password():
+            return None
+        if self._check_bearer(request) is None:
+            return None
+        token = request.query_params.get("token", "")
+        expires_text, _, _sig = token.partition(".")
+        if expires_text.isdigit() and int(expires_text) >= time.time():
+            expected = self._make_token_for(user_id, int(expires_text))
+            if hmac.compare_digest(expected.encode(), token.encode()):
+                return None
+        return json_error(401, "stream token missing, wrong or expired", auth="token")
+
+    def _make_token_for(self, user_id: str, expires: int) -> str:
+        sig = hmac.new(self._token_key, f"{user_id}:{expires}".encode(), hashlib.sha256).digest()
+        return f"{expires}.{base64.urlsafe_b64encode(sig[:18]).decode()}"
+
+    # ------------------------------------------------------------------ routes
+    async def _root(self, request: Request) -> Response:
+        return RedirectResponse("/chat")
+
+    async def _chat_page(self, request: Request) -> Response:
+        return FileResponse(os.path.join(STATIC_DIR, "chat.html"), media_type="text/html; charset=utf-8",
+                            headers=_PAGE_HEADERS)
+
+    async def _static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC_FILES:
+            return json_error(404, "not found")
+        return FileResponse(os.path.join(STATIC_DIR, name), media_type=STATIC_FILES[name], headers=_PAGE_HEADERS)
+
+    async def _post_token(self, request: Request) -> Response:
+        refused = self._check_bearer(request)
+        if refused is not None:
+            return refused
+        body, error = await _json_body(request)
+        if error is not None:
+            return error
+        user_id = body.get("user_id")
+        if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
+            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        if not self._password():
+            return JSONResponse({"status": "success", "token": "", "expires_in": 0})
+        return JSONResponse({"status": "success", "token": self._make_token(user_id), "expires_in": TOKEN_TTL})
+
+    async def _post_message(self, request: Request) -> Response:
+        refused = self._check_bearer(request)
+        if refused is not None:
+            return refused
+        if self._closing or not self.dispatcher.accepting:
+            return json_error(503, "the service is stopping; try again in a moment")
+        body, error = await _json_body(request)
+        if error is not None:
+            return error
+        user_id = body.get("user_id")
+        message = body.get("message")
+        if user_id is None or message is None:
+            return json_error(400, "user_id and message are required")
+        if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
+            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        if not isinstance(message, str) or not message.strip():
+            return json_error(400, "message must be a non-empty string")
+        if len(message) > MAX_MESSAGE_CHARS:
+            return json_error(413, f"message longer than {MAX_MESSAGE_CHARS} characters")
+        client_id = body.get("msg_id")
+        if client_id is not None and (not isinstance(client_id, str) or not USER_ID_RE.fullmatch(client_id)):
+            return json_error(400, "msg_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        # A client id makes a retried POST (flaky network) count once; dedup is by msg_id.
+        msg_id = f"{user_id}:{client_id}" if client_id else f"{self._run_id}-{next(self._ids)}"
+        accepted = await run_in_threadpool(self._take, user_id, message, msg_id)
+        if accepted is None:
+            return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id, "handled": False})
+        if not accepted:
+            return json_error(503, "too many messages are waiting; please try again in a moment")
+        return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id})
+
+    def _take(self, user_id: str, message: str, msg_id: str) -> bool | None:
+        """Compose and queue. None when the rules (or a duplicate id) drop the message."""
+        with self._lock:
+            self._outbox(user_id)
+        prefixes = conf().get("single_chat_prefix", [""]) or [""]
+        # A web page is a direct conversation: every message is meant for the bot.
+        prompt = message if check_prefix(message, prefixes) is not None else prefixes[0] + message
+        msg = WebMessage(msg_id, prompt, user_id)
+        context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
+        if context is None:
+            return None
+        context["isgroup"] = False
+        return self.produce(context)
+
+    async def _sse(self, request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        if not USER_ID_RE.fullmatch(user_id):
+            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        refused = self._check_token(request, user_id)
+        if refused is not None:
+            return refused
+        if self._closing:
+            return json_error(503, "the service is stopping")
+        last = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
+        after = self._parse_last_id(last)
+        event = asyncio.Event()
+        with self._lock:
+            box = self._outbox(user_id)
+            box.waiters.add(event)
+        return StreamingResponse(
+            self._stream(user_id, box, event, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def _parse_last_id(self, text: str) -> int | None:
+        epoch, _, seq = text.strip().partition("-")
+        if epoch == self._epoch and seq.isdigit():
+            return int(seq)
+        return None  # none, or from an earlier run: send what was never delivered
+
+    async def _stream(self, user_id: str, box: _Outbox, event: asyncio.Event, after: int | None):
+        try:
+            yield "retry: 2000\n: connected\n\n"
+            cursor = after
+            while True:
+                event.clear()
+                with self._lock:
+                    _expire(box, time.monotonic())
+                    start = box.delivered if cursor is None else cursor
+                    ready = [(seq, text) for seq, _, text in box.events if seq > start]
+                    if ready:
+                        box.delivered = max(box.delivered, ready[-1][0])
+                    closing = self._closing
+                if ready:
+                    cursor = ready[-1][0]
+                    yield "".join(f"id: {self._epoch}-{seq}\ndata: {text}\n\n" for seq, text in ready)
+                    continue
+                if closing:
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), KEEPALIVE)
+                except asyncio.TimeoutError:
+                    yield ": keepalive\n\n"
+        finally:
+            with self._lock:
+                box.waiters.discard(event)
+
+    async def _media(self, request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        media_id = request.path_params["media_id"]
+        with self._lock:
+            box = self._outboxes.get(user_id)
+            media = box.media.get(media_id) if box is not None else None
+        if media is None:
+            return json_error(404, "no such file (it may have expired)")
+        headers = {"Cache-Control": "private, max-age=600", "X-Content-Type-Options": "nosniff"}
+        if media.path is not None:
+            if not os.path.isfile(media.path):
+                return json_error(404, "the file is gone")
+            return FileResponse(media.path, media_type=media.mime, filename=media.name, headers=headers)
+        return Response(media.data, media_type=media.mime, headers=headers)
+
+
+# The page loads only its own scripts and styles; images may come from anywhere over http(s).
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data:; "
+                               "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _expire(box: _Outbox, now: float) -> None:
+    while box.events and now - box.events[0][1] > OUTBOX_TTL:
+        box.events.popleft()
+    for media_id in [k for k, m in box.media.items() if now - m.created > OUTBOX_TTL]:
+        del box.media[media_id]
+
+
+def _sniff_image(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+async def _json_body(request: Request) -> tuple[dict, Response | None]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}, json_error(400, "the body must be JSON")
+    if not isinstance(body, dict):
+        return {}, json_error(400, "the body must be a JSON object")
+    return body, None
