@@ -22,3 +22,34 @@ def settings():
     yield config
     dict.clear(config)
     dict.update(config, saved)
+
+
+def _unload_ntwork() -> None:
+    for name in list(sys.modules):
+        if name == "ntwork" or name.startswith("ntwork."):
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def ntwork():
+    """The ntwork simulator (tests/fakes/ntwork) imported as `ntwork` in this process,
+    unloaded afterwards so other tests see no ntwork."""
+    fakes = os.path.join(ROOT, "tests", "fakes")
+    saved = {key: os.environ.get(key) for key in ("NTWORK_LOG", "NTWORK_SIM_DIR")}
+    _unload_ntwork()
+    os.environ["NTWORK_LOG"] = "ERROR"
+    os.environ.pop("NTWORK_SIM_DIR", None)
+    sys.path.insert(0, fakes)
+    try:
+        import ntwork as module
+        import ntwork.simulator  # noqa: F401
+    finally:
+        sys.path.remove(fakes)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield module
+    module.simulator.SIM.close()
+    _unload_ntwork()

@@ -23,35 +23,6 @@ SINGLE = "S:1688854420437671_7881303235927249"
 ALICE = "7881303235927249"
 
 
-def _unload() -> None:
-    for name in list(sys.modules):
-        if name == "ntwork" or name.startswith("ntwork."):
-            del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def ntwork():
-    """The simulator imported as `ntwork` (tests/fakes first on sys.path), unloaded afterwards."""
-    saved = {key: os.environ.get(key) for key in ("NTWORK_LOG", "NTWORK_SIM_DIR")}
-    _unload()
-    os.environ["NTWORK_LOG"] = "ERROR"
-    os.environ.pop("NTWORK_SIM_DIR", None)
-    sys.path.insert(0, FAKES)
-    try:
-        import ntwork as module
-        import ntwork.simulator  # noqa: F401
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    yield module
-    module.simulator.SIM.close()
-    _unload()
-    sys.path.remove(FAKES)
-
-
 @pytest.fixture
 def sim(ntwork):
     ntwork.simulator.SIM.reset()

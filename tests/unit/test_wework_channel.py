@@ -21,7 +21,7 @@ from channel.wework import wework_media as media
 from channel.wework.wework_message import WeworkMessage
 from sandbox.dify_server import DifyServer
 from tests.fakes import ntwork_control as nc
-from tests.unit.test_wework_message import ntwork, sim  # noqa: F401 - the simulator fixtures
+from tests.unit.test_wework_message import sim  # noqa: F401 - the simulator fixture
 
 BOT_ID = nc.DEFAULT_USER_ID
 ALICE = "7881303235927249"

@@ -20,42 +20,12 @@ from channel.wework.wework_message import (
 )
 from tests.fakes import ntwork_control as nc
 
-FAKES = os.path.dirname(os.path.abspath(nc.__file__))
 
 BOT_ID = nc.DEFAULT_USER_ID
 ALICE = "7881303235927249"
 ROOM = "R:10822887504240095"
 PRIVATE = f"S:{BOT_ID}_{ALICE}"
 LOGIN = LoginInfo(BOT_ID, "张三", "Bot")
-
-
-def _unload() -> None:
-    for name in list(sys.modules):
-        if name == "ntwork" or name.startswith("ntwork."):
-            del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def ntwork():
-    """The simulator imported as `ntwork` (tests/fakes first on sys.path), unloaded afterwards."""
-    saved = {key: os.environ.get(key) for key in ("NTWORK_LOG", "NTWORK_SIM_DIR")}
-    _unload()
-    os.environ["NTWORK_LOG"] = "ERROR"
-    os.environ.pop("NTWORK_SIM_DIR", None)
-    sys.path.insert(0, FAKES)
-    try:
-        import ntwork as module
-        import ntwork.simulator  # noqa: F401
-    finally:
-        sys.path.remove(FAKES)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    yield module
-    module.simulator.SIM.close()
-    _unload()
 
 
 @pytest.fixture
