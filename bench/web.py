@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +24,6 @@ sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
 
-from sandbox.dify_server import DifyServer  # noqa: E402
 from tests.e2e.daemon import Daemon, write_config  # noqa: E402
 
 
@@ -80,9 +80,30 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     failed = False
-    with DifyServer(api_key="app-bench", mode="chat") as server:
+    # The simulator runs in its own process (as in bench/dify.py) so that it does not share
+    # the asyncio client's GIL.
+    sim_port = free_port()
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from sandbox.dify_server import DifyServer\n"
+            "DifyServer(api_key='app-bench', mode='chat', port=%d).start()\n"
+            "time.sleep(86400)\n") % (ROOT, sim_port)
+    simulator = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim_base = f"http://127.0.0.1:{sim_port}/v1"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(sim_base + "/").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            simulator.kill()
+            print("the Dify simulator did not start")
+            return 1
+        time.sleep(0.1)
+    try:
         config = write_config(folder, channel_type="web", web_port=port, bot_type="", model="dify",
-                              dify_api_base=server.base_url, dify_api_key="app-bench")
+                              dify_api_base=sim_base, dify_api_key="app-bench")
         daemon = Daemon(folder, "--config", config)
         try:
             deadline = time.monotonic() + 20
@@ -105,6 +126,8 @@ def main() -> int:
                       f"{pct(latencies, 0.95) * 1000:>8.1f} {f'{delivered}/{expected}':>10}")
         finally:
             daemon.kill()
+    finally:
+        simulator.kill()
     if failed:
         print("NOT every reply was delivered")
     return 1 if failed else 0
