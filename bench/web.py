@@ -24,13 +24,7 @@ sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
 
-from tests.e2e.daemon import Daemon, write_config  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.e2e.daemon import Daemon, free_port, write_config  # noqa: E402
 
 
 async def user(client: httpx.AsyncClient, name: str, questions: int, latencies: list[float]) -> int:

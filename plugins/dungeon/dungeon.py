@@ -18,12 +18,12 @@ import math
 from dataclasses import dataclass
 
 import plugins
-from bridge.bridge import Bridge
 from bridge.context import ContextType
-from bridge.reply import Reply, ReplyType
+from bridge.reply import ReplyType
 from common.expired_dict import ExpiredDict
 from common.log import logger
 from config import conf
+from plugins.chat_bot import answer, chat_bot_type, chat_sessions
 from plugins import Event, EventAction, EventContext, Plugin
 
 DEFAULT_STORY = (
@@ -38,9 +38,6 @@ FIRST_PROMPT = (
 NEXT_PROMPT = "继续讲这个冒险故事，这次只写四到六句话，只讲接下来几分钟里发生的事。\n我的行动：{action}"
 
 
-def session_manager_of(bot) -> object | None:
-    sessions = getattr(bot, "sessions", None)
-    return sessions if callable(getattr(sessions, "clear_session", None)) else None
 
 
 @dataclass
@@ -88,49 +85,29 @@ class Dungeon(Plugin):
         if command == f"{prefix}停止冒险":
             game = self.games.pop(session_id, None)
             if game is not None:
-                sessions = self._sessions()
+                sessions = chat_sessions("Dungeon")
                 if sessions is not None:
                     sessions.clear_session(session_id)
             # The original said nothing without a game, so Finish answered
             # "unknown plugin command" to a command that exists.
-            self._reply(e_context, ReplyType.INFO, "冒险结束！" if game is not None else "现在没有进行中的冒险。")
+            answer(e_context, ReplyType.INFO, "冒险结束！" if game is not None else "现在没有进行中的冒险。")
             return
         if command == f"{prefix}开始冒险":
-            sessions = self._sessions()
+            sessions = chat_sessions("Dungeon")
             if sessions is None:
-                self._reply(e_context, ReplyType.ERROR,
-                            f"当前的机器人（{self._bot_type()}）不能讲冒险故事，请换用 OpenAI 类模型或 Dify 对话应用。")
+                answer(e_context, ReplyType.ERROR,
+                            f"当前的机器人（{chat_bot_type()}）不能讲冒险故事，请换用 OpenAI 类模型或 Dify 对话应用。")
                 return
             story = words[1].strip() if len(words) > 1 and words[1].strip() else DEFAULT_STORY
             sessions.clear_session(session_id)
             self.games[session_id] = StoryTeller(story)
-            self._reply(e_context, ReplyType.INFO, f"冒险开始！接下来你说的每句话都是你的行动，故事会随之展开。\n故事背景：{story}")
+            answer(e_context, ReplyType.INFO, f"冒险开始！接下来你说的每句话都是你的行动，故事会随之展开。\n故事背景：{story}")
             return
         game = self.games.get(session_id)
         if game is None:
             return
         context.content = game.action(content)
         e_context.action = EventAction.BREAK  # the bot tells the next part
-
-    @staticmethod
-    def _sessions():
-        try:
-            return session_manager_of(Bridge().get_bot("chat"))
-        except Exception as e:
-            logger.warning(f"[Dungeon] no chat bot: {e}")
-            return None
-
-    @staticmethod
-    def _bot_type() -> str:
-        try:
-            return str(Bridge().get_bot_type("chat"))
-        except Exception:
-            return "?"
-
-    @staticmethod
-    def _reply(e_context: EventContext, rtype: ReplyType, text: str) -> None:
-        e_context["reply"] = Reply(rtype, text)
-        e_context.action = EventAction.BREAK_PASS
 
     def get_help_text(self, **kwargs) -> str:
         p = conf().get("plugin_trigger_prefix", "$")

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import plugins
-from bridge.bridge import Bridge
 from bridge.context import ContextType
-from bridge.reply import Reply, ReplyType
+from bridge.reply import ReplyType
 from common.expired_dict import ExpiredDict
 from common.log import logger
 from config import conf
+from plugins.chat_bot import answer, chat_bot_type, chat_sessions
 from plugins import Event, EventAction, EventContext, Plugin
 
 ROLES_FILE = "roles.json"
@@ -48,12 +48,6 @@ MIN_SIMILARITY = 0.35
 ALL_TAGS = ("所有", "all")
 
 
-def session_manager_of(bot: Any) -> Any:
-    """The bot's session manager when it can hold a system prompt per session, else None."""
-    sessions = getattr(bot, "sessions", None)
-    if callable(getattr(sessions, "build_session", None)) and callable(getattr(sessions, "clear_session", None)):
-        return sessions
-    return None
 
 
 def wrap(wrapper: str, text: str) -> str:
@@ -199,35 +193,35 @@ class Role(Plugin):
             return
 
         if kind == "tags":
-            self._reply(e_context, ReplyType.INFO, self._list_roles(arg))
+            answer(e_context, ReplyType.INFO, self._list_roles(arg))
             return
         if kind == "stop":
             if self.roleplays.pop(session_id, None) is not None:
-                sessions = self._sessions()
+                sessions = chat_sessions("Role", need_prompt=True)
                 if sessions is not None:
                     sessions.clear_session(session_id)
-            self._reply(e_context, ReplyType.INFO, "角色扮演已结束。")
+            answer(e_context, ReplyType.INFO, "角色扮演已结束。")
             return
         english = kind == "description"
-        sessions = self._sessions()
+        sessions = chat_sessions("Role", need_prompt=True)
         if sessions is None:
-            btype = self._bot_type()
-            self._reply(e_context, ReplyType.ERROR,
+            btype = chat_bot_type()
+            answer(e_context, ReplyType.ERROR,
                         f"The current bot ({btype}) cannot play roles." if english else f"当前的机器人（{btype}）不支持角色扮演。")
             return
         if kind == "custom":
             if not arg:
-                self._reply(e_context, ReplyType.ERROR, f"请在命令后写上角色设定，例如：{prefix}设定扮演 你是一位耐心的数学老师")
+                answer(e_context, ReplyType.ERROR, f"请在命令后写上角色设定，例如：{prefix}设定扮演 你是一位耐心的数学老师")
                 return
             self._start(sessions, session_id, RolePlay(arg))
-            self._reply(e_context, ReplyType.INFO, f"已设定自定义角色：\n{arg}")
+            answer(e_context, ReplyType.INFO, f"已设定自定义角色：\n{arg}")
         else:
             if not arg or arg.lower() in ("help", "帮助"):
-                self._reply(e_context, ReplyType.INFO, self.get_help_text(verbose=True))
+                answer(e_context, ReplyType.INFO, self.get_help_text(verbose=True))
                 return
             key = self.get_role(arg)
             if key is None:
-                self._reply(e_context, ReplyType.ERROR,
+                answer(e_context, ReplyType.ERROR,
                             f"No role called '{arg}'. Send {prefix}角色类型 所有 to list them." if english
                             else f"找不到角色“{arg}”。发送 {prefix}角色类型 所有 查看全部角色。")
                 return
@@ -235,7 +229,7 @@ class Role(Plugin):
             prompt = role.get(kind) or role.get("descn") or role.get("description")
             self._start(sessions, session_id, RolePlay(prompt, str(role.get("wrapper") or "%s")))
             title = role["title"]
-            self._reply(e_context, ReplyType.INFO,
+            answer(e_context, ReplyType.INFO,
                         f"Now playing {title}:\n{prompt}" if english else f"已切换为预设角色 {title}：\n{prompt}")
 
     def _start(self, sessions: Any, session_id: str, roleplay: RolePlay) -> None:
@@ -243,7 +237,7 @@ class Role(Plugin):
         self.roleplays[session_id] = roleplay
 
     def _play(self, e_context: EventContext, session_id: str, content: str) -> None:
-        sessions = self._sessions()
+        sessions = chat_sessions("Role", need_prompt=True)
         roleplay = self.roleplays.get(session_id)
         if sessions is None or roleplay is None:
             return
@@ -251,27 +245,6 @@ class Role(Plugin):
         context.content = roleplay.action(sessions, session_id, content)
         context["generate_breaked_by"] = EventAction.BREAK
         e_context.action = EventAction.BREAK  # the bot answers the wrapped message
-
-    @staticmethod
-    def _sessions() -> Any:
-        try:
-            bot = Bridge().get_bot("chat")
-        except Exception as e:  # the Bridge reports bad bot settings on the next answer
-            logger.warning(f"[Role] no chat bot: {e}")
-            return None
-        return session_manager_of(bot)
-
-    @staticmethod
-    def _bot_type() -> str:
-        try:
-            return str(Bridge().get_bot_type("chat"))
-        except Exception:
-            return "?"
-
-    @staticmethod
-    def _reply(e_context: EventContext, rtype: ReplyType, text: str) -> None:
-        e_context["reply"] = Reply(rtype, text)
-        e_context.action = EventAction.BREAK_PASS
 
     def get_help_text(self, verbose: bool = False, **kwargs) -> str:
         if not verbose:

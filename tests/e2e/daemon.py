@@ -1,6 +1,7 @@
 """Start `python app.py` as a real process with a temporary config, and talk to it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -125,3 +126,48 @@ def run_app(folder, *args: str, input: str = "", env: dict | None = None, timeou
         cwd=str(folder), input=input, capture_output=True, text=True, encoding="utf-8",
         env=app_env(env), timeout=timeout,
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(base: str, timeout: float = 20) -> dict:
+    """Wait until `GET base/healthz` answers 200; return its JSON."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(base + "/healthz", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the web channel never became healthy")
+
+
+@contextlib.contextmanager
+def web_daemon(folder, **settings):
+    """`python app.py` with the web channel, the Dify bot and a Dify simulator, once healthy:
+    yields (daemon, server, port, base_url, health)."""
+    from sandbox.dify_server import DifyServer
+
+    port = free_port()
+    with DifyServer(api_key="app-test", mode="chat") as server:
+        config = write_config(
+            folder, channel_type="web", web_port=port, bot_type="", model="dify",
+            dify_api_base=server.base_url, dify_api_key="app-test", **settings,
+        )
+        daemon = Daemon(folder, "--config", config)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            health = wait_healthy(base)
+            yield daemon, server, port, base, health
+        finally:
+            daemon.kill()

@@ -8,9 +8,7 @@ import time
 
 import pytest
 
-from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, write_config
-from tests.e2e.test_web_process import free_port, wait_healthy
+from tests.e2e.daemon import web_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +30,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("webui")
-    port = free_port()
-    with DifyServer(api_key="app-test", mode="chat") as server:
-        config = write_config(
-            folder, channel_type="web", web_port=port, bot_type="", model="dify",
-            dify_api_base=server.base_url, dify_api_key="app-test", dify_stream_reply=True,
-        )
-        daemon = Daemon(folder, "--config", config)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(base)
-            yield server, base
-        finally:
-            daemon.kill()
+    with web_daemon(tmp_path_factory.mktemp("webui"), dify_stream_reply=True) as (daemon, server, port, base, health):
+        yield server, base
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,9 @@ import time
 import httpx
 import pytest
 
-from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, write_config
+from tests.e2e.daemon import free_port, web_daemon
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SSE:
@@ -98,19 +91,6 @@ class SSE:
             pass
 
 
-def wait_healthy(base: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(base + "/healthz", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the web channel never became healthy")
-
-
 def wait_idle(base: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,21 +102,9 @@ def wait_idle(base: str, timeout: float = 15) -> None:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("web")
-    port = free_port()
-    with DifyServer(api_key="app-test", mode="chat") as server:
-        config = write_config(
-            folder, channel_type="web", web_port=port, bot_type="", model="dify",
-            dify_api_base=server.base_url, dify_api_key="app-test", dify_stream_reply=True,
-        )
-        daemon = Daemon(folder, "--config", config)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            health = wait_healthy(base)
-            assert health["channel"] == "web"
-            yield daemon, server, port, base
-        finally:
-            daemon.kill()
+    with web_daemon(tmp_path_factory.mktemp("web"), dify_stream_reply=True) as (daemon, server, port, base, health):
+        assert health["channel"] == "web"
+        yield daemon, server, port, base
 
 
 def post(base: str, user: str, message: str) -> httpx.Response:

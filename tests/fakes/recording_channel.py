@@ -71,3 +71,17 @@ class RecordingChannel(ChatChannel):
         if context is not None:
             self.produce(context)
         return context
+
+
+def talk_at_once(channel: "RecordingChannel", sessions: int, per_session: int) -> None:
+    """`sessions` users, each on its own thread, send `per_session` questions "u<n> q<i>" in order."""
+
+    def user(n):
+        for i in range(per_session):
+            channel.receive(make_msg(f"u{n} q{i}", sender=f"user-{n}", sender_name=f"U{n}"))
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

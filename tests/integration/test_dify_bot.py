@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 
 import pytest
@@ -25,7 +24,7 @@ from tests.fakes.dify_fixtures import (  # noqa: F401 - fixtures
     make_context,
     unused_port,
 )
-from tests.fakes.recording_channel import RecordingChannel, make_msg
+from tests.fakes.recording_channel import RecordingChannel, make_msg, talk_at_once
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 256
 
@@ -597,15 +596,7 @@ def test_fifty_sessions_at_once_through_the_pipeline(dify, dify_settings):
     channel = RecordingChannel()
     sessions, per_session = 50, 4
     try:
-        def user(n):
-            for i in range(per_session):
-                channel.receive(make_msg(f"u{n} q{i}", sender=f"user-{n}", sender_name=f"U{n}"))
-
-        threads = [threading.Thread(target=user, args=(n,)) for n in range(sessions)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        talk_at_once(channel, sessions, per_session)
         assert channel.wait_idle(30)
     finally:
         channel.stop()

@@ -1,14 +1,13 @@
 """The queueing pipeline end to end inside one process: rules -> queues -> Bridge -> bot -> send."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from bridge.bridge import Bridge
 from bridge.reply import ReplyType
-from tests.fakes.recording_channel import RecordingChannel, make_msg
+from tests.fakes.recording_channel import RecordingChannel, make_msg, talk_at_once
 
 
 @pytest.fixture
@@ -52,15 +51,7 @@ def test_fifty_sessions_twenty_messages_keep_order(pipeline, settings):
     channel = pipeline()
     sessions, per_session = 50, 20
 
-    def user(n):
-        for i in range(per_session):
-            channel.receive(make_msg(f"u{n} q{i}", sender=f"user-{n}", sender_name=f"U{n}"))
-
-    threads = [threading.Thread(target=user, args=(n,)) for n in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    talk_at_once(channel, sessions, per_session)
     assert channel.wait_idle(60)
     assert len(channel.sent) == sessions * per_session  # nothing lost, nothing duplicated
     by_user = {}
