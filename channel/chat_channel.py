@@ -163,8 +163,10 @@ class ChatChannel(Channel):
         store = conf().state_store
         if msg_id is None or msg_id == "" or store is None:
             return False
+        # Scoped by conversation: some platforms (WeCom's server_id) number messages per chat.
+        key = f"{getattr(cmsg, 'other_user_id', '') or ''}/{msg_id}"
         try:
-            return store.seen(f"dedup:{self.channel_type or type(self).__name__}", str(msg_id), DEDUP_TTL_SECONDS)
+            return store.seen(f"dedup:{self.channel_type or type(self).__name__}", key, DEDUP_TTL_SECONDS)
         except Exception as e:  # never lose a message because the store hiccuped
             logger.error(f"[chat] duplicate check failed, handling the message: {e}")
             return False

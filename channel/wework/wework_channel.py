@@ -218,13 +218,6 @@ class _Scheduler:
                 logger.exception(f"[wework] scheduled {getattr(fn, '__name__', fn)} failed")
 
 
-class _ScopedId:
-    """What ChatChannel's dedup reads: the message id scoped by its conversation."""
-
-    def __init__(self, msg_id: str) -> None:
-        self.msg_id = msg_id
-
-
 def _skip_history(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(self: "WeworkChannel", cmsg: ChatMessage) -> Any:
@@ -597,13 +590,6 @@ class WeworkChannel(ChatChannel):
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=True, msg=cmsg)
         if context:
             self.produce(context)
-
-    def _is_duplicate(self, cmsg: Any) -> bool:
-        # server_id may be numbered per conversation (samples are small numbers): scope it.
-        msg_id = getattr(cmsg, "msg_id", None)
-        if msg_id is None:
-            return False
-        return super()._is_duplicate(_ScopedId(f"{getattr(cmsg, 'other_user_id', '')}/{msg_id}"))
 
     # ================================================================== sending
     def send(self, reply: Reply, context: Context) -> None:
