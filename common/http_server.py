@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import uvicorn
+
+try:  # libuv's event loop: less CPU per request and per SSE write. Not built for Windows.
+    import uvloop
+except ImportError:  # pragma: no cover - Windows, or installed without it
+    uvloop = None
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -188,7 +193,7 @@ class HttpServer:
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
+            loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
             self.loop = loop
             asyncio.set_event_loop(loop)
             try:

@@ -20,7 +20,9 @@ RUN_LOG_BACKUPS = 5
 
 def _make_logger() -> logging.Logger:
     log = logging.getLogger(LOG_NAME)
-    log.setLevel(logging.DEBUG)
+    # The logger's own level is the lowest of its handlers' (see _sync_level): a debug call
+    # then costs one comparison when no handler would print it, instead of a formatted record.
+    log.setLevel(logging.INFO)
     log.propagate = False
     console = logging.StreamHandler(sys.stdout)
     console.setLevel(logging.INFO)
@@ -37,18 +39,27 @@ def _find_handler(name: str) -> logging.Handler | None:
     return None
 
 
+def _sync_level() -> None:
+    levels = [handler.level for handler in logger.handlers if handler.get_name() in ("console", "run_log")]
+    logger.setLevel(min(levels, default=logging.INFO) or logging.DEBUG)
+
+
 def set_console_level(level: int) -> None:
     """Change what the console shows; run.log keeps INFO and above."""
     handler = _find_handler("console")
     if handler is not None:
         handler.setLevel(level)
+    _sync_level()
 
 
 def set_debug(enabled: bool) -> None:
+    """The ``debug`` setting: DEBUG records are made and shown (console and run.log) only
+    while it is on."""
     set_console_level(logging.DEBUG if enabled else logging.INFO)
     file_handler = _find_handler("run_log")
     if file_handler is not None:
         file_handler.setLevel(logging.DEBUG if enabled else logging.INFO)
+    _sync_level()
 
 
 def is_debug() -> bool:
@@ -69,6 +80,7 @@ def open_run_log(path: str = "run.log") -> None:
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     handler.set_name("run_log")
     logger.addHandler(handler)
+    _sync_level()
 
 
 logger = _make_logger()

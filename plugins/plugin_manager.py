@@ -621,7 +621,7 @@ class PluginManager:
             handler = (getattr(instances.get(name), "handlers", None) or {}).get(e_context.event)
             if handler is None:
                 continue
-            logger.debug(f"[PluginManager] {e_context.event} -> {name}")
+            logger.debug("[PluginManager] %s -> %s", e_context.event, name)
             try:
                 handler(e_context, *args, **kwargs)
             except Exception as e:
@@ -630,7 +630,7 @@ class PluginManager:
                 continue
             if e_context.is_break():
                 e_context["breaked_by"] = name
-                logger.debug(f"[PluginManager] {name} ended the chain of {e_context.event} ({e_context.action})")
+                logger.debug("[PluginManager] %s ended the chain of %s (%s)", name, e_context.event, e_context.action)
         return e_context
 
     # -------------------------------------------------------------- management

@@ -256,6 +256,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # As nginx in front of Dify does: without it the small last chunk of a stream waits
+        # for the client's delayed ACK (~40 ms) on a kept-alive connection.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.server.dify._track(self.connection, True)
 
     def finish(self) -> None:
@@ -382,18 +388,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_stream(self, items: Iterable[Any]) -> None:
         """Send an SSE body, one chunk per block, flushed at once so clients see each block as it comes."""
+        # A stream that ends with its terminating chunk leaves the connection open for the
+        # client's next request, as Dify behind gunicorn/nginx does; one cut short closes it.
         stop = self.server.dify._stop_event
-        self.close_connection = True
         self.send_response(200)
         self._headers_sent = True
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
         self.end_headers()
         for item in items:
             if isinstance(item, _Sleep):
                 if stop.wait(item.seconds):
+                    self.close_connection = True
                     return  # stopping: leave the stream unterminated rather than block stop()
                 continue
             if item == CUT:
@@ -482,6 +489,7 @@ class DifyServer:
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._accepted = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -540,10 +548,13 @@ class DifyServer:
         self._push(_Script("answer", text=text, chunk_size=chunk_size, latency=latency, chunk_delay=chunk_delay))
 
     def push_events(self, events: list[Any], *, delay: float = 0.0) -> None:
-        """Streaming only: send exactly these blocks (dict, "ping" or "CUT"), `delay` seconds apart."""
+        """Streaming only: send exactly these blocks (dict, "ping" or "CUT"), `delay` seconds apart.
+        A number in the list is a pause of that many seconds at that point."""
         for item in events:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0:
+                continue
             if not (isinstance(item, dict) or item in (PING, CUT)):
-                raise ValueError(f"an event is a dict, 'ping' or 'CUT', not {item!r}")
+                raise ValueError(f"an event is a dict, 'ping', 'CUT' or a pause in seconds, not {item!r}")
         self._push(_Script("events", events=[dict(e) if isinstance(e, dict) else e for e in events], delay=delay))
 
     def push_error(self, status: int, code: str, message: str) -> None:
@@ -593,9 +604,16 @@ class DifyServer:
         with self._lock:
             self._static[path] = (bytes(content), content_type)
 
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (a client that keeps its connection alive opens one)."""
+        with self._lock:
+            return self._accepted
+
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
             (self._connections.add if add else self._connections.discard)(conn)
+            self._accepted += 1 if add else 0
 
     def _record(self, req: _Request) -> None:
         with self._lock:
@@ -812,7 +830,10 @@ class DifyServer:
         for i, item in enumerate(script.events):
             if i and script.delay > 0:
                 yield _Sleep(script.delay)
-            yield fill(item) if isinstance(item, dict) else item
+            if isinstance(item, (int, float)):
+                yield _Sleep(float(item))
+            else:
+                yield fill(item) if isinstance(item, dict) else item
 
     def _chat_stream(self, call: _Call, answer: str, chunk_size: int, chunk_delay: float,
                      outputs: dict[str, Any] | None, error: str | None, failed: bool) -> Iterator[Any]:

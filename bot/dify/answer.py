@@ -131,10 +131,10 @@ class AnswerFold:
                 self.workflow = data if isinstance(data, dict) else {}
             else:
                 usage = (event.get("metadata") or {}).get("usage") if isinstance(event.get("metadata"), dict) else None
-                logger.debug(f"[DIFY] usage {usage}")
+                logger.debug("[DIFY] usage %s", usage)
             self.ended = True
         else:
-            logger.debug(f"[DIFY] event ignored: {name}")
+            logger.debug("[DIFY] event ignored: %s", name)
 
     def _add_text(self, delta: str) -> None:
         if self.split_paragraphs:

@@ -200,7 +200,7 @@ class DifyBot(Bot):
             files = self._upload_image(session, client, sender, chinese)
             if files:
                 payload["files"] = files
-        logger.debug(f"[DIFY] session={session} app_type={app.app_type} streaming={app.streaming}")
+        logger.debug("[DIFY] session=%s app_type=%s streaming=%s", session, app.app_type, app.streaming)
         try:
             return self._chat_once(payload, session, app, client, sender, chinese)
         except DifyConversationNotFound:
@@ -221,7 +221,7 @@ class DifyBot(Bot):
             answer = data.get("answer")
             if not isinstance(answer, str):
                 raise DifyBadResponse(200, "", f"/chat-messages: no answer in {str(data)[:200]}")
-            logger.debug(f"[DIFY] usage {(data.get('metadata') or {}).get('usage')}")
+            logger.debug("[DIFY] usage %s", (data.get("metadata") or {}).get("usage"))
             self.sessions.remember_conversation(session, data.get("conversation_id"))
             return sender.send_and_return_last([("text", answer)])
         parts, cut = self._read_stream(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import mimetypes
 import os
 import threading
@@ -135,9 +136,17 @@ class DifyEventStream:
     final event it expected.
     """
 
+    # After the caller's last event, the rest of the stream (usually just the terminating
+    # chunk) is read for at most this long / this much, so the connection goes back to the
+    # pool: the next question then skips a TCP and TLS handshake. Anything slower (e.g.
+    # text-to-speech events after message_end) is cut off by closing the connection.
+    DRAIN_SECONDS = 0.02
+    DRAIN_BYTES = 64 * 1024
+
     def __init__(self, response: requests.Response, what: str) -> None:
         self.response = response
         self.what = what
+        self._source: Iterator[bytes] | None = None
 
     def __enter__(self) -> "DifyEventStream":
         return self
@@ -146,10 +155,36 @@ class DifyEventStream:
         self.close()
 
     def close(self) -> None:
+        if self._source is not None:
+            self._drain(self._source)
         self.response.close()
+
+    def _drain(self, source: Iterator[bytes]) -> None:
+        # requests hands a connection back to the pool only when the body was read to its
+        # end (`_content_consumed`); closing it earlier closes the socket.
+        if getattr(self.response, "_content_consumed", True):
+            return
+        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
+        if sock is None:
+            return
+        previous = sock.gettimeout()
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        read = 0
+        try:
+            sock.settimeout(self.DRAIN_SECONDS)
+            for chunk in source:
+                read += len(chunk)
+                left = deadline - time.monotonic()
+                if read > self.DRAIN_BYTES or left <= 0:
+                    return  # not consumed: close() drops the connection
+                sock.settimeout(left)
+            sock.settimeout(previous)  # the connection is reused with its own timeouts
+        except (requests.exceptions.RequestException, OSError, ValueError):
+            pass  # a timeout or a broken stream: close() drops the connection
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         source = self.response.iter_content(chunk_size=None)
+        self._source = source
         try:
             for block in sseclient.SSEClient(source).events():
                 if block.event == "ping":
@@ -380,7 +415,8 @@ class DifyClient:
 
     def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
         url = self.api_base + path
-        logger.debug(f"[DIFY] {method} {url} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
+        if logger.isEnabledFor(logging.DEBUG):  # the f-string and the mask cost time on every call
+            logger.debug(f"[DIFY] {method} {url} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
         started = time.monotonic()
         try:
             response = self.session.request(method, url, stream=stream, timeout=self.timeouts(), **kwargs)
@@ -392,7 +428,7 @@ class DifyClient:
             raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
         except requests.exceptions.RequestException as e:
             raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
-        logger.debug(f"[DIFY] {method} {path} -> {response.status_code} in {time.monotonic() - started:.2f}s")
+        logger.debug("[DIFY] %s %s -> %s in %.2fs", method, path, response.status_code, time.monotonic() - started)
         if 200 <= response.status_code < 300:
             return response
         try:

@@ -69,6 +69,24 @@ def test_chat_apps_in_both_modes(bot, dify, dify_settings, app_type, mode, respo
     assert bot.sessions.get_session("alice").conversation_id in dify.conversations
 
 
+def test_streamed_answers_share_one_kept_alive_connection(bot, dify, dify_settings):
+    dify_settings["dify_response_mode"] = "streaming"
+    for i in range(3):
+        assert ask(bot, f"question {i}").content == f"echo: question {i}"
+    assert dify.connections_accepted == 1
+
+
+def test_events_after_message_end_do_not_hold_the_answer(bot, dify, dify_settings):
+    # Text-to-speech events may follow message_end; the answer is complete without them.
+    dify_settings["dify_response_mode"] = "streaming"
+    dify.push_events([{"event": "message", "answer": "spoken"}, {"event": "message_end"}, 30,
+                      {"event": "tts_message", "audio": ""}])
+    started = time.monotonic()
+    assert ask(bot, "hi").content == "spoken"
+    assert time.monotonic() - started < 10  # the 30 s tail was not waited for
+    assert ask(bot, "again").content == "echo: again"
+
+
 @pytest.mark.parametrize("response_mode", ["blocking", "streaming"])
 def test_agent_apps_always_stream(bot, dify, dify_settings, response_mode):
     dify.mode = "agent-chat"

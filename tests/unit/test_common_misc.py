@@ -101,3 +101,27 @@ def test_linkai_client_never_raises(monkeypatch, caplog):
     broken.conf = boom
     monkeypatch.setitem(os.sys.modules, "config", broken)
     linkai_client.start(None)  # logged, not raised
+
+
+def test_debug_records_are_made_only_while_debug_is_on():
+    import logging
+
+    from common.log import is_debug, logger, set_debug
+
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append((record.levelno, record.getMessage()))
+    logger.addHandler(handler)
+    debug_before = is_debug()
+    try:
+        set_debug(False)
+        logger.debug("quiet detail")
+        logger.info("a fact")
+        set_debug(True)
+        logger.debug("loud detail")
+    finally:
+        set_debug(debug_before)
+        logger.removeHandler(handler)
+    messages = [m for _, m in records]
+    assert "quiet detail" not in messages
+    assert "a fact" in messages and "loud detail" in messages

@@ -336,12 +336,15 @@ def test_resolve_url(dify_settings):
 
 
 def test_requests_are_logged_with_the_key_masked(client, dify):
-    from common.log import logger
+    from common.log import is_debug, logger, set_debug
 
     records = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = lambda record: records.append(record.getMessage())
     logger.addHandler(handler)
+    debug_before = is_debug()
+    # The request lines are DEBUG records: made only while the `debug` setting is on.
+    set_debug(True)
     try:
         secret = "app-test"
         client.chat_messages(chat_body(), stream=False)
@@ -349,9 +352,10 @@ def test_requests_are_logged_with_the_key_masked(client, dify):
         with pytest.raises(errors.DifyBadRequest):
             client.chat_messages(chat_body(), stream=False)
     finally:
+        set_debug(debug_before)
         logger.removeHandler(handler)
     text = "\n".join(records)
-    assert "/chat-messages" in text
+    assert "POST http://" in text and "/chat-messages" in text  # the DEBUG request line
     assert secret not in text
 
 
@@ -365,6 +369,33 @@ def test_user_messages_never_carry_dify_text():
             text = errors.user_message(error, chinese)
             assert text and secret not in text and "code" not in text
     assert errors.user_message(ValueError(secret), False) == "Something went wrong; please try again later."
+
+
+def test_a_stream_read_to_its_last_event_leaves_its_connection_for_the_next_call(client, dify):
+    # The caller stops at message_end, as the bot does; the terminating chunk is read on
+    # close so the kept-alive connection goes back to the pool (no new TCP/TLS handshake).
+    for i in range(3):
+        with client.chat_messages(chat_body(f"q{i}"), stream=True) as events:
+            for event in events:
+                if event["event"] == "message_end":
+                    break
+    assert client.chat_messages(chat_body("last"), stream=False)["answer"] == "echo: last"
+    assert len(dify.requests_to("/v1/chat-messages")) == 4
+    assert dify.connections_accepted == 1
+
+
+def test_a_slow_tail_after_the_last_event_is_cut_off_not_waited_for(client, dify):
+    dify.push_events([{"event": "message", "answer": "done"}, {"event": "message_end"}, 30,
+                      {"event": "tts_message", "audio": ""}])
+    started = time.monotonic()
+    with client.chat_messages(chat_body(), stream=True) as events:
+        for event in events:
+            if event["event"] == "message_end":
+                break
+    assert time.monotonic() - started < 10  # the 30 s tail was not waited for
+    # That connection was closed; the next call opens a new one and works.
+    assert client.chat_messages(chat_body("next"), stream=False)["answer"] == "echo: next"
+    assert dify.connections_accepted == 2
 
 
 def test_event_stream_can_be_closed_early(client, dify):
