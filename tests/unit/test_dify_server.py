@@ -252,6 +252,24 @@ def test_push_events_for_a_blocking_request(server):
     assert r.json()["message"] == "sandbox: events scripted for a streaming request"
 
 
+def test_push_events_pause_and_kept_alive_streams(server):
+    server.push_events([{"event": "message", "answer": "a"}, 0.3, {"event": "message_end"}])
+    session = requests.Session()
+    started = time.monotonic()
+    r = session.post(server.base_url + "/chat-messages", json={**chat_body(), "response_mode": "streaming"},
+                     headers=AUTH, stream=True, timeout=5)
+    assert r.headers.get("Connection", "").lower() != "close"
+    blocks = parse_sse(r.content)
+    assert names(blocks) == ["message", "message_end"]
+    assert time.monotonic() - started >= 0.3
+    # A finished stream leaves the connection open: the next call uses it.
+    assert session.post(server.base_url + "/chat-messages", json=chat_body(), headers=AUTH, timeout=5).status_code == 200
+    assert server.connections_accepted == 1
+    for bad in (-1, True, "1"):
+        with pytest.raises(ValueError):
+            server.push_events([{"event": "message", "answer": "a"}, bad])
+
+
 def test_push_events_cut_breaks_the_stream(server):
     server.push_events([{"event": "message", "answer": "partial"}, "CUT", {"event": "message_end"}])
     r = post(server, "/chat-messages", {**chat_body(), "response_mode": "streaming"}, stream=True)
