@@ -9,7 +9,10 @@ each (medians at the end), and checks every reply was delivered.
 With no pause between a user's questions the run is a closed loop: with N questions in
 flight, p50 is at least N / (replies per second) however fast one reply is (Little's law).
 
-    python bench/web.py [--runs 1x20,8x10,32x5] [--rounds 3] [--client lean|httpx]
+Then the same sizes once more with a pause (`--think`, 0.1 s) between a user's questions: the
+latency of an answer when the daemon is not saturated.
+
+    python bench/web.py [--runs 1x20,8x10,32x5] [--rounds 3] [--think 0.1] [--client lean|httpx]
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -100,12 +104,17 @@ class LeanClient:
                 io[1].close()
 
 
-async def lean_user(host: str, port: int, name: str, questions: int, latencies: list[float]) -> int:
+async def lean_user(host: str, port: int, name: str, questions: int, latencies: list[float],
+                    think: float = 0.0) -> int:
     client = LeanClient(host, port, name)
     got = 0
     try:
         await client.open_stream()
+        if think:
+            await asyncio.sleep(random.uniform(0, think))  # users do not all ask at the same moment
         for i in range(questions):
+            if i and think:
+                await asyncio.sleep(think)
             text = f"{name} question {i}"
             t0 = time.perf_counter()
             status = await client.post({"user_id": name, "message": text})
@@ -142,12 +151,13 @@ async def httpx_user(client: httpx.AsyncClient, name: str, questions: int, laten
     return got
 
 
-async def run(base: str, users: int, questions: int, tag: str, kind: str = "lean") -> tuple[float, list[float], int]:
+async def run(base: str, users: int, questions: int, tag: str, kind: str = "lean",
+              think: float = 0.0) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     if kind == "lean":
         host, port = base.split("//", 1)[1].split(":")
         t0 = time.perf_counter()
-        counts = await asyncio.gather(*(lean_user(host, int(port), f"{tag}u{i}", questions, latencies)
+        counts = await asyncio.gather(*(lean_user(host, int(port), f"{tag}u{i}", questions, latencies, think)
                                         for i in range(users)))
         return time.perf_counter() - t0, latencies, sum(counts)
     limits = httpx.Limits(max_connections=users * 2 + 10, max_keepalive_connections=users * 2 + 10)
@@ -170,6 +180,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="1x20,8x10,32x5", help="users x questions, comma separated")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each size; the summary shows medians")
+    parser.add_argument("--think", type=float, default=0.1,
+                        help="seconds each user pauses between questions in the extra open runs (0: none)")
     parser.add_argument("--client", choices=("lean", "httpx"), default="lean",
                         help="the bench's HTTP client: lean asyncio streams (default) or httpx")
     args = parser.parse_args()
@@ -218,27 +230,39 @@ def main() -> int:
                     return 1
                 time.sleep(0.1)
             daemon_proc = psutil.Process(daemon.proc.pid)
-            print(f"client: {args.client}; each size {args.rounds} rounds, in turn")
-            print(f"{'users x questions':>18} {'replies/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
-                  f"{'daemon CPU ms/reply':>20} {'delivered':>10}")
+            tags = iter(range(1, 1_000_000))
+
+            def measure(users: int, questions: int, think: float) -> tuple[float, float, float, float]:
+                nonlocal failed
+                cpu0 = sum(daemon_proc.cpu_times()[:2])
+                elapsed, latencies, delivered = asyncio.run(
+                    run(base, users, questions, f"r{next(tags)}", args.client, think))
+                cpu = (sum(daemon_proc.cpu_times()[:2]) - cpu0) / max(1, delivered) * 1000
+                expected = users * questions
+                failed |= delivered != expected
+                row = (delivered / elapsed, pct(latencies, 0.5) * 1000, pct(latencies, 0.95) * 1000, cpu)
+                print(f"{f'{users} x {questions}':>18} {row[0]:>10.1f} {row[1]:>8.1f} {row[2]:>8.1f} "
+                      f"{row[3]:>20.2f} {f'{delivered}/{expected}':>10}")
+                return row
+
+            header = (f"{'users x questions':>18} {'replies/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
+                      f"{'daemon CPU ms/reply':>20} {'delivered':>10}")
+            print(f"client: {args.client}; closed loop (each next question when the answer came); "
+                  f"each size {args.rounds} rounds, in turn")
+            print(header)
             rows: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {run: [] for run in runs}
-            tag = 0
             for _ in range(args.rounds):
                 for users, questions in runs:
-                    tag += 1
-                    cpu0 = sum(daemon_proc.cpu_times()[:2])
-                    elapsed, latencies, delivered = asyncio.run(run(base, users, questions, f"r{tag}", args.client))
-                    cpu = (sum(daemon_proc.cpu_times()[:2]) - cpu0) / max(1, delivered) * 1000
-                    expected = users * questions
-                    failed |= delivered != expected
-                    row = (delivered / elapsed, pct(latencies, 0.5) * 1000, pct(latencies, 0.95) * 1000, cpu)
-                    rows[(users, questions)].append(row)
-                    print(f"{f'{users} x {questions}':>18} {row[0]:>10.1f} {row[1]:>8.1f} {row[2]:>8.1f} "
-                          f"{row[3]:>20.2f} {f'{delivered}/{expected}':>10}")
+                    rows[(users, questions)].append(measure(users, questions, 0.0))
             print("medians of the rounds:")
             for (users, questions), got in rows.items():
                 med = [statistics.median(column) for column in zip(*got)]
                 print(f"{f'{users} x {questions}':>18} {med[0]:>10.1f} {med[1]:>8.1f} {med[2]:>8.1f} {med[3]:>20.2f}")
+            if args.think > 0 and args.client == "lean":
+                print(f"the same sizes, each user pausing {args.think:g} s between questions (one round):")
+                print(header)
+                for users, questions in runs:
+                    measure(users, questions, args.think)
         finally:
             daemon.kill()
     finally:
