@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import uvicorn
-
-try:  # libuv's event loop: less CPU per request and per SSE write. Not built for Windows.
-    import uvloop
-except ImportError:  # pragma: no cover - Windows, or installed without it
-    uvloop = None
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.log import logger
+
+try:  # libuv's event loop: less CPU per request and per SSE write. Not built for Windows.
+    import uvloop
+except ImportError:  # pragma: no cover - Windows, or installed without it
+    uvloop = None
 
 DEFAULT_MAX_BODY = 1024 * 1024
 

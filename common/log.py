@@ -55,10 +55,11 @@ def set_console_level(level: int) -> None:
 def set_debug(enabled: bool) -> None:
     """The ``debug`` setting: DEBUG records are made and shown (console and run.log) only
     while it is on."""
-    set_console_level(logging.DEBUG if enabled else logging.INFO)
-    file_handler = _find_handler("run_log")
-    if file_handler is not None:
-        file_handler.setLevel(logging.DEBUG if enabled else logging.INFO)
+    level = logging.DEBUG if enabled else logging.INFO
+    for name in ("console", "run_log"):
+        handler = _find_handler(name)
+        if handler is not None:
+            handler.setLevel(level)
     _sync_level()
 
 

@@ -612,8 +612,11 @@ class DifyServer:
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
-            (self._connections.add if add else self._connections.discard)(conn)
-            self._accepted += 1 if add else 0
+            if add:
+                self._connections.add(conn)
+                self._accepted += 1
+            else:
+                self._connections.discard(conn)
 
     def _record(self, req: _Request) -> None:
         with self._lock:

@@ -167,7 +167,6 @@ class DifyEventStream:
         sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
         if sock is None:
             return
-        previous = sock.gettimeout()
         deadline = time.monotonic() + self.DRAIN_SECONDS
         read = 0
         try:
@@ -178,7 +177,8 @@ class DifyEventStream:
                 if read > self.DRAIN_BYTES or left <= 0:
                     return  # not consumed: close() drops the connection
                 sock.settimeout(left)
-            sock.settimeout(previous)  # the connection is reused with its own timeouts
+            # Read to its end: urllib3 has put the connection back in the pool, and sets the
+            # socket's timeouts again when it is next used (urllib3 2), so it is left alone now.
         except (requests.exceptions.RequestException, OSError, ValueError):
             pass  # a timeout or a broken stream: close() drops the connection
 
