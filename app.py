@@ -18,11 +18,10 @@ import threading
 from common.log import logger, open_run_log
 from config import ConfigError, conf, get_appdata_dir, load_config
 
-# Channels for which plugins are loaded (the original's list; gewechat is not ported).
-PLUGIN_CHANNELS = (
-    "wx", "wxy", "terminal", "wechatmp", "wechatmp_service", "wechatcom_app",
-    "wework", "wechatcom_service", "feishu", "dingtalk", "web",
-)
+from common import const
+
+# Channels for which plugins are loaded: all of them (the original's list; gewechat is not ported).
+PLUGIN_CHANNELS = const.CHANNEL_NAMES
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import logging
 import os
 import re
 import threading
@@ -338,11 +337,7 @@ class Config(dict):
 
     # -- dict interface with the original's key check
     def __getitem__(self, key: str) -> Any:
-        if key not in SETTINGS:
-            raise unknown_key_error(key)
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
-        return copy.deepcopy(SETTINGS[key][0])
+        return self.get(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key not in SETTINGS:
@@ -358,7 +353,9 @@ class Config(dict):
             return dict.__getitem__(self, key)
         if default is not _UNSET:
             return default
-        return copy.deepcopy(SETTINGS[key][0])
+        value = SETTINGS[key][0]
+        # A list or dict default is copied so a caller cannot change the table; others are immutable.
+        return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
 
     def set(self, key: str, value: Any) -> None:
         self[key] = value

@@ -29,7 +29,6 @@ from common.log import logger
 from config import conf
 from voice.factory import create_voice
 
-TYPENAMES = ("chat", "voice_to_text", "text_to_voice", "translate")
 
 # Model name -> bot type, used when bot_type is empty. The rules are disjoint, so
 # their order does not matter among themselves; all of them beat the two

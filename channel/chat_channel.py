@@ -57,6 +57,10 @@ class ChatChannel(Channel):
 
     # Seconds between send attempts after a failure (the original: 3 s, then 6 s).
     SEND_RETRY_DELAYS: tuple[float, ...] = (3, 6)
+    # False where every private message is meant for the bot, so `single_chat_prefix` is
+    # stripped when present but not required: the terminal, the web page (and, in the
+    # original, WeCom apps).
+    PRIVATE_NEEDS_PREFIX = True
 
     def __init__(self) -> None:
         # Per instance (the original shared these between channels as class attributes).
@@ -70,8 +74,7 @@ class ChatChannel(Channel):
 
     # ------------------------------------------------------------------ rules
     def _compose_context(self, ctype: ContextType, content, **kwargs) -> Context | None:
-        context = Context(ctype, content)
-        context.kwargs = kwargs
+        context = Context(ctype, content, kwargs)
         if ctype == ContextType.ACCEPT_FRIEND:
             return context
         # origin_ctype lets a transcribed private voice message skip the prefix rule.
@@ -81,13 +84,6 @@ class ChatChannel(Channel):
         first_in = "receiver" not in context
         if first_in:
             cmsg = context["msg"]
-            if self._is_duplicate(cmsg):
-                logger.info(f"[chat] message {cmsg.msg_id} was handled before, ignored")
-                return None
-            # Read without creating an entry for every sender (plugins create them when they write).
-            user_data = config.user_data_book.peek(cmsg.from_user_id) or {}
-            context["openai_api_key"] = user_data.get("openai_api_key")
-            context["gpt_model"] = user_data.get("gpt_model")
             if context.get("isgroup", False):
                 group_name = cmsg.other_user_nickname
                 group_id = cmsg.other_user_id
@@ -108,6 +104,14 @@ class ChatChannel(Channel):
             else:
                 context["session_id"] = cmsg.other_user_id
                 context["receiver"] = cmsg.other_user_id
+            # After the group white list: a group the bot ignores costs no store write.
+            if self._is_duplicate(cmsg):
+                logger.info(f"[chat] message {cmsg.msg_id} was handled before, ignored")
+                return None
+            # Read without creating an entry for every sender (plugins create them when they write).
+            user_data = config.user_data_book.peek(cmsg.from_user_id) or {}
+            context["openai_api_key"] = user_data.get("openai_api_key")
+            context["gpt_model"] = user_data.get("gpt_model")
             e_context = PluginManager().emit_event(
                 EventContext(Event.ON_RECEIVE_MESSAGE, {"channel": self, "context": context})
             )
@@ -185,7 +189,7 @@ class ChatChannel(Channel):
             match_prefix = check_prefix(content, config.get("single_chat_prefix", [""]))
             if match_prefix is not None:
                 return content.replace(match_prefix, "", 1).strip()
-            if context["origin_ctype"] == ContextType.VOICE or self._private_needs_no_prefix():
+            if context["origin_ctype"] == ContextType.VOICE or not self.PRIVATE_NEEDS_PREFIX:
                 return content
             return None
 
@@ -211,10 +215,6 @@ class ChatChannel(Channel):
                 logger.info("[chat] group voice did not match a trigger")
             return None
         return content
-
-    def _private_needs_no_prefix(self) -> bool:
-        # WeCom apps answer every private message (the original's exception).
-        return self.channel_type == "wechatcom_app"
 
     def _strip_mentions(self, cmsg, content: str) -> str:
         stripped = content
@@ -357,13 +357,7 @@ class ChatChannel(Channel):
                 reply.content = self._decorate_text(context, reply.content)
             elif reply.type in (ReplyType.ERROR, ReplyType.INFO):
                 reply.content = "[" + str(reply.type) + "]\n" + str(reply.content)
-            elif reply.type in (
-                ReplyType.IMAGE_URL, ReplyType.VOICE, ReplyType.IMAGE, ReplyType.FILE, ReplyType.VIDEO,
-                ReplyType.VIDEO_URL, ReplyType.ACCEPT_FRIEND, ReplyType.TEXT_, ReplyType.CARD,
-                ReplyType.INVITE_ROOM, ReplyType.MINIAPP,
-            ):
-                pass
-            else:
+            elif not isinstance(reply.type, ReplyType):  # every other ReplyType is sent as it is
                 logger.error(f"[chat] unknown reply type: {reply.type}")
                 return None
         if desire_rtype and reply and desire_rtype != reply.type and reply.type not in (ReplyType.ERROR, ReplyType.INFO):

@@ -15,7 +15,7 @@ import uuid
 
 from bridge.context import ContextType
 from bridge.reply import Reply, ReplyType
-from channel.chat_channel import ChatChannel, check_prefix
+from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from common.log import logger, set_console_level
 from config import conf
@@ -35,6 +35,7 @@ class TerminalMessage(ChatMessage):
 
 class TerminalChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+    PRIVATE_NEEDS_PREFIX = False  # every line typed here is for the bot
 
     def __init__(self, stdin: io.TextIOBase | None = None, stdout: io.TextIOBase | None = None) -> None:
         super().__init__()
@@ -66,13 +67,10 @@ class TerminalChannel(ChatChannel):
         _use_utf8(self._stdin, self._stdout)
         if self._interactive:
             self._write("\nPlease input your question:\nUser:")
-        prefixes = conf().get("single_chat_prefix", [""]) or [""]
         for line in self._stdin:
             prompt = line.rstrip("\r\n")
             if not prompt.strip():
                 continue
-            if check_prefix(prompt, prefixes) is None:
-                prompt = prefixes[0] + prompt
             msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)
             context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
             if context is None:

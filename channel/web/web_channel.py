@@ -47,7 +47,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
-from channel.chat_channel import ChatChannel, check_prefix
+from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
 from common.log import logger
@@ -101,6 +101,7 @@ class _Outbox:
 
 class WebChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+    PRIVATE_NEEDS_PREFIX = False  # a web page is a direct conversation with the bot
 
     def __init__(self) -> None:
         super().__init__()
@@ -340,14 +341,10 @@ class WebChannel(ChatChannel):
         """Compose and queue. None when the rules (or a duplicate id) drop the message."""
         with self._lock:
             self._outbox(user_id)
-        prefixes = conf().get("single_chat_prefix", [""]) or [""]
-        # A web page is a direct conversation: every message is meant for the bot.
-        prompt = message if check_prefix(message, prefixes) is not None else prefixes[0] + message
-        msg = WebMessage(msg_id, prompt, user_id)
-        context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
+        msg = WebMessage(msg_id, message, user_id)
+        context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
             return None
-        context["isgroup"] = False
         return self.produce(context)
 
     async def _sse(self, request: Request) -> Response:
