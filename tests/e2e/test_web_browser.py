@@ -121,3 +121,23 @@ def test_hostile_answer_is_shown_as_text(web, browser):
     assert bot_texts(browser)[-1] == hostile
     assert browser.execute_script("return window.__pwned === undefined")
     assert browser.find_elements(By.CSS_SELECTOR, ".msg.bot script, .msg.bot img, .msg.bot a") == []
+
+
+def test_new_chat_shows_the_new_users_answers(web, browser):
+    # Event ids count from 1 for every user: the new user's first answers must not be taken
+    # for ones the page already showed.
+    server, base = web
+    open_chat(browser, base, "before-new-chat")
+    ask(browser, "first question")
+    WebDriverWait(browser, 15).until(lambda d: "echo: first question" in bot_texts(d))
+    old_user = browser.execute_script("return window.chatUserId()")
+    browser.find_element(By.ID, "new-chat").click()
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "open"
+    )
+    assert browser.execute_script("return window.chatUserId()") != old_user
+    assert bot_texts(browser) == []
+    ask(browser, "second question")
+    WebDriverWait(browser, 15).until(lambda d: "echo: second question" in bot_texts(d))
+    assert user_texts(browser) == ["second question"]
+    assert bot_texts(browser) == ["echo: second question"]

@@ -34,7 +34,6 @@
   setItem(local, USER_KEY, userId);
   var lastIdKey = "dow.web.last_event." + userId;
   var password = getItem(session, PASS_KEY) || "";
-  var seen = Object.create(null);
 
   // ------------------------------------------------------------------ rendering
   function isSafeUrl(url) {
@@ -219,11 +218,9 @@
       source = es;
       es.onopen = function () { retryDelay = 1000; setStatus("open", "connected"); };
       es.onmessage = function (event) {
-        if (event.lastEventId) {
-          if (seen[event.lastEventId]) { return; }
-          seen[event.lastEventId] = true;
-          setItem(local, lastIdKey, event.lastEventId);
-        }
+        // No repeats to filter: a reconnect names the last id it saw (Last-Event-ID, or
+        // last_event_id from storage) and the server sends only what came after it.
+        if (event.lastEventId) { setItem(local, lastIdKey, event.lastEventId); }
         var data;
         try { data = JSON.parse(event.data); } catch (e) { return; }
         showBot(data);
