@@ -28,6 +28,7 @@ import requests  # noqa: E402
 
 from bridge.bridge import Bridge  # noqa: E402
 from bridge.context import ContextType  # noqa: E402
+from bridge.reply import ReplyType  # noqa: E402
 from channel.chat_channel import ChatChannel  # noqa: E402
 from channel.chat_message import ChatMessage  # noqa: E402
 from common.log import set_console_level  # noqa: E402
@@ -54,9 +55,14 @@ class BenchChannel(ChatChannel):
         self.count = 0
         self.lock = threading.Lock()
         self.on_sent = None
+        self.failures: list[str] = []
 
     def send(self, reply, context):
         done = time.perf_counter()
+        # A failing bot must not pass for a fast one: only the simulator's echo counts.
+        if reply.type != ReplyType.TEXT or not str(reply.content).startswith("echo: "):
+            with self.lock:
+                self.failures.append(f"{reply.type}: {str(reply.content)[:200]}")
         with self.lock:
             self.latencies.append(done - context["msg"].t0)
             self.count += 1
@@ -89,6 +95,7 @@ def direct_call(session, base_url, user, text):
         stream=True,
         timeout=30,
     ) as response:
+        response.raise_for_status()
         for _ in response.iter_lines():
             pass
     return time.perf_counter() - started
@@ -175,13 +182,16 @@ def run_paced_direct(base_url, sessions, total, rate):
             latencies.append(spent)
 
     interval = 1.0 / rate
+    futures = []
     with ThreadPoolExecutor(max_workers=sessions) as pool:
         started = time.perf_counter()
         for i in range(total):
             delay = started + i * interval - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(one, i)
+            futures.append(pool.submit(one, i))
+    for future in futures:
+        future.result()  # a failed request stops the bench instead of vanishing
     return latencies
 
 
@@ -249,9 +259,14 @@ def main():
         channel.stop()
         config.user_data_book.close()
         store.close()
+        if channel.failures:
+            print(f"NOT every answer was the simulator's echo: {len(channel.failures)} failed, "
+                  f"the first: {channel.failures[0]}")
+            return 1
+        return 0
     finally:
         server.kill()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

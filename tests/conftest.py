@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 
@@ -22,6 +23,36 @@ def settings():
     yield config
     dict.clear(config)
     dict.update(config, saved)
+
+
+class LogRecords(logging.Handler):
+    """Every record the project's logger passes on during a test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+    def text(self, level: int = logging.DEBUG) -> str:
+        """The messages at `level` and above, one a line."""
+        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
+
+
+@pytest.fixture
+def logs():
+    """The project logger's records during the test (see LogRecords)."""
+    from common.log import logger
+
+    handler = LogRecords()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
 
 
 def _unload_ntwork() -> None:

@@ -48,6 +48,9 @@ def test_wrong_key_gives_a_clear_answer_not_a_crash(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout
     assert "dify_api_key" in result.stdout  # the answer names the setting to fix
+    # ... in the answer itself, not only in the start-up line that lists every setting
+    assert any(line.startswith("Dify refused the request") and "dify_api_key" in line
+               for line in result.stdout.splitlines()), result.stdout
 
 
 def test_sandbox_demo_answers_offline_and_says_so(tmp_path):

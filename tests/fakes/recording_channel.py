@@ -85,3 +85,15 @@ def talk_at_once(channel: "RecordingChannel", sessions: int, per_session: int) -
         t.start()
     for t in threads:
         t.join()
+
+
+def assert_echoed_in_order(channel: "RecordingChannel", sessions: int, per_session: int) -> None:
+    """After talk_at_once with an echoing bot: every user got a TEXT echo of each question,
+    in the order asked."""
+    by_user: dict[str, list[str]] = {}
+    for receiver, rtype, content in channel.sent:
+        assert rtype == ReplyType.TEXT
+        by_user.setdefault(receiver, []).append(content)
+    assert len(by_user) == sessions
+    for n in range(sessions):
+        assert by_user[f"user-{n}"] == [f"echo: u{n} q{i}" for i in range(per_session)]

@@ -7,7 +7,7 @@ import pytest
 
 from bridge.bridge import Bridge
 from bridge.reply import ReplyType
-from tests.fakes.recording_channel import RecordingChannel, make_msg, talk_at_once
+from tests.fakes.recording_channel import RecordingChannel, assert_echoed_in_order, make_msg, talk_at_once
 
 
 @pytest.fixture
@@ -54,13 +54,7 @@ def test_fifty_sessions_twenty_messages_keep_order(pipeline, settings):
     talk_at_once(channel, sessions, per_session)
     assert channel.wait_idle(60)
     assert len(channel.sent) == sessions * per_session  # nothing lost, nothing duplicated
-    by_user = {}
-    for receiver, rtype, content in channel.sent:
-        assert rtype == ReplyType.TEXT
-        by_user.setdefault(receiver, []).append(content)
-    assert len(by_user) == sessions
-    for n in range(sessions):
-        assert by_user[f"user-{n}"] == [f"echo: u{n} q{i}" for i in range(per_session)]
+    assert_echoed_in_order(channel, sessions, per_session)
     assert channel.dispatcher.session_count() == 0  # idle sessions are forgotten
 
 

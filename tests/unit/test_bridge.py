@@ -20,16 +20,13 @@ from voice.factory import create_voice
 
 
 @pytest.fixture(autouse=True)
-def clean_state():
-    """Snapshot the live config and the registries; give each test a new Bridge."""
-    saved_conf = dict(conf())
+def clean_state(settings):
+    """The live config (restored by `settings`) and the registries; a new Bridge each test."""
     saved_bots = dict(bot_factory.REGISTRY)
     saved_voices = dict(voice_factory.VOICE_REGISTRY)
     Bridge.reset_instance()
     yield
     Bridge.reset_instance()
-    dict.clear(conf())
-    dict.update(conf(), saved_conf)
     bot_factory.REGISTRY.clear()
     bot_factory.REGISTRY.update(saved_bots)
     voice_factory.VOICE_REGISTRY.clear()
@@ -262,7 +259,7 @@ def test_unavailable_bot_is_retried_after_it_becomes_available():
     assert bridge.fetch_reply_content("a", text_context("a")).content == "echo: a"
 
 
-def test_failing_bot_gives_error_reply_without_details(caplog):
+def test_failing_bot_gives_error_reply_without_details():
     set_conf(bot_type="tests.fakes.bots:FailingBot")
     reply = Bridge().fetch_reply_content("hello", text_context("hello"))
     assert reply.type == ReplyType.ERROR
@@ -274,25 +271,10 @@ def test_failing_bot_gives_error_reply_without_details(caplog):
     assert "sk-secret" not in chinese.content
 
 
-def test_failing_bot_traceback_goes_to_the_log():
-    import logging
-
-    from common.log import logger
-
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Collect(level=logging.DEBUG)
-    logger.addHandler(handler)
-    try:
-        set_conf(bot_type="tests.fakes.bots:FailingBot")
-        Bridge().fetch_reply_content("hello", text_context("hello"))
-    finally:
-        logger.removeHandler(handler)
-    assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in records)
+def test_failing_bot_traceback_goes_to_the_log(logs):
+    set_conf(bot_type="tests.fakes.bots:FailingBot")
+    Bridge().fetch_reply_content("hello", text_context("hello"))
+    assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in logs.records)
 
 
 def test_bridge_context_may_be_omitted():

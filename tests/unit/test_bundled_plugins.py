@@ -7,7 +7,6 @@ folder); the bots are a recording bot, the Dify simulator or the OpenAI simulato
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,26 +48,6 @@ class CaptureBot(Bot):
 
 CAPTURE_BOT = f"{__name__}:CaptureBot"
 
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-@pytest.fixture
-def logs():
-    handler = Records()
-    log = logging.getLogger("log")
-    log.addHandler(handler)
-    yield handler
-    log.removeHandler(handler)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
@@ -12,7 +11,6 @@ from bot.chatgpt.chat_gpt_session import ChatGPTSession, estimate_message_tokens
 from bridge.bridge import Bridge
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
-from common.log import logger
 from tests.fakes.openai_server import OpenAIServer, openai_error
 
 KEY = "sk-test"
@@ -54,20 +52,6 @@ def bridge(settings_for):
     Bridge().reset_bot()
     yield Bridge()
     Bridge.reset_instance()
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler = Collect(logging.DEBUG)
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def ctx(content, session_id="alice", ctype=ContextType.TEXT, **kwargs) -> Context:
@@ -254,14 +238,14 @@ def test_404_names_the_model_and_base_url_setting(bot, settings, server):
         assert "gpt-3.5-turbo" in reply.content and "open_ai_api_base" in reply.content
 
 
-def test_wrong_key_is_masked_in_the_log(bot, server, settings_for, log_lines):
+def test_wrong_key_is_masked_in_the_log(bot, server, settings_for, logs):
     secret = "sk-wrong-key-abcdefghijkl"
     settings_for["open_ai_api_key"] = secret
     reply = ask(bot, "你好")
     assert_short_error(reply)
     assert "API Key 无效" in reply.content and "open_ai_api_key" in reply.content
-    assert any("401" in line for line in log_lines)
-    assert not any(secret in line for line in log_lines)
+    assert any("401" in line for line in logs.messages)
+    assert not any(secret in line for line in logs.messages)
 
 
 def test_wrong_own_key_points_to_the_command(bot, server):

@@ -103,15 +103,9 @@ def test_linkai_client_never_raises(monkeypatch, caplog):
     linkai_client.start(None)  # logged, not raised
 
 
-def test_debug_records_are_made_only_while_debug_is_on():
-    import logging
-
+def test_debug_records_are_made_only_while_debug_is_on(logs):
     from common.log import is_debug, logger, set_debug
 
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: records.append((record.levelno, record.getMessage()))
-    logger.addHandler(handler)
     debug_before = is_debug()
     try:
         set_debug(False)
@@ -121,7 +115,6 @@ def test_debug_records_are_made_only_while_debug_is_on():
         logger.debug("loud detail")
     finally:
         set_debug(debug_before)
-        logger.removeHandler(handler)
-    messages = [m for _, m in records]
+    messages = logs.messages
     assert "quiet detail" not in messages
     assert "a fact" in messages and "loud detail" in messages

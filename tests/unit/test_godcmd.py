@@ -5,7 +5,6 @@ Every command is sent as an admin and as a plain user, in private and in a group
 from __future__ import annotations
 
 import json
-import logging
 import textwrap
 import threading
 from pathlib import Path
@@ -94,23 +93,6 @@ def write_plugin(root: Path, folder: str, source: str) -> None:
 
 # --------------------------------------------------------------------------- fixtures
 
-
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def logs():
-    handler = Records()
-    log = logging.getLogger("log")
-    log.addHandler(handler)
-    yield handler
-    log.removeHandler(handler)
 
 
 class Env:

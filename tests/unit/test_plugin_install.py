@@ -363,5 +363,20 @@ def test_install_requirements_reports_failures_and_timeouts(tmp_path, monkeypatc
         package_manager.install("--index-url=http://evil")
 
 
-def test_check_dulwich():
+def test_check_dulwich(monkeypatch):
+    monkeypatch.setattr(package_manager.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     package_manager.check_dulwich()  # installed: nothing to do, no error
+
+
+def test_check_dulwich_installs_it_once_when_missing(monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "dulwich", None)  # "import dulwich" now fails
+
+    def fake_run(args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 1, "", "no network")
+
+    monkeypatch.setattr(package_manager.subprocess, "run", fake_run)
+    with pytest.raises(ImportError, match="could not be installed"):
+        package_manager.check_dulwich()
+    assert len(calls) == 1 and calls[0][-2:] == ["install", "dulwich"]

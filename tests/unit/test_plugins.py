@@ -14,7 +14,7 @@ import pytest
 import config
 import plugins
 from bridge.context import Context, ContextType
-from bridge.reply import Reply, ReplyType
+from bridge.reply import Reply
 from plugins import Event, EventAction, EventContext, Plugin, PluginManager
 
 # A plugin in the original's style. Each handler appends its name to e_context["trace"];
@@ -87,26 +87,6 @@ def emit(pm: PluginManager, content: str, event: Event = Event.ON_HANDLE_CONTEXT
 def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
-
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def text(self, level: int = logging.WARNING) -> str:
-        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
-
-
-@pytest.fixture
-def logs():
-    handler = Records()
-    log = logging.getLogger("log")
-    log.addHandler(handler)
-    yield handler
-    log.removeHandler(handler)
 
 
 @pytest.fixture
@@ -434,9 +414,11 @@ def test_failed_reimport_keeps_the_running_version(three, root, logs):
 
 def test_reload_plugin_builds_a_new_instance(three):
     old = three.instances["BETA"]
+    alpha = three.instances["ALPHA"]
     assert three.reload_plugin("beta") is True
     assert three.instances["BETA"] is not old
     assert three.instances["ALPHA"] is not None
+    assert three.instances["ALPHA"] is alpha  # only the named plugin is rebuilt
     assert emit(three, "x")["trace"] == ["Alpha", "Beta", "Gamma"]
     assert three.reload_plugin("nope") is False
 

@@ -7,16 +7,13 @@ import pytest
 
 from bot import session_manager as sm
 from bot.session_manager import MAX_SESSIONS, Session, SessionManager
-from config import conf
+from config import SETTINGS, conf
 from tests.fakes.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
-def restore_conf():
-    saved = dict(conf())
-    yield
-    dict.clear(conf())
-    dict.update(conf(), saved)
+def restore_conf(settings):
+    yield  # `settings` (tests/conftest.py) restores the live config, nested values too
 
 
 
@@ -62,6 +59,7 @@ def test_session_starts_with_character_desc():
 def test_session_default_prompt_is_the_code_default():
     dict.pop(conf(), "character_desc", None)
     assert Session("u").system_prompt == conf().get("character_desc")
+    assert Session("u").system_prompt == SETTINGS["character_desc"][0]
     assert Session("u").system_prompt  # not empty
 
 
