@@ -124,6 +124,10 @@ class SessionManager:
                 logger.warning("Exception when counting tokens precisely for session: {}".format(str(e)))
         return session
 
+    def lock_for(self, session: Any) -> Any:
+        """The lock that guards `session`'s messages: its own, else this manager's."""
+        return _lock_of(session, self._lock)
+
     def clear_session(self, session_id: Any) -> None:
         with self._lock:
             self.sessions.pop(session_id, None)

@@ -43,7 +43,6 @@ Differences, on purpose:
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import itertools
 import json
@@ -361,7 +360,7 @@ class ChatGPTBot(Bot):
             return Reply(ReplyType.ERROR, _BUSY[0] if chinese else _BUSY[1])
 
         session = self.sessions.session_query(query, session_id)
-        with _session_lock(session):
+        with self.sessions.lock_for(session):
             question = _find_question(session, query)
             messages = [dict(m) for m in session.messages]
         own_key = context.get("openai_api_key") if context is not None else None
@@ -370,14 +369,14 @@ class ChatGPTBot(Bot):
         try:
             answer = self._send(call, self._read_chat)
         except ChatAPIError as e:
-            _forget(session, question)
+            _forget(self.sessions, session, question)
             if e.kind == BAD_REQUEST:
                 # As the original: a request the API calls invalid usually means
                 # a history it cannot take (too long, a bad message); start afresh.
                 self.sessions.clear_session(session_id)
             return Reply(ReplyType.ERROR, error_text(e, call, chinese))
         except Exception:
-            _forget(session, question)
+            _forget(self.sessions, session, question)
             raise
         total = (answer.usage or {}).get("total_tokens")
         self.sessions.session_reply(answer.content, session_id, total if isinstance(total, int) else None)
@@ -749,11 +748,6 @@ def _parse_json(body: bytes) -> dict:
     return data
 
 
-def _session_lock(session: Session) -> Any:
-    lock = getattr(session, "_lock", None)
-    return lock if lock is not None else contextlib.nullcontext()
-
-
 def _find_question(session: Session, query: str) -> dict | None:
     """The message ``session_query`` just added for ``query`` (the same object)."""
     for message in reversed(session.messages):
@@ -762,11 +756,11 @@ def _find_question(session: Session, query: str) -> dict | None:
     return None
 
 
-def _forget(session: Session, question: dict | None) -> None:
+def _forget(sessions: SessionManager, session: Session, question: dict | None) -> None:
     """Take an unanswered question out of the history again."""
     if question is None:
         return
-    with _session_lock(session):
+    with sessions.lock_for(session):
         for index in range(len(session.messages) - 1, -1, -1):
             if session.messages[index] is question:
                 del session.messages[index]

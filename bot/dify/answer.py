@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Callable, Literal
 from urllib.parse import unquote, urlsplit
 
-from bot.dify.errors import DifyError, classify
+from bot.dify.errors import DifyError
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 from common.log import logger
@@ -123,8 +123,6 @@ class AnswerFold:
             self._message_file(event)
         elif name == "message_replace":
             self._replace(event.get("answer"))
-        elif name == "error":
-            raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
         elif name == self.terminal:
             if name == "workflow_finished":
                 data = event.get("data")
@@ -183,13 +181,6 @@ class AnswerFold:
         parts = self.parts + ([("text", text)] if text else [])
         self.parts = []
         return parts
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def expand(parts: list[Part]) -> list[Part]:

@@ -38,55 +38,18 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from bot.dify.errors import (
-    DifyAppTypeError,
-    DifyAppUnavailable,
-    DifyAuthError,
-    DifyBadRequest,
     DifyBadResponse,
-    DifyConfigError,
     DifyConnectionError,
-    DifyConversationNotFound,
     DifyError,
-    DifyModelError,
-    DifyNotFoundError,
-    DifyQuotaError,
-    DifyRateLimitError,
-    DifyServerError,
     DifyStreamCut,
     DifyTimeout,
-    DifyWorkflowFailed,
-    DifyWorkflowOutputMissing,
     classify,
 )
 from common.log import logger
 from common.masking import mask_secret
 from config import conf
 
-__all__ = [
-    "DifyClient",
-    "DifyEventStream",
-    "get_client",
-    "close_clients",
-    "file_base_url",
-    "DifyError",
-    "DifyAuthError",
-    "DifyAppUnavailable",
-    "DifyAppTypeError",
-    "DifyQuotaError",
-    "DifyModelError",
-    "DifyRateLimitError",
-    "DifyConversationNotFound",
-    "DifyNotFoundError",
-    "DifyBadRequest",
-    "DifyServerError",
-    "DifyTimeout",
-    "DifyConnectionError",
-    "DifyStreamCut",
-    "DifyBadResponse",
-    "DifyWorkflowFailed",
-    "DifyWorkflowOutputMissing",
-    "DifyConfigError",
-]
+__all__ = ["DifyClient", "DifyEventStream", "get_client", "close_clients", "file_base_url"]
 
 DEFAULT_API_BASE = "https://api.dify.ai/v1"
 
@@ -260,7 +223,6 @@ class DifyClient:
     @staticmethod
     def _new_session(pool_size: int) -> requests.Session:
         session = requests.Session()
-        session.trust_env = True
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -297,20 +259,18 @@ class DifyClient:
     # -- app endpoints ---------------------------------------------------------------------
     def chat_messages(self, payload: dict[str, Any], *, stream: bool) -> Any:
         """POST /chat-messages: the answer dict, or a DifyEventStream when ``stream``."""
-        body = dict(payload, response_mode="streaming" if stream else "blocking")
-        return self._app_call("/chat-messages", body, stream)
+        return self._app_call("/chat-messages", payload, stream)
 
     def completion_messages(self, payload: dict[str, Any], *, stream: bool) -> Any:
         """POST /completion-messages (completion apps)."""
-        body = dict(payload, response_mode="streaming" if stream else "blocking")
-        return self._app_call("/completion-messages", body, stream)
+        return self._app_call("/completion-messages", payload, stream)
 
     def workflow_run(self, payload: dict[str, Any], *, stream: bool) -> Any:
         """POST /workflows/run (workflow apps)."""
-        body = dict(payload, response_mode="streaming" if stream else "blocking")
-        return self._app_call("/workflows/run", body, stream)
+        return self._app_call("/workflows/run", payload, stream)
 
-    def _app_call(self, path: str, body: dict[str, Any], stream: bool) -> Any:
+    def _app_call(self, path: str, payload: dict[str, Any], stream: bool) -> Any:
+        body = dict(payload, response_mode="streaming" if stream else "blocking")
         response = self.request("POST", path, json=body, stream=stream)
         if stream:
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
@@ -334,12 +294,14 @@ class DifyClient:
             raise DifyBadResponse(response.status_code, "", f"/files/upload: no file id in {record!r}")
         return record
 
-    def audio_to_text(self, path: str, user: str | None = None, *, mime_type: str | None = None) -> str:
+    def audio_to_text(self, path: str, user: str | None = None, *, mime_type: str | None = None,
+                      filename: str | None = None) -> str:
         """POST /audio-to-text: the transcript of the audio file at ``path``.
 
-        ``mime_type`` defaults from the extension (mp3, mp4, mpeg, mpga, m4a, wav, webm, amr);
-        raises DifyError on any non-2xx answer."""
-        name = os.path.basename(path)
+        ``filename`` (default: the file's own name) and ``mime_type`` (default: from the
+        extension: mp3, mp4, mpeg, mpga, m4a, wav, webm, amr) label the upload; raises
+        DifyError on any non-2xx answer."""
+        name = filename or os.path.basename(path)
         extension = os.path.splitext(name)[1].lstrip(".").lower()
         mime_type = mime_type or _AUDIO_TYPES.get(extension, "audio/mp3")
         with open(path, "rb") as f:
@@ -352,8 +314,9 @@ class DifyClient:
             raise DifyBadResponse(response.status_code, "", f"/audio-to-text: no text in {record!r}")
         return text
 
-    def text_to_audio(self, text: str, user: str | None = None, *, voice: str | None = None) -> bytes:
-        """POST /text-to-audio: the audio bytes (usually MP3) for ``text``; raises DifyError on non-2xx."""
+    def text_to_audio(self, text: str, user: str | None = None, *, voice: str | None = None) -> tuple[bytes, str]:
+        """POST /text-to-audio: (the audio bytes, usually MP3, and their content type) for
+        ``text``; raises DifyError on non-2xx, or DifyBadResponse when the answer is not audio."""
         body: dict[str, Any] = {"text": text}
         if user:
             body["user"] = user
@@ -364,7 +327,7 @@ class DifyClient:
         content_type = response.headers.get("Content-Type", "")
         if not content or content_type.startswith(("application/json", "text/")):
             raise DifyBadResponse(response.status_code, "", f"/text-to-audio: no audio ({content_type}, {len(content)} bytes)")
-        return content
+        return content, content_type
 
     # -- downloads -------------------------------------------------------------------------------
     def download(self, url: str, max_bytes: int) -> tuple[bytes, str]:
@@ -424,9 +387,7 @@ class DifyClient:
             raise DifyTimeout(0, "", f"{method} {path}: no connection within the connect timeout: {e}", phase="connect") from e
         except requests.exceptions.ReadTimeout as e:
             raise DifyTimeout(0, "", f"{method} {path}: no answer within the read timeout: {e}", phase="read") from e
-        except requests.exceptions.ConnectionError as e:
-            raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
-        except requests.exceptions.RequestException as e:
+        except requests.exceptions.RequestException as e:  # refused, reset, invalid URL, ...
             raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e
         logger.debug("[DIFY] %s %s -> %s in %.2fs", method, path, response.status_code, time.monotonic() - started)
         if 200 <= response.status_code < 300:

@@ -175,12 +175,13 @@ class DifySessionManager:
                 session.user_message_count = 0
             session.user_message_count += 1
             self._save(session)
-            return DifySession(**asdict(session))
+            return session  # a fresh object from the store: the caller's own snapshot
 
     def remember_conversation(self, session: DifySession, conversation_id: str | None) -> None:
         """Store the conversation id an answer came from, if the session has none yet and
         was not reset while the answer was being generated."""
-        if not conversation_id:
+        # A turn that continued a conversation has nothing to record: skip the store read.
+        if not conversation_id or session.conversation_id:
             return
         with self._lock:
             current = self._load(session.session_id)

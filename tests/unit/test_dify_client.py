@@ -143,7 +143,9 @@ def test_upload_audio_and_tts(client, dify, tmp_path):
     wav = tmp_path / "voice.wav"
     wav.write_bytes(b"RIFF" + b"\x00" * 100)
     assert client.audio_to_text(str(wav)) == "transcribed text"
-    assert client.text_to_audio("hello", "u1").startswith(b"ID3")
+    audio, content_type = client.text_to_audio("hello", "u1")
+    assert audio.startswith(b"ID3")
+    assert content_type == "audio/mpeg"
     with pytest.raises(errors.DifyBadRequest):
         client.text_to_audio("   ")  # 400 Text is required
 

@@ -7,8 +7,10 @@ takes effect without a restart. Differences from the original, on purpose:
   MP3, M4A and WebM as they are, SILK (WeChat / WeCom voice) decoded to WAV first. The
   original turned everything into MP3 through pydub/ffmpeg, which a plain Windows PC lacks, and
   labelled every upload ``audio/mp3``.
-* Both calls send a ``user`` (the caller's id when given, else ``"voice"``); timeouts come from
-  ``dify_connect_timeout`` / ``dify_read_timeout`` (the original had none and could hang a worker).
+* Both calls send a ``user`` (the caller's id when given, else ``"voice"``) through the shared
+  Dify client (bot/dify/dify_client.py): pooled connections, the ``dify_connect_timeout`` /
+  ``dify_read_timeout`` timeouts (the original had none and could hang a worker) and the same
+  retries of 429, 5xx and connection failures as chat.
 * Text to speech checks the status and the content type before writing anything: the original
   wrote Dify's JSON error body into the ``.mp3`` it then sent as a voice message.
 * Neither method raises: every failure (HTTP error, refused connection, timeout, unreadable or
@@ -19,11 +21,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import Any
 
-import requests
-
+from bot.dify.dify_client import DEFAULT_API_BASE, get_client
+from bot.dify.errors import DifyConnectionError, DifyError, DifyTimeout
 from bridge.bridge import is_chinese
 from bridge.reply import Reply, ReplyType
 from common.log import logger
@@ -33,7 +33,6 @@ from config import conf
 from voice.audio_convert import audio_format, audio_format_of_bytes, any_to_wav
 from voice.voice import Voice
 
-DEFAULT_API_BASE = "https://api.dify.ai/v1"
 DEFAULT_USER = "voice"
 
 # audio_format() name -> (mimetype, extension) for the upload. Dify checks the part's
@@ -103,111 +102,54 @@ class DifyVoiceError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class DifySettings:
-    api_base: str
-    api_key: str
-    timeout: tuple[float | None, float | None]
-
-    @classmethod
-    def load(cls) -> "DifySettings":
-        config = conf()
-        base = str(config.get("dify_api_base") or DEFAULT_API_BASE).strip().rstrip("/")
-        key = str(config.get("dify_api_key") or "").strip()
-        return cls(base, key, (_seconds(config.get("dify_connect_timeout", 10)), _seconds(config.get("dify_read_timeout", 120))))
-
-    def describe(self) -> str:
-        """Where a request went, for the log (the key masked)."""
-        return f"base={self.api_base}, key={mask_secret(self.api_key) if self.api_key else '<empty>'}"
+def _settings_key() -> str:
+    return str(conf().get("dify_api_key") or "").strip()
 
 
-def _seconds(value: Any) -> float | None:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds > 0 else None  # 0 means "no limit", as requests' None
+def _describe() -> str:
+    """Where a request went, for the log (the key masked)."""
+    key = _settings_key()
+    return f"base={conf().get('dify_api_base') or DEFAULT_API_BASE}, key={mask_secret(key) if key else '<empty>'}"
 
 
-def _headers(settings: DifySettings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.api_key}"}
-
-
-def _http_error(response: requests.Response) -> DifyVoiceError:
-    """A DifyVoiceError for a non-2xx answer, from Dify's ``{"code", "message", "status"}`` body."""
-    status = response.status_code
-    code, message = "", ""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        code, message = str(body.get("code") or ""), str(body.get("message") or "")
-    else:
-        message = response.text[:200]
-    if status == 400 and "not enabled" in message.lower():
+def _voice_error(e: DifyError) -> DifyVoiceError:
+    """The voice kind of a failed call through the shared Dify client."""
+    if isinstance(e, DifyTimeout):
+        kind = "timeout"
+    elif isinstance(e, DifyConnectionError):
+        kind = "unreachable"
+    elif e.status == 400 and "not enabled" in e.message.lower():
         kind = "disabled"
-    elif status in (401, 403, 404):  # a bad key, a disabled app, or a base URL without /v1
+    elif e.status in (401, 403, 404):  # a bad key, a disabled app, or a base URL without /v1
         kind = "config"
-    elif status == 413:
-        kind = "too_large"
-    elif status == 415:
-        kind = "format"
-    elif status == 429:
-        kind = "busy"
     else:
-        kind = "failed"
-    return DifyVoiceError(kind, f"HTTP {status} {code}: {message}".rstrip(": "), status)
+        kind = {413: "too_large", 415: "format", 429: "busy"}.get(e.status, "failed")
+    return DifyVoiceError(kind, str(e), e.status or None)
 
 
-def _post(settings: DifySettings, path: str, **kwargs: Any) -> requests.Response:
-    """POST to Dify; network failures become DifyVoiceError (never a requests exception)."""
-    url = f"{settings.api_base}{path}"
+def request_audio_to_text(path: str, filename: str, mimetype: str, user: str) -> str:
+    """``POST /audio-to-text`` through the shared client: the transcript of ``path``."""
     try:
-        return requests.post(url, headers=_headers(settings), timeout=settings.timeout, **kwargs)
-    except requests.Timeout as e:
-        raise DifyVoiceError("timeout", f"POST {url} timed out: {e}") from e
-    except requests.ConnectionError as e:
-        raise DifyVoiceError("unreachable", f"POST {url} failed to connect: {e}") from e
-    except requests.RequestException as e:  # invalid URL, too many redirects, ...
-        raise DifyVoiceError("unreachable", f"POST {url} failed: {e}") from e
+        return get_client().audio_to_text(path, user, mime_type=mimetype, filename=filename)
+    except DifyError as e:
+        raise _voice_error(e) from e
 
 
-def request_audio_to_text(settings: DifySettings, path: str, filename: str, mimetype: str, user: str) -> str:
-    """``POST /audio-to-text``: the transcript of the audio file at ``path``."""
-    with open(path, "rb") as f:
-        response = _post(settings, "/audio-to-text", files={"file": (filename, f, mimetype)}, data={"user": user})
-    if not 200 <= response.status_code < 300:
-        raise _http_error(response)
+def request_text_to_audio(text: str, user: str) -> tuple[bytes, str]:
+    """``POST /text-to-audio`` through the shared client: the audio bytes and the file
+    extension that fits them."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        raise DifyVoiceError("failed", f"unexpected audio-to-text answer: {response.text[:200]!r}", response.status_code)
-    return body["text"]
-
-
-def request_text_to_audio(settings: DifySettings, text: str, user: str) -> tuple[bytes, str]:
-    """``POST /text-to-audio``: the audio bytes and the file extension that fits them."""
-    response = _post(settings, "/text-to-audio", json={"text": text, "user": user})
-    if not 200 <= response.status_code < 300:
-        raise _http_error(response)
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    audio = response.content
+        audio, content_type = get_client().text_to_audio(text, user)
+    except DifyError as e:
+        raise _voice_error(e) from e
+    content_type = content_type.split(";")[0].strip().lower()
     sniffed = audio_format_of_bytes(audio[:16])
     if content_type.startswith("audio/"):
-        suffix = _AUDIO_SUFFIXES.get(content_type) or _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
-    elif content_type in _BINARY_TYPES or (not content_type and sniffed):
-        suffix = _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
-    else:  # JSON or HTML with a 2xx status is an error page, not speech
-        raise DifyVoiceError(
-            "failed", f"text-to-audio answered {content_type or 'no content type'}, not audio: {audio[:200]!r}",
-            response.status_code,
-        )
-    if not audio:
-        raise DifyVoiceError("failed", "text-to-audio answered an empty body", response.status_code)
-    return audio, suffix
+        return audio, _AUDIO_SUFFIXES.get(content_type) or _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
+    if content_type in _BINARY_TYPES or (not content_type and sniffed):
+        return audio, _FORMAT_SUFFIXES.get(sniffed or "", ".mp3")
+    # An error page with a 2xx status is not speech (the client already refuses JSON and text).
+    raise DifyVoiceError("failed", f"text-to-audio answered {content_type or 'no content type'}, not audio: {audio[:200]!r}")
 
 
 def _upload_name(path: str, extension: str) -> str:
@@ -244,10 +186,9 @@ class DifyVoice(Voice):
         The language of the speaker is unknown until it is transcribed, so error texts carry
         both Chinese and English, as the Bridge's own do.
         """
-        settings = DifySettings.load()
         converted: str | None = None
         try:
-            if not settings.api_key:
+            if not _settings_key():
                 raise DifyVoiceError("no_key", "dify_api_key is empty")
             try:
                 fmt = audio_format(voice_file)
@@ -264,14 +205,12 @@ class DifyVoice(Voice):
             if fmt not in UPLOAD_TYPES:
                 raise DifyVoiceError("format", f"{fmt or 'unrecognised'} audio is not accepted by Dify: {voice_file}")
             mimetype, extension = UPLOAD_TYPES[fmt]
-            text = request_audio_to_text(
-                settings, upload_path, _upload_name(voice_file, extension), mimetype, str(user or DEFAULT_USER)
-            )
+            text = request_audio_to_text(upload_path, _upload_name(voice_file, extension), mimetype, str(user or DEFAULT_USER))
         except DifyVoiceError as e:
-            logger.error(f"[DifyVoice] voiceToText failed for {voice_file}: {e.detail} ({settings.describe()})")
+            logger.error(f"[DifyVoice] voiceToText failed for {voice_file}: {e.detail} ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(STT, e.kind, None))
         except Exception:  # a bug or an OS error: still an ERROR reply, never a dead worker
-            logger.exception(f"[DifyVoice] voiceToText failed for {voice_file} ({settings.describe()})")
+            logger.exception(f"[DifyVoice] voiceToText failed for {voice_file} ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(STT, "failed", None))
         finally:
             _remove(converted)
@@ -286,24 +225,23 @@ class DifyVoice(Voice):
 
         Nothing is written unless Dify answered with audio.
         """
-        settings = DifySettings.load()
         chinese = is_chinese(text)
         path: str | None = None
         try:
             if not isinstance(text, str) or not text.strip():
                 raise DifyVoiceError("empty", "no text to synthesize")
-            if not settings.api_key:
+            if not _settings_key():
                 raise DifyVoiceError("no_key", "dify_api_key is empty")
-            audio, suffix = request_text_to_audio(settings, text, str(user or DEFAULT_USER))
+            audio, suffix = request_text_to_audio(text, str(user or DEFAULT_USER))
             path = unique_tmp_path(suffix)
             with open(path, "wb") as f:
                 f.write(audio)
         except DifyVoiceError as e:
-            logger.error(f"[DifyVoice] textToVoice failed: {e.detail} ({settings.describe()})")
+            logger.error(f"[DifyVoice] textToVoice failed: {e.detail} ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(TTS, e.kind, chinese))
         except Exception:
             _remove(path)  # a half-written file must not be sent later
-            logger.exception(f"[DifyVoice] textToVoice failed ({settings.describe()})")
+            logger.exception(f"[DifyVoice] textToVoice failed ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(TTS, "failed", chinese))
         logger.info(f"[DifyVoice] textToVoice wrote {len(audio)} bytes to {path}")
         return Reply(ReplyType.VOICE, path)
