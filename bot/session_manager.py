@@ -69,14 +69,18 @@ class Session:
         raise NotImplementedError
 
 
+def session_ttl() -> float:
+    """Seconds a chat session lives (`expires_in_seconds`; 0 or less: for ever)."""
+    expires = conf().get("expires_in_seconds")
+    return expires if expires and expires > 0 else math.inf
+
+
 class SessionManager:
     # The time source of the session store; tests replace it to step time.
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, sessioncls: type[Session], **session_args: Any):
-        expires = conf().get("expires_in_seconds")
-        ttl = expires if expires and expires > 0 else math.inf  # 0: never expire
-        self.sessions = ExpiredDict(ttl, maxsize=MAX_SESSIONS, clock=self.clock)
+        self.sessions = ExpiredDict(session_ttl(), maxsize=MAX_SESSIONS, clock=self.clock)
         self.sessioncls = sessioncls
         self.session_args = session_args
         self._lock = threading.RLock()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.session_manager import session_ttl
 from bridge.bridge import Bridge
+from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
+from common.expired_dict import ExpiredDict
 from common.log import logger
+from config import conf
 from plugins.event import EventAction, EventContext
 
 
@@ -31,6 +35,21 @@ def chat_bot_type() -> str:
         return str(Bridge().get_bot_type("chat"))
     except Exception:
         return "?"
+
+
+def session_state() -> ExpiredDict:
+    """Per-session plugin state that ends with the bot session it belongs to."""
+    return ExpiredDict(session_ttl())
+
+
+def text_command(context: Context) -> tuple[str, str, str] | None:
+    """(first word, the rest stripped, plugin_trigger_prefix) of a non-empty TEXT message;
+    None for anything else."""
+    content = context.content
+    if context.type != ContextType.TEXT or not isinstance(content, str) or not content.strip():
+        return None
+    words = content.split(maxsplit=1)
+    return words[0], (words[1].strip() if len(words) > 1 else ""), conf().get("plugin_trigger_prefix", "$")
 
 
 def answer(e_context: EventContext, rtype: ReplyType, text: str) -> None:

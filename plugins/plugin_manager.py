@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import json
 import os
 import re
 import shutil
@@ -206,6 +205,18 @@ def _module_tree(import_path: str) -> list[str]:
     return [n for n in list(sys.modules) if n == import_path or n.startswith(prefix)]
 
 
+def _git_missing(verb: str) -> str | None:
+    """None when dulwich (the git client) can be imported, else the answer to the admin."""
+    from common import package_manager as pkgmgr
+
+    try:
+        pkgmgr.check_dulwich()
+    except ImportError as e:
+        logger.error(f"[PluginManager] cannot {'install' if verb == '安装' else 'update'} plugins: {e}")
+        return f"无法导入 dulwich，不能{verb}插件"
+    return None
+
+
 class PluginManager:
     """The one plugin manager (``PluginManager()`` always returns the same object)."""
 
@@ -262,11 +273,7 @@ class PluginManager:
             with manager._lock:
                 package = manager._package()
                 for module in list(manager.loaded.values()):
-                    for name in _module_tree(module.__name__):
-                        sys.modules.pop(name, None)
-                    short = module.__name__.rpartition(".")[2]
-                    if getattr(package, short, None) is module:
-                        delattr(package, short)
+                    manager._unload(module)
                 if manager._extra_dir and manager._extra_dir in package.__path__:
                     package.__path__.remove(manager._extra_dir)
                 manager._init_state()
@@ -275,6 +282,15 @@ class PluginManager:
 
     def _package(self) -> ModuleType:
         return sys.modules[__package__]
+
+    def _unload(self, module: ModuleType) -> None:
+        """Forget an imported plugin module, so a later scan imports its code afresh."""
+        for name in _module_tree(module.__name__):
+            sys.modules.pop(name, None)
+        short = module.__name__.rpartition(".")[2]
+        package = self._package()
+        if getattr(package, short, None) is module:
+            delattr(package, short)
 
     def configure(self, plugins_dir: str, include_bundled: bool = True) -> None:
         """Also load the plugins in ``plugins_dir`` and keep plugins.json and the shared
@@ -344,10 +360,7 @@ class PluginManager:
             plugincls.namecn = kwargs.get("namecn") if kwargs.get("namecn") is not None else name
             plugincls.hidden = kwargs.get("hidden") if kwargs.get("hidden") is not None else False
             plugincls.enabled = kwargs.get("enabled") if kwargs.get("enabled") is not None else True
-            if self._pending is not None:
-                self._pending[name.upper()] = plugincls
-            else:  # cannot happen while current_plugin_path is set, kept for safety
-                self._publish(plugins={**self.plugins, name.upper(): plugincls})
+            self._pending[name.upper()] = plugincls  # set with current_plugin_path, checked above
             logger.info(f"[PluginManager] registered {name} {plugincls.version} from {plugincls.path}")
             # The original returned None here, which left the class name bound to None.
             return plugincls
@@ -597,7 +610,6 @@ class PluginManager:
         with self._lock:
             self.load_config()
             self.scan_plugins()
-            self._load_all_config()
             logger.debug(f"[PluginManager] plugins.json: {self.pconf}")
             for name in self.pconf["plugins"]:
                 if name.upper() not in self.plugins:
@@ -802,13 +814,10 @@ class PluginManager:
         folder. A failure at any step leaves nothing behind. The plugin is not loaded:
         ``#scanp`` does that (time to look at its settings first).
         """
-        try:
-            from common import package_manager as pkgmgr
-
-            pkgmgr.check_dulwich()
-        except ImportError as e:
-            logger.error(f"[PluginManager] cannot install plugins: {e}")
-            return False, "无法导入 dulwich，不能安装插件"
+        refused = _git_missing("安装")
+        if refused is not None:
+            return False, refused
+        from common import package_manager as pkgmgr
         try:
             source, folder_name, is_local = self._resolve_install_source(str(repo or ""))
         except InstallRefused as e:
@@ -875,13 +884,10 @@ class PluginManager:
         """Pull the latest version of a plugin installed with git (``#updatep``), then
         install its requirements; if they fail, the folder goes back to the old version.
         The new code runs after ``#scanp`` (or a restart)."""
-        try:
-            from common import package_manager as pkgmgr
-
-            pkgmgr.check_dulwich()
-        except ImportError as e:
-            logger.error(f"[PluginManager] cannot update plugins: {e}")
-            return False, "无法导入 dulwich，不能更新插件"
+        refused = _git_missing("更新")
+        if refused is not None:
+            return False, refused
+        from common import package_manager as pkgmgr
         key = str(name or "").upper()
         plugincls = self.plugins.get(key)
         if plugincls is None:
@@ -958,12 +964,7 @@ class PluginManager:
                 self.save_config()
                 module = self.loaded.pop(folder, None) or self.loaded.pop(plugincls.path, None)
                 if module is not None:
-                    for module_name in _module_tree(module.__name__):
-                        sys.modules.pop(module_name, None)
-                    short = module.__name__.rpartition(".")[2]
-                    package = self._package()
-                    if getattr(package, short, None) is module:
-                        delattr(package, short)
+                    self._unload(module)
                 try:
                     _rmtree(folder)
                 except OSError as e:

@@ -14,16 +14,13 @@ adventure never mixes with earlier chat.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import plugins
-from bridge.context import ContextType
 from bridge.reply import ReplyType
-from common.expired_dict import ExpiredDict
 from common.log import logger
 from config import conf
-from plugins.chat_bot import answer, chat_bot_type, chat_sessions
+from plugins.chat_bot import answer, chat_bot_type, chat_sessions, session_state, text_command
 from plugins import Event, EventAction, EventContext, Plugin
 
 DEFAULT_STORY = (
@@ -36,8 +33,6 @@ FIRST_PROMPT = (
     "每次只写四到六句话，然后停下来等我行动。\n故事的开头是：{story}\n我的行动：{action}"
 )
 NEXT_PROMPT = "继续讲这个冒险故事，这次只写四到六句话，只讲接下来几分钟里发生的事。\n我的行动：{action}"
-
-
 
 
 @dataclass
@@ -67,21 +62,18 @@ class StoryTeller:
 class Dungeon(Plugin):
     def __init__(self):
         super().__init__()
-        expires = conf().get("expires_in_seconds")
         # A game ends with the bot session that holds its story.
-        self.games = ExpiredDict(expires if expires and expires > 0 else math.inf)
+        self.games = session_state()
         self.handlers[Event.ON_HANDLE_CONTEXT] = self.on_handle_context
         logger.info("[Dungeon] inited")
 
     def on_handle_context(self, e_context: EventContext) -> None:
         context = e_context["context"]
-        if context.type != ContextType.TEXT or not isinstance(context.content, str) or not context.content.strip():
+        parsed = text_command(context)
+        if parsed is None:
             return
-        content = context.content
+        command, arg, prefix = parsed
         session_id = context.get("session_id")
-        prefix = conf().get("plugin_trigger_prefix", "$")
-        words = content.split(maxsplit=1)
-        command = words[0]
         if command == f"{prefix}停止冒险":
             game = self.games.pop(session_id, None)
             if game is not None:
@@ -96,9 +88,9 @@ class Dungeon(Plugin):
             sessions = chat_sessions("Dungeon")
             if sessions is None:
                 answer(e_context, ReplyType.ERROR,
-                            f"当前的机器人（{chat_bot_type()}）不能讲冒险故事，请换用 OpenAI 类模型或 Dify 对话应用。")
+                       f"当前的机器人（{chat_bot_type()}）不能讲冒险故事，请换用 OpenAI 类模型或 Dify 对话应用。")
                 return
-            story = words[1].strip() if len(words) > 1 and words[1].strip() else DEFAULT_STORY
+            story = arg or DEFAULT_STORY
             sessions.clear_session(session_id)
             self.games[session_id] = StoryTeller(story)
             answer(e_context, ReplyType.INFO, f"冒险开始！接下来你说的每句话都是你的行动，故事会随之展开。\n故事背景：{story}")
@@ -106,7 +98,7 @@ class Dungeon(Plugin):
         game = self.games.get(session_id)
         if game is None:
             return
-        context.content = game.action(content)
+        context.content = game.action(context.content)
         e_context.action = EventAction.BREAK  # the bot tells the next part
 
     def get_help_text(self, **kwargs) -> str:

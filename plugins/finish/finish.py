@@ -7,10 +7,11 @@ from __future__ import annotations
 import plugins
 from bridge.bridge import is_chinese
 from bridge.context import ContextType
-from bridge.reply import Reply, ReplyType
+from bridge.reply import ReplyType
 from common.log import logger
 from config import conf
-from plugins import Event, EventAction, EventContext, Plugin
+from plugins import Event, EventContext, Plugin
+from plugins.chat_bot import answer
 
 
 @plugins.register(
@@ -42,8 +43,7 @@ class Finish(Plugin):
             text = f"没有插件能处理命令“{command}”。\n发送 #help 查看已启用插件的命令，或 #help 插件名 查看某个插件的用法。"
         else:
             text = f"No plugin handles the command '{command}'.\nSend #help to list the plugin commands, or #help <plugin> for one plugin."
-        e_context["reply"] = Reply(ReplyType.ERROR, text)
-        e_context.action = EventAction.BREAK_PASS
+        answer(e_context, ReplyType.ERROR, text)
 
     def get_help_text(self, **kwargs) -> str:
         return ""

@@ -14,8 +14,8 @@ Differences from the original, on purpose:
   admin check (the original answered "no permission" or "not in groups" depending
   on who asked).
 * ``#reset`` / ``#resetall`` work for every chat bot whose ``sessions`` has
-  ``clear_session`` / ``clear_all_session``, not only for the original's list
-  (``RESET_BOT_TYPES``, kept for reference). With Dify the reset is durable: the
+  ``clear_session`` / ``clear_all_session``, not only for the original's fixed list
+  of bot types. With Dify the reset is durable: the
   conversation id is removed from the state store.
 * The ``clear_memory_commands`` aliases of ``#reset`` are read at each command,
   so ``#reconf`` applies them; command words match in any letter case
@@ -48,12 +48,13 @@ from typing import Any, Callable
 import plugins
 from bridge.bridge import Bridge, route
 from bridge.context import ContextType
-from bridge.reply import Reply, ReplyType
+from bridge.reply import ReplyType
 from common import const, memory
 from common.log import is_debug, logger, set_debug
 from common.masking import mask_secret
 from config import conf, global_config, load_config
 from plugins import Event, EventAction, EventContext, Plugin, PluginManager
+from plugins.chat_bot import answer
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,6 @@ ADMIN_COMMANDS: dict[str, Command] = {
     "updatep": Command(("updatep", "更新插件"), "从 git 仓库更新插件", "插件名"),
     "debug": Command(("debug", "调试模式", "DEBUG"), "开启或关闭调试日志"),
 }
-
-# The bots the original's #reset accepted (its #resetall list adds moonshot and
-# modelscope and leaves out claudeAPI). Kept for reference only: here any bot whose
-# `sessions` can clear a session is accepted.
-RESET_BOT_TYPES = (
-    const.OPEN_AI, const.CHATGPT, const.CHATGPTONAZURE, const.LINKAI, const.BAIDU, const.XUNFEI,
-    const.QWEN, const.GEMINI, const.ZHIPU_AI, const.CLAUDEAPI, const.DIFY, const.COZE,
-)
 
 # Commands whose help line is not shown on channels where user ids change at every
 # login (itchat): an id read there cannot go into admin_users.
@@ -324,8 +317,7 @@ class Godcmd(Plugin):
 
     @staticmethod
     def _answer(e_context: EventContext, ok: bool, text: str) -> None:
-        e_context["reply"] = Reply(ReplyType.INFO if ok else ReplyType.ERROR, text)
-        e_context.action = EventAction.BREAK_PASS
+        answer(e_context, ReplyType.INFO if ok else ReplyType.ERROR, text)
 
     # ------------------------------------------------------------------ dispatch
 

@@ -26,6 +26,7 @@ from bridge.reply import Reply, ReplyType
 from common.log import logger
 from config import conf
 from plugins import Event, EventAction, EventContext, Plugin
+from plugins.chat_bot import answer
 
 # The original's built-in defaults had the exit and pat-pat prompts swapped (a member
 # leaving made the bot introduce itself, a pat-pat accused someone of leaving); each
@@ -118,14 +119,14 @@ class Hello(Plugin):
         context = e_context["context"]
         fixed = self.group_welc_fixed_msg.get(self._group_name(context)) or conf().get("group_welcome_msg")
         if fixed:
-            self._answer(e_context, _fill(str(fixed), nickname))
+            answer(e_context, ReplyType.TEXT, _fill(str(fixed), nickname))
             return
         self._ask_bot(e_context, _fill(self.group_welc_prompt, nickname), mark=True)
 
     def _on_exit(self, e_context: EventContext, nickname: str) -> None:
         fixed = conf().get("group_exit_msg")
         if fixed:
-            self._answer(e_context, _fill(str(fixed), nickname))
+            answer(e_context, ReplyType.TEXT, _fill(str(fixed), nickname))
         elif conf().get("group_chat_exit_group"):
             self._ask_bot(e_context, _fill(self.group_exit_prompt, nickname), mark=False)
         else:
@@ -142,7 +143,7 @@ class Hello(Plugin):
                 text = f"Hello, {getattr(msg, 'actual_user_nickname', '')} from {group}"
             else:
                 text = f"Hello, {getattr(msg, 'from_user_nickname', '')}"
-            self._answer(e_context, text)
+            answer(e_context, ReplyType.TEXT, text)
         elif content == "Hi":
             # BREAK keeps the default logic: the bot's answer replaces this reply.
             e_context["reply"] = Reply(ReplyType.TEXT, "Hi")
@@ -152,11 +153,6 @@ class Hello(Plugin):
             # The original only changed a local variable, so the bot was asked to draw "End".
             context.content = "The World"
             e_context.action = EventAction.CONTINUE
-
-    @staticmethod
-    def _answer(e_context: EventContext, text: str) -> None:
-        e_context["reply"] = Reply(ReplyType.TEXT, text)
-        e_context.action = EventAction.BREAK_PASS
 
     def _ask_bot(self, e_context: EventContext, prompt: str, mark: bool) -> None:
         """Turn the event into a question for the bot (the default logic asks it)."""

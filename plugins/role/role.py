@@ -29,25 +29,20 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import plugins
-from bridge.context import ContextType
 from bridge.reply import ReplyType
-from common.expired_dict import ExpiredDict
 from common.log import logger
 from config import conf
-from plugins.chat_bot import answer, chat_bot_type, chat_sessions
+from plugins.chat_bot import answer, chat_bot_type, chat_sessions, session_state, text_command
 from plugins import Event, EventAction, EventContext, Plugin
 
 ROLES_FILE = "roles.json"
 MIN_SIMILARITY = 0.35
 ALL_TAGS = ("所有", "all")
-
-
 
 
 def wrap(wrapper: str, text: str) -> str:
@@ -109,9 +104,8 @@ class Role(Plugin):
         if not self.roles:
             logger.warning(f"[Role] {path} has no usable role; plugin stays off")
             return
-        expires = conf().get("expires_in_seconds")
         # Role plays end with the bot session they shape.
-        self.roleplays = ExpiredDict(expires if expires and expires > 0 else math.inf)
+        self.roleplays = session_state()
         self.handlers[Event.ON_HANDLE_CONTEXT] = self.on_handle_context
         logger.info(f"[Role] inited with {len(self.roles)} role(s)")
 
@@ -170,14 +164,12 @@ class Role(Plugin):
     # ------------------------------------------------------------------ events
     def on_handle_context(self, e_context: EventContext) -> None:
         context = e_context["context"]
-        if context.type != ContextType.TEXT or not isinstance(context.content, str) or not context.content.strip():
+        parsed = text_command(context)
+        if parsed is None:
             return
+        command, arg, prefix = parsed
         content = context.content
         session_id = context.get("session_id")
-        prefix = conf().get("plugin_trigger_prefix", "$")
-        words = content.split(maxsplit=1)
-        command = words[0]
-        arg = words[1].strip() if len(words) > 1 else ""
         commands = {
             f"{prefix}停止扮演": "stop",
             f"{prefix}角色": "descn",
