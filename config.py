@@ -22,6 +22,7 @@ from typing import Any
 
 from common.log import logger, set_debug
 from common.masking import is_secret_key, mask_secret, mask_value
+from common.utils import write_json_atomic
 
 _UNSET = object()
 
@@ -510,10 +511,7 @@ def save_config() -> None:
     path = _config_path if _config_path and _config_path.endswith(".json") and not _config_path.endswith("config-template.json") else os.path.join(os.getcwd(), "config.json")
     try:
         data = {k: dict.__getitem__(config, k) for k in sorted(dict.keys(config))}
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=4, ensure_ascii=False)
-        os.replace(tmp, path)
+        write_json_atomic(path, data)
         logger.info("[Config] Configuration saved.")
     except OSError as e:
         logger.error(f"[Config] Save configuration error: {e}")

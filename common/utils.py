@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import re
+import shutil
+import time
+import uuid
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -229,3 +233,34 @@ def parse_markdown_media(text: str) -> list[MediaPart]:
     pending.append((text or "")[position:])
     flush()
     return parts
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON (indented, UTF-8, as the original's files) so that a reader or a crash
+    mid-write sees the old file or the new one, never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # open(..., "x") rather than mkstemp: a new file gets the usual umask permissions,
+    # not mkstemp's private 0600.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(data, f, indent=4, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            shutil.copymode(path, tmp)  # keep what the user had
+        for attempt in range(5):
+            try:
+                os.replace(tmp, path)
+                return
+            except PermissionError:  # Windows: someone has the file open right now
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise

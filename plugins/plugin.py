@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from typing import Any
 
 from common.log import logger
+from common.utils import write_json_atomic as _write_json_atomic  # the name plugin_manager imports
 from config import conf, pconf, plugin_config, write_plugin_config
 
 # The original's `from .plugin import *` handed these names to every plugin that does
@@ -26,28 +25,6 @@ def _read_json(path: str) -> Any:
     # utf-8-sig: config files edited with Windows Notepad start with a BOM.
     with open(path, "r", encoding="utf-8-sig") as f:
         return json.load(f)
-
-
-def _write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON so that a crash mid-write leaves the old file, never half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    # open(..., "x") rather than mkstemp: a new file gets the usual umask permissions,
-    # not mkstemp's private 0600.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(data, f, indent=4, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            shutil.copymode(path, tmp)  # keep what the user had
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Plugin:

@@ -25,14 +25,11 @@ contacts and rooms with retries, write ``tmp/wework_contacts.json``, ``tmp/wewor
 """
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
-import json
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -60,7 +57,7 @@ from common.log import logger
 from common.singleton import singleton
 from common.time_check import time_checker
 from common.tmp_dir import TmpDir
-from common.utils import split_string_by_utf8_length
+from common.utils import split_string_by_utf8_length, write_json_atomic
 from config import conf
 
 NTWORK_LOG_LEVEL = "ERROR"
@@ -143,29 +140,6 @@ def reply_delay_seconds(setting: Any) -> float:
     return max(0.0, float(text))
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON (the original's format) so a reader never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=4)
-            f.flush()
-            os.fsync(f.fileno())
-        for attempt in range(5):
-            try:
-                os.replace(scratch, path)
-                return
-            except PermissionError:  # Windows: someone has the file open right now
-                if attempt == 4:
-                    raise
-                time.sleep(0.2)
-    except BaseException:
-        media.remove_quietly(scratch)
-        raise
-
-
 def rooms_readable(rooms: Any) -> bool:
     return isinstance(rooms, dict) and isinstance(rooms.get("room_list"), list)
 
@@ -218,15 +192,9 @@ class _Scheduler:
                 logger.exception(f"[wework] scheduled {getattr(fn, '__name__', fn)} failed")
 
 
-def _skip_history(func: Callable) -> Callable:
-    @functools.wraps(func)
-    def wrapper(self: "WeworkChannel", cmsg: ChatMessage) -> Any:
-        if cmsg.create_time is not None and int(cmsg.create_time) < time.time() - HISTORY_SECONDS:
-            logger.debug(f"[wework] history message {cmsg.msg_id} skipped")
-            return None
-        return func(self, cmsg)
-
-    return wrapper
+def _is_history(cmsg: ChatMessage) -> bool:
+    """Sent more than HISTORY_SECONDS before it arrived: the client replaying old messages."""
+    return cmsg.create_time is not None and int(cmsg.create_time) < time.time() - HISTORY_SECONDS
 
 
 # --------------------------------------------------------------------------- channel
@@ -544,6 +512,10 @@ class WeworkChannel(ChatChannel):
                 if cmsg.ctype == ContextType.JOIN_GROUP and cmsg.actual_user_id == self.user_id:
                     logger.info(f"[wework] joined room {conversation_id}")
                     continue
+                # Judged on arrival: the reply delay that follows must not make a fresh message old.
+                if _is_history(cmsg):
+                    logger.debug(f"[wework] history message {cmsg.msg_id} skipped")
+                    continue
                 self._schedule(cmsg)
         except Exception:
             logger.exception(f"[wework] message dropped: {str(message)[:300]}")
@@ -564,30 +536,15 @@ class WeworkChannel(ChatChannel):
                 # A room the cache does not know yet (created after start-up): looked up here, on
                 # the intake thread, never on the hook's.
                 cmsg.other_user_nickname = cmsg.from_user_nickname = self.room_name(cmsg.other_user_id)
-            self.handle_group(cmsg)
-        else:
-            self.handle_single(cmsg)
+        self._receive(cmsg)
 
     @time_checker
-    @_skip_history
-    def handle_single(self, cmsg: ChatMessage) -> None:
-        if cmsg.from_user_id == cmsg.to_user_id:
-            return
+    def _receive(self, cmsg: WeworkMessage) -> None:
+        # As the original: voice, private or group, is governed by speech_recognition.
         if cmsg.ctype == ContextType.VOICE and not conf().get("speech_recognition"):
             return
-        logger.debug(f"[wework] private {cmsg.ctype} message: {cmsg.content}")
-        context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=False, msg=cmsg)
-        if context:
-            self.produce(context)
-
-    @time_checker
-    @_skip_history
-    def handle_group(self, cmsg: ChatMessage) -> None:
-        # As the original: group voice too is governed by speech_recognition.
-        if cmsg.ctype == ContextType.VOICE and not conf().get("speech_recognition"):
-            return
-        logger.debug(f"[wework] group {cmsg.ctype} message: {cmsg.content}")
-        context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=True, msg=cmsg)
+        logger.debug(f"[wework] {'group' if cmsg.is_group else 'private'} {cmsg.ctype} message: {cmsg.content}")
+        context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
         if context:
             self.produce(context)
 

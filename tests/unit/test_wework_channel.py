@@ -367,3 +367,23 @@ def test_write_json_atomic(tmp_path):
     assert path.read_text(encoding="utf-8") == json.dumps({"名字": [1, 2]}, ensure_ascii=False, indent=4)
     wc.write_json_atomic(str(path), {"b": 1})
     assert json.loads(path.read_text()) == {"b": 1} and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_old_messages_replayed_at_login_are_skipped(start, sim):  # noqa: F811
+    start()
+    old = int(time.time()) - wc.HISTORY_SECONDS - 30
+    sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "old question", send_time=old))
+    sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "new question"))
+    wait_until(lambda: len(sent(sim)) == 1)
+    time.sleep(0.2)
+    assert [c["data"]["content"] for c in sent(sim)] == ["echo: new question"]
+
+
+def test_a_reply_delay_longer_than_the_history_window_still_answers(start, sim, settings, monkeypatch):  # noqa: F811
+    # Age is judged when the message arrives, not after the reply delay.
+    start()
+    monkeypatch.setattr(wc, "HISTORY_SECONDS", 1)
+    settings["wework_reply_delay"] = "1.5-1.5"
+    sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "slow reply please"))
+    wait_until(lambda: len(sent(sim)) == 1, timeout=6)
+    assert [c["data"]["content"] for c in sent(sim)] == ["echo: slow reply please"]
