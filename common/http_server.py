@@ -14,7 +14,6 @@ import asyncio
 import errno
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -68,9 +67,10 @@ class _BodyLimit:
                 if declared > self.limit:
                     return await self._too_large(scope, receive, send)
         seen = 0
-        started = False
 
         async def limited_receive():
+            # A body without Content-Length (chunked) is counted as it comes; the app's
+            # handler for _BodyTooLarge answers 413.
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -79,17 +79,7 @@ class _BodyLimit:
                     raise _BodyTooLarge()
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._too_large(scope, receive, send)
+        await self.app(scope, limited_receive, send)
 
     async def _too_large(self, scope, receive, send):
         await json_error(413, f"request body larger than {self.limit} bytes")(scope, receive, send)
@@ -208,10 +198,7 @@ class HttpServer:
 
         self._thread = threading.Thread(target=run, name=f"http-{self.port}", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.02):
-            if time.monotonic() > deadline:
-                break
+        ready.wait(timeout)
         if failure or not self._server.started:
             self.state = STOPPED
             self._close_sock()
