@@ -79,8 +79,7 @@ def sigterm_handler_wrap(_signo: int) -> None:
             logger.warning(f"signal {_signo} received again, exiting now")
             os._exit(EXIT_FORCED)
         logger.info("signal {} received, exiting...".format(_signo))
-        _graceful_stop()
-        conf().save_user_datas()
+        _graceful_stop()  # saves user data (the book's final flush) before the store closes
         if callable(old_handler):
             return old_handler(_signo, _stack_frame)
         sys.exit(0)
@@ -225,7 +224,6 @@ def run(argv: list[str] | None = None) -> int:
             while not _stopped.wait(1.0):
                 pass
         _graceful_stop()
-        conf().save_user_datas()
     except KeyboardInterrupt:
         return EXIT_OK
     except SystemExit as e:

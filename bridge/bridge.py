@@ -126,6 +126,13 @@ def is_chinese(text: Any) -> bool:
     return isinstance(text, str) and _CHINESE.search(text) is not None
 
 
+def in_language(zh: str, en: str, chinese: bool | None) -> str:
+    """The text for the user's language; both when it is unknown (``chinese=None``)."""
+    if chinese is None:
+        return f"{zh} / {en}"
+    return zh if chinese else en
+
+
 def error_text(typename: str, error: BaseException, name: str, chinese: bool | None) -> str:
     """A short user-facing text for ``error``; ``chinese=None`` gives both languages."""
     what_zh, what_en, key_zh, key_en = _WHAT[typename]
@@ -137,9 +144,7 @@ def error_text(typename: str, error: BaseException, name: str, chinese: bool | N
         en = f"The {what_en} '{name}' is not available in this version: choose another one in the {key_en} setting."
     else:
         zh, en = _FAILED[typename]
-    if chinese is None:
-        return f"{zh} / {en}"
-    return zh if chinese else en
+    return in_language(zh, en, chinese)
 
 
 class Bridge:

@@ -59,7 +59,7 @@ from urllib3.exceptions import ReadTimeoutError
 from bot.bot import Bot
 from bot.chatgpt.chat_gpt_session import ChatGPTSession
 from bot.session_manager import Session, SessionManager
-from bridge.bridge import is_chinese
+from bridge.bridge import in_language, is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from common import const
@@ -282,7 +282,7 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
                   "The model service answered something that is not an OpenAI-style response: check that open_ai_api_base points to an OpenAI-compatible API.")
     else:  # UPSTREAM and anything new
         zh, en = ("模型服务返回了错误，请稍后再试。", "The model service returned an error; please try again later.")
-    return zh if chinese else en
+    return in_language(zh, en, chinese)
 
 
 _BUSY = ("问得太快了，请稍等片刻再问。", "Too many questions at once; please wait a moment and ask again.")
@@ -357,7 +357,7 @@ class ChatGPTBot(Bot):
         chinese = is_chinese(query)
         if not self._take_token("chat", "rate_limit_chatgpt"):
             logger.warning("[CHATGPT] rate_limit_chatgpt reached, session={}".format(session_id))
-            return Reply(ReplyType.ERROR, _BUSY[0] if chinese else _BUSY[1])
+            return Reply(ReplyType.ERROR, in_language(*_BUSY, chinese))
 
         session = self.sessions.session_query(query, session_id)
         with self.sessions.lock_for(session):
@@ -414,7 +414,7 @@ class ChatGPTBot(Bot):
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         chinese = is_chinese(_text_of(last_user.get("content")))
         if not self._take_token("chat", "rate_limit_chatgpt"):
-            return {"completion_tokens": 0, "content": _BUSY[0] if chinese else _BUSY[1]}
+            return {"completion_tokens": 0, "content": in_language(*_BUSY, chinese)}
         call = self._chat_call(messages, model, api_key or conf().get("open_ai_api_key") or "", bool(api_key), args)
         try:
             answer = self._send(call, self._read_chat)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.bridge import in_language
+
 
 class DifyError(Exception):
     """A Dify call failed. ``status`` is 0 when no HTTP response was received."""
@@ -287,7 +289,7 @@ UPLOAD_FAILED_NOTE = (
 
 
 def pick(texts: tuple[str, str], chinese: bool) -> str:
-    return texts[0] if chinese else texts[1]
+    return in_language(*texts, chinese)
 
 
 def user_message(error: BaseException, chinese: bool) -> str:

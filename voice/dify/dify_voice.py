@@ -24,7 +24,7 @@ import re
 
 from bot.dify.dify_client import DEFAULT_API_BASE, get_client
 from bot.dify.errors import DifyConnectionError, DifyError, DifyTimeout
-from bridge.bridge import is_chinese
+from bridge.bridge import in_language, is_chinese
 from bridge.reply import Reply, ReplyType
 from common.log import logger
 from common.masking import mask_secret
@@ -172,9 +172,7 @@ def user_text(operation: str, kind: str, chinese: bool | None) -> str:
     if custom:
         return str(custom)
     zh, en = _TEXTS.get((operation, kind)) or _TEXTS.get((None, kind)) or _TEXTS[(operation, "failed")]
-    if chinese is None:
-        return f"{zh} / {en}"
-    return zh if chinese else en
+    return in_language(zh, en, chinese)
 
 
 class DifyVoice(Voice):
