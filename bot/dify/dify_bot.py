@@ -155,7 +155,9 @@ class DifyBot(Bot):
         if context.type not in (ContextType.TEXT, ContextType.IMAGE_CREATE, ContextType.SHARING):
             return Reply(ReplyType.ERROR, "Bot不支持处理{}类型的消息".format(context.type))
         if context.type == ContextType.IMAGE_CREATE:
-            prefixes = conf().get("image_create_prefix") or ["画"]
+            # Absent: the original's call-site default ["画"] (the pipeline's own default [""] never
+            # makes IMAGE_CREATE, but a plugin can).
+            prefixes = conf().get("image_create_prefix", ["画"]) or ["画"]
             query = prefixes[0] + query
         chinese = is_chinese(query)
         logger.info(f"[DIFY] query={query}")

@@ -375,7 +375,8 @@ def test_dalle3_revised_prompt_goes_to_the_channel(bot, server, settings_for):
     settings_for["text_to_image"] = "dall-e-3"
     reply = bot.reply("a cat", ctx("a cat", ctype=ContextType.IMAGE_CREATE, channel=Channel()))
     assert reply.type == ReplyType.IMAGE_URL
-    assert server.last.json["quality"] == "hd"
+    # dalle3_image_quality not set: "standard", the original's default (and the API's).
+    assert server.last.json["quality"] == "standard"
     assert len(sent) == 1 and "A detailed picture of a cat" in sent[0].content
 
 

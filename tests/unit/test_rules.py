@@ -160,3 +160,40 @@ def test_no_need_at_in_context_wins(channel):
     context = channel._compose_context(msg.ctype, msg.content, isgroup=True, msg=msg)
     context["no_need_at"] = True
     assert channel._decorate_reply(context, Reply(ReplyType.TEXT, "a")).content == "a"
+
+
+# --- settings left out of config.json: the original's call-site defaults apply
+def _without(settings, *keys):
+    for key in keys:
+        dict.pop(settings, key, None)
+
+
+@pytest.fixture
+def echo(settings):
+    from bridge.bridge import Bridge
+
+    settings["bot_type"] = "tests.fakes.bots:EchoBot"
+    Bridge().reset_bot()
+    yield
+    Bridge().reset_bot()
+
+
+@pytest.mark.parametrize("text", ["看看天气怎么样", "找一下资料", "画一只猫"])
+def test_no_image_create_prefix_means_no_image_request(channel, settings, echo, text):
+    # The original reads conf().get("image_create_prefix", [""]): without the key no text is an image request.
+    _without(settings, "image_create_prefix")
+    msg = make_msg("bot " + text)
+    context = channel._compose_context(ContextType.TEXT, msg.content, isgroup=False, msg=msg)
+    assert (context.type, context.content) == (ContextType.TEXT, text)
+    channel.receive(make_msg("bot " + text))
+    assert channel.wait_idle(10)
+    assert channel.sent == [("alice", ReplyType.TEXT, f"echo: {text}")]
+
+
+def test_no_group_chat_prefix_means_only_at_or_keyword_trigger(channel, settings):
+    # The original reads conf().get("group_chat_prefix") (None when absent): no prefix triggers.
+    _without(settings, "group_chat_prefix")
+    compose = lambda msg: channel._compose_context(ContextType.TEXT, msg.content, isgroup=True, msg=msg)  # noqa: E731
+    assert compose(make_msg("@bot what?", group=GROUP)) is None
+    assert compose(make_msg("@Bot\u2005what?", group=GROUP, at=True)).content == "what?"
+    assert compose(make_msg("I need help", group=GROUP)).content == "I need help"

@@ -7,7 +7,7 @@ import pytest
 
 from bot import session_manager as sm
 from bot.session_manager import MAX_SESSIONS, Session, SessionManager
-from config import SETTINGS, conf
+from config import conf
 from tests.fakes.clock import FakeClock
 
 
@@ -56,11 +56,12 @@ def test_session_starts_with_character_desc():
     assert s.messages == [{"role": "system", "content": "New prompt"}]
 
 
-def test_session_default_prompt_is_the_code_default():
+def test_session_without_character_desc_has_an_empty_prompt():
+    # The original's sessions read conf().get("character_desc", ""): no prompt unless set
+    # (the "you are ChatGPT" text is only in its table).
     dict.pop(conf(), "character_desc", None)
-    assert Session("u").system_prompt == conf().get("character_desc")
-    assert Session("u").system_prompt == SETTINGS["character_desc"][0]
-    assert Session("u").system_prompt  # not empty
+    assert Session("u").system_prompt == ""
+    assert Session("u").messages == [{"role": "system", "content": ""}]
 
 
 def test_base_session_token_methods_are_abstract():
