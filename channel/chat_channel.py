@@ -20,9 +20,6 @@ from common.log import logger
 from config import conf
 from plugins import Event, EventContext, PluginManager
 
-# A quoted message as WeChat renders it; the original ignores these on the first pass.
-_QUOTE_MARK = "」\n- - - - - - -"
-
 # How long a handled message id is remembered. Platforms retry within minutes
 # (WeChat: three tries in 15 s; Feishu and DingTalk redeliver after reconnects).
 DEDUP_TTL_SECONDS = 6 * 3600
@@ -39,6 +36,17 @@ def check_prefix(content: str, prefix_list: list[str] | None) -> str | None:
         if content.startswith(prefix):
             return prefix
     return None
+
+
+def has_content(reply: Reply | None) -> bool:
+    """Whether `reply` has something to send (the original sends only `if reply and reply.content`).
+
+    A text that is only blanks counts as empty too: decorated, it would be a lone "@nick" in a group.
+    """
+    if reply is None or not reply.type or not reply.content:
+        return False
+    text_like = reply.type in (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
+    return not (text_like and isinstance(reply.content, str) and not reply.content.strip())
 
 
 def check_contain(content: str | None, keyword_list: list[str] | None) -> bool | None:
@@ -123,15 +131,9 @@ class ChatChannel(Channel):
                 logger.debug("[chat] own message skipped")
                 return None
 
-        if ctype == ContextType.SHARING and context.get("isgroup", False):
-            sharing_white_list = config.get("group_name_sharing_white_list", [])
-            if "ALL_GROUP" in sharing_white_list or check_contain(context["msg"].other_user_nickname, sharing_white_list):
-                return context
-
+        # Only TEXT has trigger rules: other types (shared links, images, files...) of an allowed
+        # chat go on to the plugins as they are, as in the original.
         if ctype == ContextType.TEXT:
-            if first_in and _QUOTE_MARK in content:
-                logger.debug("[chat] quoted message skipped")
-                return None
             content = self._apply_text_triggers(context, content)
             if content is None:
                 return None
@@ -273,6 +275,8 @@ class ChatChannel(Channel):
         logger.debug("[chat] handling context: %s", context)
         try:
             reply = self._generate_reply(context)
+            if not self._worth_sending(reply):
+                return
             reply = self._decorate_reply(context, reply)
             self._send_reply(context, reply)
         except Exception:
@@ -289,7 +293,7 @@ class ChatChannel(Channel):
         reply = e_context["reply"]
         if e_context.is_pass():
             return reply
-        if context.type in (ContextType.TEXT, ContextType.IMAGE_CREATE, ContextType.SHARING):
+        if context.type in (ContextType.TEXT, ContextType.IMAGE_CREATE):
             context["channel"] = e_context["channel"]
             return self.build_reply_content(context.content, context)
         if context.type == ContextType.VOICE:
@@ -300,7 +304,9 @@ class ChatChannel(Channel):
             return reply
         if context.type == ContextType.ACCEPT_FRIEND:
             return self._build_friend_request_reply(context)
-        if context.type in (ContextType.FUNCTION, ContextType.FILE):
+        if context.type in (ContextType.SHARING, ContextType.FUNCTION, ContextType.FILE):
+            # No default handling: only a plugin answers these (the original's rule; a shared
+            # link in a group must not reach the bot when nobody addressed it).
             return reply
         logger.warning(f"[chat] unknown context type: {context.type}")
         return None
@@ -378,16 +384,26 @@ class ChatChannel(Channel):
         """Send a reply now, while the final one is still being generated (the parts of a
         streamed answer, the images of an answer with pictures). It is decorated and goes
         through ON_DECORATE_REPLY / ON_SEND_REPLY like the final reply."""
-        self._send_reply(context, self._decorate_reply(context, reply))
+        if self._worth_sending(reply):
+            self._send_reply(context, self._decorate_reply(context, reply))
+
+    @staticmethod
+    def _worth_sending(reply: Reply | None) -> bool:
+        # Checked before decoration, which would turn an empty group text into "@nick".
+        if has_content(reply):
+            return True
+        if reply is not None and reply.type:
+            logger.info(f"[chat] {reply.type} reply without content, nothing sent")
+        return False
 
     def _send_reply(self, context: Context, reply: Reply | None) -> None:
-        if not reply or not reply.type:
+        if not has_content(reply):
             return
         e_context = PluginManager().emit_event(
             EventContext(Event.ON_SEND_REPLY, {"channel": self, "context": context, "reply": reply})
         )
         reply = e_context["reply"]
-        if not e_context.is_pass() and reply and reply.type:
+        if not e_context.is_pass() and has_content(reply):
             logger.debug("[chat] sending reply: %s", reply)
             self._send(reply, context)
 

@@ -29,6 +29,13 @@ class EchoBot(Bot):
         return Reply(ReplyType.TEXT, f"echo: {query}")
 
 
+class EmptyBot(Bot):
+    """Answers a TEXT without content (as a model or app can)."""
+
+    def reply(self, query: str, context: Context = None) -> Reply:
+        return Reply(ReplyType.TEXT, "")
+
+
 class SlowRandomBot(Bot):
     """Sleeps a random 0-20 ms, then echoes: replies finish out of order unless
     the pipeline keeps them in order."""

@@ -45,7 +45,8 @@ CASES = [
     ("group black list on prefix", {}, dict(content="@bot hi", group=GROUP, sender="m", sender_name="Mallory"), None, None),
     ("group black list on keyword", {}, dict(content="help me", group=GROUP, sender="m", sender_name="Mallory"), None, None),
     ("image create prefix", {}, dict(content="bot 画一只猫"), "一只猫", "alice"),
-    ("quoted message ignored", {}, dict(content="bot 「Alice: hi」\n- - - - - - -\nwhat"), None, None),
+    # A quoted reply is answered with the quote, as the original DoW does (newer CoW drops it).
+    ("quoted message answered", {}, dict(content="bot 「Alice: hi」\n- - - - - - -\nwhat"), "「Alice: hi」\n- - - - - - -\nwhat", "alice"),
 ]
 
 
@@ -197,3 +198,16 @@ def test_no_group_chat_prefix_means_only_at_or_keyword_trigger(channel, settings
     assert compose(make_msg("@bot what?", group=GROUP)) is None
     assert compose(make_msg("@Bot\u2005what?", group=GROUP, at=True)).content == "what?"
     assert compose(make_msg("I need help", group=GROUP)).content == "I need help"
+
+
+@pytest.mark.parametrize("commands, accepted", [(None, None), (["加好友"], True)])
+def test_friend_requests_are_accepted_only_for_configured_texts(channel, settings, echo, commands, accepted):
+    # The original reads conf().get("accept_friend_commands", []); a refusal (content False) is not sent.
+    _without(settings, "accept_friend_commands")
+    if commands is not None:
+        settings["accept_friend_commands"] = commands
+    request = make_msg({"Content": "加好友"}, ctype=ContextType.ACCEPT_FRIEND)
+    channel.receive(request)
+    assert channel.wait_idle(10)
+    expected = [] if accepted is None else [(None, ReplyType.ACCEPT_FRIEND, True)]
+    assert channel.sent == expected
