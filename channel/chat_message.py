@@ -40,13 +40,25 @@ class ChatMessage:
     _prepared = False
     _rawmsg = None
 
+    # Guards the creation of each message's own lock: subclasses written for the original
+    # (its channels and third-party copies) do not call super().__init__().
+    _lock_guard = threading.Lock()
+
     def __init__(self, _rawmsg: Any = None):
         self._rawmsg = _rawmsg
-        self._prepare_lock = threading.Lock()
+
+    def _get_prepare_lock(self) -> threading.Lock:
+        lock = self.__dict__.get("_prepare_lock")
+        if lock is None:
+            with ChatMessage._lock_guard:
+                lock = self.__dict__.get("_prepare_lock")
+                if lock is None:
+                    lock = self.__dict__["_prepare_lock"] = threading.Lock()
+        return lock
 
     def prepare(self) -> None:
         """Run the lazy download once, even when two threads ask at once."""
-        with self._prepare_lock:
+        with self._get_prepare_lock():
             if self._prepare_fn and not self._prepared:
                 self._prepared = True
                 self._prepare_fn()
