@@ -231,7 +231,8 @@ class ChatChannel(Channel):
 
     # ------------------------------------------------------------------ queueing
     def produce(self, context: Context | None) -> bool:
-        """Queue a composed context for its session. `#` commands jump the queue.
+        """Queue a composed context for its session. `#` commands jump the queue (in
+        their own order, behind commands already waiting).
 
         Returns False (after telling the user when possible) if it was refused.
         """
@@ -240,6 +241,7 @@ class ChatChannel(Channel):
         session_id = context.get("session_id") or context.get("receiver") or "default"
         urgent = context.type == ContextType.TEXT and isinstance(context.content, str) and context.content.startswith("#")
         if self.dispatcher.submit(session_id, context, urgent=urgent):
+            logger.debug(f"[chat] message queued for session {session_id}")
             return True
         if not self.dispatcher.accepting:
             logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
@@ -249,15 +251,24 @@ class ChatChannel(Channel):
         self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
         return False
 
-    def cancel_session(self, session_id: str) -> None:
-        dropped = self.dispatcher.cancel_session(session_id)
-        if dropped:
-            logger.info(f"[chat] cancelled {dropped} queued message(s) of session {session_id}")
+    def cancel_session(self, session_id: str) -> list[Context]:
+        """Drop the session's messages that are still waiting; returns them, oldest first.
 
-    def cancel_all_session(self) -> None:
-        dropped = self.dispatcher.cancel_all()
+        Called while a message is being handled (a `#reset` on its worker), only the
+        messages received before that one go: what the user sent after the command stays
+        and is answered. Called from anywhere else, every waiting message goes.
+        """
+        dropped = self.dispatcher.cancel_session(session_id, before=self.dispatcher.current_seq())
         if dropped:
-            logger.info(f"[chat] cancelled {dropped} queued message(s) of all sessions")
+            logger.info(f"[chat] cancelled {len(dropped)} queued message(s) of session {session_id}")
+        return dropped
+
+    def cancel_all_session(self) -> list[Context]:
+        """cancel_session for every session (same rule about what was received after)."""
+        dropped = self.dispatcher.cancel_all(before=self.dispatcher.current_seq())
+        if dropped:
+            logger.info(f"[chat] cancelled {len(dropped)} queued message(s) of all sessions")
+        return dropped
 
     def stop_accepting(self) -> None:
         self.dispatcher.stop_accepting()

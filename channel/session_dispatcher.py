@@ -2,7 +2,8 @@
 
 Rules (DESIGN §3): one queue per session; at most `concurrency` items of a
 session run at once (1 keeps replies in question order); an urgent item
-(a `#` command) goes to the front of its session's queue; a full queue is
+(a `#` command) goes before the ordinary items of its session, after the urgent
+ones already waiting (commands keep their order); a full queue is
 refused so the caller can tell the user; workers sleep on a condition until
 work exists (the original walked every session every 0.2 s).
 
@@ -10,6 +11,10 @@ A session is "ready" when it has queued items and a free slot. Ready sessions
 wait in one FIFO, so sessions are served round-robin and a chatty session
 cannot starve the others. A session's entry is deleted as soon as it is idle,
 so memory follows the number of active sessions, not of all sessions ever seen.
+
+Every item gets a sequence number when it is submitted. A handler that cancels
+(`#reset`) drops only what was submitted before the item it is handling, so a
+question the user sent after the command survives.
 """
 from __future__ import annotations
 
@@ -22,12 +27,30 @@ from common.log import logger
 
 
 class _SessionState:
-    __slots__ = ("items", "running", "ready")
+    __slots__ = ("urgent", "items", "running", "ready")
 
     def __init__(self) -> None:
+        # (sequence number, item), each deque in submission order.
+        self.urgent: collections.deque = collections.deque()
         self.items: collections.deque = collections.deque()
         self.running = 0
         self.ready = False
+
+    def waiting(self) -> int:
+        return len(self.urgent) + len(self.items)
+
+    def pop(self) -> tuple[int, Any]:
+        return (self.urgent or self.items).popleft()
+
+    def drop(self, before: int | None) -> list[tuple[int, Any]]:
+        """Remove the waiting entries submitted before `before` (all when None)."""
+        dropped = []
+        for queue in (self.urgent, self.items):
+            kept = [entry for entry in queue if before is not None and entry[0] >= before]
+            dropped.extend(entry for entry in queue if before is None or entry[0] < before)
+            queue.clear()
+            queue.extend(kept)
+        return dropped
 
 
 class SessionDispatcher:
@@ -53,6 +76,9 @@ class SessionDispatcher:
         self._closed = False
         self._queued = 0
         self._running = 0
+        self._next_seq = 1
+        # The sequence number of the item a worker thread is handling (see current_seq).
+        self._local = threading.local()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(max(1, int(workers)))
         ]
@@ -68,51 +94,54 @@ class SessionDispatcher:
             state = self._sessions.get(session_id)
             if state is None:
                 state = self._sessions[session_id] = _SessionState()
-            if len(state.items) >= self._queue_size:
+            if state.waiting() >= self._queue_size:
                 return False
-            if urgent:
-                state.items.appendleft(item)
-            else:
-                state.items.append(item)
+            entry = (self._next_seq, item)
+            self._next_seq += 1
+            (state.urgent if urgent else state.items).append(entry)
             self._queued += 1
             self._mark_ready(session_id, state)
             return True
 
     def _mark_ready(self, session_id: str, state: _SessionState) -> None:
         # Caller holds the lock.
-        if not state.ready and state.items and state.running < self._concurrency:
+        if not state.ready and state.waiting() and state.running < self._concurrency:
             state.ready = True
             self._ready.append(session_id)
             self._cond.notify()
 
     # -- cancelling
-    def cancel_session(self, session_id: str) -> int:
-        """Drop the items of `session_id` that have not started. Returns how many."""
+    def current_seq(self) -> int | None:
+        """The sequence number of the item the calling worker thread is handling, else None."""
+        return getattr(self._local, "seq", None)
+
+    def cancel_session(self, session_id: str, before: int | None = None) -> list[Any]:
+        """Drop the items of `session_id` that have not started and were submitted before
+        sequence number `before` (all when None). Returns them, oldest first."""
         with self._cond:
             state = self._sessions.get(session_id)
             if state is None:
-                return 0
-            dropped = len(state.items)
-            state.items.clear()
-            self._queued -= dropped
+                return []
+            dropped = state.drop(before)
+            self._queued -= len(dropped)
             self._forget_if_idle(session_id, state)
             self._idle.notify_all()
-            return dropped
+            return [item for _, item in sorted(dropped, key=lambda entry: entry[0])]
 
-    def cancel_all(self) -> int:
+    def cancel_all(self, before: int | None = None) -> list[Any]:
+        """cancel_session for every session. Returns the dropped items, oldest first."""
         with self._cond:
-            dropped = 0
+            dropped = []
             for session_id in list(self._sessions):
                 state = self._sessions[session_id]
-                dropped += len(state.items)
-                state.items.clear()
+                dropped.extend(state.drop(before))
                 self._forget_if_idle(session_id, state)
-            self._queued -= dropped
+            self._queued -= len(dropped)
             self._idle.notify_all()
-            return dropped
+            return [item for _, item in sorted(dropped, key=lambda entry: entry[0])]
 
     def _forget_if_idle(self, session_id: str, state: _SessionState) -> None:
-        if not state.items and state.running == 0 and not state.ready:
+        if not state.waiting() and state.running == 0 and not state.ready:
             self._sessions.pop(session_id, None)
 
     # -- working
@@ -126,19 +155,21 @@ class SessionDispatcher:
                 session_id = self._ready.popleft()
                 state = self._sessions[session_id]
                 state.ready = False
-                if not state.items:  # cancelled while it waited
+                if not state.waiting():  # cancelled while it waited
                     self._forget_if_idle(session_id, state)
                     continue
-                item = state.items.popleft()
+                seq, item = state.pop()
                 self._queued -= 1
                 state.running += 1
                 self._running += 1
                 self._mark_ready(session_id, state)
+            self._local.seq = seq
             try:
                 self._handler(item)
             except BaseException:  # a handler must never kill a worker
                 logger.exception(f"[Dispatcher] handling a message of session {session_id} failed")
             finally:
+                self._local.seq = None
                 with self._cond:
                     state.running -= 1
                     self._running -= 1

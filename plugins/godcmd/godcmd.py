@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import plugins
-from bridge.bridge import Bridge, route
+from bridge.bridge import Bridge, in_language, is_chinese, route
 from bridge.context import ContextType
 from bridge.reply import ReplyType
 from common import const, memory
@@ -196,6 +196,18 @@ def _reset_aliases() -> tuple[str, ...]:
         if isinstance(entry, str) and entry.startswith("#") and entry[1:].strip():
             aliases.append(entry[1:].strip())
     return tuple(aliases)
+
+
+def _cancelled_note(command: Any, dropped: Any) -> str:
+    """The line telling how many queued messages a reset cancelled ("" for none), in the
+    user's language: Chinese when the command or a cancelled message is."""
+    if not isinstance(dropped, list) or not dropped:  # a channel of the original's kind returns None
+        return ""
+    count = len(dropped)
+    chinese = is_chinese(command) or any(is_chinese(getattr(c, "content", None)) for c in dropped)
+    zh = f"此前还在排队的 {count} 条消息已取消。"
+    en = f"{count} earlier message{'s' if count != 1 else ''} still waiting {'were' if count != 1 else 'was'} cancelled."
+    return "\n" + in_language(zh, en, chinese)
 
 
 def _model_mapping(model: str) -> str:
@@ -467,11 +479,13 @@ class Godcmd(Plugin):
         for sessions in usable:
             sessions.clear_session(request.session_id)
         channel = request.channel
+        dropped = None
         if channel is not None and hasattr(channel, "cancel_session"):
-            channel.cancel_session(request.session_id)
+            # Only what was queued before this command; a question sent after it is answered.
+            dropped = channel.cancel_session(request.session_id)
         # An image waiting to be asked about belongs to the old conversation.
         memory.USER_IMAGE_CACHE.pop(request.session_id, None)
-        return True, "会话已重置，我们重新开始吧"
+        return True, "会话已重置，我们重新开始吧" + _cancelled_note(request.context.content, dropped)
 
     def _set_openai_api_key(self, request: Request) -> tuple[bool, str]:
         if request.isgroup:
@@ -534,12 +548,13 @@ class Godcmd(Plugin):
         if not usable:
             return False, f"当前对话机器人（{bottype}）不支持重置会话"
         channel = request.channel
+        dropped = None
         if channel is not None and hasattr(channel, "cancel_all_session"):
-            channel.cancel_all_session()
+            dropped = channel.cancel_all_session()
         for sessions in usable:
             sessions.clear_all_session()
         memory.USER_IMAGE_CACHE.clear()
-        return True, "所有会话已重置"
+        return True, "所有会话已重置" + _cancelled_note(request.context.content, dropped)
 
     def _debug(self, request: Request) -> tuple[bool, str]:
         if is_debug():

@@ -44,3 +44,27 @@ class SleepyBot(Bot):
 
         time.sleep(30)
         return Reply(ReplyType.TEXT, "echo: " + query)
+
+
+class FileGatedBot(Bot):
+    """For a daemon in its own process: a query starting with "slow" first creates the file
+    named by the GATE_FILE environment variable + ".started", then waits (up to 30 s) until
+    GATE_FILE exists. Answers "echo: <query>". Has sessions, so #reset works with it."""
+
+    def __init__(self) -> None:
+        from bot.session_manager import Session, SessionManager
+
+        self.sessions = SessionManager(Session)
+
+    def reply(self, query, context=None):
+        import os
+        import time
+
+        gate = os.environ.get("GATE_FILE")
+        if gate and query.startswith("slow"):
+            with open(gate + ".started", "w", encoding="utf-8"):
+                pass
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return Reply(ReplyType.TEXT, "echo: " + query)

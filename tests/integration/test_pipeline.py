@@ -73,6 +73,52 @@ def test_hash_command_overtakes_queued_messages(pipeline, settings, gated):
     assert [c for _, _, c in channel.sent] == ["echo: first", "echo: #command", "echo: second", "echo: third"]
 
 
+def test_hash_commands_queued_back_to_back_keep_their_order(pipeline, settings, gated):
+    GatedBot = gated
+    channel = pipeline()
+    try:
+        channel.receive(make_msg("first"))
+        wait_started(GatedBot)
+        channel.receive(make_msg("second"))
+        channel.receive(make_msg("#one"))
+        channel.receive(make_msg("#two"))
+        channel.receive(make_msg("third"))
+        channel.receive(make_msg("#three"))
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert [c for _, _, c in channel.sent] == [
+        "echo: first", "echo: #one", "echo: #two", "echo: #three", "echo: second", "echo: third",
+    ]
+
+
+def test_cancel_from_a_handler_keeps_what_came_after(pipeline, settings, gated):
+    """What #reset does: cancelling while handling a message drops only older messages."""
+    GatedBot = gated
+    channel = pipeline()
+    cancelled = []
+    handle = channel._handle
+
+    def handle_with_cancel(context):
+        if context.content == "#cancel":
+            cancelled.extend(c.content for c in channel.cancel_session(context["session_id"]))
+        handle(context)
+
+    channel.dispatcher._handler = handle_with_cancel
+    try:
+        channel.receive(make_msg("running"))
+        wait_started(GatedBot)
+        channel.receive(make_msg("older 1"))
+        channel.receive(make_msg("older 2"))
+        channel.receive(make_msg("#cancel"))
+        channel.receive(make_msg("newer"))
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert cancelled == ["older 1", "older 2"]
+    assert [c for _, _, c in channel.sent] == ["echo: running", "echo: #cancel", "echo: newer"]
+
+
 def test_full_queue_tells_the_user(pipeline, settings, gated):
     GatedBot = gated
     settings["session_queue_size"] = 2

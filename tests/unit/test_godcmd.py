@@ -379,8 +379,53 @@ def test_reset_drops_queued_messages(env):
     SessionBot.gate.set()
     assert channel.wait_idle(10)
     contents = [c for _, _, c in channel.sent]
-    assert contents == ["echo: slow one (turn 1)", "[INFO]\n会话已重置，我们重新开始吧"]
+    assert contents == [
+        "echo: slow one (turn 1)",
+        "[INFO]\n会话已重置，我们重新开始吧\n2 earlier messages still waiting were cancelled.",
+    ]
     assert bot_queries() == ["slow one"]
+
+
+def test_reset_keeps_the_question_sent_after_it(env):
+    # "ask, #reset, ask again": only what was queued before the command is cancelled.
+    env.start()
+    SessionBot.gate.clear()
+    channel = env.channel
+    channel.receive(make_msg("slow one"))
+    assert SessionBot.started.wait(5)
+    channel.receive(make_msg("问题一"))
+    channel.receive(make_msg("#reset"))
+    channel.receive(make_msg("问题二"))
+    channel.receive(make_msg("#重置会话"))
+    channel.receive(make_msg("问题三"))
+    SessionBot.gate.set()
+    assert channel.wait_idle(10)
+    assert [c for _, _, c in channel.sent] == [
+        "echo: slow one (turn 1)",
+        "[INFO]\n会话已重置，我们重新开始吧\n此前还在排队的 1 条消息已取消。",
+        # The second command also jumped ahead of 问题二, which it had been sent after.
+        "[INFO]\n会话已重置，我们重新开始吧\n此前还在排队的 1 条消息已取消。",
+        "echo: 问题三 (turn 1)",
+    ]
+    assert bot_queries() == ["slow one", "问题三"]
+
+
+def test_resetall_keeps_what_was_sent_after_it(env):
+    env.start()
+    SessionBot.gate.clear()
+    channel = env.channel
+    channel.receive(make_msg("slow one", sender=ADMIN))
+    assert SessionBot.started.wait(5)
+    channel.receive(make_msg("waiting", sender=ADMIN))
+    channel.receive(make_msg("#resetall", sender=ADMIN))
+    channel.receive(make_msg("after", sender=ADMIN))
+    SessionBot.gate.set()
+    assert channel.wait_idle(10)
+    assert [c for _, _, c in channel.sent] == [
+        "echo: slow one (turn 1)",
+        "[INFO]\n所有会话已重置\n1 earlier message still waiting was cancelled.",
+        "echo: after (turn 1)",
+    ]
 
 
 def test_reset_with_a_bot_without_sessions(env):
