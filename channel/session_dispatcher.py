@@ -46,8 +46,9 @@ class _SessionState:
         """Remove the waiting entries submitted before `before` (all when None)."""
         dropped = []
         for queue in (self.urgent, self.items):
-            kept = [entry for entry in queue if before is not None and entry[0] >= before]
-            dropped.extend(entry for entry in queue if before is None or entry[0] < before)
+            kept = []
+            for entry in queue:
+                (dropped if before is None or entry[0] < before else kept).append(entry)
             queue.clear()
             queue.extend(kept)
         return dropped
