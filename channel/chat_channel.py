@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 from bridge.bridge import is_chinese
@@ -62,6 +63,12 @@ def check_contain(content: str | None, keyword_list: list[str] | None) -> bool |
 class ChatChannel(Channel):
     name = None  # the logged-in account's display name
     user_id = None  # the logged-in account's id
+    # The original's class attributes, which plugins written for it may read: its
+    # per-session futures and (queue, semaphore) pairs, and the lock guarding them. Queues
+    # live in self.dispatcher here, so these stay empty; use cancel_session() to drop work.
+    futures: dict = {}
+    sessions: dict = {}
+    lock = threading.Lock()
 
     # Seconds between send attempts after a failure (the original: 3 s, then 6 s).
     SEND_RETRY_DELAYS: tuple[float, ...] = (3, 6)

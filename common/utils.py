@@ -34,6 +34,64 @@ def fsize(file: Any) -> int:
     raise TypeError(f"cannot tell the size of a {type(file).__name__}")
 
 
+def compress_imgfile(file: Any, max_size: int) -> Any:
+    """An image no larger than ``max_size`` bytes: ``file`` itself when it already fits,
+    else a JPEG re-encoding of it in a new BytesIO.
+
+    ``file`` is a binary file object (or a path). The quality goes down in steps; if even
+    the lowest quality is too large, the picture is scaled down too. The original kept
+    lowering the quality past zero and then failed inside Pillow.
+    """
+    if fsize(file) <= max_size:
+        return file
+    from PIL import Image
+
+    if hasattr(file, "seek"):
+        file.seek(0)
+    with Image.open(file) as img:
+        rgb = img.convert("RGB")
+    while True:
+        for quality in range(95, 0, -10):
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=quality)
+            if fsize(out) <= max_size:
+                out.seek(0)
+                return out
+        if rgb.width <= 16 or rgb.height <= 16:
+            out.seek(0)
+            return out  # as small as an image gets; the caller's limit cannot be met
+        rgb = rgb.resize((max(1, rgb.width * 3 // 4), max(1, rgb.height * 3 // 4)))
+
+
+def convert_webp_to_png(webp_image: Any) -> io.BytesIO:
+    """A PNG copy (BytesIO at position 0) of an image file object, typically WEBP, which
+    some platforms refuse to show. Raises what Pillow raises for data that is no image."""
+    from PIL import Image
+
+    webp_image.seek(0)
+    with Image.open(webp_image) as img:
+        png = io.BytesIO()
+        img.convert("RGBA").save(png, format="PNG")
+    png.seek(0)
+    return png
+
+
+def _print_colored(code: int, text: Any) -> None:
+    print(f"\033[{code}m{text}\033[0m")
+
+
+def print_green(text: Any) -> None:
+    _print_colored(32, text)
+
+
+def print_yellow(text: Any) -> None:
+    _print_colored(33, text)
+
+
+def print_red(text: Any) -> None:
+    _print_colored(31, text)
+
+
 def split_string_by_utf8_length(string: str, max_length: int, max_split: int = 0) -> list[str]:
     """Cut ``string`` into pieces of at most ``max_length`` UTF-8 bytes.
 
@@ -264,3 +322,11 @@ def write_json_atomic(path: str, data: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def parse_markdown_text(text: str) -> list[dict[str, str]]:
+    """The original's name for ``parse_markdown_media``, in its shape: a list of
+    ``{"type": "text" | "image" | "file", "content": ...}``. As there, ``![]()`` is an
+    image and a link to a file is a file; a link to a web page stays in the text (the
+    original made it a "file" that could not be downloaded)."""
+    return [{"type": kind, "content": content} for kind, content in parse_markdown_media(text)]

@@ -9,6 +9,7 @@
             super().__init__()
             self.handlers[Event.ON_HANDLE_CONTEXT] = self.on_handle_context
 """
+from config import write_plugin_config  # the original's `from .plugin import *` exported it
 from .event import *
 from .plugin import *
 from .plugin_manager import PluginManager

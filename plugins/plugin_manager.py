@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from typing import Any, Callable
 
 from common.log import logger
+from common.sorted_dict import SortedDict
 from config import conf, remove_plugin_config, write_plugin_config
 
 from .event import *  # noqa: F401,F403  (the original exposed the event names here too)
@@ -200,6 +201,47 @@ def _as_priority(value: Any, default: int = 0) -> int:
         return default
 
 
+def _by_priority(entries: Any = None) -> SortedDict:
+    """Plugin classes by upper-case name, highest priority first; ties by name, Z to A
+    (the original's order, which plugins iterating ``PluginManager().plugins`` see)."""
+    return SortedDict(lambda name, plugincls: plugincls.priority, entries, reverse=True)
+
+
+# Import names whose pip package has another name (the ones plugins commonly use).
+_PIP_NAMES = {
+    "PIL": "Pillow",
+    "yaml": "PyYAML",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python",
+    "dotenv": "python-dotenv",
+    "dateutil": "python-dateutil",
+    "docx": "python-docx",
+    "pptx": "python-pptx",
+    "Crypto": "pycryptodome",
+    "sklearn": "scikit-learn",
+    "fitz": "PyMuPDF",
+    "jwt": "PyJWT",
+    "websocket": "websocket-client",
+    "lark_oapi": "lark-oapi",
+    "aip": "baidu-aip",
+    "google.generativeai": "google-generativeai",
+}
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _missing_package(error: BaseException) -> str | None:
+    """For an import of a module that is not installed, one line naming it and the
+    pip command; None for any other error (which deserves its traceback)."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return None
+    top = error.name.split(".")[0]
+    if os.path.exists(os.path.join(_PROJECT_ROOT, top)) or os.path.exists(os.path.join(_PROJECT_ROOT, top + ".py")):
+        # A module of this program that is not there (e.g. a channel it does not have).
+        return f"it imports {error.name}, which this program does not have ({error})"
+    package = _PIP_NAMES.get(error.name) or _PIP_NAMES.get(top) or top
+    return f"it needs the Python package '{package}', which is not installed: pip install {package}"
+
+
 def _module_tree(import_path: str) -> list[str]:
     prefix = import_path + "."
     return [n for n in list(sys.modules) if n == import_path or n.startswith(prefix)]
@@ -243,7 +285,7 @@ class PluginManager:
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         # NAME (upper case) -> plugin class, highest priority first.
-        self.plugins: dict[str, type] = {}
+        self.plugins: SortedDict = _by_priority()
         # Event -> [NAME, ...] of the instances handling it, highest priority first.
         self.listening_plugins: dict[Event, list[str]] = {}
         # NAME -> plugin instance.
@@ -462,7 +504,11 @@ class PluginManager:
             importlib.invalidate_caches()
             module = importlib.import_module(import_path)
         except (Exception, SystemExit) as e:
-            logger.exception(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {e}")
+            missing = _missing_package(e)
+            if missing:
+                logger.error(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {missing}")
+            else:
+                logger.exception(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {e}")
             for name in _module_tree(import_path):
                 sys.modules.pop(name, None)
             # Keep the previous version running when a re-import fails.
@@ -474,7 +520,7 @@ class PluginManager:
             pending, self._pending = self._pending, None
             self.current_plugin_path = None
         self.loaded[plugin_path] = module
-        plugins = dict(self.plugins)
+        plugins = _by_priority(self.plugins.items())
         for name, plugincls in pending.items():
             # Apply plugins.json before publishing: emit_event must not see a plugin the
             # user disabled as enabled, even while the rest of the scan runs.
@@ -554,9 +600,9 @@ class PluginManager:
             return [cls for name, cls in self.plugins.items() if name not in known]
 
     def refresh_order(self) -> None:
-        """Sort plugins and listeners by priority, highest first (ties keep folder order)."""
+        """Sort plugins and listeners by priority, highest first (ties by name, Z to A)."""
         with self._lock:
-            plugins = dict(sorted(self.plugins.items(), key=lambda kv: -kv[1].priority))
+            plugins = _by_priority(self.plugins.items())
             self._publish(plugins=plugins, listening=self._listeners(plugins, self.instances))
 
     @staticmethod
@@ -593,10 +639,18 @@ class PluginManager:
                 try:
                     instance = plugincls()
                 except Exception as e:
-                    # Disabled for this run only: plugins.json keeps "enabled", so the next
-                    # start (or #enablep) tries again instead of silently dropping the plugin.
-                    logger.exception(f"[PluginManager] plugin {name} failed to start and is off until restarted or enabled: {e}")
+                    # As in the original: the plugin is disabled, in plugins.json too, so
+                    # #plist shows it off and #enablep retries it once its cause is fixed.
+                    missing = _missing_package(e)
+                    if missing:
+                        logger.error(f"[PluginManager] plugin {name} failed to start and is disabled: {missing}")
+                    else:
+                        logger.exception(f"[PluginManager] plugin {name} failed to start and is disabled: {e}")
                     plugincls.enabled = False
+                    entry = self._pconf_entry(plugincls)
+                    if entry.get("enabled") is not False:
+                        entry["enabled"] = False
+                        self.save_config()
                     instances.pop(name, None)
                     failed.append(name)
                     continue
@@ -953,7 +1007,7 @@ class PluginManager:
                 self.disable_plugin(key)
                 # Every plugin the folder registered goes with it.
                 gone = [n for n, cls in self.plugins.items() if os.path.abspath(cls.path) == folder]
-                plugins = {n: cls for n, cls in self.plugins.items() if n not in gone}
+                plugins = _by_priority((n, cls) for n, cls in self.plugins.items() if n not in gone)
                 instances = {n: inst for n, inst in self.instances.items() if n not in gone}
                 self._publish(plugins=plugins, instances=instances, listening=self._listeners(plugins, instances))
                 for n in gone:

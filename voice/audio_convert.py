@@ -59,9 +59,11 @@ __all__ = [
     "get_pcm_from_wav",
     "get_silk_duration",
     "is_silk",
+    "mp3_to_silk",
     "pcm_to_sil",
     "sil_supports",
     "sil_to_wav",
+    "split_audio",
     "wav_to_pcm16_mono",
 ]
 
@@ -470,3 +472,65 @@ def any_to_amr(any_path: str, amr_path: str) -> None:
         _copy(any_path, amr_path)
         return
     raise UnsupportedAudioFormat(f"cannot convert {_describe(fmt, any_path)} audio to AMR (no encoder available): {any_path}")
+
+
+# --- compressed formats through miniaudio (MP3, FLAC, OGG Vorbis; no ffmpeg) -----------------------
+
+_MINIAUDIO_FORMATS = ("mp3", "flac", "ogg", "wav")
+
+
+def _decode_compressed(path: str, rate: int) -> bytes:
+    """16-bit mono PCM at ``rate`` from an MP3, FLAC, OGG Vorbis or WAV file (miniaudio)."""
+    fmt = audio_format(path)
+    if fmt not in _MINIAUDIO_FORMATS:
+        raise UnsupportedAudioFormat(f"cannot decode {_describe(fmt, path)} audio (MP3, FLAC, OGG and WAV can be): {path}")
+    try:
+        import miniaudio
+    except ImportError:
+        raise UnsupportedAudioFormat(f"decoding {_describe(fmt, path)} needs the miniaudio package: pip install miniaudio") from None
+    try:
+        with open(path, "rb") as f:  # miniaudio gets bytes: no file name reaches C code (Windows)
+            decoded = miniaudio.decode(f.read(), output_format=miniaudio.SampleFormat.SIGNED16, nchannels=1, sample_rate=rate)
+    except miniaudio.DecodeError as e:
+        raise UnsupportedAudioFormat(f"cannot decode {_describe(fmt, path)} file {path}: {e}") from e
+    return _pcm_bytes(decoded.samples)
+
+
+def mp3_to_silk(mp3_path: str, silk_path: str) -> int:
+    """Encode an MP3 (or FLAC, OGG, WAV) file as WeChat-variant SILK at 24000 Hz, the form
+    WeChat and WeCom play as a voice message; returns the duration in ms.
+
+    The original went through pydub (so ffmpeg) and returned pilk's miscounted duration.
+    """
+    pcm = _decode_compressed(mp3_path, SILK_SAMPLE_RATE)
+    return pcm_to_sil(pcm, SILK_SAMPLE_RATE, silk_path, tencent=True)
+
+
+def split_audio(file_path: str, max_segment_length_ms: int = 60000) -> tuple[int, list[str]]:
+    """(duration in ms, files): the file itself when it is not longer than
+    ``max_segment_length_ms``, else pieces of at most that length next to it, named
+    ``<name>_1.wav``, ``<name>_2.wav``, ... (speech-to-text services limit the length).
+
+    The pieces are WAV whatever the input (MP3, FLAC, OGG or WAV): the original kept the
+    input's format through ffmpeg, and there is no MP3 encoder here.
+    """
+    if max_segment_length_ms <= 0:
+        raise ValueError(f"max_segment_length_ms must be > 0, got {max_segment_length_ms!r}")
+    fmt = audio_format(file_path)
+    if fmt == "wav":
+        pcm, rate = wav_to_pcm16_mono(file_path)
+    else:
+        rate = SILK_SAMPLE_RATE if fmt == "silk" else 16000
+        pcm = _decode_silk(file_path, rate) if fmt == "silk" else _decode_compressed(file_path, rate)
+    bytes_per_ms = rate * 2 / 1000
+    duration_ms = int(len(pcm) / bytes_per_ms)
+    if duration_ms <= max_segment_length_ms:
+        return duration_ms, [file_path]
+    prefix = os.path.splitext(file_path)[0]
+    step = int(max_segment_length_ms * bytes_per_ms) // 2 * 2
+    files = []
+    for index, start in enumerate(range(0, len(pcm), step), start=1):
+        path = f"{prefix}_{index}.wav"
+        _write_wav(path, pcm[start:start + step], rate)
+        files.append(path)
+    return duration_ms, files

@@ -57,6 +57,8 @@ class StoryTeller:
     namecn="文字冒险",
     desc="A text adventure game told by the bot",
     version="1.1",
+    # Off until #enablep, as in the original.
+    enabled=False,
     author="dify-on-wechat",
 )
 class Dungeon(Plugin):

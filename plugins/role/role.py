@@ -84,6 +84,8 @@ class RolePlay:
     namecn="角色扮演",
     desc="Lets the bot play a preset or custom character",
     version="1.1",
+    # Off until #enablep, as in the original.
+    enabled=False,
     author="dify-on-wechat",
 )
 class Role(Plugin):

@@ -74,9 +74,13 @@ def load(tmp_path: Path, settings):
         folder = tmp_path / "plugin_settings"
         folder.mkdir(exist_ok=True)
         # Only the plugins under test: godcmd (written elsewhere) answers "#" commands.
-        (folder / "plugins.json").write_text(
-            json.dumps({"plugins": {"Godcmd": {"enabled": False, "priority": 999}}}), encoding="utf-8"
-        )
+        # Role and Dungeon are off by default (as in the original); their tests need them on.
+        entries = {
+            "Godcmd": {"enabled": False, "priority": 999},
+            "Role": {"enabled": True, "priority": 0},
+            "Dungeon": {"enabled": True, "priority": 0},
+        }
+        (folder / "plugins.json").write_text(json.dumps({"plugins": entries}), encoding="utf-8")
         (folder / "config.json").write_text(json.dumps(plugin_settings or {}, ensure_ascii=False), encoding="utf-8")
         manager = PluginManager()
         manager.configure(str(folder), include_bundled=True)

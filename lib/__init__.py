@@ -1,0 +1,1 @@
+"""Libraries the original shipped inside its tree, kept importable for plugins written for it."""

@@ -1,0 +1,1 @@
+from .guess_game import *

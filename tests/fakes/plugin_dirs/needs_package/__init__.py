@@ -1,0 +1,1 @@
+from .needs_package import *

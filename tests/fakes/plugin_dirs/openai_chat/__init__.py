@@ -1,0 +1,1 @@
+from .openai_chat import *

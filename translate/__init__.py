@@ -1,0 +1,1 @@
+"""Text translation engines (``translate`` setting; ``Bridge().fetch_translate`` uses them)."""
