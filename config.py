@@ -22,6 +22,7 @@ from typing import Any
 
 from common.log import logger, set_debug
 from common.masking import is_secret_key, mask_secret, mask_value
+from common.original_settings import ORIGINAL_TABLE
 from common.utils import write_json_atomic
 
 _UNSET = object()
@@ -321,6 +322,21 @@ def drag_sensitive(config: Any) -> Any:
     return config
 
 
+# Every key conf() accepts, with the value the original's table shows for it (our
+# default for the keys the original lacks). Plugins import it; as in the original,
+# a plugin may add its own keys here, and conf() then accepts them.
+available_setting: dict[str, Any] = {
+    key: copy.deepcopy(ORIGINAL_TABLE[key] if key in ORIGINAL_TABLE else SETTINGS[key][0]) for key in SETTINGS
+}
+for _key, _value in ORIGINAL_TABLE.items():
+    available_setting.setdefault(_key, copy.deepcopy(_value))
+
+
+def is_known_key(key: Any) -> bool:
+    """A key conf() accepts: one of ours, or one in available_setting (plugins may add)."""
+    return key in SETTINGS or key in available_setting
+
+
 class Config(dict):
     """The live settings. Holds only the values that were set; reads of a known key
     that was not set return the code default. Unknown keys raise, as in the original."""
@@ -337,22 +353,29 @@ class Config(dict):
 
     # -- dict interface with the original's key check
     def __getitem__(self, key: str) -> Any:
-        return self.get(key)
+        """`conf()[k]`, as in the original: the set value; KeyError when k is known but
+        not set (defaults come only through get()); an error naming k when unknown."""
+        if not is_known_key(key):
+            raise unknown_key_error(key)
+        return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key not in SETTINGS:
+        if not is_known_key(key):
             raise unknown_key_error(key)
         dict.__setitem__(self, key, value)
 
     def get(self, key: str, default: Any = _UNSET) -> Any:
         """`conf().get(k, d)`: the set value, else `d` when given (the original's
-        call-site default), else the code default of SETTINGS."""
-        if key not in SETTINGS:
+        call-site default), else the code default of SETTINGS (None for a key a
+        plugin added to available_setting, as the original gives)."""
+        if not is_known_key(key):
             raise unknown_key_error(key)
         if dict.__contains__(self, key):
             return dict.__getitem__(self, key)
         if default is not _UNSET:
             return default
+        if key not in SETTINGS:
+            return None
         value = SETTINGS[key][0]
         # A list or dict default is copied so a caller cannot change the table; others are immutable.
         return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
@@ -363,7 +386,15 @@ class Config(dict):
     # -- user data (plugins mutate the returned dict in place)
     @property
     def user_datas(self) -> dict:
+        """Every user's data, {user: dict}. Plugins read and change it directly, as in the
+        original; adding, replacing, removing a user or changing a user's dict is saved
+        to the state store like a change through get_user_data."""
         return self.user_data_book.data
+
+    @user_datas.setter
+    def user_datas(self, value: dict) -> None:
+        # The original's load_user_datas assigns the attribute; plugins may too.
+        self.user_data_book.replace_all(value)
 
     @property
     def state_store(self):

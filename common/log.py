@@ -2,7 +2,9 @@
 
 The console shows INFO (DEBUG with the ``debug`` setting); ``run.log`` always
 records INFO and above whatever the console shows, so a quiet console (the
-terminal channel) never loses the record of what happened.
+terminal channel) never loses the record of what happened. A record logged with
+``extra=CONSOLE_ONLY`` is a secret meant for the person at the console (godcmd's
+temporary password) and never reaches run.log.
 """
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ _FORMAT = "[%(levelname)s][%(asctime)s][%(filename)s:%(lineno)d] - %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
 RUN_LOG_BYTES = 10 * 1024 * 1024
 RUN_LOG_BACKUPS = 5
+
+# `logger.warning(text, extra=CONSOLE_ONLY)`: shown on the console, never written to a file.
+CONSOLE_ONLY = {"console_only": True}
+
+
+class _SkipConsoleOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "console_only", False)
 
 
 def _make_logger() -> logging.Logger:
@@ -79,6 +89,7 @@ def open_run_log(path: str = "run.log") -> None:
     )
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    handler.addFilter(_SkipConsoleOnly())
     handler.set_name("run_log")
     logger.addHandler(handler)
     _sync_level()

@@ -8,6 +8,9 @@ recently fetched user's dict with what was last written and saves what changed,
 every `FLUSH_INTERVAL` seconds, in one store transaction. Only users fetched in the
 last `WATCH_SECONDS` are compared, so the cost does not grow with the number of
 users; direct writes (`d[k] = v`) mark the entry dirty at once and are always saved.
+
+`conf().user_datas` is the book's table itself ({user: dict}, as in the original):
+adding, replacing or removing a user there is saved (or deleted) the same way.
 """
 from __future__ import annotations
 
@@ -72,6 +75,72 @@ class UserData(dict):
         return (dict, (dict(self),))
 
 
+_MISSING = object()
+
+
+class UserDatas(dict):
+    """{user: dict}, the book's table as plugins see it (`conf().user_datas`).
+
+    Every change goes through the book, so it reaches the state store; reading a
+    user counts as fetching it (its nested changes are then looked for). A dict
+    stored here is kept as it is, so a plugin holding it keeps changing the
+    user's data, as in the original."""
+
+    def __init__(self, book: "UserDataBook") -> None:
+        super().__init__()
+        self._book = book
+
+    def __getitem__(self, user: Any) -> dict:
+        return self._book.fetch(user)
+
+    def get(self, user: Any, default: Any = None) -> Any:
+        try:
+            return self._book.fetch(user)
+        except KeyError:
+            return default
+
+    def __contains__(self, user: object) -> bool:
+        return dict.__contains__(self, self._book._key(user))
+
+    def __setitem__(self, user: Any, value: dict) -> None:
+        self._book.put(user, value)
+
+    def __delitem__(self, user: Any) -> None:
+        self._book.remove(user)
+
+    def pop(self, user: Any, default: Any = _MISSING) -> Any:
+        try:
+            return self._book.remove(user)
+        except KeyError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def popitem(self) -> tuple[str, dict]:
+        with self._book._lock:
+            if not dict.__len__(self):
+                raise KeyError("popitem(): no user data")
+            user = next(reversed(dict.keys(self)))
+            return user, self._book.remove(user)
+
+    def setdefault(self, user: Any, default: Any = None) -> Any:
+        with self._book._lock:
+            if user in self:
+                return self[user]
+            self[user] = {} if default is None else default
+            return self[user]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for user, value in dict(*args, **kwargs).items():
+            self[user] = value
+
+    def clear(self) -> None:
+        self._book.replace_all({})
+
+    def __reduce__(self):  # copy/pickle as a plain dict
+        return (dict, (dict(dict.items(self)),))
+
+
 def _serialise(data: dict) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -80,11 +149,12 @@ class UserDataBook:
     """All users' data in memory, written through to a StateStore when one is attached."""
 
     def __init__(self) -> None:
-        self.data: dict[str, UserData] = {}
         self._lock = threading.RLock()
+        self.data: UserDatas = UserDatas(self)
         self._store = None
         self._saved: dict[str, str] = {}  # user -> JSON last written
         self._dirty: set[str] = set()
+        self._deleted: set[str] = set()  # users removed since the last flush
         self._watched: dict[str, float] = {}  # user -> monotonic time of last fetch
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -97,12 +167,61 @@ class UserDataBook:
     def get(self, user: Any) -> dict:
         key = self._key(user)
         with self._lock:
-            entry = self.data.get(key)
+            entry = dict.get(self.data, key)
             if entry is None:
                 entry = UserData(self, key)
-                self.data[key] = entry
+                dict.__setitem__(self.data, key, entry)
             self._watched[key] = time.monotonic()
             return entry
+
+    def fetch(self, user: Any) -> dict:
+        """The user's data (watched for nested changes); KeyError when there is none."""
+        key = self._key(user)
+        with self._lock:
+            entry = dict.get(self.data, key)
+            if entry is None:
+                raise KeyError(user)
+            self._watched[key] = time.monotonic()
+            return entry
+
+    def put(self, user: Any, value: dict) -> None:
+        """Set a user's whole data (saved at the next flush)."""
+        if not isinstance(value, dict):
+            raise TypeError(f"user data of {user!r} must be a dict, got {type(value).__name__}")
+        key = self._key(user)
+        with self._lock:
+            dict.__setitem__(self.data, key, value)
+            self._deleted.discard(key)
+            self._dirty.add(key)
+            self._watched[key] = time.monotonic()
+        self._wake.set()
+
+    def remove(self, user: Any) -> dict:
+        """Forget a user's data (deleted from the store at the next flush); KeyError when absent."""
+        key = self._key(user)
+        with self._lock:
+            if not dict.__contains__(self.data, key):
+                raise KeyError(user)
+            entry = dict.pop(self.data, key)
+            self._deleted.add(key)
+            self._dirty.discard(key)
+            self._watched.pop(key, None)
+        self._wake.set()
+        return entry
+
+    def replace_all(self, datas: dict) -> None:
+        """Make `datas` every user's data (`conf().user_datas = {...}`)."""
+        if not isinstance(datas, dict):
+            raise TypeError(f"user_datas must be a dict of dicts, got {type(datas).__name__}")
+        for user, value in datas.items():
+            if not isinstance(value, dict):
+                raise TypeError(f"user data of {user!r} must be a dict, got {type(value).__name__}")
+        with self._lock:
+            new_keys = {self._key(user) for user in datas}
+            for key in [k for k in dict.keys(self.data) if k not in new_keys]:
+                self.remove(key)
+            for user, value in list(datas.items()):
+                self.put(user, value)
 
     @property
     def store(self):
@@ -110,7 +229,7 @@ class UserDataBook:
 
     def peek(self, user: Any) -> dict | None:
         """The user's data if there is any, without creating an entry."""
-        return self.data.get(self._key(user))
+        return dict.get(self.data, self._key(user))
 
     def mark_dirty(self, user: str) -> None:
         with self._lock:
@@ -131,10 +250,10 @@ class UserDataBook:
 
     def _merge(self, stored: dict[str, dict]) -> None:
         for user, values in stored.items():
-            entry = self.data.get(user)
+            entry = dict.get(self.data, user)
             if entry is None:
                 entry = UserData(self, user)
-                self.data[user] = entry
+                dict.__setitem__(self.data, user, entry)
             for k, v in values.items():
                 dict.setdefault(entry, k, v)
             self._saved[user] = _serialise(values)
@@ -158,6 +277,7 @@ class UserDataBook:
         with self._lock:
             if self._store is None:
                 return 0
+            deleted = self._delete_removed()
             now = time.monotonic()
             candidates = set(self._dirty)
             for user, seen in list(self._watched.items()):
@@ -167,7 +287,7 @@ class UserDataBook:
             changed: dict[str, dict] = {}
             snapshots: dict[str, str] = {}
             for user in candidates:
-                entry = self.data.get(user)
+                entry = dict.get(self.data, user)
                 if entry is None:
                     continue
                 try:
@@ -182,7 +302,7 @@ class UserDataBook:
                     snapshots[user] = text
             self._dirty.clear()
             if not changed:
-                return 0
+                return deleted
             try:
                 self._store.save_user_datas(changed)
             except Exception as e:  # keep them dirty and try again next time
@@ -190,7 +310,21 @@ class UserDataBook:
                 logger.error(f"[UserData] saving user data failed, will retry: {e}")
                 return 0
             self._saved.update(snapshots)
-            return len(changed)
+            return len(changed) + deleted
+
+    def _delete_removed(self) -> int:
+        """Delete the removed users from the store (lock held); those that fail stay for the next flush."""
+        done = 0
+        for user in list(self._deleted):
+            try:
+                self._store.delete_user_data(user)
+            except Exception as e:
+                logger.error(f"[UserData] deleting the data of user {user} failed, will retry: {e}")
+                continue
+            self._deleted.discard(user)
+            self._saved.pop(user, None)
+            done += 1
+        return done
 
     def start_autoflush(self) -> None:
         if self._thread is not None and self._thread.is_alive():

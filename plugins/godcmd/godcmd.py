@@ -1,18 +1,19 @@
 # encoding:utf-8
 """Godcmd: the "#" commands (help, auth, reset, model, plugin management ...).
 
-Same commands, aliases, arguments and admin rules as the original (see
+Same commands, aliases, arguments, admin rules and answers as the original (see
 reference/anchor-behaviour.md §3.3). Settings: ``password`` and ``admin_users``,
 from the Godcmd entry of plugins/config.json or plugins/godcmd/config.json.
 
-Differences from the original, on purpose:
+Differences from the original, on purpose (CHANGELOG.md lists them too):
 
-* With no password, the temporary one is 12 random letters and digits from
-  ``secrets`` (the original: 4 distinct digits, 5040 guesses). Passwords are
-  compared in constant time, and after 5 wrong ones in 10 minutes a user must wait.
+* With no password, the temporary one is 12 letters and digits from ``secrets``
+  (the original drew letters, digits and "!@#$%&?" with ``random``, which is not
+  meant for secrets) and is shown on the console only, never written to run.log.
+  Passwords are compared in constant time, and after 5 wrong ones in 10 minutes
+  a user must wait.
 * Admin commands are refused in every group chat, whoever sends them, before the
-  admin check (the original answered "no permission" or "not in groups" depending
-  on who asked).
+  admin check (the original answered "no permission" there even to an admin).
 * ``#reset`` / ``#resetall`` work for every chat bot whose ``sessions`` has
   ``clear_session`` / ``clear_all_session``, not only for the original's fixed list
   of bot types. With Dify the reset is durable: the
@@ -25,12 +26,17 @@ Differences from the original, on purpose:
   Bridge is reset so they take effect.
 * While stopped (``#stop``), a "#" text meant for a plugin (``plugin_trigger_prefix``
   "#") is swallowed too; the original let it reach the bot.
-* ``#setpri`` with a priority that is not a number, ``#model a b`` and similar
-  answer a usage error (the original crashed or answered "string").
+* "#" followed by spaces is an empty command, ``#setpri`` with a priority that is
+  not a number and ``#model a b`` answer an error (the original crashed or
+  answered "string"); a command that fails answers an error naming it.
+* ``#model`` names ``bot_type`` when one is set (it decides the bot, not the model).
+* ``#scanp`` also names the plugins that failed to start.
 * ``#disablep godcmd`` is refused: it would leave no way to turn anything back on.
 * ``#set_openai_api_key`` is refused in groups (the key would serve the whole group
   and be shown to it) and the key is echoed masked.
-* ``#id`` in a group also gives the sender's own id (what ``admin_users`` needs).
+* ``#id`` in a group also gives the sender's own id (what ``admin_users`` needs), and
+  ``#help`` lists ``#id`` on every channel but wx, whose ids change at each login
+  (the original listed it on wxy and wechatmp only).
 * Broken settings (bad JSON, wrong types) are logged and the plugin still starts
   with a temporary password, instead of failing and taking every command with it.
 * Missing settings are not written as a default config.json into the plugin folder
@@ -50,7 +56,7 @@ from bridge.bridge import Bridge, in_language, is_chinese, route
 from bridge.context import ContextType
 from bridge.reply import ReplyType
 from common import const, memory
-from common.log import is_debug, logger, set_debug
+from common.log import CONSOLE_ONLY, is_debug, logger, set_debug
 from common.masking import mask_secret
 from config import conf, global_config, load_config
 from plugins import Event, EventAction, EventContext, Plugin, PluginManager
@@ -65,36 +71,38 @@ class Command:
     in_help: bool = True
 
 
-# Open to everyone. Names, aliases and arguments are the original's.
+# Open to everyone. Names, aliases, arguments and help texts are the original's;
+# "helpp" is the help line of "#help <plugin>" (dispatched as "help").
 COMMANDS: dict[str, Command] = {
-    "help": Command(("help", "帮助"), "查看指令和插件的帮助；带插件名时看该插件的详细说明", "[插件名]"),
-    "auth": Command(("auth", "认证"), "用口令认证为管理员（仅限私聊）", "口令", in_help=False),
-    "model": Command(("model", "模型"), "查看或切换全局模型（管理员）", "[模型名]"),
-    "set_openai_api_key": Command(("set_openai_api_key",), "设置你自己的 OpenAI api_key", "api_key", in_help=False),
-    "reset_openai_api_key": Command(("reset_openai_api_key",), "改回默认的 api_key", in_help=False),
-    "set_gpt_model": Command(("set_gpt_model",), "设置你自己使用的模型", "模型名", in_help=False),
-    "reset_gpt_model": Command(("reset_gpt_model",), "改回默认模型", in_help=False),
-    "gpt_model": Command(("gpt_model",), "查看你正在使用的模型", in_help=False),
-    "id": Command(("id", "用户"), "查看你的用户ID"),
-    "reset": Command(("reset", "重置会话"), "清空当前会话的上下文，开始新的对话"),
+    "help": Command(("help", "帮助"), "回复此帮助"),
+    "helpp": Command(("help", "帮助"), "回复指定插件的详细帮助", "插件名"),
+    "auth": Command(("auth", "认证"), "管理员认证", "口令", in_help=False),
+    "model": Command(("model", "模型"), "查看和设置全局模型"),
+    "set_openai_api_key": Command(("set_openai_api_key",), "设置你的OpenAI私有api_key", "api_key", in_help=False),
+    "reset_openai_api_key": Command(("reset_openai_api_key",), "重置为默认的api_key", in_help=False),
+    "set_gpt_model": Command(("set_gpt_model",), "设置你的私有模型", in_help=False),
+    "reset_gpt_model": Command(("reset_gpt_model",), "重置你的私有模型", in_help=False),
+    "gpt_model": Command(("gpt_model",), "查询你使用的模型", in_help=False),
+    "id": Command(("id", "用户"), "获取用户id"),
+    "reset": Command(("reset", "重置会话"), "重置会话"),
 }
 
 # Admins only, and only in private chats.
 ADMIN_COMMANDS: dict[str, Command] = {
-    "resume": Command(("resume", "恢复服务"), "恢复回复消息"),
-    "stop": Command(("stop", "暂停服务"), "暂停回复消息（指令仍可用）"),
-    "reconf": Command(("reconf", "重载配置"), "重新读取 config.json（不含插件配置）"),
-    "resetall": Command(("resetall", "重置所有会话"), "清空所有人的会话"),
-    "scanp": Command(("scanp", "扫描插件"), "扫描插件目录，加载新插件"),
-    "plist": Command(("plist", "插件"), "列出所有插件"),
-    "setpri": Command(("setpri", "设置插件优先级"), "设置插件的优先级，数字越大越先处理", "插件名 优先级"),
-    "reloadp": Command(("reloadp", "重载插件"), "重新加载插件的配置", "插件名"),
-    "enablep": Command(("enablep", "启用插件"), "启用插件", "插件名"),
-    "disablep": Command(("disablep", "禁用插件"), "禁用插件", "插件名"),
-    "installp": Command(("installp", "安装插件"), "从 git 仓库安装插件", "仓库地址或插件名"),
-    "uninstallp": Command(("uninstallp", "卸载插件"), "卸载插件并删除其文件夹", "插件名"),
-    "updatep": Command(("updatep", "更新插件"), "从 git 仓库更新插件", "插件名"),
-    "debug": Command(("debug", "调试模式", "DEBUG"), "开启或关闭调试日志"),
+    "resume": Command(("resume", "恢复服务"), "恢复服务"),
+    "stop": Command(("stop", "暂停服务"), "暂停服务"),
+    "reconf": Command(("reconf", "重载配置"), "重载配置(不包含插件配置)"),
+    "resetall": Command(("resetall", "重置所有会话"), "重置所有会话"),
+    "scanp": Command(("scanp", "扫描插件"), "扫描插件目录是否有新插件"),
+    "plist": Command(("plist", "插件"), "打印当前插件列表"),
+    "setpri": Command(("setpri", "设置插件优先级"), "设置指定插件的优先级，越大越优先", "插件名 优先级"),
+    "reloadp": Command(("reloadp", "重载插件"), "重载指定插件配置", "插件名"),
+    "enablep": Command(("enablep", "启用插件"), "启用指定插件", "插件名"),
+    "disablep": Command(("disablep", "禁用插件"), "禁用指定插件", "插件名"),
+    "installp": Command(("installp", "安装插件"), "安装指定插件", "仓库地址或插件名"),
+    "uninstallp": Command(("uninstallp", "卸载插件"), "卸载指定插件", "插件名"),
+    "updatep": Command(("updatep", "更新插件"), "更新指定插件", "插件名"),
+    "debug": Command(("debug", "调试模式", "DEBUG"), "开启机器调试日志"),
 }
 
 # Commands whose help line is not shown on channels where user ids change at every
@@ -129,14 +137,9 @@ class Request:
         return self.e_context["channel"]
 
 
-def _usage(name: str, table: dict[str, Command]) -> str:
-    command = table[name]
-    return f"用法：#{command.aliases[0]} {command.args}".rstrip()
-
-
 def _help_line(command: Command) -> str:
-    args = f" {command.args}" if command.args else ""
-    return f"#{command.aliases[0]}{args}：{command.desc}"
+    # The original's layout: "#name args: desc", with a space before ":" when there are no args.
+    return f"#{command.aliases[0]} {command.args}: {command.desc}\n"
 
 
 def _enabled_instance(name: str) -> Any:
@@ -148,13 +151,13 @@ def _enabled_instance(name: str) -> Any:
 
 
 def get_help_text(isadmin: bool = False, isgroup: bool = False) -> str:
-    lines = ["通用指令："]
+    text = "通用指令\n"
     hide_id = conf().get("channel_type", "") in _UNSTABLE_ID_CHANNELS
     for name, command in COMMANDS.items():
         if not command.in_help or (name == "id" and hide_id):
             continue
-        lines.append(_help_line(command))
-    plugin_lines = []
+        text += _help_line(command)
+    text += "\n可用插件"
     for name, plugincls in PluginManager().list_plugins().items():
         if not plugincls.enabled or getattr(plugincls, "hidden", False):
             continue
@@ -162,20 +165,16 @@ def get_help_text(isadmin: bool = False, isgroup: bool = False) -> str:
         if instance is None:
             continue
         try:
-            text = str(instance.get_help_text(verbose=False, isadmin=isadmin, isgroup=isgroup) or "").strip()
+            # Only verbose=False, as the original passes: older plugins take no other argument.
+            plugin_help = str(instance.get_help_text(verbose=False) or "").strip()
         except Exception as e:
             logger.warning(f"[Godcmd] help of plugin {name} failed: {e}")
             continue
-        plugin_lines.append(f"{plugincls.namecn}：{text}")
-    if plugin_lines:
-        lines.append("")
-        lines.append("可用插件：")
-        lines.extend(plugin_lines)
+        text += f"\n{plugincls.namecn}:{plugin_help}"
     if isadmin:
-        lines.append("")
-        lines.append("管理员指令（仅限私聊）：")
-        lines.extend(_help_line(command) for command in ADMIN_COMMANDS.values())
-    return "\n".join(lines)
+        text += "\n\n管理员指令：\n"
+        text += "".join(_help_line(command) for command in ADMIN_COMMANDS.values())
+    return text
 
 
 def _lookup(word: str, table: dict[str, Command], extra: dict[str, tuple[str, ...]] | None = None) -> str | None:
@@ -234,7 +233,11 @@ class Godcmd(Plugin):
             self.temp_password = None
         else:
             self.temp_password = "".join(secrets.choice(_TEMP_PASSWORD_ALPHABET) for _ in range(TEMP_PASSWORD_LENGTH))
-            logger.info(f"[Godcmd] 未设置管理员口令，本次运行的临时口令是 {self.temp_password}")
+            # On the console only: run.log is kept, rotated and shared; a password has no place there.
+            logger.warning(
+                f"[Godcmd] 未设置管理员口令，本次运行的临时口令是 {self.temp_password}（只显示在控制台）", extra=CONSOLE_ONLY
+            )
+            logger.info("[Godcmd] no password is set: a temporary one was printed on the console")
         # Pre-set admins need no #auth. Shared with other plugins through global_config,
         # as in the original (they read global_config["admin_users"]).
         self.admin_users: list = settings["admin_users"]
@@ -342,7 +345,7 @@ class Godcmd(Plugin):
             return
         words = content[1:].split()
         if not words:
-            self._answer(e_context, False, "指令是空的，发送 #help 查看可用指令")
+            self._answer(e_context, False, "空指令，输入#help查看指令列表\n")
             return
         word, args = words[0], words[1:]
         name = _lookup(word, COMMANDS, {"reset": _reset_aliases()})
@@ -353,7 +356,7 @@ class Godcmd(Plugin):
                 if not self.isrunning:
                     e_context.action = EventAction.BREAK_PASS
                 return
-            self._answer(e_context, False, f"没有“{word}”这个指令，发送 #help 查看可用指令")
+            self._answer(e_context, False, f"未知指令：{word}\n查看指令列表请输入#help \n")
             return
 
         user = context.get("receiver")
@@ -369,9 +372,9 @@ class Godcmd(Plugin):
         )
         if admin_name is not None:
             if isgroup:
-                ok, text = False, "群聊中不能执行管理员指令，请私聊"
+                ok, text = False, "群聊不可执行管理员指令"
             elif not request.isadmin:
-                ok, text = False, "需要管理员权限，请先私聊发送 #auth 口令 认证"
+                ok, text = False, "需要管理员权限才能执行该指令"
             else:
                 ok, text = self._run(self._admin_commands[admin_name], request)
         else:
@@ -400,16 +403,16 @@ class Godcmd(Plugin):
             if instance is None:
                 break
             text = instance.get_help_text(isgroup=request.isgroup, isadmin=request.isadmin, verbose=True)
-            return True, str(text or "").strip() or "该插件没有帮助信息"
-        return False, f"插件“{query}”不存在或未启用"
+            return True, str(text or "")
+        return False, "插件不存在或未启用"
 
     def _auth(self, request: Request) -> tuple[bool, str]:
         if request.isgroup:
-            return False, "请私聊机器人进行认证，不要在群里发送口令"
+            return False, "请勿在群聊中认证"
         if request.isadmin:
-            return False, "你已经是管理员了"
+            return False, "管理员账号无需认证"
         if len(request.args) != 1:
-            return False, _usage("auth", COMMANDS)
+            return False, "请提供口令"
         user = request.user
         now = time.monotonic()
         with self._lock:
@@ -421,28 +424,28 @@ class Godcmd(Plugin):
         given = request.args[0].encode("utf-8")
         if self.password and hmac.compare_digest(given, self.password.encode("utf-8")):
             self._add_admin(user)
-            return True, "认证成功，你现在是管理员"
+            return True, "认证成功"
         if self.temp_password and hmac.compare_digest(given, self.temp_password.encode("utf-8")):
             self._add_admin(user)
-            return True, "认证成功（临时口令，重启后失效）。请尽快在 Godcmd 配置中设置 password"
+            return True, "认证成功，请尽快设置口令"
         with self._lock:
             self._auth_failures.setdefault(user, []).append(now)
         logger.warning(f"[Godcmd] wrong password from {user}")
-        return False, "口令错误"
+        return False, "认证失败"
 
     def _model(self, request: Request) -> tuple[bool, str]:
         if not request.isadmin and not self.is_admin_in_group(request.context):
-            return False, "需要管理员权限"
+            return False, "需要管理员权限执行"
         if not request.args:
-            return True, f"当前模型：{conf().get('model') or const.GPT35}"
+            return True, f"当前模型为: {conf().get('model') or const.GPT35}"
         if len(request.args) != 1:
-            return False, _usage("model", COMMANDS)
+            return False, "用法：#model [模型名]"
         model = request.args[0]
         if model not in const.MODEL_LIST:
-            return False, f"没有“{model}”这个模型。可选：{', '.join(const.MODEL_LIST)}"
+            return False, "模型名称不存在"
         conf()["model"] = _model_mapping(model)
         Bridge().reset_bot()
-        text = f"全局模型已切换为：{conf().get('model')}"
+        text = f"模型设置为: {conf().get('model')}"
         if conf().get("bot_type"):
             text += f"\n注意：配置了 bot_type={conf().get('bot_type')}，回复仍由它决定"
         return True, text
@@ -475,7 +478,7 @@ class Godcmd(Plugin):
             return False, error
         usable = [m for m in managers if callable(getattr(m, "clear_session", None))]
         if not usable:
-            return False, f"当前对话机器人（{bottype}）不支持重置会话"
+            return False, "当前对话机器人不支持重置会话"
         for sessions in usable:
             sessions.clear_session(request.session_id)
         channel = request.channel
@@ -485,46 +488,46 @@ class Godcmd(Plugin):
             dropped = channel.cancel_session(request.session_id)
         # An image waiting to be asked about belongs to the old conversation.
         memory.USER_IMAGE_CACHE.pop(request.session_id, None)
-        return True, "会话已重置，我们重新开始吧" + _cancelled_note(request.context.content, dropped)
+        return True, "会话已重置" + _cancelled_note(request.context.content, dropped)
 
     def _set_openai_api_key(self, request: Request) -> tuple[bool, str]:
         if request.isgroup:
             return False, "请私聊设置 api_key，不要在群里发送"
         if len(request.args) != 1:
-            return False, _usage("set_openai_api_key", COMMANDS)
+            return False, "请提供一个api_key"
         conf().get_user_data(request.user)["openai_api_key"] = request.args[0]
-        return True, f"你的 OpenAI api_key 已设置为 {mask_secret(request.args[0])}"
+        return True, f"你的OpenAI私有api_key已设置为{mask_secret(request.args[0])}"
 
     def _reset_openai_api_key(self, request: Request) -> tuple[bool, str]:
         user_data = conf().get_user_data(request.user)
         if "openai_api_key" not in user_data:
-            return False, "你没有设置过自己的 api_key"
+            return False, "你没有设置私有api_key"
         user_data.pop("openai_api_key")
-        return True, "你的 api_key 已清除，改用默认的"
+        return True, "你的OpenAI私有api_key已清除"
 
     def _set_gpt_model(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("set_gpt_model", COMMANDS)
+            return False, "请提供一个GPT模型"
         conf().get_user_data(request.user)["gpt_model"] = request.args[0]
-        return True, f"你的模型已设置为 {request.args[0]}"
+        return True, f"你的GPT模型已设置为{request.args[0]}"
 
     def _reset_gpt_model(self, request: Request) -> tuple[bool, str]:
         user_data = conf().get_user_data(request.user)
         if "gpt_model" not in user_data:
-            return False, "你没有设置过自己的模型"
+            return False, "你没有设置私有GPT模型"
         user_data.pop("gpt_model")
-        return True, "你的模型已改回默认"
+        return True, "你的GPT模型已重置"
 
     def _gpt_model(self, request: Request) -> tuple[bool, str]:
         user_data = conf().get_user_data(request.user)
         model = user_data.get("gpt_model") or conf().get("model") or const.GPT35
-        return True, f"你正在使用的模型：{model}"
+        return True, f"你的GPT模型为{model}"
 
     # ----------------------------------------------------------- admin commands
 
     def _stop(self, request: Request) -> tuple[bool, str]:
         self.isrunning = False
-        return True, "服务已暂停，发送 #resume 恢复"
+        return True, "服务已暂停"
 
     def _resume(self, request: Request) -> tuple[bool, str]:
         self.isrunning = True
@@ -546,7 +549,7 @@ class Godcmd(Plugin):
             return False, error
         usable = [m for m in managers if callable(getattr(m, "clear_all_session", None))]
         if not usable:
-            return False, f"当前对话机器人（{bottype}）不支持重置会话"
+            return False, "当前对话机器人不支持重置会话"
         channel = request.channel
         dropped = None
         if channel is not None and hasattr(channel, "cancel_all_session"):
@@ -554,21 +557,21 @@ class Godcmd(Plugin):
         for sessions in usable:
             sessions.clear_all_session()
         memory.USER_IMAGE_CACHE.clear()
-        return True, "所有会话已重置" + _cancelled_note(request.context.content, dropped)
+        return True, "重置所有会话成功" + _cancelled_note(request.context.content, dropped)
 
     def _debug(self, request: Request) -> tuple[bool, str]:
         if is_debug():
             set_debug(False)
-            return True, "调试日志已关闭"
+            return True, "DEBUG模式已关闭"
         set_debug(True)
-        return True, "调试日志已开启"
+        return True, "DEBUG模式已开启"
 
     def _plist(self, request: Request) -> tuple[bool, str]:
-        lines = ["插件列表："]
+        text = "插件列表：\n"
         for plugincls in PluginManager().list_plugins().values():
             state = "已启用" if plugincls.enabled else "未启用"
-            lines.append(f"{plugincls.name}_v{plugincls.version} 优先级 {plugincls.priority}：{state}")
-        return True, "\n".join(lines)
+            text += f"{plugincls.name}_v{plugincls.version} {plugincls.priority} - {state}\n"
+        return True, text
 
     def _scanp(self, request: Request) -> tuple[bool, str]:
         manager = PluginManager()
@@ -576,57 +579,57 @@ class Godcmd(Plugin):
         failed = manager.activate_plugins()
         text = "插件扫描完成"
         if new_plugins:
-            text += "，发现新插件：\n" + "\n".join(f"{p.name}_v{p.version}" for p in new_plugins)
+            text += "\n发现新插件：\n" + "\n".join(f"{p.name}_v{p.version}" for p in new_plugins)
         else:
-            text += "，没有发现新插件"
+            text += ", 未发现新插件"
         if failed:
             text += "\n启动失败（已停用，详见日志）：" + ", ".join(failed)
         return True, text
 
     def _setpri(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 2:
-            return False, _usage("setpri", ADMIN_COMMANDS)
+            return False, "请提供插件名和优先级"
         name, raw = request.args
         try:
             priority = int(raw)
         except ValueError:
             return False, "优先级必须是整数"
         if not PluginManager().set_plugin_priority(name, priority):
-            return False, f"插件“{name}”不存在"
-        return True, f"插件 {name} 的优先级已设为 {priority}"
+            return False, "插件不存在"
+        return True, f"插件{name}优先级已设置为{raw}"
 
     def _reloadp(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("reloadp", ADMIN_COMMANDS)
+            return False, "请提供插件名"
         if not PluginManager().reload_plugin(request.args[0]):
-            return False, f"插件“{request.args[0]}”不存在或未启用"
-        return True, f"插件 {request.args[0]} 已重新加载"
+            return False, "插件不存在"
+        return True, "插件配置已重载"
 
     def _enablep(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("enablep", ADMIN_COMMANDS)
+            return False, "请提供插件名"
         return PluginManager().enable_plugin(request.args[0])
 
     def _disablep(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("disablep", ADMIN_COMMANDS)
+            return False, "请提供插件名"
         if request.args[0].upper() == self.name.upper():
             return False, "不能禁用 Godcmd，否则所有指令都会失效"
         if not PluginManager().disable_plugin(request.args[0]):
-            return False, f"插件“{request.args[0]}”不存在"
-        return True, f"插件 {request.args[0]} 已禁用"
+            return False, "插件不存在"
+        return True, "插件已禁用"
 
     def _installp(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("installp", ADMIN_COMMANDS) + "（https/ssh 的 git 地址，或 source.json 中的插件名）"
+            return False, "请提供插件名或.git结尾的仓库地址"
         return PluginManager().install_plugin(request.args[0])
 
     def _uninstallp(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("uninstallp", ADMIN_COMMANDS)
+            return False, "请提供插件名"
         return PluginManager().uninstall_plugin(request.args[0])
 
     def _updatep(self, request: Request) -> tuple[bool, str]:
         if len(request.args) != 1:
-            return False, _usage("updatep", ADMIN_COMMANDS)
+            return False, "请提供插件名"
         return PluginManager().update_plugin(request.args[0])

@@ -49,7 +49,7 @@ def test_ask_reset_ask_again_answers_the_new_question(tmp_path):
     out = "".join(daemon.stdout)
     blocks = [
         "\nBot:\necho: slow first question\n",
-        "\nBot:\n[INFO]\n会话已重置，我们重新开始吧\n1 earlier message still waiting was cancelled.\n",
+        "\nBot:\n[INFO]\n会话已重置\n1 earlier message still waiting was cancelled.\n",
         "\nBot:\necho: second question\n",
     ]
     positions = [out.find(block) for block in blocks]

@@ -1,3 +1,6 @@
+import copy
+import json
+import pickle
 import threading
 
 import pytest
@@ -51,7 +54,7 @@ def test_expired_entries_are_purged_without_reads(clock):
         d[f"k{i}"] = i
     clock.advance(11)
     d["fresh"] = 0  # a write purges the expired front
-    assert len(d._data) == 1
+    assert dict.__len__(d) == 1
 
 
 def test_memory_stays_bounded_with_many_distinct_keys(clock):
@@ -59,11 +62,11 @@ def test_memory_stays_bounded_with_many_distinct_keys(clock):
     for i in range(100_000):
         d[i] = i
         clock.advance(0.01)  # ~6000 keys alive at any moment
-    assert len(d._data) <= 6001
+    assert dict.__len__(d) <= 6001
     bounded = ExpiredDict(3600, maxsize=500, clock=clock)
     for i in range(100_000):
         bounded[i] = i
-    assert len(bounded._data) == 500
+    assert dict.__len__(bounded) == 500
 
 
 def test_lru_eviction_at_maxsize(clock):
@@ -120,3 +123,46 @@ def test_thread_safety():
     for t in threads:
         t.join()
     assert len(d) == 1000
+
+
+def test_it_is_a_dict_with_the_originals_api(clock):
+    d = ExpiredDict(10, clock=clock)
+    assert isinstance(d, dict)
+    assert ExpiredDict(0).expires_in_seconds == 3600  # the original's "not set"
+    assert ExpiredDict(None).expires_in_seconds == 3600
+    d["a"] = 1
+    d.update({"b": 2}, c=3)
+    assert d["b"] == 2 and d["c"] == 3
+    snapshot = d.copy()
+    assert type(snapshot) is dict and snapshot == {"a": 1, "b": 2, "c": 3}
+    snapshot["z"] = 26
+    assert "z" not in d
+    assert d == {"a": 1, "b": 2, "c": 3} and d != {"a": 1}
+    assert dict(d) == {**d} == {"a": 1, "b": 2, "c": 3}
+    assert json.dumps(d, sort_keys=True) == '{"a": 1, "b": 2, "c": 3}'
+    assert d | {"d": 4} == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert d.popitem() == ("c", 3)
+    clock.advance(11)  # everything expired: no dict view shows it any more
+    assert d == {} and not d and d.copy() == {} and json.dumps(d) == "{}" and dict(d) == {}
+
+
+def test_entries_added_by_update_expire_too(clock):
+    d = ExpiredDict(10, clock=clock)
+    d.update([("k", "v")])
+    d |= {"m": "w"}
+    clock.advance(11)
+    assert d.get("k") is None and "m" not in d
+
+
+def test_copy_module_keeps_the_type_and_the_remaining_time(clock):
+    d = ExpiredDict(10, clock=clock)
+    d["list"] = [1]
+    clock.advance(6)
+    shallow, deep = copy.copy(d), copy.deepcopy(d)
+    assert isinstance(shallow, ExpiredDict) and shallow == d
+    deep.values()[0].append(2)  # listing does not restart deep's TTL
+    assert d["list"] == [1]  # the read restarts d's TTL only
+    clock.advance(5)
+    assert "list" not in shallow and "list" not in deep and d["list"] == [1]
+    restored = pickle.loads(pickle.dumps(ExpiredDict(10)))
+    assert isinstance(restored, ExpiredDict) and restored == {}

@@ -252,3 +252,48 @@ def test_wework_reply_delay_format(tmp_path, value, ok):
     else:
         with pytest.raises(ConfigError, match="wework_reply_delay"):
             build_config(path, environ={}, dotenv_path="")
+
+
+def test_item_access_is_the_originals(settings):
+    settings["model"] = "dify"
+    assert settings["model"] == "dify"
+    dict.pop(settings, "trigger_by_self", None)
+    with pytest.raises(KeyError):
+        settings["trigger_by_self"]  # known but not set: the original raises KeyError (get() gives defaults)
+    assert "trigger_by_self" not in settings
+    with pytest.raises(ConfigError, match="unknown setting 'no_such_key'"):
+        settings["no_such_key"]
+
+
+def test_available_setting_holds_every_key_with_the_originals_table_values():
+    from config import SETTINGS, available_setting
+
+    assert set(SETTINGS) <= set(available_setting)
+    # The original's table values, which are hints there (the code defaults differ).
+    assert available_setting["single_chat_prefix"] == ["bot", "@bot"]
+    assert available_setting["single_chat_reply_prefix"] == "[bot] "
+    assert available_setting["image_create_prefix"] == ["画", "看", "找"]
+    assert available_setting["group_name_white_list"] == ["ChatGPT测试群", "ChatGPT测试群2"]
+    assert available_setting["channel_type"] == ""
+    assert available_setting["feishu_port"] == 80
+    assert available_setting["trigger_by_self"] is False
+    assert available_setting["text_to_voice"] == "openai"
+    assert available_setting["concurrency_in_session"] == 1
+    assert available_setting["expires_in_seconds"] == 3600
+    assert available_setting["model"] == "gpt-3.5-turbo"
+    assert available_setting["dify_api_key"] == "app-xxx"
+    assert available_setting["debug"] is False
+    # Keys the original lacks carry our default.
+    assert available_setting["shutdown_timeout"] == SETTINGS["shutdown_timeout"][0]
+
+
+def test_a_plugin_may_add_its_own_setting(settings, monkeypatch):
+    from config import available_setting
+
+    with pytest.raises(ConfigError):
+        settings.get("my_plugin_switch")
+    monkeypatch.setitem(available_setting, "my_plugin_switch", True)
+    assert settings.get("my_plugin_switch") is None  # the table value is a hint, as in the original
+    assert settings.get("my_plugin_switch", False) is False
+    settings["my_plugin_switch"] = True
+    assert settings["my_plugin_switch"] is True and settings.get("my_plugin_switch") is True

@@ -98,11 +98,11 @@ def test_install_from_a_local_repository_then_scan_and_use(local_on, repos):
     assert listing(env.root) == sorted(BASELINE + ["tp_weather"])  # no staging folder left
     assert env.say("天气")[0][2] == "echo: 天气 (turn 1)"  # not loaded before #scanp
 
-    assert env.admin("#scanp") == (ReplyType.INFO, "插件扫描完成，发现新插件：\nWeather_v1.0")
+    assert env.admin("#scanp") == (ReplyType.INFO, "插件扫描完成\n发现新插件：\nWeather_v1.0")
     assert env.say("天气") == [("alice", ReplyType.TEXT, "晴")]
     saved = json.loads((env.root / "plugins.json").read_text(encoding="utf-8"))
     assert saved["plugins"]["Weather"] == {"enabled": True, "priority": 5}
-    assert "Weather_v1.0 优先级 5：已启用" in env.admin("#plist")[1]
+    assert "Weather_v1.0 5 - 已启用\n" in env.admin("#plist")[1]
 
 
 def test_install_from_a_file_url(local_on, repos):
@@ -299,7 +299,7 @@ def test_uninstall_removes_the_plugin_everywhere(local_on, repos):
 
     # And it can come back.
     assert env.admin(f"#installp {source}")[0] == ReplyType.INFO
-    assert env.admin("#scanp") == (ReplyType.INFO, "插件扫描完成，发现新插件：\nWeather_v1.0")
+    assert env.admin("#scanp") == (ReplyType.INFO, "插件扫描完成\n发现新插件：\nWeather_v1.0")
     assert env.say("天气")[0][2] == "晴"
 
 

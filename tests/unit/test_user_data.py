@@ -113,3 +113,54 @@ def test_flush_cost_does_not_grow_with_idle_users(monkeypatch):
     monkeypatch.setattr(user_data_module, "WATCH_SECONDS", 0.0)
     book.flush()
     assert book._watched == {}
+
+
+@pytest.fixture
+def live_config(tmp_path):
+    """A Config whose user data is written through to a SQLite store, as the daemon's is."""
+    from config import Config
+
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    cfg = Config()
+    cfg.user_data_book.attach(store)
+    yield cfg, store
+    cfg.user_data_book.close()
+    store.close()
+
+
+def test_changes_through_user_datas_are_saved(live_config):
+    cfg, store = live_config
+    assert isinstance(cfg.user_datas, dict)
+    cfg.user_datas["alice"] = {"openai_api_key": "sk-1"}
+    assert wait_until(lambda: store.load_user_datas().get("alice") == {"openai_api_key": "sk-1"}, 1.0)
+    cfg.user_datas["alice"]["gpt_model"] = "gpt-4o"  # nested, through the table
+    assert wait_until(lambda: store.load_user_datas().get("alice", {}).get("gpt_model") == "gpt-4o", 1.0)
+    held = {"n": 1}
+    cfg.user_datas["bob"] = held
+    assert cfg.get_user_data("bob") is held  # the same dict, as in the original
+    held["n"] = 2
+    assert wait_until(lambda: store.load_user_datas().get("bob") == {"n": 2}, 1.0)
+    del cfg.user_datas["alice"]
+    assert "alice" not in cfg.user_datas
+    assert wait_until(lambda: "alice" not in store.load_user_datas(), 1.0)
+    assert cfg.user_datas.pop("nobody", None) is None
+
+
+def test_assigning_user_datas_replaces_every_user(live_config):
+    cfg, store = live_config
+    cfg.get_user_data("old")["k"] = 1
+    cfg.user_data_book.flush()
+    cfg.user_datas = {"carol": {"k": "v"}, 7: {"n": 7}}
+    assert cfg.get_user_data("carol") == {"k": "v"} and cfg.user_datas["7"] == {"n": 7}
+    cfg.user_data_book.flush()
+    assert store.load_user_datas() == {"carol": {"k": "v"}, "7": {"n": 7}}
+
+
+def test_user_datas_refuses_values_that_are_not_dicts(live_config):
+    cfg, store = live_config
+    cfg.user_datas["dave"] = {"k": 1}
+    with pytest.raises(TypeError, match="must be a dict"):
+        cfg.user_datas["dave"] = "text"
+    with pytest.raises(TypeError, match="must be a dict"):
+        cfg.user_datas = {"erin": {"ok": 1}, "frank": ["not", "a", "dict"]}
+    assert dict(cfg.user_datas) == {"dave": {"k": 1}}  # unchanged
