@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,15 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+_LOG_RECORD = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\[")
+
+
+def user_lines(stderr: str) -> list[str]:
+    """The lines of stderr that are not log records: what the program itself says (logs
+    share stderr with them, so stdout stays free for the conversation)."""
+    return [line for line in stderr.strip().splitlines() if not _LOG_RECORD.match(line)]
 
 
 def app_env(extra: dict | None = None) -> dict:

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import ROOT, Daemon, run_app, write_config
+from tests.e2e.daemon import ROOT, Daemon, run_app, user_lines, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_terminal_stdout_is_the_conversation_and_logs_go_to_stderr_and_run_log(t
 def test_a_bot_that_cannot_work_stops_start_up_with_one_line(tmp_path, settings, expected):
     config = write_config(tmp_path, **{"bot_type": "", **settings})
     result = run_app(tmp_path, "--cmd", "--config", config, input="hello\n")
-    assert result.stderr.strip() == expected
+    assert user_lines(result.stderr) == [expected]
     assert result.returncode == (2 if expected.startswith("config error") else 1)
     assert result.stdout == ""
 
