@@ -10,13 +10,14 @@ signal exits at once.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
 
-from common.log import logger, open_run_log
-from config import ConfigError, conf, get_appdata_dir, load_config
+from common.log import logger, open_run_log, set_console_level
+from config import ConfigError, conf, get_appdata_dir, load_config, set_command_line_settings
 
 from common import const
 
@@ -127,33 +128,57 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 _SANDBOX_MODES = {"chatbot": "chat", "chatflow": "advanced-chat", "agent": "agent-chat", "workflow": "workflow", "completion": "completion"}
 
 
-def _start_sandbox() -> None:
-    """Point the Dify bot at a local simulator: an offline demo, clearly labelled."""
+def _start_sandbox() -> dict:
+    """Start a local Dify simulator (an offline demo, clearly labelled); return the
+    settings that point the Dify bot at it."""
     global _sandbox
     from sandbox.dify_server import DifyServer
 
     mode = _SANDBOX_MODES[conf().get("dify_app_type")]
-    _sandbox = DifyServer(api_key="app-sandbox", mode=mode).start()
+    _sandbox = DifyServer(api_key=SANDBOX_KEY, mode=mode).start()
     _sandbox.answers_for_sandbox = True
-    config = conf()
-    config["bot_type"] = "dify"
-    config["model"] = "dify"
-    config["dify_api_base"] = _sandbox.base_url
-    config["dify_api_key"] = "app-sandbox"
-    banner = (
+    # Logged once: a WARNING reaches the console even when the terminal quietens it.
+    logger.warning(
         f"SANDBOX: offline demo. Answers come from a local Dify simulator at {_sandbox.base_url} "
         f"(mode {mode}), not from a real Dify app."
     )
-    logger.warning(banner)
-    print(banner, file=sys.stderr, flush=True)
+    return {"bot_type": "dify", "model": "dify", "dify_api_base": _sandbox.base_url, "dify_api_key": SANDBOX_KEY}
+
+
+SANDBOX_KEY = "app-sandbox"
+# The sandbox keeps its state in a file of its own: its Dify conversations exist only in
+# the simulator of one run, and must never be sent to a real Dify (or a later sandbox).
+SANDBOX_STATE_DB = "sandbox-state.db"
+
+
+def _check_bot() -> None:
+    """Stop start-up when the chat bot cannot work: not available here, or a setting it
+    needs (an API key) is missing. Without this the first user would find out."""
+    from bot.bot_factory import BotNotAvailable, UnknownBot, bot_class
+    from bridge.bridge import route
+
+    name = route()["chat"]
+    setting = "bot_type" if conf().get("bot_type") else "model"
+    try:
+        cls = bot_class(name)
+    except (UnknownBot, BotNotAvailable) as e:
+        raise StartupError(f"{e} (chosen by the setting '{setting}')") from None
+    problem = getattr(cls, "settings_problem", None)
+    message = problem(conf()) if callable(problem) else None
+    if message:
+        raise ConfigError(message)
 
 
 def _open_state(args: argparse.Namespace) -> None:
     global _store
-    from common.store import StoreError, import_user_datas_pickle, open_store
+    from common.store import STATE_DB_NAME, StoreError, import_user_datas_pickle, open_store
 
     try:
-        _store = open_store(conf().get("state_store"), get_appdata_dir())
+        _store = open_store(conf().get("state_store"), get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME)
+        if args.sandbox:
+            from bot.dify.dify_session import NAMESPACE
+
+            _store.clear(NAMESPACE)  # conversations of an earlier sandbox run: its simulator is gone
     except (StoreError, ValueError, OSError) as e:
         raise StartupError(f"cannot open the state store: {e}") from None
     conf().user_data_book.attach(_store)
@@ -186,15 +211,24 @@ def _purge_expired_state(store) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     open_run_log("run.log")
+    if args.cmd:
+        _quiet_console()  # before anything is logged: even the config lines go to run.log only
+    # Command-line settings win over the files, now and after every #reconf.
+    forced: dict = {"channel_type": "terminal"} if args.cmd else {}
     try:
+        set_command_line_settings(forced)
         load_config(args.config)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    channel_name = "terminal" if args.cmd else conf().get("channel_type", "wx")
+    channel_name = conf().get("channel_type", "wx")
+    if channel_name == "terminal":
+        _quiet_console()
     try:
         if args.sandbox:
-            _start_sandbox()
+            forced.update(_start_sandbox())
+            set_command_line_settings(forced)
+        _check_bot()
         _open_state(args)
         if args.plugins_dir:
             from plugins import PluginManager
@@ -209,10 +243,14 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_OK
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        _graceful_stop()
+        return EXIT_BAD_CONFIG
     except Exception as e:
         from channel.channel_factory import ChannelError
 
-        if not isinstance(e, (StartupError, ChannelError, ConfigError)):
+        if not isinstance(e, (StartupError, ChannelError)):
             logger.exception("[app] start-up failed")
         print(f"start-up failed: {e}", file=sys.stderr)
         _graceful_stop()
@@ -232,6 +270,12 @@ def run(argv: list[str] | None = None) -> int:
     if code:
         logger.error(f"[app] the channel ended by itself, exiting with code {code}")
     return code
+
+
+def _quiet_console() -> None:
+    # The terminal's screen is for the conversation: only warnings and errors join it;
+    # run.log still records everything from INFO up.
+    set_console_level(logging.WARNING)
 
 
 def _channel_finished() -> bool:

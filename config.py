@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from common.log import logger, set_debug
-from common.masking import is_secret_key, mask_secret, mask_value
+from common.masking import mask_value
 from common.original_settings import ORIGINAL_TABLE
 from common.utils import write_json_atomic
 
@@ -37,7 +37,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start: wx, wxy, terminal, web, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, wework, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only). Not built yet (start-up says so): wx, wxy, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -270,32 +270,38 @@ def _describe(types: tuple[type, ...]) -> str:
     return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
 
 
-def check_value(key: str, value: Any) -> None:
-    """Raise ConfigError when `value` cannot be the value of `key`."""
+def check_value(key: str, value: Any, source: str = "") -> None:
+    """Raise ConfigError when `value` cannot be the value of `key`.
+
+    `source` says where a value that is not from the settings file came from
+    ("environment variable DEBUG", ".env line 3"); the message then names it.
+    """
+    setting = f"setting '{key}'" + (f" from {source}" if source else "")
     types = expected_types(key)
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if ok and isinstance(value, list):
         ok = all(isinstance(item, str) for item in value)
         if not ok:
-            raise ConfigError(f"setting '{key}' must be a list of strings, got {json.dumps(value, ensure_ascii=False)}")
+            raise ConfigError(f"{setting} must be a list of strings, got {json.dumps(value, ensure_ascii=False)}")
     if not ok:
         raise ConfigError(
-            f"setting '{key}' must be {_describe(types)}, got {type(value).__name__} {json.dumps(value, ensure_ascii=False, default=str)[:60]}"
+            f"{setting} must be {_describe(types)}, got {type(value).__name__} {json.dumps(value, ensure_ascii=False, default=str)[:60]}"
         )
     if key in _AT_LEAST_ONE and value < 1:
-        raise ConfigError(f"setting '{key}' must be at least 1, got {value}")
+        raise ConfigError(f"{setting} must be at least 1, got {value}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"setting '{key}' must be one of {', '.join(CHOICES[key])}, got {json.dumps(value, ensure_ascii=False)}")
+        raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {json.dumps(value, ensure_ascii=False)}")
     if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):
-        raise ConfigError(f"setting 'wework_reply_delay' must be seconds like 0, 1.5 or a range \"1-2\", got {json.dumps(value)}")
+        raise ConfigError(f"{setting} must be seconds like 0, 1.5 or a range \"1-2\", got {json.dumps(value)}")
     if key in _NOT_NEGATIVE and value < 0:
-        raise ConfigError(f"setting '{key}' must not be negative, got {value}")
+        raise ConfigError(f"{setting} must not be negative, got {value}")
 
 
-def unknown_key_error(key: str) -> ConfigError:
+def unknown_key_error(key: str, source: str = "") -> ConfigError:
     close = difflib.get_close_matches(key.lower(), list(_LOWER_TO_KEY), n=1, cutoff=0.6)
     hint = f" (did you mean '{_LOWER_TO_KEY[close[0]]}'?)" if close else ""
-    return ConfigError(f"unknown setting '{key}'{hint}")
+    where = f" in {source}" if source else ""
+    return ConfigError(f"unknown setting '{key}'{where}{hint}")
 
 
 def is_comment_key(key: str) -> bool:
@@ -414,7 +420,8 @@ class Config(dict):
 
 config = Config()
 _load_lock = threading.RLock()
-_config_path: str | None = None
+_config_path: str | None = None  # --config, read again by every reload
+_chosen_path: str | None = None  # the file actually read last
 
 
 def get_root() -> str:
@@ -484,17 +491,55 @@ def parse_env_value(key: str, raw: str) -> Any:
     return value
 
 
-def _env_overrides(env: dict[str, str], source: str) -> dict:
-    overrides = {}
-    for name, raw in env.items():
+def _log_override(key: str, raw: str, source: str) -> None:
+    logger.info(f"[INIT] setting {key} from {source}: {mask_value(key, raw)}")
+
+
+def _environment_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """Settings from environment variables, and where each came from. A variable that is
+    not named like a setting belongs to someone else and is left alone."""
+    values, sources = {}, {}
+    for name, raw in environ.items():
         key = _LOWER_TO_KEY.get(str(name).lower())
         if key is None or raw is None:
             continue
-        value = parse_env_value(key, raw)
-        shown = mask_secret(raw) if is_secret_key(key) and raw else raw
-        logger.info(f"[INIT] override config by {source}: {key}={shown}")
-        overrides[key] = value
-    return overrides
+        source = f"environment variable {name}"
+        _log_override(key, raw, source)
+        values[key] = parse_env_value(key, raw)
+        sources[key] = source
+    return values, sources
+
+
+def _dotenv_overrides(path: str) -> tuple[dict, dict[str, str]]:
+    """Settings from a .env file, and the line each came from. The file is written for
+    this program, so a line that is not a setting is refused like a key in config.json."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    label = os.path.basename(path)
+    lines: dict[str, int] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for binding in parse_stream(f):
+            text = binding.original.string
+            # A binding's text starts with the blank lines before it.
+            line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+            if binding.error:
+                raise ConfigError(f"{label} line {line} is not a KEY=value line")
+            if binding.key is not None:
+                lines[binding.key] = line
+    values, sources = {}, {}
+    # dotenv_values also expands ${VARIABLE} references, as .env users expect.
+    for name, raw in dotenv_values(path, encoding="utf-8-sig").items():
+        source = f"{label} line {lines.get(name, '?')}"
+        key = _LOWER_TO_KEY.get(name.lower())
+        if key is None:
+            raise unknown_key_error(name, source)
+        if raw is None:
+            raise ConfigError(f"{source}: '{name}' has no value (write {name}=value)")
+        _log_override(key, raw, source)
+        values[key] = parse_env_value(key, raw)
+        sources[key] = source
+    return values, sources
 
 
 def build_config(path: str, environ: dict[str, str] | None = None, dotenv_path: str | None = None) -> dict:
@@ -503,42 +548,70 @@ def build_config(path: str, environ: dict[str, str] | None = None, dotenv_path: 
     for key in data:
         if key not in SETTINGS:
             raise unknown_key_error(key)
+    sources: dict[str, str] = {}
     dotenv_file = dotenv_path if dotenv_path is not None else os.path.join(os.getcwd(), ".env")
     if os.path.isfile(dotenv_file):
-        from dotenv import dotenv_values
-
-        data.update(_env_overrides(dict(dotenv_values(dotenv_file)), ".env"))
-    data.update(_env_overrides(dict(os.environ if environ is None else environ), "environment"))
+        values, where = _dotenv_overrides(dotenv_file)
+        data.update(values)
+        sources.update(where)
+    values, where = _environment_overrides(dict(os.environ if environ is None else environ))
+    data.update(values)
+    sources.update(where)
     for key, value in data.items():
-        check_value(key, value)
+        check_value(key, value, sources.get(key, ""))
     return data
+
+
+# Settings the command line forces (--cmd: the terminal channel; --sandbox: the local Dify).
+# They win over every file and environment variable, at start-up and at every reload.
+_command_line_settings: dict[str, Any] = {}
+
+
+def set_command_line_settings(values: dict[str, Any]) -> None:
+    """Force `values` now and after every reload (#reconf); called by app.py."""
+    with _load_lock:
+        for key, value in values.items():
+            if key not in SETTINGS:
+                raise unknown_key_error(key)
+            check_value(key, value, "the command line")
+        _command_line_settings.clear()
+        _command_line_settings.update(values)
+        for key, value in values.items():
+            dict.__setitem__(config, key, value)
 
 
 def load_config(path: str | None = None) -> Config:
     """(Re)load the settings into the one live Config object.
 
+    A `path` given once (--config) is read again by every later reload; without one
+    the usual places are searched each time, so a config.json created after start-up
+    is found. Settings forced on the command line are applied again.
     Raises ConfigError on a bad file or value; the live config is left unchanged then.
     """
-    global _config_path
+    global _config_path, _chosen_path
     with _load_lock:
-        chosen = find_config_file(path or _config_path)
+        explicit = path or _config_path
+        chosen = find_config_file(explicit)
         data = build_config(chosen)
+        data.update(_command_line_settings)
         dict.clear(config)
         for k, v in data.items():
             dict.__setitem__(config, k, v)
-        _config_path = chosen
+        _config_path = explicit
+        _chosen_path = chosen
         set_debug(bool(config.get("debug")))
         logger.info("[INIT] load config from {}: {}".format(chosen, json.dumps(drag_sensitive(dict(config)), ensure_ascii=False)))
         return config
 
 
 def config_path() -> str | None:
-    return _config_path
+    """The file the live settings were read from."""
+    return _chosen_path
 
 
 def save_config() -> None:
     """Write the live settings back to config.json (sorted), as the original does."""
-    path = _config_path if _config_path and _config_path.endswith(".json") and not _config_path.endswith("config-template.json") else os.path.join(os.getcwd(), "config.json")
+    path = _chosen_path if _chosen_path and _chosen_path.endswith(".json") and not _chosen_path.endswith("config-template.json") else os.path.join(os.getcwd(), "config.json")
     try:
         data = {k: dict.__getitem__(config, k) for k in sorted(dict.keys(config))}
         write_json_atomic(path, data)

@@ -1,6 +1,8 @@
 """The interface every chat bot implements."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from bridge.context import Context
 from bridge.reply import Reply
 
@@ -15,3 +17,10 @@ class Bot:
 
     def reply(self, query: str, context: Context = None) -> Reply:
         raise NotImplementedError
+
+    @classmethod
+    def settings_problem(cls, settings: Mapping[str, Any]) -> str | None:
+        """Why this bot cannot work with `settings`, in one line that names the setting to
+        fix, or None. App start-up asks, so a missing key stops the daemon at once instead
+        of failing every question."""
+        return None

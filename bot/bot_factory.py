@@ -151,12 +151,9 @@ def load_target(kind: str, name: str, target: Target) -> Callable[[], Any]:
     return obj
 
 
-def create_bot(bot_type: str) -> Any:
-    """A new instance of the bot registered as ``bot_type`` (or at that import path).
-
-    Raises UnknownBot or BotNotAvailable (see the module docstring); anything
-    the bot's constructor raises propagates unchanged.
-    """
+def bot_class(bot_type: str) -> Callable[[], Any]:
+    """The class (factory) registered as ``bot_type`` (or at that import path), imported
+    but not instantiated; raises UnknownBot or BotNotAvailable."""
     with _registry_lock:
         target = REGISTRY.get(bot_type) if isinstance(bot_type, str) else None
     if target is None:
@@ -169,8 +166,16 @@ def create_bot(bot_type: str) -> Any:
                 str(bot_type),
                 known_bots(),
             )
-    factory = load_target("bot", str(bot_type), target)
-    bot = factory()
+    return load_target("bot", str(bot_type), target)
+
+
+def create_bot(bot_type: str) -> Any:
+    """A new instance of the bot registered as ``bot_type`` (or at that import path).
+
+    Raises UnknownBot or BotNotAvailable (see the module docstring); anything
+    the bot's constructor raises propagates unchanged.
+    """
+    bot = bot_class(bot_type)()
     if not callable(getattr(bot, "reply", None)):
         raise BotNotAvailable(f"bot '{bot_type}' is not usable: it has no reply(query, context) method", str(bot_type))
     return bot

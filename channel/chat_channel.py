@@ -298,7 +298,8 @@ class ChatChannel(Channel):
             reply = self._decorate_reply(context, reply)
             self._send_reply(context, reply)
         except Exception:
-            logger.exception(f"[chat] handling failed: {context}")
+            logger.exception(f"[chat] handling a {context.type} message of session {context.get('session_id')} failed")
+            logger.debug(f"[chat] the message that failed: {context}")
             text = "处理消息时出错了，请稍后再试" if is_chinese(str(context.content)) else "Something went wrong; please try again."
             self._send(Reply(ReplyType.ERROR, "[ERROR]\n" + text), context)
 
@@ -439,5 +440,6 @@ class ChatChannel(Channel):
                 logger.error(f"[chat] send failed (attempt {attempt + 1} of {attempts}): {e}")
                 if attempt < len(self.SEND_RETRY_DELAYS):
                     time.sleep(self.SEND_RETRY_DELAYS[attempt])
-        logger.error(f"[chat] reply to {context.get('receiver')} given up after {attempts} attempts: {reply}")
+        logger.error(f"[chat] {reply.type} reply to {context.get('receiver')} given up after {attempts} attempts")
+        logger.debug(f"[chat] the reply given up: {reply}")
         return False

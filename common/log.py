@@ -1,10 +1,11 @@
 """The project's one logger.
 
-The console shows INFO (DEBUG with the ``debug`` setting); ``run.log`` always
-records INFO and above whatever the console shows, so a quiet console (the
-terminal channel) never loses the record of what happened. A record logged with
-``extra=CONSOLE_ONLY`` is a secret meant for the person at the console (godcmd's
-temporary password) and never reaches run.log.
+The console (stderr, so stdout stays free for a conversation or a pipe) shows
+INFO (DEBUG with the ``debug`` setting); ``run.log`` always records INFO and
+above whatever the console shows, so a quiet console (the terminal channel)
+never loses the record of what happened.
+A record logged with ``extra=CONSOLE_ONLY`` is a secret meant for the person at
+the console (godcmd's temporary password) and never reaches run.log.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _make_logger() -> logging.Logger:
     # then costs one comparison when no handler would print it, instead of a formatted record.
     log.setLevel(logging.INFO)
     log.propagate = False
-    console = logging.StreamHandler(sys.stdout)
+    console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO)
     console.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     console.set_name("console")
@@ -54,28 +55,42 @@ def _sync_level() -> None:
     logger.setLevel(min(levels, default=logging.INFO) or logging.DEBUG)
 
 
-def set_console_level(level: int) -> None:
-    """Change what the console shows; run.log keeps INFO and above."""
-    handler = _find_handler("console")
-    if handler is not None:
-        handler.setLevel(level)
+# What the `debug` setting asks for, and the least level the console shows whatever
+# `debug` says (the terminal channel raises it to WARNING). Kept apart so that a
+# reload of the settings (#reconf) cannot undo a quiet console.
+_debug = False
+_console_floor = logging.NOTSET
+
+
+def _apply_levels() -> None:
+    base = logging.DEBUG if _debug else logging.INFO
+    console = _find_handler("console")
+    if console is not None:
+        console.setLevel(max(base, _console_floor))
+    run_log = _find_handler("run_log")
+    if run_log is not None:
+        run_log.setLevel(base)
     _sync_level()
+
+
+def set_console_level(level: int) -> None:
+    """The least level the console shows from now on, whatever ``debug`` says; run.log
+    keeps INFO and above (DEBUG with ``debug``)."""
+    global _console_floor
+    _console_floor = level
+    _apply_levels()
 
 
 def set_debug(enabled: bool) -> None:
-    """The ``debug`` setting: DEBUG records are made and shown (console and run.log) only
-    while it is on."""
-    level = logging.DEBUG if enabled else logging.INFO
-    for name in ("console", "run_log"):
-        handler = _find_handler(name)
-        if handler is not None:
-            handler.setLevel(level)
-    _sync_level()
+    """The ``debug`` setting: DEBUG records are made, written to run.log and shown on the
+    console (unless the console was quietened) only while it is on."""
+    global _debug
+    _debug = bool(enabled)
+    _apply_levels()
 
 
 def is_debug() -> bool:
-    handler = _find_handler("console")
-    return handler is not None and handler.level <= logging.DEBUG
+    return _debug
 
 
 def open_run_log(path: str = "run.log") -> None:
@@ -87,7 +102,7 @@ def open_run_log(path: str = "run.log") -> None:
     handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=RUN_LOG_BYTES, backupCount=RUN_LOG_BACKUPS, encoding="utf-8", delay=True
     )
-    handler.setLevel(logging.INFO)
+    handler.setLevel(logging.DEBUG if _debug else logging.INFO)
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     handler.addFilter(_SkipConsoleOnly())
     handler.set_name("run_log")

@@ -84,3 +84,49 @@ def ntwork():
     yield module
     module.simulator.SIM.close()
     _unload_ntwork()
+
+
+# --- the checkout stays clean -------------------------------------------------------------------
+# A test writes into its tmp_path, never into the project folder (plugins/plugins.json, tmp/,
+# run.log, config.json, state files). The run fails when a file there appeared, changed or went.
+
+_SKIPPED_DIRS = {".git", "__pycache__", ".pytest_cache", ".venv", "venv", "node_modules"}
+
+
+def _checkout_files() -> dict[str, tuple[int, int]]:
+    files = {}
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            files[os.path.relpath(path, ROOT)] = (info.st_size, info.st_mtime_ns)
+    return files
+
+
+def pytest_sessionstart(session):
+    session.config._checkout_before = _checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_checkout_before", None)
+    if before is None or session.config.getoption("collectonly"):
+        return
+    after = _checkout_files()
+    changed = sorted(
+        [f"added {p}" for p in after.keys() - before.keys()]
+        + [f"removed {p}" for p in before.keys() - after.keys()]
+        + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
+    )
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests left the checkout changed: " + ", ".join(changed)
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message, red=True)
+        else:
+            print(message, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -64,7 +64,7 @@ from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from common import const
 from common.log import logger
-from common.masking import mask_secret
+from common.masking import mask_secret, mask_urls, mask_value
 from common.token_bucket import TokenBucket
 from config import conf, load_config
 
@@ -322,6 +322,16 @@ class ChatGPTBot(Bot):
         self._buckets: dict[str, tuple[int, TokenBucket]] = {}
         self._buckets_lock = threading.Lock()
 
+    @classmethod
+    def settings_problem(cls, settings: Any) -> str | None:
+        if str(settings.get("open_ai_api_key") or "").strip():
+            return None
+        base = str(settings.get("open_ai_api_base") or DEFAULT_API_BASE).strip().rstrip("/")
+        if base != DEFAULT_API_BASE:
+            return None  # a local or self-hosted server may want no key
+        return ("setting 'open_ai_api_key' is empty: put your OpenAI API key in it "
+                "(or point open_ai_api_base at a server that needs no key)")
+
     # -- the original's attribute, now computed from the live settings
     @property
     def args(self) -> dict[str, Any]:
@@ -349,8 +359,10 @@ class ChatGPTBot(Bot):
     # -- chat ------------------------------------------------------------------
 
     def _reply_chat(self, query: str, context: Context | None) -> Reply:
-        logger.info("[CHATGPT] query={}".format(query))
         session_id = context.get("session_id") if context is not None else None
+        # Who and how much at INFO; what was asked only at DEBUG.
+        logger.info("[CHATGPT] question of {} characters from session {}".format(len(query), session_id))
+        logger.debug("[CHATGPT] query={}".format(query))
         command = self._command(query, session_id)
         if command is not None:
             return command
@@ -536,7 +548,9 @@ class ChatGPTBot(Bot):
         chinese = is_chinese(query)
         if not self._take_token("dalle", "rate_limit_dalle"):
             return Reply(ReplyType.ERROR, _IMAGE_BUSY[0] if chinese else _IMAGE_BUSY[1])
-        logger.info("[OPEN_AI] image_query={}".format(query))
+        logger.info("[OPEN_AI] image request of {} characters from session {}".format(
+            len(query), context.get("session_id") if context is not None else None))
+        logger.debug("[OPEN_AI] image_query={}".format(query))
         own_key = context.get("openai_api_key") if context is not None else None
         model = conf().get("text_to_image") or "dall-e-2"
         payload: dict[str, Any] = {"model": model, "prompt": query, "n": 1, "size": conf().get("image_create_size")}
@@ -555,7 +569,7 @@ class ChatGPTBot(Bot):
         item = items[0]
         self._send_revised_prompt(context, item.get("revised_prompt"), query)
         if isinstance(item.get("url"), str) and item["url"]:
-            logger.info("[OPEN_AI] image_url={}".format(item["url"]))
+            logger.debug("[OPEN_AI] image_url={}".format(item["url"]))
             return Reply(ReplyType.IMAGE_URL, item["url"])
         if isinstance(item.get("b64_json"), str):
             try:
@@ -614,7 +628,7 @@ class ChatGPTBot(Bot):
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, ChatAPIError) and e.retryable),
             before_sleep=lambda state: logger.warning(
                 "[CHATGPT] {} {} failed ({}), retry {} of {}".format(
-                    call.purpose, call.url, self._masked(call, state.outcome.exception()), state.attempt_number, self.max_retries
+                    call.purpose, mask_urls(call.url), self._masked(call, state.outcome.exception()), state.attempt_number, self.max_retries
                 )
             ),
             reraise=True,
@@ -624,7 +638,7 @@ class ChatGPTBot(Bot):
         except ChatAPIError as e:
             key = mask_secret(call.api_key) if call.api_key else "(none)"
             logger.warning(
-                "[CHATGPT] {} request to {} failed: model={}, key={}, {}".format(call.purpose, call.url, call.target, key, self._masked(call, e))
+                "[CHATGPT] {} request to {} failed: model={}, key={}, {}".format(call.purpose, mask_urls(call.url), call.target, key, self._masked(call, e))
             )
             raise
 
@@ -634,10 +648,9 @@ class ChatGPTBot(Bot):
         if call.api_key:
             text = text.replace(call.api_key, mask_secret(call.api_key))
         proxy = conf().get("proxy") or ""
-        if "@" in proxy:  # http://user:password@host:port
-            scheme, _, rest = proxy.rpartition("//")
-            text = text.replace(proxy, f"{scheme}//*****@{rest.rpartition('@')[2]}")
-        return text
+        if proxy:
+            text = text.replace(proxy, mask_value("proxy", proxy))
+        return mask_urls(text)
 
     def _post(self, call: _Call) -> requests.Response:
         timeout = conf().get("request_timeout")
@@ -694,6 +707,13 @@ class AzureChatGPTBot(ChatGPTBot):
     """Azure OpenAI: ``{open_ai_api_base}/openai/deployments/{azure_deployment_id}/...``
     with the ``api-key`` header. ``open_ai_api_base`` is the resource endpoint
     (``https://NAME.openai.azure.com/``)."""
+
+    @classmethod
+    def settings_problem(cls, settings: Any) -> str | None:
+        for key, what in (("open_ai_api_key", "your Azure OpenAI key"), ("azure_deployment_id", "your model deployment's name")):
+            if not str(settings.get(key) or "").strip():
+                return f"setting '{key}' is empty: put {what} in it (Azure OpenAI, use_azure_chatgpt)"
+        return None
 
     def _chat_endpoint(self, call: _Call) -> None:
         deployment = conf().get("azure_deployment_id") or ""

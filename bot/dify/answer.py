@@ -222,7 +222,7 @@ class PartSender:
     def deliver(self, reply: Reply) -> None:
         channel = self.context.get("channel")
         if channel is None:
-            logger.warning(f"[DIFY] no channel to send a part of the answer: {reply}")
+            logger.warning(f"[DIFY] no channel to send a {reply.type} part of the answer")
             return
         try:
             deliver = getattr(channel, "deliver", None)

@@ -30,6 +30,7 @@ the original, with these differences on purpose:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,8 @@ APP_TYPES = CHAT_APP_TYPES + ("workflow", "completion")
 
 # Statuses of a workflow run that produced outputs.
 _WORKFLOW_DONE = ("succeeded", "partial-succeeded")
+# "app-xxx", the key config-template.json ships with: never a real key.
+_PLACEHOLDER_KEY = re.compile(r"^app-x+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,19 @@ class DifyBot(Bot):
         super().__init__()
         self.sessions = DifySessionManager(store)
 
+    @classmethod
+    def settings_problem(cls, settings: Any) -> str | None:
+        key = str(settings.get("dify_api_key") or "").strip()
+        if not key:
+            return ("setting 'dify_api_key' is empty: put the API key of your Dify app (app-...) in it, "
+                    "or try the offline demo with --sandbox")
+        if _PLACEHOLDER_KEY.match(key):
+            return (f"setting 'dify_api_key' is still the template's placeholder '{key}': "
+                    "fill in the API key of your Dify app (app-...)")
+        if not str(settings.get("dify_api_base") or "").strip():
+            return "setting 'dify_api_base' is empty: put your Dify API address in it (e.g. https://api.dify.ai/v1)"
+        return None
+
     # -- entry point -----------------------------------------------------------------------
     def reply(self, query: str, context: Context = None) -> Reply | None:
         if context is None:
@@ -160,7 +176,9 @@ class DifyBot(Bot):
             prefixes = conf().get("image_create_prefix", ["画"]) or ["画"]
             query = prefixes[0] + query
         chinese = is_chinese(query)
-        logger.info(f"[DIFY] query={query}")
+        # Who and how much at INFO; what was asked only at DEBUG.
+        logger.info(f"[DIFY] question of {len(query)} characters from session {context.get('session_id')}")
+        logger.debug(f"[DIFY] query={query}")
         try:
             app = AppSettings.of(context)
             return self._reply(query, context, app, chinese)
@@ -209,7 +227,9 @@ class DifyBot(Bot):
             if not session.conversation_id:
                 raise
             # Deleted on Dify's side (or the key now points at another app): start afresh, once.
-            logger.warning(f"[DIFY] conversation {session.conversation_id} of session {session_id} is gone; starting a new one")
+            # Expected after a conversation was deleted in Dify or the key moved to another app,
+            # and handled here: a fact for the log, not a warning for the console.
+            logger.info(f"[DIFY] conversation {session.conversation_id} of session {session_id} is gone; starting a new one")
             self.sessions.restart_conversation(session)
             return self._chat_once(payload, session, app, client, sender, chinese)
 

@@ -40,13 +40,14 @@ from requests.adapters import HTTPAdapter
 from bot.dify.errors import (
     DifyBadResponse,
     DifyConnectionError,
+    DifyConversationNotFound,
     DifyError,
     DifyStreamCut,
     DifyTimeout,
     classify,
 )
 from common.log import logger
-from common.masking import mask_secret
+from common.masking import mask_secret, mask_urls
 from config import conf
 
 __all__ = ["DifyClient", "DifyEventStream", "get_client", "close_clients", "file_base_url"]
@@ -379,7 +380,7 @@ class DifyClient:
     def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
         url = self.api_base + path
         if logger.isEnabledFor(logging.DEBUG):  # the f-string and the mask cost time on every call
-            logger.debug(f"[DIFY] {method} {url} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
+            logger.debug(f"[DIFY] {method} {mask_urls(url)} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
         started = time.monotonic()
         try:
             response = self.session.request(method, url, stream=stream, timeout=self.timeouts(), **kwargs)
@@ -410,7 +411,9 @@ class DifyClient:
         error = classify(
             response.status_code, code, message, retry_after=_retry_after_seconds(response.headers.get("Retry-After"))
         )
-        logger.warning(f"[DIFY] {method} {path} answered {response.status_code}: code={code!r} message={message!r}")
+        # A stale conversation is recovered by the bot (a new conversation): no warning for it.
+        level = logging.INFO if isinstance(error, DifyConversationNotFound) else logging.WARNING
+        logger.log(level, f"[DIFY] {method} {path} answered {response.status_code}: code={code!r} message={message!r}")
         raise error
 
     @staticmethod

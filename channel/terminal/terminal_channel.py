@@ -18,7 +18,6 @@ from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from common.log import logger, set_console_level
-from config import conf
 
 
 class TerminalMessage(ChatMessage):
@@ -62,8 +61,9 @@ class TerminalChannel(ChatChannel):
         self._write("\nBot:\n" + body + "\n" + ("\nUser:" if self._interactive else ""))
 
     def startup(self) -> None:
-        # Keep the screen for the conversation; run.log still records INFO.
-        set_console_level(logging.DEBUG if conf().get("debug") else logging.WARNING)
+        # Keep the screen for the conversation (also with `debug`, whose records go to
+        # run.log); only warnings and errors join it.
+        set_console_level(logging.WARNING)
         _use_utf8(self._stdin, self._stdout)
         if self._interactive:
             self._write("\nPlease input your question:\nUser:")
@@ -74,7 +74,8 @@ class TerminalChannel(ChatChannel):
             msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)
             context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
             if context is None:
-                logger.warning(f"[terminal] message ignored by the rules: {prompt}")
+                logger.warning(f"[terminal] message {msg.msg_id} ignored by the rules")
+                logger.debug(f"[terminal] ignored message: {prompt}")
                 continue
             self.produce(context)
         # End of input: answer what was asked before leaving.

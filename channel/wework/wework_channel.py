@@ -107,7 +107,7 @@ def _missing_ntwork_message() -> str:
         )
     return (
         "channel_type 'wework' needs Windows with PC WeCom logged in (ntwork hooks the Windows client); "
-        "on this system use e.g. channel_type wechatcom_app, web or terminal"
+        "on this system use channel_type web or terminal"
     )
 
 

@@ -27,12 +27,13 @@ __all__ = [
 ]
 
 
-def open_store(kind: str, appdata_dir: str) -> StateStore:
-    """Open the store named by the ``state_store`` setting: "sqlite" (``<appdata_dir>/state.db``) or "memory"."""
+def open_store(kind: str, appdata_dir: str, db_name: str = STATE_DB_NAME) -> StateStore:
+    """Open the store named by the ``state_store`` setting: "sqlite" (``<appdata_dir>/<db_name>``,
+    by default state.db) or "memory"."""
     # An unset setting (None or "") means the default, sqlite.
     normalised = (kind or "sqlite").strip().lower()
     if normalised == "sqlite":
-        return SQLiteStore(os.path.join(appdata_dir, STATE_DB_NAME))
+        return SQLiteStore(os.path.join(appdata_dir, db_name))
     if normalised == "memory":
         return MemoryStore()
     raise ValueError(f"state_store must be one of {', '.join(repr(k) for k in STORE_KINDS)}, got {kind!r}")

@@ -104,7 +104,8 @@ class Banwords(Plugin):
         found = self.matcher.find_first(content)
         if found is None:
             return
-        logger.info(f"[Banwords] banned word {found!r} in a message of session {context.get('session_id')}")
+        logger.info(f"[Banwords] banned word in a message of session {context.get('session_id')}")
+        logger.debug(f"[Banwords] the banned word: {found!r}")
         if self.action == "replace":
             masked = self.matcher.mask(content)
             if is_chinese(content):
@@ -123,7 +124,8 @@ class Banwords(Plugin):
         if found is None:
             return
         context = e_context["context"]
-        logger.info(f"[Banwords] banned word {found!r} in a reply to session {context.get('session_id')}")
+        logger.info(f"[Banwords] banned word in a reply to session {context.get('session_id')}")
+        logger.debug(f"[Banwords] the banned word: {found!r}")
         if self.reply_action == "ignore":
             e_context["reply"] = None
             e_context.action = EventAction.BREAK_PASS

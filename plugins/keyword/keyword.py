@@ -166,7 +166,8 @@ class Keyword(Plugin):
             return
         if isinstance(answer, list):
             answer = random.choice(answer)
-        logger.info(f"[Keyword] matched {content!r}")
+        logger.info(f"[Keyword] a keyword matched in session {context.get('session_id')}")
+        logger.debug(f"[Keyword] matched {content!r}")
         e_context["reply"] = self._reply_for(answer.strip())
         e_context.action = EventAction.BREAK_PASS
 

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,16 @@ def plugins_dir(folder, names=("counter",)) -> str:
     return target
 
 
+def _own_plugin_files(folder, args: tuple[str, ...]) -> list[str]:
+    """`args` with `--plugins-dir` added when absent: the daemon then writes plugins.json
+    into the test's folder, not into the checkout (the bundled plugins still load)."""
+    if "--plugins-dir" in args:
+        return list(args)
+    home = os.path.join(str(folder), "plugin-home")
+    os.makedirs(home, exist_ok=True)
+    return [*args, "--plugins-dir", home]
+
+
 class Daemon:
     """`python app.py ...` with piped stdin/stdout, read on a thread."""
 
@@ -49,7 +60,7 @@ class Daemon:
         environment["PYTHONIOENCODING"] = "utf-8"
         environment.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "app.py"), *args],
+            [sys.executable, os.path.join(ROOT, "app.py"), *_own_plugin_files(folder, args)],
             cwd=str(folder),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -111,6 +122,15 @@ class Daemon:
             self.proc.wait(10)
 
 
+_LOG_RECORD = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\[")
+
+
+def user_lines(stderr: str) -> list[str]:
+    """The lines of stderr that are not log records: what the program itself says (logs
+    share stderr with them, so stdout stays free for the conversation)."""
+    return [line for line in stderr.strip().splitlines() if not _LOG_RECORD.match(line)]
+
+
 def app_env(extra: dict | None = None) -> dict:
     environment = dict(os.environ)
     environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
@@ -122,7 +142,7 @@ def app_env(extra: dict | None = None) -> dict:
 def run_app(folder, *args: str, input: str = "", env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `python app.py ARGS` to the end with `input` piped in."""
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "app.py"), *args],
+        [sys.executable, os.path.join(ROOT, "app.py"), *_own_plugin_files(folder, args)],
         cwd=str(folder), input=input, capture_output=True, text=True, encoding="utf-8",
         env=app_env(env), timeout=timeout,
     )

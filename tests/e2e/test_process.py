@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.daemon import Daemon, plugins_dir, run_app, write_config
+from tests.e2e.daemon import Daemon, plugins_dir, run_app, user_lines, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
     daemon = run_app(tmp_path, "--config", config, input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 2
-    assert err.strip() == "config error: unknown setting 'group_chat_prefx' (did you mean 'group_chat_prefix'?)"
+    assert user_lines(err) == ["config error: unknown setting 'group_chat_prefx' (did you mean 'group_chat_prefix'?)"]
 
 
 def test_wrong_type_exits_2_naming_key_and_type(tmp_path):
@@ -127,7 +127,8 @@ def test_wrong_type_exits_2_naming_key_and_type(tmp_path):
     daemon = run_app(tmp_path, "--config", config, input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 2
-    assert err.strip().startswith("config error: setting 'single_chat_prefix' must be a list")
+    [line] = user_lines(err)
+    assert line.startswith("config error: setting 'single_chat_prefix' must be a list")
 
 
 def test_channel_not_built_yet_stops_start_up(tmp_path):
@@ -135,7 +136,7 @@ def test_channel_not_built_yet_stops_start_up(tmp_path):
     daemon = run_app(tmp_path, "--config", config, input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 1
-    line = err.strip()
+    [line] = user_lines(err)
     assert line.startswith("start-up failed: channel 'feishu' is not available in this version yet; available now: ")
     assert "terminal" in line.rpartition(": ")[2]
 
@@ -145,7 +146,7 @@ def test_unknown_channel_lists_valid_names(tmp_path):
     daemon = run_app(tmp_path, "--config", config, input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 1
-    line = err.strip()
+    [line] = user_lines(err)
     assert line.startswith("start-up failed: unknown channel_type 'wechat'; valid names: ")
     for name in ("wx", "terminal", "wework", "feishu", "dingtalk", "web", "wechatcom_service"):
         assert name in line
@@ -204,7 +205,8 @@ def test_hostile_pickle_is_refused_with_one_line(tmp_path):
     daemon = run_app(tmp_path, "--cmd", "--config", config, "--import-user-datas", input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 1
-    assert err.strip().startswith("start-up failed: cannot import ")
+    [line] = user_lines(err)
+    assert line.startswith("start-up failed: cannot import ")
     assert not marker.exists()
 
 

@@ -364,6 +364,35 @@ def test_conversation_continues_and_is_recovered_after_a_404(bot, dify):
     assert chat_requests(dify)[-1]["json"]["conversation_id"] == new_cid
 
 
+def test_info_log_says_who_and_how_much_not_what(bot, dify, logs):
+    import logging
+
+    from common.log import is_debug, set_debug
+
+    debug_before = is_debug()
+    set_debug(True)  # the question itself is a DEBUG record
+    try:
+        assert ask(bot, "my private question").content == "echo: my private question"
+    finally:
+        set_debug(debug_before)
+    info = logs.text(logging.INFO)
+    assert "private question" not in info
+    assert "question of 19 characters from session alice" in info
+    assert "my private question" in logs.text(logging.DEBUG)
+
+
+def test_a_stale_conversation_is_replaced_quietly(bot, dify, logs):
+    """A conversation Dify no longer knows is expected (deleted in Dify, a new simulator) and
+    handled: it is noted in the log, not shown as a warning."""
+    import logging
+
+    ask(bot, "one")
+    dify.forget_conversation(bot.sessions.get_session("alice").conversation_id)
+    assert ask(bot, "two").content == "echo: two"
+    assert "is gone; starting a new one" in logs.text(logging.INFO)
+    assert logs.text(logging.WARNING) == ""
+
+
 def test_a_restart_continues_the_same_conversation(dify, tmp_path, monkeypatch):
     from config import conf
 

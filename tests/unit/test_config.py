@@ -127,7 +127,7 @@ def test_wrong_type_names_key_and_expected_type(tmp_path, key, value, message):
 
 def test_wrong_type_from_environment_is_refused(tmp_path):
     path = write(tmp_path / "config.json", {})
-    with pytest.raises(ConfigError, match="setting 'single_chat_prefix' must be a list"):
+    with pytest.raises(ConfigError, match="setting 'single_chat_prefix' from environment variable SINGLE_CHAT_PREFIX must be a list"):
         build_config(path, environ={"SINGLE_CHAT_PREFIX": "bot"}, dotenv_path="")
 
 
@@ -218,7 +218,7 @@ def test_template_is_valid():
 
     root = os.path.dirname(os.path.abspath(config_module.__file__))
     data = build_config(os.path.join(root, "config-template.json"), environ={}, dotenv_path="")
-    assert data["channel_type"] == "wework" and data["model"] == "dify"
+    assert data["channel_type"] == "terminal" and data["model"] == "dify"
 
 
 def test_logged_context_masks_keys_copied_from_user_data():
@@ -297,3 +297,94 @@ def test_a_plugin_may_add_its_own_setting(settings, monkeypatch):
     assert settings.get("my_plugin_switch", False) is False
     settings["my_plugin_switch"] = True
     assert settings["my_plugin_switch"] is True and settings.get("my_plugin_switch") is True
+
+
+# --- where a value came from (environment, .env) --------------------------------------------
+
+
+def test_bad_environment_value_names_the_variable(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={"DEBUG": "maybe"}, dotenv_path="")
+    assert str(err.value) == 'setting \'debug\' from environment variable DEBUG must be true or false, got str "maybe"'
+
+
+def test_bad_dotenv_value_names_the_line(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    env_file = tmp_path / ".env"
+    env_file.write_text("# my settings\nMODEL=dify\n\nCONCURRENCY_IN_SESSION=0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path=str(env_file))
+    assert str(err.value) == "setting 'concurrency_in_session' from .env line 4 must be at least 1, got 0"
+
+
+def test_dotenv_key_that_is_not_a_setting_is_refused(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    env_file = tmp_path / ".env"
+    env_file.write_text("MODEL=dify\nDIFY_API_KYE=app-123\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path=str(env_file))
+    assert str(err.value) == "unknown setting 'DIFY_API_KYE' in .env line 2 (did you mean 'dify_api_key'?)"
+
+
+def test_dotenv_line_that_is_not_key_value_is_refused(tmp_path):
+    path = write(tmp_path / "config.json", {})
+    env_file = tmp_path / ".env"
+    env_file.write_text("MODEL=dify\nthis is not a setting\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^\.env line 2 is not a KEY=value line$"):
+        build_config(path, environ={}, dotenv_path=str(env_file))
+    env_file.write_text("MODEL=dify\nDEBUG\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^\.env line 2: 'DEBUG' has no value"):
+        build_config(path, environ={}, dotenv_path=str(env_file))
+
+
+def test_environment_variables_that_are_not_settings_are_ignored(tmp_path):
+    path = write(tmp_path / "config.json", {"model": "dify"})
+    assert build_config(path, environ={"HOME": "/root", "DIFY_API_KYE": "x"}, dotenv_path="") == {"model": "dify"}
+
+
+# --- command-line settings and reloads ------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_loading(monkeypatch, tmp_path, settings):
+    """load_config's remembered path and command-line settings, restored afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "_config_path", None)
+    monkeypatch.setattr(config_module, "_chosen_path", None, raising=False)
+    monkeypatch.setattr(config_module, "_command_line_settings", {}, raising=False)
+    for name in list(__import__("os").environ):
+        if name.lower() in config_module.SETTINGS:
+            monkeypatch.delenv(name)
+    yield tmp_path
+
+
+def test_command_line_settings_survive_a_reload(fresh_loading, settings):
+    path = write(fresh_loading / "my.json", {"channel_type": "wework", "model": "gpt-4o", "dify_api_key": "app-real"})
+    config_module.load_config(path)
+    config_module.set_command_line_settings({"channel_type": "terminal", "model": "dify", "dify_api_key": "app-sandbox"})
+    write(fresh_loading / "my.json", {"channel_type": "wework", "model": "gpt-4o", "dify_api_key": "app-real", "debug": False})
+    config_module.load_config()  # what #reconf calls
+    assert (settings.get("channel_type"), settings.get("model"), settings.get("dify_api_key")) == ("terminal", "dify", "app-sandbox")
+    assert config_module.config_path() == path  # --config is read again, not ./config.json
+
+
+def test_reload_without_config_flag_finds_a_config_json_made_after_start(fresh_loading, settings, monkeypatch):
+    monkeypatch.setattr(config_module, "get_root", lambda: str(fresh_loading))
+    write(fresh_loading / "config-template.json", {"model": "from-template"})
+    config_module.load_config()
+    assert settings.get("model") == "from-template"
+    write(fresh_loading / "config.json", {"model": "from-config"})
+    config_module.load_config()
+    assert settings.get("model") == "from-config"
+
+
+def test_secrets_and_proxy_passwords_are_masked_in_the_loaded_config_log(fresh_loading, logs):
+    path = write(fresh_loading / "config.json", {"proxy": "http://bob:hunter2hunter2@10.0.0.1:3128", "web_password": "correct-horse-battery"})
+    (fresh_loading / ".env").write_text("OPEN_AI_API_BASE=https://alice:s3cr3tpass@llm.example/v1\n", encoding="utf-8")
+    config_module.load_config(path)
+    text = logs.text()
+    for secret in ("hunter2", "horse", "s3cr3t"):
+        assert secret not in text
+    assert "http://bob:*****@10.0.0.1:3128" in text  # the host stays readable
+    assert "https://alice:*****@llm.example/v1" in text

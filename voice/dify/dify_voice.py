@@ -27,7 +27,7 @@ from bot.dify.errors import DifyConnectionError, DifyError, DifyTimeout
 from bridge.bridge import in_language, is_chinese
 from bridge.reply import Reply, ReplyType
 from common.log import logger
-from common.masking import mask_secret
+from common.masking import mask_secret, mask_urls
 from common.tmp_dir import unique_tmp_path
 from config import conf
 from voice.audio_convert import audio_format, audio_format_of_bytes, any_to_wav
@@ -109,7 +109,7 @@ def _settings_key() -> str:
 def _describe() -> str:
     """Where a request went, for the log (the key masked)."""
     key = _settings_key()
-    return f"base={conf().get('dify_api_base') or DEFAULT_API_BASE}, key={mask_secret(key) if key else '<empty>'}"
+    return f"base={mask_urls(conf().get('dify_api_base') or DEFAULT_API_BASE)}, key={mask_secret(key) if key else '<empty>'}"
 
 
 def _voice_error(e: DifyError) -> DifyVoiceError:
@@ -215,7 +215,8 @@ class DifyVoice(Voice):
         if not text.strip():
             logger.warning(f"[DifyVoice] no words recognised in {voice_file}")
             return Reply(ReplyType.ERROR, user_text(STT, "empty", None))
-        logger.info(f"[DifyVoice] voiceToText text={text!r} file={voice_file}")
+        logger.info(f"[DifyVoice] voiceToText: {len(text)} characters from {voice_file}")
+        logger.debug(f"[DifyVoice] voiceToText text={text!r}")
         return Reply(ReplyType.TEXT, text)
 
     def textToVoice(self, text: str, user: str | None = None) -> Reply:
