@@ -350,6 +350,13 @@
     connect();
   });
   window.addEventListener("online", function () { if (!source) { connect(); } });
+  // A page left for another keeps its stream open in the back/forward cache, holding one
+  // of the browser's few connections to this server: close it, reopen on the way back.
+  window.addEventListener("pagehide", function () {
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    if (source) { source.close(); source = null; }
+  });
+  window.addEventListener("pageshow", function (e) { if (e.persisted) { connect(); } });
 
   window.chatUserId = function () { return userId; };
   showWho();
