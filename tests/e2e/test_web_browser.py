@@ -176,16 +176,6 @@ def test_two_windows_with_different_users_stay_apart(web, browser):
     browser.switch_to.window(first)
 
 
-def test_many_page_loads_do_not_use_up_the_browsers_connections(web, browser):
-    # A left page's stream stayed open in the back/forward cache; past six the browser had
-    # no connection left for the next page's POST.
-    server, base = web
-    for i in range(7):
-        open_chat(browser, base, f"hopper{i}")
-    ask(browser, "still answered?")
-    WebDriverWait(browser, 10).until(lambda d: "echo: still answered?" in bot_texts(d))
-
-
 def test_hostile_answer_is_sanitized(web, browser):
     server, base = web
     hostile = ('<script>window.__pwned = 1</script> and <img src=x onerror="window.__pwned=2"> '
