@@ -491,3 +491,35 @@ def test_history_is_bounded_and_a_withdrawn_partial_answer_leaves_the_page(setti
     finally:
         channel.stop_accepting()
         channel.stop()
+
+
+def test_the_chatgpt_bot_shows_its_answer_growing(settings):
+    from bot.chatgpt.chat_gpt_bot import ChatGPTBot
+    from bridge.context import Context, ContextType
+    from channel.web import web_channel
+    from tests.fakes.openai_server import DEFAULT_KEY, OpenAIServer
+
+    settings["web_host"] = "127.0.0.1"
+    settings["web_port"] = free_port()
+    channel = web_channel.WebChannel()
+    channel.startup()
+    try:
+        with OpenAIServer() as openai:
+            settings.update(open_ai_api_base=openai.base_url, open_ai_api_key=DEFAULT_KEY, model="gpt-4o-mini")
+            answer = "A long answer, written three characters at a time."
+            openai.push_answer(answer)
+            stream = SSE(channel.server.port, "gpt user")
+            assert stream.opened.wait(5)
+            context = Context(ContextType.TEXT, "tell me")
+            context.kwargs.update(receiver="gpt user", session_id="gpt user", channel=channel)
+            reply = ChatGPTBot().reply("tell me", context)
+            # Shown while the answer was read (kept for the page until the final text comes).
+            shown = stream.partials.get(timeout=5)["data"]
+            assert answer.startswith(shown["delta"]) and shown["delta"]
+            channel.send(reply, context)
+            final = stream.next()["data"]
+            assert final["content"] == answer and final["stream"] == shown["stream"]
+            stream.close()
+    finally:
+        channel.stop_accepting()
+        channel.stop()
