@@ -53,6 +53,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_port": (9899, "Port of the `web` chat channel."),
     "web_host": ("0.0.0.0", "Address the `web` channel's HTTP server listens on (127.0.0.1: this machine only). New."),
     "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
+    "web_history_size": (50, "Messages of each `web` user's conversation kept in the state store, so a reloaded page (or one opened after a restart) shows them again; 0: none. New."),
     # --- bot / model routing
     "model": ("gpt-3.5-turbo", "Model name; also picks the bot when bot_type is empty (`dify` selects the Dify bot). `#model` changes it."),
     "bot_type": ("", "Forces the bot, e.g. `chatGPT` for any OpenAI-compatible endpoint, `dify`."),

@@ -33,6 +33,20 @@ class Channel:
         """Send `reply` to the conversation of `context` on the platform."""
         raise NotImplementedError
 
+    # Optional capability: showing an answer while the bot is still writing it (a chat
+    # bubble that grows). A bot that streams asks can_show_partial first; channels that
+    # say no get the answer as before, in whole replies.
+    def can_show_partial(self, context: Context) -> bool:
+        return False
+
+    def show_partial(self, context: Context, stream_id: str, text: str) -> None:
+        """Show `text`, everything written so far of the answer `stream_id`, for `context`.
+
+        The next TEXT reply sent for the same context is the finished text of the oldest
+        answer shown (the channel replaces what it showed with it). When the context is
+        done and an answer shown got no finished text, the channel takes it away."""
+        raise NotImplementedError
+
     def build_reply_content(self, query: str, context: Context = None) -> Reply:
         return Bridge().fetch_reply_content(query, context)
 

@@ -57,6 +57,7 @@ from sseclient import SSEClient
 from urllib3.exceptions import ReadTimeoutError
 
 from bot.bot import Bot
+from bot.partial_answer import PartialAnswer
 from bot.chatgpt.chat_gpt_session import ChatGPTSession
 from bot.session_manager import Session, SessionManager
 from bridge.bridge import in_language, is_chinese
@@ -145,6 +146,7 @@ class _Call:
     target_words: tuple[str, str] = ("模型", "Model")
     settings: str = "model, open_ai_api_base"  # what to check when it is not found
     progress: dict[str, bool] = field(default_factory=dict)
+    partial: Any = None  # a PartialAnswer when the channel shows the answer growing
 
 
 def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
@@ -378,6 +380,7 @@ class ChatGPTBot(Bot):
         own_key = context.get("openai_api_key") if context is not None else None
         model = (context.get("gpt_model") if context is not None else None) or conf().get("model") or const.GPT35
         call = self._chat_call(messages, model, own_key or conf().get("open_ai_api_key") or "", bool(own_key))
+        call.partial = PartialAnswer.for_context(context)
         try:
             answer = self._send(call, self._read_chat)
         except ChatAPIError as e:
@@ -530,6 +533,8 @@ class ChatGPTBot(Bot):
                 if piece:
                     parts.append(piece)
                     call.progress["answered"] = True
+                    if call.partial is not None:
+                        call.partial.show("".join(parts))
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
             if isinstance(chunk.get("usage"), dict):

@@ -86,6 +86,8 @@ class AnswerFold:
 
     Finished parts go to ``on_part`` when given (streamed replies), else they are
     kept in ``parts``. With ``split_paragraphs`` every finished paragraph is a part.
+    Without it, ``on_text`` (when given) gets the text of the part in progress, all of
+    it so far, after every change (to show the answer growing).
     """
 
     def __init__(
@@ -94,9 +96,11 @@ class AnswerFold:
         terminal: str = "message_end",
         on_part: Callable[[Part], None] | None = None,
         split_paragraphs: bool = False,
+        on_text: Callable[[str], None] | None = None,
     ) -> None:
         self.terminal = terminal
         self.on_part = on_part
+        self.on_text = on_text
         self.split_paragraphs = split_paragraphs
         self.parts: list[Part] = []
         self.delivered = 0
@@ -140,6 +144,8 @@ class AnswerFold:
                 self._emit(("text", paragraph))
         else:
             self._buffer += delta
+            if self.on_text is not None:
+                self.on_text(self._buffer)
 
     def _flush(self) -> None:
         text = self._splitter.take_rest() if self.split_paragraphs else self._buffer.strip()

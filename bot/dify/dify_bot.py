@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.bot import Bot
+from bot.partial_answer import PartialAnswer
 from bot.dify.answer import AnswerFold, Part, PartSender
 from bot.dify.dify_client import DifyClient, get_client
 from bot.dify.dify_session import DifySession, DifySessionManager
@@ -274,14 +275,26 @@ class DifyBot(Bot):
                      session: DifySession | None = None) -> tuple[list[Part], bool]:
         """Read a streamed answer: (parts not sent yet, whether it broke off).
 
-        With dify_stream_reply, finished paragraphs are sent while the stream runs.
+        On a channel that shows answers growing (Channel.show_partial), the text is
+        shown as it arrives and each finished part is sent at once. Elsewhere, with
+        dify_stream_reply, finished paragraphs are sent while the stream runs.
         A stream that breaks off is never sent again: its text is kept when some
         arrived, else DifyStreamCut is raised."""
-        split = app.stream_reply and sender.can_deliver()
+        partial = PartialAnswer.for_context(sender.context)
+        split = app.stream_reply and sender.can_deliver() and partial is None
+        on_part = None
+        if partial is not None:
+            def on_part(part: Part) -> None:
+                sender.send_all([part])
+                partial.next_answer()
+        elif split:
+            def on_part(part: Part) -> None:
+                sender.send_all([part])
         fold = AnswerFold(
             terminal=terminal,
-            on_part=(lambda part: sender.send_all([part])) if split else None,
+            on_part=on_part,
             split_paragraphs=split,
+            on_text=partial.show if partial is not None else None,
         )
         cut: DifyStreamCut | None = None
         try:

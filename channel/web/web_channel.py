@@ -4,7 +4,18 @@ Routes (the original's, on `web_port`): `GET /chat` the page, `POST /message`
 `{user_id, message}` -> `{"status": "success", "message": "Message received", ...}`, and
 `GET /sse/<user_id>`, a Server-Sent Events stream of `{"type", "content", "timestamp"}`
 (`type` is the reply type's name as the original sends it: "TEXT", "IMAGE_URL", "IMAGE",
-"FILE", "ERROR", "INFO", ...).
+"FILE", "ERROR", "INFO", ...). `content` is always a string, as in the original: for
+IMAGE, FILE and VIDEO it is the link to the file (the original put the server's file
+path there), with `url`, `name` and `mime` beside it. The refusals the original had
+("Invalid JSON", "No message provided") keep its HTTP 200 and text, with `detail` added.
+`user_id` is any text (missing: "default_user", as in the original), see ids.py.
+
+A streamed answer is shown growing in one bubble: the bot calls `show_partial`, the
+page gets SSE events named `partial` (`{"type": "TEXT_PARTIAL", "stream", "offset",
+"delta"}`; an EventSource `onmessage` handler, as old front ends use, never sees them),
+then the whole answer once as a normal TEXT event carrying the same `stream` id.
+`GET /history/<user_id>` gives the user's recent conversation (kept in the state store)
+so a reloaded page shows it again.
 
 Better than the original:
 - a reply is pushed the moment it exists (an event per connection, no polling), so a
@@ -15,7 +26,7 @@ Better than the original:
   bounded (OUTBOX_MAX per user) and events expire after OUTBOX_TTL seconds;
 - async handlers on one shared server (common/http_server): hundreds of open streams cost no
   thread each;
-- input is checked (user id pattern, sizes, JSON) and refused with a JSON error;
+- input is checked (ids, sizes, JSON) and refused with a JSON error;
 - optional `web_password`: the API then wants `Authorization: Bearer <password>`. EventSource
   and <img> cannot send headers, so the page trades the password for a short-lived stream
   token bound to its user id (`POST /token`) and passes it as `?token=`: the password itself
@@ -31,7 +42,6 @@ import itertools
 import json
 import mimetypes
 import os
-import re
 import secrets
 import threading
 import time
@@ -41,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
@@ -49,11 +60,12 @@ from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
+from channel.web.history import WebHistory
+from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
 from common.log import logger
 from config import conf
 
-USER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_MESSAGE_CHARS = 8000
 MAX_BODY_BYTES = 64 * 1024
 OUTBOX_MAX = 100  # undelivered events kept per user
@@ -63,7 +75,31 @@ MAX_USERS = 10000  # outboxes kept in memory; the idle oldest go first
 KEEPALIVE = 15.0  # seconds between SSE comments, so dead connections are noticed
 TOKEN_TTL = 3600  # seconds a stream token is valid
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-STATIC_FILES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
+_JS = "text/javascript; charset=utf-8"
+_CSS = "text/css; charset=utf-8"
+# The only files /static serves (vendor/: see vendor/VERSIONS.md).
+STATIC_FILES = {
+    "chat.js": _JS, "chat.css": _CSS,
+    "vendor/marked.min.js": _JS, "vendor/purify.min.js": _JS, "vendor/highlight.min.js": _JS,
+    "vendor/highlight-github.min.css": _CSS,
+}
+PARTIAL_EVENT = "partial"  # SSE event name of the growing answer; `onmessage` never sees it
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+
+
+class _AnyText(Convertor):
+    """A path part that may hold anything, '/' and newlines too (a decoded user id)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("webid", _AnyText())
 
 
 class WebMessage(ChatMessage):
@@ -88,14 +124,25 @@ class _Media:
 
 
 @dataclass
+class _Partial:
+    """An answer being shown while it grows. `generation` changes when the text is not
+    an extension of what was shown (Dify's message_replace), so readers resend it whole."""
+
+    owner: Any  # the context whose bot shows it
+    text: str = ""
+    generation: int = 0
+
+
+@dataclass
 class _Outbox:
     """One user's numbered events. Touched from worker threads and the server loop: `lock`."""
 
-    events: deque = field(default_factory=deque)  # (seq, created, json text)
+    events: deque = field(default_factory=deque)  # (seq, created, json text, SSE event name or None)
     next_seq: int = 1
     delivered: int = 0  # highest seq written to some connection
     waiters: set = field(default_factory=set)  # asyncio.Event of each open stream
     media: dict = field(default_factory=dict)  # media id -> _Media
+    partials: dict = field(default_factory=dict)  # stream id -> _Partial, oldest first
     touched: float = field(default_factory=time.monotonic)
 
 
@@ -115,11 +162,13 @@ class WebChannel(ChatChannel):
         self._closing = False
         self._token_key = secrets.token_bytes(32)
         self.server: HttpServer | None = None
+        self.history = WebHistory(None, 0)
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
         host = str(conf().get("web_host"))
         port = int(conf().get("web_port", 9899))
+        self.history = WebHistory(conf().state_store, int(conf().get("web_history_size")))
         server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
         self.register_routes(server)
         server.set_queue_probe(self.dispatcher.pending)
@@ -129,18 +178,27 @@ class WebChannel(ChatChannel):
         except HttpServerError as e:
             raise ChannelError(str(e)) from None
         self.server = server
-        shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+        if host.strip() in ALL_INTERFACES and not self._password():
+            logger.warning(
+                f"[web] the chat listens on all network interfaces (web_host {host or '0.0.0.0'}) without a "
+                f"password: anyone who can reach port {server.port} can talk to the bot as any user and read "
+                "their answers. Set web_password, or web_host 127.0.0.1 to accept this computer only."
+            )
+        shown = "localhost" if host in ALL_INTERFACES else host
         print(f"\nWeb channel is running, open http://{shown}:{server.port}/chat", flush=True)
         logger.info(f"[web] chat page at http://{shown}:{server.port}/chat")
 
     def register_routes(self, server: HttpServer) -> None:
         server.add_route("/", self._root, ["GET"])
         server.add_route("/chat", self._chat_page, ["GET"])
-        server.add_route("/static/{name}", self._static, ["GET"])
+        server.add_route("/static/{name:path}", self._static, ["GET"])
         server.add_route("/message", self._post_message, ["POST"])
         server.add_route("/token", self._post_token, ["POST"])
-        server.add_route("/sse/{user_id}", self._sse, ["GET"])
-        server.add_route("/media/{user_id}/{media_id}", self._media, ["GET"])
+        # `:webid`: a user id may hold '/' or a newline, which arrives percent-decoded (the original's
+        # route took any text after /sse/ too).
+        server.add_route("/sse/{user_id:webid}", self._sse, ["GET"])
+        server.add_route("/history/{user_id:webid}", self._history, ["GET"])
+        server.add_route("/media/{user_id:webid}/{media_id}", self._media, ["GET"])
 
     def stop_accepting(self) -> None:
         super().stop_accepting()
@@ -191,20 +249,27 @@ class WebChannel(ChatChannel):
             for _, uid in idle[: max(1, len(idle) // 10)]:
                 del self._outboxes[uid]
 
-    def push(self, user_id: str, rtype: str, content: Any) -> int:
-        """Queue an event for the user and wake the user's open streams. Thread-safe."""
-        payload = {"type": rtype, "content": content, "timestamp": time.time()}
+    def push(self, user_id: str, rtype: str, content: Any, extra: dict[str, Any] | None = None,
+             event: str | None = None) -> int:
+        """Queue an event for the user and wake the user's open streams. Thread-safe.
+
+        `extra` keys go beside type/content/timestamp. An event with an SSE `event` name
+        (the end of a partial answer) is not kept in the history."""
+        payload = {"type": rtype, "content": content, "timestamp": time.time(), **(extra or {})}
         with self._lock:
             box = self._outbox(user_id)
             seq = box.next_seq
             box.next_seq += 1
             payload["id"] = f"{self._epoch}-{seq}"
-            box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False)))
+            if event is None:
+                # Under the lock: /history reads the history and the last event id together.
+                self.history.append(user_id, {"role": "bot", **payload})
+            box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False), event))
             _expire(box, time.monotonic())
             while len(box.events) > OUTBOX_MAX:
                 dropped = box.events.popleft()
                 if dropped[0] > box.delivered:
-                    logger.warning(f"[web] outbox of {user_id} full, an undelivered reply was dropped")
+                    logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
             waiters = list(box.waiters)
         self._wake(waiters)
         return seq
@@ -216,7 +281,7 @@ class WebChannel(ChatChannel):
             box.media[media_id] = media
             while len(box.media) > MEDIA_MAX:
                 box.media.pop(next(iter(box.media)))
-        return f"/media/{user_id}/{media_id}"
+        return f"/media/{url_part(user_id)}/{media_id}"
 
     # ------------------------------------------------------------------ sending
     def send(self, reply: Reply, context: Context) -> None:
@@ -225,6 +290,7 @@ class WebChannel(ChatChannel):
             raise ValueError("no receiver in the context")
         rtype = str(reply.type)
         content = reply.content
+        extra: dict[str, Any] = {}
         if reply.type == ReplyType.IMAGE:
             stream = content
             if hasattr(stream, "seek"):
@@ -232,17 +298,72 @@ class WebChannel(ChatChannel):
             data = stream.read() if hasattr(stream, "read") else bytes(stream)
             mime = _sniff_image(data)
             content = self._store_media(user_id, _Media(data, None, mime, "image", time.monotonic()))
+            extra = {"url": content, "name": "image", "mime": mime}
         elif reply.type in (ReplyType.FILE, ReplyType.VIDEO):
             path = str(content)
             if not os.path.isfile(path):
                 raise FileNotFoundError(path)
             mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
             name = os.path.basename(path)
-            url = self._store_media(user_id, _Media(None, path, mime, name, time.monotonic()))
-            content = {"url": url, "name": name, "mime": mime}
+            # A string, as the original's `content` (which was the server's path): the link.
+            content = self._store_media(user_id, _Media(None, path, mime, name, time.monotonic()))
+            extra = {"url": content, "name": name, "mime": mime}
         elif not isinstance(content, (str, int, float, bool, type(None))):
             content = str(content)
-        self.push(user_id, rtype, content)
+        if reply.type == ReplyType.TEXT:
+            stream_id = self._take_partial(user_id, context)
+            if stream_id is not None:
+                extra = {"stream": stream_id}
+        self.push(user_id, rtype, content, extra)
+
+    # ------------------------------------------------------------------ partial answers
+    def can_show_partial(self, context: Context) -> bool:
+        return bool(context.get("receiver"))
+
+    def show_partial(self, context: Context, stream_id: str, text: str) -> None:
+        user_id = context.get("receiver")
+        if not user_id:
+            return
+        with self._lock:
+            box = self._outbox(user_id)
+            partial = box.partials.get(stream_id)
+            if partial is None:
+                partial = box.partials[stream_id] = _Partial(owner=context)
+            if not text.startswith(partial.text):
+                partial.generation += 1
+            partial.text = text
+            waiters = list(box.waiters)
+        self._wake(waiters)
+
+    def _take_partial(self, user_id: str, context: Context) -> str | None:
+        """The oldest answer this context is showing, which the TEXT being sent completes."""
+        with self._lock:
+            box = self._outbox(user_id)
+            for stream_id, partial in box.partials.items():
+                if partial.owner is context:
+                    del box.partials[stream_id]
+                    return stream_id
+        return None
+
+    def _handle(self, context: Context) -> None:
+        try:
+            super()._handle(context)
+        finally:
+            self._withdraw_partials(context)
+
+    def _withdraw_partials(self, context: Context) -> None:
+        """Answers shown growing that got no final text (a plugin swallowed the reply, the
+        bot failed) are taken off the page."""
+        user_id = context.get("receiver") if context is not None else None
+        if not user_id:
+            return
+        with self._lock:
+            box = self._outboxes.get(user_id)
+            left = [sid for sid, p in box.partials.items() if p.owner is context] if box is not None else []
+            for stream_id in left:
+                del box.partials[stream_id]
+        for stream_id in left:
+            self.push(user_id, "TEXT_PARTIAL", "", {"stream": stream_id, "done": True}, event=PARTIAL_EVENT)
 
     # ------------------------------------------------------------------ auth
     def _password(self) -> str:
@@ -290,7 +411,8 @@ class WebChannel(ChatChannel):
         name = request.path_params["name"]
         if name not in STATIC_FILES:
             return json_error(404, "not found")
-        return FileResponse(os.path.join(STATIC_DIR, name), media_type=STATIC_FILES[name], headers=_PAGE_HEADERS)
+        path = os.path.join(STATIC_DIR, *name.split("/"))
+        return FileResponse(path, media_type=STATIC_FILES[name], headers=_PAGE_HEADERS)
 
     async def _post_token(self, request: Request) -> Response:
         refused = self._check_bearer(request)
@@ -299,9 +421,10 @@ class WebChannel(ChatChannel):
         body, error = await _json_body(request)
         if error is not None:
             return error
-        user_id = body.get("user_id")
-        if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
-            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        try:
+            user_id = parse_id(_or_default(body.get("user_id")), "user_id")
+        except BadId as e:
+            return json_error(400, str(e))
         if not self._password():
             return JSONResponse({"status": "success", "token": "", "expires_in": 0})
         return JSONResponse({"status": "success", "token": self._make_token(user_id), "expires_in": TOKEN_TTL})
@@ -315,19 +438,17 @@ class WebChannel(ChatChannel):
         body, error = await _json_body(request)
         if error is not None:
             return error
-        user_id = body.get("user_id")
         message = body.get("message")
-        if user_id is None or message is None:
-            return json_error(400, "user_id and message are required")
-        if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
-            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
         if not isinstance(message, str) or not message.strip():
-            return json_error(400, "message must be a non-empty string")
+            return _original_error("No message provided", "message must be non-empty text")
         if len(message) > MAX_MESSAGE_CHARS:
             return json_error(413, f"message longer than {MAX_MESSAGE_CHARS} characters")
-        client_id = body.get("msg_id")
-        if client_id is not None and (not isinstance(client_id, str) or not USER_ID_RE.fullmatch(client_id)):
-            return json_error(400, "msg_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
+        try:
+            user_id = parse_id(_or_default(body.get("user_id")), "user_id")
+            client_id = body.get("msg_id")
+            client_id = None if client_id is None else parse_id(client_id, "msg_id")
+        except BadId as e:
+            return json_error(400, str(e))
         # A client id makes a retried POST (flaky network) count once; dedup is by msg_id.
         msg_id = f"{user_id}:{client_id}" if client_id else f"{self._run_id}-{next(self._ids)}"
         accepted = await run_in_threadpool(self._take, user_id, message, msg_id)
@@ -345,13 +466,21 @@ class WebChannel(ChatChannel):
         context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
             return None
+        # Before it is queued, so the question comes before its answer in the history.
+        self.history.append(user_id, {"role": "user", "type": "TEXT", "content": message,
+                                      "timestamp": time.time(), "msg_id": msg_id})
         return self.produce(context)
 
+    def _path_user(self, request: Request) -> tuple[str | None, Response | None]:
+        try:
+            return parse_id(request.path_params["user_id"], "user_id"), None
+        except BadId as e:
+            return None, json_error(400, str(e))
+
     async def _sse(self, request: Request) -> Response:
-        user_id = request.path_params["user_id"]
-        if not USER_ID_RE.fullmatch(user_id):
-            return json_error(400, "user_id must be 1-64 characters of A-Z, a-z, 0-9, _ or -")
-        refused = self._check_token(request, user_id)
+        user_id, refused = self._path_user(request)
+        if refused is None:
+            refused = self._check_token(request, user_id)
         if refused is not None:
             return refused
         if self._closing:
@@ -368,6 +497,24 @@ class WebChannel(ChatChannel):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def _history(self, request: Request) -> Response:
+        user_id, refused = self._path_user(request)
+        if refused is None:
+            refused = self._check_token(request, user_id)
+        if refused is not None:
+            return refused
+        entries, last_id = await run_in_threadpool(self._history_snapshot, user_id)
+        # The page connects its stream with last_event_id: what the history shows is not sent again.
+        return JSONResponse({"status": "success", "user_id": user_id, "messages": entries, "last_event_id": last_id},
+                            headers={"Cache-Control": "no-store"})
+
+    def _history_snapshot(self, user_id: str) -> tuple[list[dict], str]:
+        with self._lock:
+            box = self._outboxes.get(user_id)
+            last_seq = box.next_seq - 1 if box is not None else 0
+            entries = self.history.entries(user_id)
+        return entries, (f"{self._epoch}-{last_seq}" if last_seq > 0 else "")
+
     def _parse_last_id(self, text: str) -> int | None:
         epoch, _, seq = text.strip().partition("-")
         if epoch == self._epoch and seq.isdigit():
@@ -375,6 +522,7 @@ class WebChannel(ChatChannel):
         return None  # none, or from an earlier run: send what was never delivered
 
     async def _stream(self, user_id: str, box: _Outbox, event: asyncio.Event, after: int | None):
+        shown: dict[str, tuple[int, int]] = {}  # stream id -> (generation, length) written here
         try:
             yield "retry: 2000\n: connected\n\n"
             cursor = after
@@ -383,13 +531,16 @@ class WebChannel(ChatChannel):
                 with self._lock:
                     _expire(box, time.monotonic())
                     start = box.delivered if cursor is None else cursor
-                    ready = [(seq, text) for seq, _, text in box.events if seq > start]
+                    ready = [(seq, text, name) for seq, _, text, name in box.events if seq > start]
                     if ready:
                         box.delivered = max(box.delivered, ready[-1][0])
+                    partials = _partial_updates(box, shown)
                     closing = self._closing
-                if ready:
-                    cursor = ready[-1][0]
-                    yield "".join(f"id: {self._epoch}-{seq}\ndata: {text}\n\n" for seq, text in ready)
+                if ready or partials:
+                    if ready:
+                        cursor = ready[-1][0]
+                    yield "".join(_sse_block(f"{self._epoch}-{seq}", name, text) for seq, text, name in ready) + \
+                        "".join(_sse_block(None, PARTIAL_EVENT, text) for text in partials)
                     continue
                 if closing:
                     return
@@ -451,7 +602,39 @@ async def _json_body(request: Request) -> tuple[dict, Response | None]:
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return {}, json_error(400, "the body must be JSON")
+        return {}, _original_error("Invalid JSON", "the body must be JSON text in UTF-8")
     if not isinstance(body, dict):
-        return {}, json_error(400, "the body must be a JSON object")
+        return {}, _original_error("Invalid JSON", "the body must be a JSON object")
     return body, None
+
+
+def _original_error(message: str, detail: str) -> Response:
+    """A refusal the original also made: its HTTP status (200) and text, which front ends
+    written for it may show or test, with what exactly is wrong in `detail`."""
+    return JSONResponse({"status": "error", "message": message, "detail": detail})
+
+
+def _or_default(user_id: Any) -> Any:
+    return DEFAULT_USER if user_id is None else user_id
+
+
+def _sse_block(event_id: str | None, name: str | None, data: str) -> str:
+    head = (f"id: {event_id}\n" if event_id else "") + (f"event: {name}\n" if name else "")
+    return f"{head}data: {data}\n\n"
+
+
+def _partial_updates(box: _Outbox, shown: dict[str, tuple[int, int]]) -> list[str]:
+    """What one connection has not written yet of the answers growing in `box`, as the
+    text to add at `offset` (0 and the whole text after a replacement). Updates `shown`."""
+    updates = []
+    for stream_id, partial in box.partials.items():
+        generation, length = shown.get(stream_id, (-1, 0))
+        if generation == partial.generation and length == len(partial.text):
+            continue
+        offset = length if generation == partial.generation else 0
+        shown[stream_id] = (partial.generation, len(partial.text))
+        updates.append(json.dumps({"type": "TEXT_PARTIAL", "stream": stream_id, "offset": offset,
+                                   "delta": partial.text[offset:], "timestamp": time.time()}, ensure_ascii=False))
+    for stream_id in [sid for sid in shown if sid not in box.partials]:
+        del shown[stream_id]
+    return updates

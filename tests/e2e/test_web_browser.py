@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -52,7 +53,7 @@ def browser():
 
 
 def bot_texts(driver) -> list[str]:
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.bot")]
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.bot:not(.typing)")]
 
 
 def user_texts(driver) -> list[str]:
@@ -72,19 +73,85 @@ def ask(driver, text: str) -> None:
     box.send_keys(Keys.ENTER)
 
 
-def test_typed_question_gets_the_streamed_answer(web, browser):
+def test_markdown_is_rendered_with_highlighted_code(web, browser):
     server, base = web
-    server.push_answer("**Paris** is the capital.\n\nIt is on the `Seine`.\n\nSee [the map](https://example.org/map).",
-                       chunk_size=5, chunk_delay=0.01)
+    answer = ("# Capitals\n\n**Paris** is on the `Seine`.\n\n- one\n- two\n\n> quoted\n\n"
+              "| city | river |\n|---|---|\n| Paris | Seine |\n\n```python\ndef f():\n    return 1\n```\n\n"
+              "See [the map](https://example.org/map).")
+    server.push_answer(answer, chunk_size=5, chunk_delay=0.01)
     open_chat(browser, base, "walker")
     ask(browser, "capital of France?")
-    WebDriverWait(browser, 15).until(lambda d: len(bot_texts(d)) >= 3)
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.bot:not(.streaming) pre code"))
     assert user_texts(browser) == ["capital of France?"]
-    assert bot_texts(browser)[:3] == ["Paris is the capital.", "It is on the Seine.", "See the map."]
-    assert browser.find_element(By.CSS_SELECTOR, ".msg.bot strong").text == "Paris"
-    assert browser.find_element(By.CSS_SELECTOR, ".msg.bot code").text == "Seine"
-    link = browser.find_element(By.CSS_SELECTOR, ".msg.bot a")
+    assert len(bot_texts(browser)) == 1  # one bubble for the whole answer
+    bubble = browser.find_element(By.CSS_SELECTOR, ".msg.bot")
+    assert bubble.find_element(By.CSS_SELECTOR, "h1").text == "Capitals"
+    assert bubble.find_element(By.CSS_SELECTOR, "strong").text == "Paris"
+    assert bubble.find_element(By.CSS_SELECTOR, "p code").text == "Seine"
+    assert [li.text for li in bubble.find_elements(By.CSS_SELECTOR, "ul li")] == ["one", "two"]
+    assert bubble.find_element(By.CSS_SELECTOR, "blockquote").text == "quoted"
+    assert [td.text for td in bubble.find_elements(By.CSS_SELECTOR, "table td")] == ["Paris", "Seine"]
+    code = bubble.find_element(By.CSS_SELECTOR, "pre code")
+    assert "hljs" in code.get_attribute("class")
+    assert code.find_elements(By.CSS_SELECTOR, "span.hljs-keyword")  # highlight.js marked up `def`
+    link = bubble.find_element(By.CSS_SELECTOR, "a")
     assert link.get_attribute("href") == "https://example.org/map"
+    assert link.get_attribute("rel") == "noopener noreferrer"
+
+
+def test_streamed_answer_grows_in_one_bubble_after_a_typing_indicator(web, browser):
+    server, base = web
+    server.push_events([
+        1.0,  # the bot "thinks": the typing indicator shows meanwhile
+        {"event": "message", "answer": "Hello, "},
+        1.0,
+        {"event": "message", "answer": "world"},
+        1.0,
+        {"event": "message", "answer": "! Bye."},
+        {"event": "message_end", "metadata": {}},
+    ])
+    open_chat(browser, base, "streamer")
+    ask(browser, "stream please")
+    WebDriverWait(browser, 5).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.typing"))
+    assert bot_texts(browser) == []  # the indicator only
+    WebDriverWait(browser, 5).until(lambda d: "Hello," in " ".join(bot_texts(d)))
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.typing") == []
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.bot.streaming")
+    WebDriverWait(browser, 5).until(lambda d: "Hello, world" in " ".join(bot_texts(d)))
+    WebDriverWait(browser, 5).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".msg.bot.streaming"))
+    assert bot_texts(browser) == ["Hello, world! Bye."]
+
+
+def test_the_conversation_survives_a_reload(web, browser):
+    server, base = web
+    open_chat(browser, base, "reloader")
+    ask(browser, "first question")
+    WebDriverWait(browser, 15).until(lambda d: "echo: first question" in bot_texts(d))
+    browser.refresh()
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "open"
+    )
+    WebDriverWait(browser, 10).until(lambda d: bot_texts(d) == ["echo: first question"])
+    assert user_texts(browser) == ["first question"]
+    ask(browser, "second question")
+    WebDriverWait(browser, 15).until(lambda d: "echo: second question" in bot_texts(d))
+    time.sleep(0.3)
+    assert bot_texts(browser) == ["echo: first question", "echo: second question"]
+
+
+def test_any_text_user_id_works_and_stays_text(web, browser):
+    server, base = web
+    user = '<img src=x onerror="window.__pwned=9">张三@例子.com'
+    driver = browser
+    driver.get(f"{base}/chat?user={quote(user, safe='')}")
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "open")
+    assert driver.execute_script("return window.chatUserId()") == user
+    assert driver.find_element(By.ID, "who").text == user
+    ask(driver, "hi <b>there</b>")
+    WebDriverWait(driver, 15).until(lambda d: "echo: hi there" in bot_texts(d) or "echo: hi <b>there</b>" in bot_texts(d))
+    assert user_texts(driver) == ["hi <b>there</b>"]  # the user's own text is text
+    assert driver.find_elements(By.CSS_SELECTOR, ".msg.user b, #who img") == []
+    assert driver.execute_script("return window.__pwned === undefined")
 
 
 def test_two_windows_with_different_users_stay_apart(web, browser):
@@ -109,18 +176,25 @@ def test_two_windows_with_different_users_stay_apart(web, browser):
     browser.switch_to.window(first)
 
 
-def test_hostile_answer_is_shown_as_text(web, browser):
+def test_hostile_answer_is_sanitized(web, browser):
     server, base = web
     hostile = ('<script>window.__pwned = 1</script> and <img src=x onerror="window.__pwned=2"> '
-               'and [click](javascript:window.__pwned=3) and ![pic](javascript:alert(1))')
+               'and [click](javascript:window.__pwned=3) and ![pic](javascript:alert(1)) '
+               'and <a href="javascript:window.__pwned=4">raw</a>')
     server.push_answer(hostile, chunk_size=7)
     open_chat(browser, base, "mallory")
     ask(browser, "say something nasty")
-    WebDriverWait(browser, 15).until(lambda d: len(bot_texts(d)) >= 1)
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.bot:not(.typing):not(.streaming)"))
     time.sleep(0.5)
-    assert bot_texts(browser)[-1] == hostile
+    for link in browser.find_elements(By.CSS_SELECTOR, ".msg.bot a"):
+        link.click()  # even clicking runs nothing
+    text = bot_texts(browser)[-1]
+    assert "<script>window.__pwned = 1</script>" in text  # raw HTML is shown as the text it is
+    assert '<img src=x onerror="window.__pwned=2">' in text
     assert browser.execute_script("return window.__pwned === undefined")
-    assert browser.find_elements(By.CSS_SELECTOR, ".msg.bot script, .msg.bot img, .msg.bot a") == []
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.bot script, .msg.bot [onerror]") == []
+    for node in browser.find_elements(By.CSS_SELECTOR, ".msg.bot a, .msg.bot img"):
+        assert "javascript" not in (node.get_attribute("href") or "") + (node.get_attribute("src") or "")
 
 
 def test_new_chat_shows_the_new_users_answers(web, browser):

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -18,15 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 class SSE:
-    """A raw-socket SSE client: events land in a queue as dicts {"id", "data"}."""
+    """A raw-socket SSE client. Events land in queues as dicts {"id", "data"}: `events`
+    gets the unnamed ones (what an EventSource `onmessage` handler, i.e. a front end
+    written for the original, sees), `partials` the ones named "partial"."""
 
     def __init__(self, port: int, user: str, last_id: str | None = None, read: bool = True):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         extra = f"Last-Event-ID: {last_id}\r\n" if last_id else ""
         self.sock.sendall(
-            f"GET /sse/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
+            f"GET /sse/{quote(user, safe='')} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
         )
         self.events: "queue.Queue[dict]" = queue.Queue()
+        self.partials: "queue.Queue[dict]" = queue.Queue()
         self.status: int | None = None
         self.opened = threading.Event()
         if read:
@@ -43,7 +48,7 @@ class SSE:
             head, buffer = buffer.split(b"\r\n\r\n", 1)
             self.status = int(head.split()[1])
             self.opened.set()
-            text = ""
+            text = b""  # bytes: a chunk may end inside a UTF-8 character
             while True:
                 # Chunked transfer: strip the chunk-size lines, keep the payload.
                 while b"\r\n" in buffer:
@@ -51,20 +56,23 @@ class SSE:
                     size = int(size_line, 16)
                     if len(rest) < size + 2:
                         break
-                    text += rest[:size].decode()
+                    text += rest[:size]
                     buffer = rest[size + 2:]
                     if size == 0:
                         return
-                while "\n\n" in text:
-                    block, text = text.split("\n\n", 1)
+                while b"\n\n" in text:
+                    raw, text = text.split(b"\n\n", 1)
+                    block = raw.decode("utf-8")
                     event = {}
                     for line in block.split("\n"):
                         if line.startswith("id: "):
                             event["id"] = line[4:]
+                        elif line.startswith("event: "):
+                            event["event"] = line[7:]
                         elif line.startswith("data: "):
                             event["data"] = json.loads(line[6:])
                     if "data" in event:
-                        self.events.put(event)
+                        (self.partials if event.get("event") == "partial" else self.events).put(event)
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     return
@@ -127,15 +135,30 @@ def test_question_answered_over_sse(web):
         stream.close()
 
 
-def test_streamed_pieces_arrive_in_order(web):
+def test_streamed_answer_grows_in_partial_events_then_arrives_once(web):
     daemon, server, port, base = web
-    server.push_answer("first part\n\nsecond part\n\nthird part", chunk_size=3, chunk_delay=0.02)
+    answer = "first part\n\nsecond part\n\nthird part"
+    server.push_answer(answer, chunk_size=3, chunk_delay=0.02)
     stream = SSE(port, "streamer")
     try:
         assert stream.opened.wait(5)
         post(base, "streamer", "tell me in parts")
-        contents = [stream.next()["data"]["content"] for _ in range(3)]
-        assert contents == ["first part", "second part", "third part"]
+        final = stream.next()["data"]
+        # What a front end written for the original sees: the whole answer, once.
+        assert final["type"] == "TEXT" and final["content"] == answer
+        assert stream.none_within(0.5)
+        # What the new page sees before it: one answer growing, piece by piece.
+        partials = []
+        while not stream.partials.empty():
+            partials.append(stream.partials.get()["data"])
+        assert len(partials) >= 3
+        assert {p["type"] for p in partials} == {"TEXT_PARTIAL"}
+        assert {p["stream"] for p in partials} == {final["stream"]}
+        shown = ""
+        for p in partials:
+            longer = shown[:p["offset"]] + p["delta"]
+            assert answer.startswith(longer) and len(longer) > len(shown)
+            shown = longer
     finally:
         stream.close()
 
@@ -198,23 +221,40 @@ def test_200_open_streams_do_not_starve_a_new_user(web):
 
 
 @pytest.mark.parametrize(
-    "body, status",
+    "body, text",
     [
-        (b"{not json", 400),
-        (b"[1, 2]", 400),
-        (json.dumps({"message": "no user"}).encode(), 400),
-        (json.dumps({"user_id": "dave"}).encode(), 400),
-        (json.dumps({"user_id": "dave", "message": ""}).encode(), 400),
-        (json.dumps({"user_id": "dave", "message": "   "}).encode(), 400),
-        (json.dumps({"user_id": "dave", "message": 42}).encode(), 400),
-        (json.dumps({"user_id": "../etc/passwd", "message": "hi"}).encode(), 400),
-        (json.dumps({"user_id": "x" * 65, "message": "hi"}).encode(), 400),
-        (json.dumps({"user_id": "dave", "message": "y" * 8001}).encode(), 413),
-        (json.dumps({"user_id": "dave", "message": "z" * 200_000}).encode(), 413),
-        ("{\"user_id\": \"dave\", \"message\": \"\xff\"}".encode("latin-1"), 400),
+        (b"{not json", "Invalid JSON"),
+        (b"[1, 2]", "Invalid JSON"),
+        ("{\"user_id\": \"dave\", \"message\": \"\xff\"}".encode("latin-1"), "Invalid JSON"),
+        (json.dumps({"user_id": "dave"}).encode(), "No message provided"),
+        (json.dumps({"user_id": "dave", "message": ""}).encode(), "No message provided"),
+        (json.dumps({"user_id": "dave", "message": "   "}).encode(), "No message provided"),
+        (json.dumps({"user_id": "dave", "message": 42}).encode(), "No message provided"),
     ],
 )
-def test_bad_input_is_refused_with_json(web, body, status):
+def test_refusals_the_original_made_keep_its_status_and_text(web, body, text):
+    # The original answered these with HTTP 200 and these texts (checked by running it).
+    daemon, server, port, base = web
+    r = httpx.post(base + "/message", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "error"
+    assert r.json()["message"] == text
+    assert r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (json.dumps({"user_id": "x" * 257, "message": "hi"}).encode(), 400),
+        (json.dumps({"user_id": "  ", "message": "hi"}).encode(), 400),
+        (json.dumps({"user_id": ["a"], "message": "hi"}).encode(), 400),
+        (b'{"user_id": "bad\\ud800", "message": "hi"}', 400),
+        (json.dumps({"user_id": "dave", "message": "hi", "msg_id": "m" * 257}).encode(), 400),
+        (json.dumps({"user_id": "dave", "message": "y" * 8001}).encode(), 413),
+        (json.dumps({"user_id": "dave", "message": "z" * 200_000}).encode(), 413),
+    ],
+)
+def test_new_refusals_have_their_http_status(web, body, status):
     daemon, server, port, base = web
     r = httpx.post(base + "/message", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
@@ -222,11 +262,58 @@ def test_bad_input_is_refused_with_json(web, body, status):
     assert r.json()["message"]
 
 
+@pytest.mark.parametrize("user", [
+    "张三@例子.com", "first.last+tag@example.org", "a/b/../c", "with space?&#%", "evil\nline", "x" * 256,
+])
+def test_any_text_is_a_user_id(web, user):
+    daemon, server, port, base = web
+    stream = SSE(port, user)
+    try:
+        assert stream.opened.wait(5) and stream.status == 200
+        r = post(base, user, f"hi from {user}")
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        assert stream.next()["data"]["content"] == f"echo: hi from {user}"
+    finally:
+        stream.close()
+
+
+def test_a_missing_user_id_is_the_originals_default_user(web):
+    daemon, server, port, base = web
+    stream = SSE(port, "default_user")
+    try:
+        assert stream.opened.wait(5)
+        r = httpx.post(base + "/message", json={"message": "who am I"})
+        assert r.status_code == 200 and r.json()["status"] == "success"
+        assert stream.next()["data"]["content"] == "echo: who am I"
+    finally:
+        stream.close()
+
+
+def test_history_gives_the_conversation_back(web):
+    daemon, server, port, base = web
+    user = "历史 reader"
+    post(base, user, "remember me")
+    wait_idle(base)
+    r = httpx.get(base + "/history/" + quote(user, safe=""))
+    assert r.status_code == 200
+    body = r.json()
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [("user", "remember me"), ("bot", "echo: remember me")]
+    # A stream that starts after what the history showed gets no repeat of it.
+    stream = SSE(port, user, last_id=body["last_event_id"])
+    try:
+        assert stream.opened.wait(5)
+        assert stream.none_within(0.5)
+    finally:
+        stream.close()
+
+
 def test_bad_paths_are_refused_with_json(web):
     daemon, server, port, base = web
-    r = httpx.get(base + "/sse/bad%20id!")
+    r = httpx.get(base + "/sse/%20%20")
     assert r.status_code == 400 and r.json()["status"] == "error"
-    r = httpx.get(base + "/sse/" + "a" * 65)
+    r = httpx.get(base + "/sse/" + "a" * 257)
+    assert r.status_code == 400
+    r = httpx.get(base + "/history/" + "a" * 257)
     assert r.status_code == 400
     r = httpx.get(base + "/nowhere")
     assert r.status_code == 404 and r.json()["status"] == "error"
@@ -234,7 +321,18 @@ def test_bad_paths_are_refused_with_json(web):
     assert r.status_code == 404
     r = httpx.get(base + "/static/../../config.json")
     assert r.status_code == 404
+    r = httpx.get(base + "/static/vendor/../../web_channel.py")
+    assert r.status_code == 404
     assert daemon.proc.poll() is None
+
+
+def test_open_to_all_without_password_warns_at_start(web):
+    daemon, server, port, base = web
+    daemon.wait_for_log("web_host 0.0.0.0")
+    with open(daemon.folder + "/run.log", encoding="utf-8") as f:
+        line = next(line for line in f if "web_host 0.0.0.0" in line)
+    assert line.startswith("[WARNING]")
+    assert "web_password" in line and "127.0.0.1" in line
 
 
 def test_page_is_served(web):
@@ -275,7 +373,7 @@ def test_sigterm_with_an_open_stream_exits_0(web):
     assert "Traceback" not in daemon.stderr()
 
 
-def test_password_guards_the_api(settings, monkeypatch):
+def test_password_guards_the_api(settings, logs):
     from channel.web import web_channel
 
     settings["web_password"] = "s3cret"
@@ -301,12 +399,15 @@ def test_password_guards_the_api(settings, monkeypatch):
         with httpx.stream("GET", base + "/sse/eve", params={"token": token}, timeout=5) as stream:
             assert stream.status_code == 200
         assert httpx.get(base + "/chat").status_code == 200  # the page itself asks for the password
+        assert httpx.get(base + "/history/eve").status_code == 401
+        assert httpx.get(base + "/history/eve", params={"token": token}).status_code == 200
+        assert not [m for m in logs.messages if "all network interfaces" in m]
     finally:
         channel.stop_accepting()
         channel.stop()
 
 
-def test_outbox_is_bounded_and_media_is_served(settings, monkeypatch):
+def test_outbox_is_bounded_and_media_is_served(settings, logs, tmp_path):
     import io
 
     from bridge.context import Context, ContextType
@@ -319,25 +420,106 @@ def test_outbox_is_bounded_and_media_is_served(settings, monkeypatch):
     channel.startup()
     base = channel.server.base_url
     try:
+        flood = "flood\n[ERROR] forged line"
         for i in range(web_channel.OUTBOX_MAX + 20):
-            channel.push("flood", "TEXT", f"n{i}")
-        stream = SSE(channel.server.port, "flood")
+            channel.push(flood, "TEXT", f"n{i}")
+        stream = SSE(channel.server.port, flood)
         contents = [stream.next()["data"]["content"] for _ in range(web_channel.OUTBOX_MAX)]
         assert contents[0] == "n20" and contents[-1] == f"n{web_channel.OUTBOX_MAX + 19}"
         stream.close()
+        # The id went into the log, escaped: it cannot start a line of its own.
+        dropped = [m for m in logs.messages if "undelivered reply was dropped" in m]
+        assert dropped and all("\n" not in m and "flood\\n[ERROR] forged line" in m for m in dropped)
+        assert not [m for m in logs.messages if "all network interfaces" in m]  # 127.0.0.1: no warning
 
+        user = "pics/张 ?#%"
         context = Context(ContextType.TEXT, "x")
-        context["receiver"] = "pics"
+        context["receiver"] = user
         png = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+        report = tmp_path / "report.pdf"
+        report.write_bytes(b"%PDF-1.4 test")
         channel.send(Reply(ReplyType.IMAGE, io.BytesIO(png)), context)
         channel.send(Reply(ReplyType.IMAGE_URL, "https://example.org/a.png"), context)
-        stream = SSE(channel.server.port, "pics")
-        image, image_url = stream.next()["data"], stream.next()["data"]
+        channel.send(Reply(ReplyType.FILE, str(report)), context)
+        stream = SSE(channel.server.port, user)
+        image, image_url, file = stream.next()["data"], stream.next()["data"], stream.next()["data"]
         stream.close()
-        assert image["type"] == "IMAGE" and image["content"].startswith("/media/pics/")
+        prefix = "/media/" + quote(user, safe="") + "/"
+        assert image["type"] == "IMAGE" and image["content"].startswith(prefix)
+        assert image["url"] == image["content"] and image["mime"] == "image/png"
         fetched = httpx.get(base + image["content"])
         assert fetched.content == png and fetched.headers["content-type"] == "image/png"
         assert image_url == {**image_url, "type": "IMAGE_URL", "content": "https://example.org/a.png"}
+        # content is a string, as in the original; the details are beside it.
+        assert file["type"] == "FILE" and isinstance(file["content"], str) and file["content"].startswith(prefix)
+        assert (file["url"], file["name"], file["mime"]) == (file["content"], "report.pdf", "application/pdf")
+        assert httpx.get(base + file["content"]).content == b"%PDF-1.4 test"
+    finally:
+        channel.stop_accepting()
+        channel.stop()
+
+
+def test_history_is_bounded_and_a_withdrawn_partial_answer_leaves_the_page(settings):
+    from bridge.context import Context, ContextType
+    from bridge.reply import Reply, ReplyType
+    from channel.web import web_channel
+    from channel.web.history import WebHistory
+    from common.store import MemoryStore
+
+    settings["web_host"] = "127.0.0.1"
+    settings["web_port"] = free_port()
+    channel = web_channel.WebChannel()
+    channel.startup()
+    channel.history = WebHistory(MemoryStore(), 3)
+    try:
+        context = Context(ContextType.TEXT, "q")
+        context["receiver"] = "walt"
+        for i in range(5):
+            channel.send(Reply(ReplyType.TEXT, f"answer {i}"), context)
+        assert [e["content"] for e in channel.history.entries("walt")] == ["answer 2", "answer 3", "answer 4"]
+
+        stream = SSE(channel.server.port, "walt", last_id=f"{channel._epoch}-5")
+        assert stream.opened.wait(5)
+        channel.show_partial(context, "s1", "never fin")
+        assert stream.partials.get(timeout=5)["data"]["delta"] == "never fin"
+        channel._withdraw_partials(context)  # the context is done and no final text came
+        gone = stream.partials.get(timeout=5)["data"]
+        assert gone["stream"] == "s1" and gone["done"] is True
+        assert stream.none_within(0.3)  # an old front end sees nothing of it
+        assert [e["content"] for e in channel.history.entries("walt")][-1] == "answer 4"
+        stream.close()
+    finally:
+        channel.stop_accepting()
+        channel.stop()
+
+
+def test_the_chatgpt_bot_shows_its_answer_growing(settings):
+    from bot.chatgpt.chat_gpt_bot import ChatGPTBot
+    from bridge.context import Context, ContextType
+    from channel.web import web_channel
+    from tests.fakes.openai_server import DEFAULT_KEY, OpenAIServer
+
+    settings["web_host"] = "127.0.0.1"
+    settings["web_port"] = free_port()
+    channel = web_channel.WebChannel()
+    channel.startup()
+    try:
+        with OpenAIServer() as openai:
+            settings.update(open_ai_api_base=openai.base_url, open_ai_api_key=DEFAULT_KEY, model="gpt-4o-mini")
+            answer = "A long answer, written three characters at a time."
+            openai.push_answer(answer)
+            stream = SSE(channel.server.port, "gpt user")
+            assert stream.opened.wait(5)
+            context = Context(ContextType.TEXT, "tell me")
+            context.kwargs.update(receiver="gpt user", session_id="gpt user", channel=channel)
+            reply = ChatGPTBot().reply("tell me", context)
+            # Shown while the answer was read (kept for the page until the final text comes).
+            shown = stream.partials.get(timeout=5)["data"]
+            assert answer.startswith(shown["delta"]) and shown["delta"]
+            channel.send(reply, context)
+            final = stream.next()["data"]
+            assert final["content"] == answer and final["stream"] == shown["stream"]
+            stream.close()
     finally:
         channel.stop_accepting()
         channel.stop()

@@ -1,15 +1,17 @@
-// The web channel's page. Bot text is never parsed as HTML: it is turned into DOM nodes
-// (textContent only) by a small Markdown subset renderer below.
+// The web channel's page. Bot answers are Markdown (marked), sanitized (DOMPurify) before
+// they touch the DOM, code highlighted (highlight.js); raw HTML in an answer is shown as
+// text. Everything else the page shows (user text, user id) goes in as text, never HTML.
 (function () {
   "use strict";
 
-  var ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  var MAX_ID = 256; // the server's cap (channel/web/ids.py)
   var USER_KEY = "dow.web.user_id";
   var PASS_KEY = "dow.web.password";
   var log = document.getElementById("log");
   var input = document.getElementById("input");
   var form = document.getElementById("composer");
   var statusEl = document.getElementById("status");
+  var whoEl = document.getElementById("who");
   var login = document.getElementById("login");
   var loginForm = document.getElementById("login-form");
   var loginError = document.getElementById("login-error");
@@ -27,17 +29,19 @@
   function getItem(s, k) { try { return s ? s.getItem(k) : null; } catch (e) { return null; } }
   function setItem(s, k, v) { try { if (s) { s.setItem(k, v); } } catch (e) { /* private mode */ } }
 
+  // Any text is a user id (an e-mail address, a name in Chinese...), as in the original.
+  function usableId(id) { return typeof id === "string" && id.trim() !== "" && id.length <= MAX_ID; }
+
   // ?user=<id> in the address picks a user id (handy for several windows); else the remembered one.
   var fromUrl = new URLSearchParams(window.location.search).get("user");
-  var userId = fromUrl && ID_RE.test(fromUrl) ? fromUrl : getItem(local, USER_KEY);
-  if (!userId || !ID_RE.test(userId)) { userId = randomId("u_"); }
+  var userId = usableId(fromUrl) ? fromUrl : getItem(local, USER_KEY);
+  if (!usableId(userId)) { userId = randomId("u_"); }
   setItem(local, USER_KEY, userId);
-  var lastIdKey = "dow.web.last_event." + userId;
   var password = getItem(session, PASS_KEY) || "";
 
   // ------------------------------------------------------------------ rendering
   function isSafeUrl(url) {
-    return /^https?:\/\/[^\s]+$/i.test(url) || /^\/media\/[A-Za-z0-9_-]+\/[A-Za-z0-9_-]+$/.test(url);
+    return /^https?:\/\/[^\s]+$/i.test(url) || /^\/media\/[^\s]+$/.test(url);
   }
 
   function el(tag, cls, text) {
@@ -47,106 +51,97 @@
     return node;
   }
 
-  // Inline subset: `code`, **bold**, ![alt](http(s) url), [text](http(s) url). Anything else is text.
-  var INLINE_SOURCE = /(`[^`\n]+`)|(\*\*[^*\n][^\n]*?\*\*)|(!\[[^\]\n]*\]\([^)\s]+\))|(\[[^\]\n]+\]\([^)\s]+\))/.source;
-
-  function renderInline(text, parent) {
-    var last = 0;
-    var match;
-    // A fresh regex per call: bold text is rendered recursively, and a shared /g regex
-    // would have its lastIndex reset under the outer loop.
-    var INLINE = new RegExp(INLINE_SOURCE, "g");
-    while ((match = INLINE.exec(text)) !== null) {
-      if (match.index > last) { parent.appendChild(document.createTextNode(text.slice(last, match.index))); }
-      var token = match[0];
-      if (match[1]) {
-        parent.appendChild(el("code", null, token.slice(1, -1)));
-      } else if (match[2]) {
-        var strong = el("strong");
-        renderInline(token.slice(2, -2), strong);
-        parent.appendChild(strong);
-      } else {
-        var image = token.charAt(0) === "!";
-        var parts = /^!?\[([^\]]*)\]\(([^)\s]+)\)$/.exec(token);
-        var label = parts[1];
-        var url = parts[2];
-        if (!isSafeUrl(url)) {
-          parent.appendChild(document.createTextNode(token));
-        } else if (image) {
-          var img = el("img");
-          img.alt = label;
-          img.src = url;
-          img.loading = "lazy";
-          parent.appendChild(img);
-        } else {
-          var a = el("a", null, label);
-          a.href = url;
-          a.target = "_blank";
-          a.rel = "noopener noreferrer";
-          parent.appendChild(a);
-        }
-      }
-      last = INLINE.lastIndex;
-    }
-    if (last < text.length) { parent.appendChild(document.createTextNode(text.slice(last))); }
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
   }
 
-  // Block subset: ``` fenced code; everything else goes through renderInline.
-  function renderMarkdown(text, parent) {
-    var chunks = String(text).split(/```/);
-    chunks.forEach(function (chunk, i) {
-      if (i % 2 === 1 && i < chunks.length - 1) {
-        var body = chunk.replace(/^[A-Za-z0-9_+-]*\n/, "");
-        var pre = el("pre");
-        pre.appendChild(el("code", null, body.replace(/\n$/, "")));
-        parent.appendChild(pre);
-      } else {
-        renderInline(i % 2 === 1 ? "```" + chunk : chunk, parent);
+  var markdown = window.marked && new window.marked.Marked({
+    gfm: true,
+    breaks: true, // a chat answer's single newlines are line breaks
+    // HTML written in an answer is shown as the text it is, not interpreted.
+    renderer: { html: function (token) { return escapeHtml(token.text); } }
+  });
+  if (window.DOMPurify) {
+    window.DOMPurify.addHook("afterSanitizeAttributes", function (node) {
+      if (node.tagName === "A" && node.getAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer");
       }
     });
+  }
+
+  // Markdown -> sanitized HTML in `bubble`. Without the libraries, plain text.
+  function renderMarkdown(text, bubble) {
+    if (!markdown || !window.DOMPurify) {
+      bubble.textContent = text;
+      return;
+    }
+    bubble.classList.add("md");
+    bubble.innerHTML = window.DOMPurify.sanitize(markdown.parse(String(text)), { FORBID_TAGS: ["style", "form", "input"] });
+    if (window.hljs) {
+      Array.prototype.forEach.call(bubble.querySelectorAll("pre code"), function (code) {
+        var lang = /\blanguage-([\w+-]+)/.exec(code.className);
+        if (!lang || window.hljs.getLanguage(lang[1])) { window.hljs.highlightElement(code); }
+      });
+    }
   }
 
   function scrollDown() { log.scrollTop = log.scrollHeight; }
 
   function addBubble(cls) {
     var bubble = el("div", "msg " + cls);
-    log.appendChild(bubble);
+    log.insertBefore(bubble, typing.parentNode === log ? typing : null);
     return bubble;
   }
 
-  function showUser(text) {
-    var bubble = addBubble("user pending");
-    renderMarkdown(text, bubble);
+  function showUser(text, pending) {
+    var bubble = addBubble(pending ? "user pending" : "user");
+    bubble.textContent = text;
     scrollDown();
     return bubble;
   }
 
-  function showBot(data) {
+  // "The bot is writing" from a question until the first piece of its answer.
+  var typing = el("div", "msg bot typing");
+  typing.setAttribute("aria-label", "the bot is typing");
+  typing.appendChild(el("span"));
+  typing.appendChild(el("span"));
+  typing.appendChild(el("span"));
+  function showTyping() { log.appendChild(typing); scrollDown(); }
+  function hideTyping() { if (typing.parentNode) { typing.parentNode.removeChild(typing); } }
+
+  function fillBot(bubble, data) {
     var type = String(data.type || "TEXT").toUpperCase();
     var content = data.content;
-    var bubble = addBubble(type === "ERROR" ? "bot error" : "bot");
-    if ((type === "IMAGE_URL" || type === "IMAGE") && typeof content === "string" && isSafeUrl(content)) {
+    // IMAGE, FILE, VIDEO: `content` is the link (a string, as in the original); `url` beside it.
+    var url = typeof data.url === "string" ? data.url : content;
+    bubble.textContent = "";
+    if ((type === "IMAGE_URL" || type === "IMAGE") && typeof url === "string" && isSafeUrl(url)) {
       var img = el("img");
       img.alt = "image";
-      img.src = content;
+      img.src = url;
       img.addEventListener("load", scrollDown);
       bubble.appendChild(img);
-    } else if ((type === "FILE" || type === "VIDEO") && content && typeof content.url === "string" && isSafeUrl(content.url)) {
-      if (type === "VIDEO" || /^video\//.test(content.mime || "")) {
+    } else if ((type === "FILE" || type === "VIDEO") && typeof url === "string" && isSafeUrl(url)) {
+      var mime = String(data.mime || "");
+      var name = String(data.name || url.split("/").pop() || "file");
+      if (type === "VIDEO" || /^video\//.test(mime)) {
         var video = el("video");
         video.controls = true;
-        video.src = content.url;
+        video.src = url;
         video.style.maxWidth = "100%";
         bubble.appendChild(video);
-      } else if (/^image\//.test(content.mime || "")) {
+      } else if (/^image\//.test(mime)) {
         var fileImg = el("img");
-        fileImg.alt = String(content.name || "image");
-        fileImg.src = content.url;
+        fileImg.alt = name;
+        fileImg.src = url;
         bubble.appendChild(fileImg);
       }
-      var link = el("a", null, "\u2B73 " + String(content.name || "file"));
-      link.href = content.url;
-      link.setAttribute("download", String(content.name || "file"));
+      var link = el("a", null, "\u2B73 " + name);
+      link.href = url;
+      link.setAttribute("download", name);
       bubble.appendChild(link);
     } else if (type === "VIDEO_URL" && typeof content === "string" && isSafeUrl(content)) {
       var v = el("video");
@@ -157,6 +152,40 @@
     } else {
       renderMarkdown(typeof content === "string" ? content : JSON.stringify(content), bubble);
     }
+  }
+
+  function showBot(data) {
+    var type = String(data.type || "TEXT").toUpperCase();
+    var bubble = addBubble(type === "ERROR" ? "bot error" : "bot");
+    fillBot(bubble, data);
+    scrollDown();
+  }
+
+  // Answers growing while the bot streams them: stream id -> {bubble, text}.
+  var streams = {};
+
+  function onPartial(data) {
+    var id = String(data.stream || "");
+    var entry = streams[id];
+    if (data.done) { // withdrawn: no final text will come
+      if (entry && entry.bubble.parentNode) { entry.bubble.parentNode.removeChild(entry.bubble); }
+      delete streams[id];
+      return;
+    }
+    hideTyping();
+    if (!entry) { entry = streams[id] = { bubble: addBubble("bot streaming"), text: "" }; }
+    entry.text = entry.text.slice(0, Number(data.offset) || 0) + String(data.delta || "");
+    renderMarkdown(entry.text, entry.bubble);
+    scrollDown();
+  }
+
+  function onFinal(data) {
+    hideTyping();
+    var entry = data.stream ? streams[data.stream] : null;
+    if (!entry) { showBot(data); return; }
+    delete streams[data.stream];
+    entry.bubble.classList.remove("streaming");
+    fillBot(entry.bubble, data);
     scrollDown();
   }
 
@@ -203,28 +232,54 @@
   var source = null;
   var retryDelay = 1000;
   var retryTimer = null;
+  var lastEventId = ""; // of the newest event shown: a new stream starts after it
+  var historyShown = false;
+
+  function userPath(prefix) { return prefix + encodeURIComponent(userId); }
+
+  // The conversation so far, kept by the server: a reloaded page shows it again.
+  function showHistory(token) {
+    var url = userPath("/history/") + (token ? "?token=" + encodeURIComponent(token) : "");
+    return fetch(url, { headers: authHeaders() }).then(function (res) { return res.json(); }).then(function (data) {
+      if (data.status !== "success") { return; }
+      log.textContent = "";
+      (data.messages || []).forEach(function (entry) {
+        if (entry.role === "user") { showUser(String(entry.content)); } else { showBot(entry); }
+      });
+      lastEventId = data.last_event_id || "";
+    }).catch(function () { /* the live stream still works */ }).then(function () { historyShown = true; });
+  }
 
   function connect() {
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
     if (source) { source.close(); source = null; }
     setStatus("connecting", "connecting…");
+    var token = "";
     postJson("/token", { user_id: userId }).then(function (res) {
       if (res.status !== 200) { throw new Error(res.data.message || "token refused"); }
+      token = res.data.token || "";
+      return historyShown ? null : showHistory(token);
+    }).then(function () {
       var query = [];
-      if (res.data.token) { query.push("token=" + encodeURIComponent(res.data.token)); }
-      var lastId = getItem(local, lastIdKey);
-      if (lastId) { query.push("last_event_id=" + encodeURIComponent(lastId)); }
-      var es = new EventSource("/sse/" + encodeURIComponent(userId) + (query.length ? "?" + query.join("&") : ""));
+      if (token) { query.push("token=" + encodeURIComponent(token)); }
+      if (lastEventId) { query.push("last_event_id=" + encodeURIComponent(lastEventId)); }
+      var es = new EventSource(userPath("/sse/") + (query.length ? "?" + query.join("&") : ""));
       source = es;
       es.onopen = function () { retryDelay = 1000; setStatus("open", "connected"); };
       es.onmessage = function (event) {
         // No repeats to filter: a reconnect names the last id it saw (Last-Event-ID, or
-        // last_event_id from storage) and the server sends only what came after it.
-        if (event.lastEventId) { setItem(local, lastIdKey, event.lastEventId); }
+        // last_event_id) and the server sends only what came after it.
+        if (event.lastEventId) { lastEventId = event.lastEventId; }
         var data;
         try { data = JSON.parse(event.data); } catch (e) { return; }
-        showBot(data);
+        onFinal(data);
       };
+      es.addEventListener("partial", function (event) {
+        if (event.lastEventId) { lastEventId = event.lastEventId; }
+        var data;
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        onPartial(data);
+      });
       es.onerror = function () {
         // EventSource retries by itself (sending Last-Event-ID) unless the server refused it.
         if (es.readyState === EventSource.CLOSED) { scheduleReconnect(); }
@@ -241,17 +296,23 @@
   }
 
   function send(text) {
-    var bubble = showUser(text);
+    var bubble = showUser(text, true);
+    showTyping();
     var msgId = randomId("m_");
     var attempt = function (tries) {
       return postJson("/message", { user_id: userId, message: text, msg_id: msgId }).then(function (res) {
-        if (res.status === 200) { bubble.classList.remove("pending"); return; }
         bubble.classList.remove("pending");
-        showBot({ type: "ERROR", content: res.data.message || ("error " + res.status) });
+        if (res.status === 200 && res.data.status === "success") {
+          if (res.data.handled === false) { hideTyping(); } // the rules let it pass: no answer comes
+          return;
+        }
+        hideTyping();
+        showBot({ type: "ERROR", content: res.data.detail || res.data.message || ("error " + res.status) });
       }, function () {
         // Network error: retry with the same msg_id, the server counts it once.
         if (tries > 0) { return new Promise(function (r) { setTimeout(r, 1500); }).then(function () { return attempt(tries - 1); }); }
         bubble.classList.remove("pending");
+        hideTyping();
         showBot({ type: "ERROR", content: "The message could not be sent; check the connection." });
       });
     };
@@ -276,16 +337,29 @@
     input.style.height = "";
     input.style.height = Math.min(input.scrollHeight, window.innerHeight * 0.4) + "px";
   });
+  function showWho() { whoEl.textContent = userId; whoEl.title = "Your user id: " + userId; }
+
   document.getElementById("new-chat").addEventListener("click", function () {
     userId = randomId("u_");
     setItem(local, USER_KEY, userId);
-    lastIdKey = "dow.web.last_event." + userId;
+    lastEventId = "";
+    historyShown = false;
+    streams = {};
     log.textContent = "";
+    showWho();
     connect();
   });
   window.addEventListener("online", function () { if (!source) { connect(); } });
+  // A page left for another keeps its stream open in the back/forward cache, holding one
+  // of the browser's few connections to this server: close it, reopen on the way back.
+  window.addEventListener("pagehide", function () {
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    if (source) { source.close(); source = null; }
+  });
+  window.addEventListener("pageshow", function (e) { if (e.persisted) { connect(); } });
 
   window.chatUserId = function () { return userId; };
+  showWho();
   connect();
   input.focus();
 })();
