@@ -72,12 +72,23 @@ class Daemon:
         self.folder = str(folder)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.stdout: list[str] = []
+        # stderr is read as it comes too: logs go there, and an unread pipe that fills up
+        # would block the daemon.
+        self.err_lines: "queue.Queue[str]" = queue.Queue()
+        self._stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
+        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err_reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.stdout.append(line)
             self.lines.put(line.rstrip("\n"))
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+            self.err_lines.put(line.rstrip("\n"))
 
     def ask(self, text: str) -> None:
         self.proc.stdin.write(text + "\n")
@@ -113,8 +124,22 @@ class Daemon:
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout)
 
+    def wait_for_stderr(self, needle: str, timeout: float = 20) -> str:
+        """The first stderr line containing `needle`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.err_lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if needle in line:
+                return line
+        raise AssertionError(f"stderr never showed {needle!r}; so far: {''.join(self._stderr)!r}")
+
     def stderr(self) -> str:
-        return self.proc.stderr.read()
+        """Everything the daemon wrote to stderr (call after it exited)."""
+        self._err_reader.join(10)
+        return "".join(self._stderr)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -38,7 +38,7 @@ def test_reconf_keeps_the_command_line_sandbox_and_terminal(tmp_path):
         daemon.ask("before")
         daemon.wait_for(SANDBOX_ANSWER + " Turn 1 of this conversation, you said: before")
         daemon.ask("#auth pw-for-tests")
-        daemon.wait_for("认证成功，你现在是管理员")
+        daemon.wait_for("认证成功")  # the original's answer
         daemon.ask("#reconf")
         daemon.wait_for("配置已重载")
         daemon.ask("after")

@@ -3,27 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import time
 
 import pytest
 
 from tests.e2e.daemon import Daemon, plugins_dir, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def _line_with(daemon: Daemon, needle: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = daemon.lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if needle in line:
-            return line
-    raise AssertionError(f"no line with {needle!r}; stdout so far: {''.join(daemon.stdout)!r}")
 
 
 def test_temporary_password_is_on_the_console_only(tmp_path):
@@ -33,7 +19,7 @@ def test_temporary_password_is_on_the_console_only(tmp_path):
         json.dump({"Godcmd": {"password": "", "admin_users": []}}, f)
     daemon = Daemon(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins)
     try:
-        line = _line_with(daemon, "临时口令")
+        line = daemon.wait_for_stderr("临时口令")  # the console is stderr
         password = re.search(r"临时口令是 (\S+?)（", line).group(1)
         daemon.ask(f"#auth {password}")
         daemon.wait_for("认证成功，请尽快设置口令")
