@@ -7,7 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
 
 import config
 from common.sorted_dict import SortedDict
@@ -40,22 +39,8 @@ def write_plugin(root: Path, name: str, priority: int = 0, imports: str = "", in
     (folder / f"{name.lower()}.py").write_text(source, encoding="utf-8")
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    folder = tmp_path / "plugins_dir"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def manager(root: Path):
-    PluginManager._reset_for_tests()
-    config.plugin_config.clear()
-    pm = PluginManager()
-    pm.configure(str(root), include_bundled=False)
-    yield pm
-    PluginManager._reset_for_tests()
-    config.plugin_config.clear()
+# The plugin folder and a manager scanning only it, shared with test_plugins.
+from tests.unit.test_plugins import manager, root  # noqa: E402,F401  (pytest fixtures)
 
 
 # ------------------------------------------------------------------ import *
