@@ -416,7 +416,7 @@ class Config(dict):
         self.user_data_book.load()
 
     def save_user_datas(self) -> None:
-        self.user_data_book.flush()
+        self.user_data_book.flush(everyone=True)
 
 
 config = Config()

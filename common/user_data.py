@@ -7,7 +7,11 @@ stay a dict that is changed in place. A flusher thread therefore compares each
 recently fetched user's dict with what was last written and saves what changed,
 every `FLUSH_INTERVAL` seconds, in one store transaction. Only users fetched in the
 last `WATCH_SECONDS` are compared, so the cost does not grow with the number of
-users; direct writes (`d[k] = v`) mark the entry dirty at once and are always saved.
+users; direct writes (`d[k] = v`) on a dict the book handed out mark the entry dirty
+at once. A stop or an explicit save (`conf().save_user_datas()`) compares every user,
+so a change made long after the fetch, or to a plain dict a plugin stored itself
+(`conf().user_datas[u] = {...}`, kept as that very object as in the original), is
+saved then at the latest, as the original's save-on-stop did.
 
 `conf().user_datas` is the book's table itself ({user: dict}, as in the original):
 adding, replacing or removing a user there is saved (or deleted) the same way.
@@ -272,14 +276,18 @@ class UserDataBook:
         self.flush()
         return added
 
-    def flush(self) -> int:
-        """Write every changed user in one transaction. Returns how many were written."""
+    def flush(self, everyone: bool = False) -> int:
+        """Write every changed user in one transaction. Returns how many were written.
+
+        `everyone` compares all users, not only the recently fetched ones (at a stop)."""
         with self._lock:
             if self._store is None:
                 return 0
             deleted = self._delete_removed()
             now = time.monotonic()
             candidates = set(self._dirty)
+            if everyone:
+                candidates.update(dict.keys(self.data))
             for user, seen in list(self._watched.items()):
                 if now - seen > WATCH_SECONDS:
                     del self._watched[user]
@@ -350,4 +358,4 @@ class UserDataBook:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        self.flush()
+        self.flush(everyone=True)

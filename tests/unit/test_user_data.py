@@ -164,3 +164,25 @@ def test_user_datas_refuses_values_that_are_not_dicts(live_config):
     with pytest.raises(TypeError, match="must be a dict"):
         cfg.user_datas = {"erin": {"ok": 1}, "frank": ["not", "a", "dict"]}
     assert dict(cfg.user_datas) == {"dave": {"k": 1}}  # unchanged
+
+
+def test_a_stop_saves_changes_made_after_the_watch_window(tmp_path, monkeypatch):
+    # A plugin keeps the dict and changes it long after fetching it, or stores a plain dict
+    # of its own: the original saved everything at a stop, and so must we.
+    monkeypatch.setattr(user_data_module, "FLUSH_INTERVAL", 3600.0)  # only explicit flushes
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = UserDataBook()
+    book.attach(store)
+    alice = book.get("alice")
+    alice["hist"] = []
+    book.data["bob"] = held = {"a": 1}
+    book.flush()
+    monkeypatch.setattr(user_data_module, "WATCH_SECONDS", 0.0)
+    book.flush()  # the watch window is over: later nested changes go unseen by routine flushes
+    alice["hist"].append("x")
+    held["a"] = 2
+    book.flush()
+    assert store.load_user_datas() == {"alice": {"hist": []}, "bob": {"a": 1}}
+    book.close()
+    assert store.load_user_datas() == {"alice": {"hist": ["x"]}, "bob": {"a": 2}}
+    store.close()
