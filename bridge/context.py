@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from common.masking import mask_value
+from common.masking import mask_command, mask_value
 
 
 class ContextType(Enum):
@@ -79,6 +79,6 @@ class Context:
     def __str__(self) -> str:
         # Contexts are logged; user data copied into them may hold API keys.
         shown = {k: mask_value(k, v) for k, v in self.kwargs.items()}
-        return "Context(type={}, content={}, kwargs={})".format(self.type, self.content, shown)
+        return "Context(type={}, content={}, kwargs={})".format(self.type, mask_command(self.content), shown)
 
     __repr__ = __str__

@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from common.masking import mask_command
+
 
 class ChatMessage:
     msg_id = None
@@ -69,7 +71,7 @@ class ChatMessage:
             "from_user_nickname={}, to_user_id={}, to_user_nickname={}, other_user_id={}, "
             "other_user_nickname={}, is_group={}, is_at={}, actual_user_id={}, "
             "actual_user_nickname={}, at_list={}".format(
-                self.msg_id, self.create_time, self.ctype, self.content, self.from_user_id,
+                self.msg_id, self.create_time, self.ctype, mask_command(self.content), self.from_user_id,
                 self.from_user_nickname, self.to_user_id, self.to_user_nickname, self.other_user_id,
                 self.other_user_nickname, self.is_group, self.is_at, self.actual_user_id,
                 self.actual_user_nickname, self.at_list,

@@ -51,3 +51,15 @@ def mask_value(name: Any, value: Any) -> Any:
     if is_url_key(name):
         value = _BARE_USERINFO.sub(lambda m: m.group("head") + MASK + "@", value)
     return mask_urls(value)
+
+
+# Commands whose argument is a secret: godcmd's password and the per-user API key. Their
+# text is logged at DEBUG like any message, and must not carry the secret into run.log.
+_SECRET_COMMAND = re.compile(r"^(?P<head>\s*#\s*(?:auth|认证|set_openai_api_key)\s+)\S.*$", re.IGNORECASE | re.DOTALL)
+
+
+def mask_command(text: Any) -> Any:
+    """A message text with the argument of a secret-carrying `#` command hidden."""
+    if not isinstance(text, str):
+        return text
+    return _SECRET_COMMAND.sub(lambda m: m.group("head") + MASK, text)

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.log import logger
 from common.utils import write_json_atomic as _write_json_atomic  # the name plugin_manager imports
-from config import conf, pconf, plugin_config, write_plugin_config
+from config import conf, drag_sensitive, pconf, plugin_config, write_plugin_config
 
 # The original's `from .plugin import *` handed these names to every plugin that does
 # `from plugins import *`; plugins in the wild use them without importing them.
@@ -46,7 +46,7 @@ class Plugin:
                     logger.error(f"[Plugin] {self.name}: {own_path} is not valid JSON: {e}")
                     raise
                 write_plugin_config({self.name: plugin_conf})
-        logger.debug(f"[Plugin] {self.name} settings: {plugin_conf}")
+        logger.debug(f"[Plugin] {self.name} settings: {drag_sensitive(plugin_conf)}")
         return plugin_conf
 
     def save_config(self, config: dict) -> None:

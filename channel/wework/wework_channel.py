@@ -54,6 +54,7 @@ from channel.wework.wework_message import (
     split_join_notice,
 )
 from common.log import logger
+from common.masking import mask_command
 from common.singleton import singleton
 from common.time_check import time_checker
 from common.tmp_dir import TmpDir
@@ -543,7 +544,7 @@ class WeworkChannel(ChatChannel):
         # As the original: voice, private or group, is governed by speech_recognition.
         if cmsg.ctype == ContextType.VOICE and not conf().get("speech_recognition"):
             return
-        logger.debug(f"[wework] {'group' if cmsg.is_group else 'private'} {cmsg.ctype} message: {cmsg.content}")
+        logger.debug(f"[wework] {'group' if cmsg.is_group else 'private'} {cmsg.ctype} message: {mask_command(cmsg.content)}")
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
         if context:
             self.produce(context)

@@ -130,3 +130,19 @@ def test_the_template_runs_on_linux_as_the_readme_says(tmp_path):
     without_key = run_app(tmp_path, "--plugins-dir", str(tmp_path), input="", env=env)
     assert without_key.returncode == 2
     assert "'dify_api_key' is still the template's placeholder" in without_key.stderr
+
+
+def test_secret_commands_stay_out_of_run_log_with_debug_on(tmp_path):
+    # With debug on, every message is logged at DEBUG; the password of #auth and a key given
+    # with #set_openai_api_key must not go with it.
+    config = write_config(tmp_path, bot_type="", debug=True)
+    result = run_app(
+        tmp_path, "--cmd", "--sandbox", "--config", config, "--plugins-dir", admin_plugins_dir(tmp_path),
+        input="#auth pw-for-tests\n#set_openai_api_key sk-abcdefghijklmnop123\nhello\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "认证成功" in result.stdout
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "[DEBUG]" in log and "#auth *****" in log  # the command is logged, its argument is not
+    for secret in ("pw-for-tests", "abcdefghijklmnop"):
+        assert secret not in log

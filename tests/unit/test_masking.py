@@ -49,3 +49,21 @@ def test_console_writes_to_stderr_and_a_quiet_console_survives_debug_and_reload(
     finally:
         log._console_floor = floor_before
         log.set_debug(debug_before)
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("#auth hunter2", "#auth *****"),
+        ("#认证 hunter2", "#认证 *****"),
+        ("#AUTH  hunter2 extra", "#AUTH  *****"),
+        ("#set_openai_api_key sk-abcdef123456", "#set_openai_api_key *****"),
+        ("#auth", "#auth"),  # nothing to hide
+        ("#author hunter2", "#author hunter2"),  # another word
+        ("tell me about #auth hunter2", "tell me about #auth hunter2"),  # not a command
+    ],
+)
+def test_secret_command_arguments_are_hidden(text, shown):
+    from common.masking import mask_command
+
+    assert mask_command(text) == shown
