@@ -43,7 +43,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
     "shutdown_timeout": (10, "Seconds a stop waits for replies already being generated before it exits. New."),
     "worker_threads": (8, "Size of the worker pool that generates replies, shared by all sessions. New (the original fixes 8)."),
-    "session_queue_size": (100, "Messages one session may have waiting; past that the user is told the bot is busy. New."),
+    "session_queue_size": (100, "Messages one session may have waiting; past that the user is told the bot is busy (`#` commands such as `#reset` are still taken). New."),
     "error_reply": ("我暂时遇到了一些问题，请您稍后重试~", "Generic error text sent to users."),
     "clear_memory_commands": (["#清除记忆"], "Extra aliases of `#reset` (each must start with `#`). The original's bots default to `[\"#清除记忆\"]` but its godcmd to `[]` (there `#清除记忆` was an unknown command unless set); here both use `[\"#清除记忆\"]`."),
     "subscribe_msg": ("", "Greeting sent on follow (wechatmp); `{trigger_prefix}` is replaced by the first single_chat_prefix."),

@@ -26,6 +26,10 @@ from typing import Any, Callable
 from common.log import logger
 
 
+# `#` commands that may wait in one session besides its `queue_size` ordinary messages.
+URGENT_QUEUE_SIZE = 10
+
+
 class _SessionState:
     __slots__ = ("urgent", "items", "running", "ready")
 
@@ -95,7 +99,8 @@ class SessionDispatcher:
             state = self._sessions.get(session_id)
             if state is None:
                 state = self._sessions[session_id] = _SessionState()
-            if state.waiting() >= self._queue_size:
+            # Commands have their own small allowance: a full queue is when #reset is needed most.
+            if (len(state.urgent) >= URGENT_QUEUE_SIZE) if urgent else (state.waiting() >= self._queue_size):
                 return False
             entry = (self._next_seq, item)
             self._next_seq += 1

@@ -138,6 +138,33 @@ def test_full_queue_tells_the_user(pipeline, settings, gated):
     assert contents[2:] == ["echo: q0", "echo: q1", "echo: q2"]
 
 
+def test_a_command_is_taken_when_the_queue_is_full(pipeline, settings, gated):
+    """#reset is needed most when the queue is full: commands are not refused with the rest."""
+    GatedBot = gated
+    settings["session_queue_size"] = 2
+    channel = pipeline()
+    cancelled = []
+    handle = channel._handle
+
+    def handle_with_cancel(context):
+        if context.content == "#cancel":
+            cancelled.extend(c.content for c in channel.cancel_session(context["session_id"]))
+        handle(context)
+
+    channel.dispatcher._handler = handle_with_cancel
+    try:
+        channel.receive(make_msg("q0"))
+        wait_started(GatedBot)
+        channel.receive(make_msg("q1"))
+        channel.receive(make_msg("q2"))
+        channel.receive(make_msg("#cancel"))
+    finally:
+        GatedBot.gate.set()
+    assert channel.wait_idle(10)
+    assert cancelled == ["q1", "q2"]
+    assert [c for _, _, c in channel.sent] == ["echo: q0", "echo: #cancel"]
+
+
 def test_cancel_session_drops_only_waiting_messages(pipeline, settings, gated):
     GatedBot = gated
     channel = pipeline()
