@@ -20,6 +20,9 @@ class BadId(ValueError):
     """The id cannot be used; the message says why, for the client."""
 
 
+DOT_SEGMENTS = (".", "..")
+
+
 def parse_id(value: Any, what: str) -> str:
     """`value` as an id: text as given (numbers become their decimal text)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -33,6 +36,11 @@ def parse_id(value: Any, what: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise BadId(f"{what} is not valid Unicode text") from None
+    if what == "user_id" and text in DOT_SEGMENTS:
+        # A user id is a URL path segment (/sse/<id>, /history/<id>, /media/<id>/...), and
+        # browsers resolve "." and ".." away before sending, encoded or not: such a user
+        # could post but never see an answer.
+        raise BadId(f"{what} must not be '.' or '..'")
     return text
 
 

@@ -215,3 +215,18 @@ def test_new_chat_shows_the_new_users_answers(web, browser):
     WebDriverWait(browser, 15).until(lambda d: "echo: second question" in bot_texts(d))
     assert user_texts(browser) == ["second question"]
     assert bot_texts(browser) == ["echo: second question"]
+
+
+def test_a_double_click_on_new_chat_opens_one_stream(web, browser):
+    # Two connect() calls in flight at once used to open two streams: every answer twice.
+    server, base = web
+    open_chat(browser, base, "double-click")
+    browser.execute_script("var b = document.getElementById('new-chat'); b.click(); b.click();")
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "open"
+    )
+    ask(browser, "one")
+    WebDriverWait(browser, 15).until(lambda d: "echo: one" in bot_texts(d))
+    ask(browser, "two")  # by its answer, a second copy of the first would have arrived too
+    WebDriverWait(browser, 15).until(lambda d: "echo: two" in bot_texts(d))
+    assert bot_texts(browser) == ["echo: one", "echo: two"]

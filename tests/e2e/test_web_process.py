@@ -248,6 +248,8 @@ def test_refusals_the_original_made_keep_its_status_and_text(web, body, text):
         (json.dumps({"user_id": "x" * 257, "message": "hi"}).encode(), 400),
         (json.dumps({"user_id": "  ", "message": "hi"}).encode(), 400),
         (json.dumps({"user_id": ["a"], "message": "hi"}).encode(), 400),
+        (json.dumps({"user_id": "..", "message": "hi"}).encode(), 400),  # browsers drop it from /sse/..
+        (json.dumps({"user_id": ".", "message": "hi"}).encode(), 400),
         (b'{"user_id": "bad\\ud800", "message": "hi"}', 400),
         (json.dumps({"user_id": "dave", "message": "hi", "msg_id": "m" * 257}).encode(), 400),
         (json.dumps({"user_id": "dave", "message": "y" * 8001}).encode(), 413),

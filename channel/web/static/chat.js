@@ -30,7 +30,10 @@
   function setItem(s, k, v) { try { if (s) { s.setItem(k, v); } } catch (e) { /* private mode */ } }
 
   // Any text is a user id (an e-mail address, a name in Chinese...), as in the original.
-  function usableId(id) { return typeof id === "string" && id.trim() !== "" && id.length <= MAX_ID; }
+  // "." and ".." are refused: browsers resolve them away in a URL path (/sse/<id>).
+  function usableId(id) {
+    return typeof id === "string" && id.trim() !== "" && id.length <= MAX_ID && id !== "." && id !== "..";
+  }
 
   // ?user=<id> in the address picks a user id (handy for several windows); else the remembered one.
   var fromUrl = new URLSearchParams(window.location.search).get("user");
@@ -234,6 +237,10 @@
   var retryTimer = null;
   var lastEventId = ""; // of the newest event shown: a new stream starts after it
   var historyShown = false;
+  // Each connect() gets a number; a slower one that a later call overtook (a double click
+  // on "New chat", the online event during a retry) stops instead of opening a second
+  // stream, which would show every answer twice.
+  var connectGen = 0;
 
   function userPath(prefix) { return prefix + encodeURIComponent(userId); }
 
@@ -254,12 +261,16 @@
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
     if (source) { source.close(); source = null; }
     setStatus("connecting", "connecting…");
+    var gen = ++connectGen;
     var token = "";
     postJson("/token", { user_id: userId }).then(function (res) {
+      if (gen !== connectGen) { return null; }
       if (res.status !== 200) { throw new Error(res.data.message || "token refused"); }
       token = res.data.token || "";
       return historyShown ? null : showHistory(token);
     }).then(function () {
+      if (gen !== connectGen) { return; }
+      if (source) { source.close(); source = null; }
       var query = [];
       if (token) { query.push("token=" + encodeURIComponent(token)); }
       if (lastEventId) { query.push("last_event_id=" + encodeURIComponent(lastEventId)); }
@@ -285,7 +296,7 @@
         if (es.readyState === EventSource.CLOSED) { scheduleReconnect(); }
         else { setStatus("connecting", "reconnecting…"); }
       };
-    }).catch(function () { scheduleReconnect(); });
+    }).catch(function () { if (gen === connectGen) { scheduleReconnect(); } });
   }
 
   function scheduleReconnect() {
