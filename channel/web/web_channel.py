@@ -64,6 +64,7 @@ from channel.web.history import WebHistory
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
 from common.log import logger
+from common.masking import mask_command
 from config import conf
 
 MAX_MESSAGE_CHARS = 8000
@@ -466,8 +467,9 @@ class WebChannel(ChatChannel):
         context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
             return None
-        # Before it is queued, so the question comes before its answer in the history.
-        self.history.append(user_id, {"role": "user", "type": "TEXT", "content": message,
+        # Before it is queued, so the question comes before its answer in the history; a
+        # password given with #auth (or a key) is not kept there.
+        self.history.append(user_id, {"role": "user", "type": "TEXT", "content": mask_command(message),
                                       "timestamp": time.time(), "msg_id": msg_id})
         return self.produce(context)
 

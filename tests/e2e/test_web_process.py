@@ -309,6 +309,17 @@ def test_history_gives_the_conversation_back(web):
         stream.close()
 
 
+def test_history_keeps_no_password(web):
+    daemon, server, port, base = web
+    user = "auth-history"
+    post(base, user, "#auth secret-pw-123")
+    wait_idle(base)
+    r = httpx.get(base + "/history/" + quote(user, safe=""))
+    assert r.status_code == 200
+    assert r.json()["messages"][0]["content"] == "#auth *****"
+    assert "secret-pw-123" not in r.text
+
+
 def test_bad_paths_are_refused_with_json(web):
     daemon, server, port, base = web
     r = httpx.get(base + "/sse/%20%20")
