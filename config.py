@@ -534,7 +534,12 @@ def _dotenv_overrides(path: str) -> tuple[dict, dict[str, str]]:
         source = f"{label} line {lines.get(name, '?')}"
         key = _LOWER_TO_KEY.get(name.lower())
         if key is None:
-            raise unknown_key_error(name, source)
+            error = unknown_key_error(name, source)
+            if "did you mean" not in str(error):
+                # Most likely a .env written for another tool (docker compose, Dify) in this folder.
+                error = ConfigError(f"{error}: this program reads ./.env as settings; "
+                                    f"move other tools' variables to another file")
+            raise error
         if raw is None:
             raise ConfigError(f"{source}: '{name}' has no value (write {name}=value)")
         _log_override(key, raw, source)

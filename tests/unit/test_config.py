@@ -325,6 +325,12 @@ def test_dotenv_key_that_is_not_a_setting_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         build_config(path, environ={}, dotenv_path=str(env_file))
     assert str(err.value) == "unknown setting 'DIFY_API_KYE' in .env line 2 (did you mean 'dify_api_key'?)"
+    # A .env written for another tool gets a line saying what to do about it.
+    env_file.write_text("COMPOSE_PROJECT_NAME=dow\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        build_config(path, environ={}, dotenv_path=str(env_file))
+    assert str(err.value) == ("unknown setting 'COMPOSE_PROJECT_NAME' in .env line 1: this program reads ./.env "
+                              "as settings; move other tools' variables to another file")
 
 
 def test_dotenv_line_that_is_not_key_value_is_refused(tmp_path):
