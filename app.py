@@ -98,6 +98,7 @@ def start_channel(channel_name: str) -> None:
         from plugins import PluginManager
 
         PluginManager().load_plugins()
+    _check_bot_settings()
     if conf().get("use_linkai"):
         try:
             from common import linkai_client
@@ -163,10 +164,36 @@ def _check_bot() -> None:
         cls = bot_class(name)
     except (UnknownBot, BotNotAvailable) as e:
         raise StartupError(f"{e} (chosen by the setting '{setting}')") from None
-    problem = getattr(cls, "settings_problem", None)
+
+
+def _check_bot_settings() -> None:
+    """Stop start-up when a setting the chat bot needs (an API key) is missing; run once the
+    plugins are loaded: a plugin that gives each group or chat its own app (custom_dify_app)
+    supplies those settings itself, and the global ones may then stay empty."""
+    from bot.bot_factory import bot_class
+    from bridge.bridge import route
+
+    problem = getattr(bot_class(route()["chat"]), "settings_problem", None)
     message = problem(conf()) if callable(problem) else None
-    if message:
-        raise ConfigError(message)
+    if not message:
+        return
+    suppliers = _plugins_supplying_bot_settings()
+    if suppliers:
+        logger.warning(f"[app] {message}; plugin {', '.join(suppliers)} supplies these settings per chat, "
+                       f"so chats it does not cover will get an error")
+        return
+    raise ConfigError(message)
+
+
+def _plugins_supplying_bot_settings() -> list[str]:
+    from plugins import PluginManager
+
+    manager = PluginManager()
+    return [
+        name for name, instance in manager.instances.items()
+        if getattr(instance, "SUPPLIES_BOT_SETTINGS", False) and instance.handlers
+        and getattr(manager.plugins.get(name), "enabled", False)
+    ]
 
 
 def _open_state(args: argparse.Namespace) -> None:

@@ -392,7 +392,12 @@ class PluginManager:
             if self.current_plugin_path is None:
                 raise Exception("Plugin path not set: plugins register while PluginManager scans their folder")
             plugincls.name = name
-            plugincls.priority = desire_priority
+            # Sorting compares priorities: one that is no number ("10", None) must not stop
+            # every plugin from loading.
+            plugincls.priority = _as_priority(desire_priority)
+            if plugincls.priority != desire_priority:
+                logger.warning(f"[PluginManager] {name}: desire_priority {desire_priority!r} is no whole number, "
+                               f"using {plugincls.priority}")
             plugincls.desc = kwargs.get("desc")
             plugincls.author = kwargs.get("author")
             # The folder of the module defining the class; the folder being scanned only when

@@ -33,6 +33,13 @@ class LinkAIBot(ChatGPTBot, OpenAIImage):
         # questions of several sessions at once, so it is kept per thread.
         self._question = threading.local()
 
+    @classmethod
+    def settings_problem(cls, settings: Any) -> str | None:
+        # LinkAI's own key, not OpenAI's (which the chat bot it is built on would ask for).
+        if str(settings.get("linkai_api_key") or "").strip():
+            return None
+        return "setting 'linkai_api_key' is empty: put your LinkAI API key in it"
+
     def reply(self, query: str, context: Context = None) -> Reply:
         self._question.app_code = context.get("app_code") if context is not None else None
         try:

@@ -91,6 +91,9 @@ class DifyAppConf:
     author="dify-on-wechat",
 )
 class CustomDifyApp(Plugin):
+    # It gives chats their own Dify key and address: start-up then accepts empty global ones.
+    SUPPLIES_BOT_SETTINGS = True
+
     def __init__(self):
         super().__init__()
         self.apps: list[DifyAppConf] = []

@@ -85,8 +85,10 @@ def test_terminal_stdout_is_the_conversation_and_logs_go_to_stderr_and_run_log(t
          "start-up failed: bot 'qwen' is not available in this version (chosen by the setting 'model')"),
         ({"bot_type": "xunfei"},
          "start-up failed: bot 'xunfei' is not available in this version (chosen by the setting 'bot_type')"),
+        ({"bot_type": "linkai", "open_ai_api_key": "sk-not-what-linkai-needs"},
+         "config error: setting 'linkai_api_key' is empty: put your LinkAI API key in it"),
     ],
-    ids=["dify-no-key", "dify-placeholder", "openai-no-key", "model-not-ported", "bot-type-not-ported"],
+    ids=["dify-no-key", "dify-placeholder", "openai-no-key", "model-not-ported", "bot-type-not-ported", "linkai-no-key"],
 )
 def test_a_bot_that_cannot_work_stops_start_up_with_one_line(tmp_path, settings, expected):
     config = write_config(tmp_path, **{"bot_type": "", **settings})
@@ -101,6 +103,25 @@ def test_no_key_is_needed_for_the_sandbox_or_a_self_hosted_openai_server(tmp_pat
     assert run_app(tmp_path, "--cmd", "--config", config, input="").returncode == 0
     config = write_config(tmp_path, bot_type="", model="dify", dify_api_key="")
     assert run_app(tmp_path, "--cmd", "--sandbox", "--config", config, input="").returncode == 0
+    # LinkAI wants its own key, not OpenAI's.
+    config = write_config(tmp_path, bot_type="linkai", linkai_api_key="Link_test_key_123")
+    assert run_app(tmp_path, "--cmd", "--config", config, input="").returncode == 0
+
+
+def test_custom_dify_app_supplies_the_dify_key(tmp_path):
+    # The original's custom_dify_app gives chats their own Dify app: the global key may stay empty.
+    plugins = os.path.join(str(tmp_path), "plugins")
+    os.makedirs(plugins)
+    with DifyServer(api_key="app-custom", mode="chat") as dify:
+        with open(os.path.join(plugins, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"CustomDifyApp": [{"app_name": "mine", "app_type": "chatbot", "api_base": dify.base_url,
+                                          "api_key": "app-custom", "use_on_single_chat": True}]}, f)
+        config = write_config(tmp_path, bot_type="", model="dify", dify_api_key="")
+        result = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", plugins, input="hello\n")
+        assert result.returncode == 0, result.stderr
+        assert len(dify.requests_to("/v1/chat-messages")) == 1
+    assert "echo: hello" in result.stdout.splitlines()  # the custom app's answer
+    assert "plugin CUSTOMDIFYAPP supplies these settings per chat" in result.stderr
 
 
 def test_sandbox_conversations_never_reach_a_real_dify(tmp_path):

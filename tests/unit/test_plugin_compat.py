@@ -107,6 +107,15 @@ def test_plugins_are_a_sorted_dict_in_the_originals_order(manager, root):
     assert list(json.loads((root / "plugins.json").read_text(encoding="utf-8"))["plugins"])[0] == "Low"
 
 
+def test_a_priority_that_is_no_number_does_not_stop_the_others(manager, root):
+    write_plugin(root, "Quoted", '"10"')
+    write_plugin(root, "Unset", "None")
+    write_plugin(root, "Plain", 5)
+    manager.load_plugins()
+    assert list(manager.plugins) == ["QUOTED", "PLAIN", "UNSET"]
+    assert sorted(manager.instances) == ["PLAIN", "QUOTED", "UNSET"]
+
+
 # ---------------------------------------------------- bundled plugins, failures
 
 
