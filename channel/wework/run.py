@@ -12,8 +12,9 @@ the common ``if not wework or not wework.login_status`` guard keeps working.
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from config import conf
 
@@ -45,8 +46,39 @@ def _running_client() -> Any:
     return client
 
 
+# Handlers plugins registered with ``@wework.msg_register(...)`` before the client existed:
+# plugins load before the channel starts its client, and in the original that decorator
+# already worked at import time. The channel hands them to its client when it starts.
+_early_handlers: list[tuple[Any, Callable]] = []
+_early_lock = threading.Lock()
+
+
+def register_early_handlers(client: Any) -> int:
+    """Give the handlers registered before ``client`` existed to it. Returns how many."""
+    with _early_lock:
+        pending = list(_early_handlers)
+        _early_handlers.clear()
+    for msg_type, func in pending:
+        client.msg_register(msg_type)(func)
+    return len(pending)
+
+
 class _SharedWeWork:
     """Forwards to the running channel's ``ntwork.WeWork`` (see the module docstring)."""
+
+    def msg_register(self, msg_type: Any) -> Callable[[Callable], Callable]:
+        """``@wework.msg_register(type)``: on the running client, or kept for it until it starts."""
+        try:
+            return _running_client().msg_register(msg_type)
+        except WeworkUnavailable:
+            pass
+
+        def keep(func: Callable) -> Callable:
+            with _early_lock:
+                _early_handlers.append((msg_type, func))
+            return func
+
+        return keep
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

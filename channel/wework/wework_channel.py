@@ -53,6 +53,7 @@ from channel.wework.wework_message import (
     is_group_conversation,
     split_join_notice,
 )
+from channel.wework.run import register_early_handlers
 from common.log import logger
 from common.masking import mask_command
 from common.singleton import singleton
@@ -260,6 +261,7 @@ class WeworkChannel(ChatChannel):
         self.wework = wework
         wework.msg_register(list(HANDLED_TYPES))(self._on_message)
         wework.msg_register(MT_RECV_WEWORK_QUIT_MSG)(self._on_quit)
+        register_early_handlers(wework)  # plugins' @wework.msg_register from before the client
         media.clear_send_dir()
 
         smart = bool(conf().get("wework_smart", True))

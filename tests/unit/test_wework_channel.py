@@ -387,3 +387,24 @@ def test_a_reply_delay_longer_than_the_history_window_still_answers(start, sim, 
     sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "slow reply please"))
     wait_until(lambda: len(sent(sim)) == 1, timeout=6)
     assert [c["data"]["content"] for c in sent(sim)] == ["echo: slow reply please"]
+
+
+# ------------------------------------------------------------------------------------ channel.wework.run
+def test_a_plugins_early_msg_register_gets_messages(start, sim, settings):  # noqa: F811
+    # Plugins load before the channel starts its client; in the original, a module-level
+    # @wework.msg_register(...) already worked then.
+    from channel.wework.run import wework
+    from ntwork.const import notify_type
+
+    settings["channel_type"] = "wework"
+    seen = []
+
+    @wework.msg_register(notify_type.MT_RECV_TEXT_MSG)
+    def on_text(client, message):
+        seen.append(message["data"]["content"])
+
+    channel = start()
+    assert channel.inited
+    sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "hello plugin"))
+    wait_until(lambda: seen == ["hello plugin"])
+    wait_until(lambda: any(c["data"].get("content") == "echo: hello plugin" for c in sent(sim)))  # and the bot too
