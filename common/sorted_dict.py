@@ -93,5 +93,5 @@ class SortedDict(dict):
         return SortedDict(self.sort_func, self.items(), self.reverse)
 
     def __repr__(self) -> str:
-        name = getattr(self.sort_func, "__name__", "sort_func")
-        return f"{type(self).__name__}({dict(self.items())}, sort_func={name}, reverse={self.reverse})"
+        order = "descending" if self.reverse else "ascending"
+        return f"<SortedDict {order} by {getattr(self.sort_func, '__name__', 'sort_func')}: {dict(self.items())}>"

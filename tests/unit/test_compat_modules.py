@@ -85,13 +85,13 @@ def test_print_colours(capsys):
 def test_parse_markdown_text_has_the_originals_shape():
     from common.utils import parse_markdown_text
 
-    text = "这是图片1 ![Image1](/file/path/1.jpg)\n这是文件1 [file1](https://example.com/file.pdf)\n末尾"
+    text = "看这张图 ![chart](/files/chart.png)\n还有报告 [report](https://example.org/report.docx)\n完"
     assert parse_markdown_text(text) == [
-        {"type": "text", "content": "这是图片1"},
-        {"type": "image", "content": "/file/path/1.jpg"},
-        {"type": "text", "content": "这是文件1"},
-        {"type": "file", "content": "https://example.com/file.pdf"},
-        {"type": "text", "content": "末尾"},
+        {"type": "text", "content": "看这张图"},
+        {"type": "image", "content": "/files/chart.png"},
+        {"type": "text", "content": "还有报告"},
+        {"type": "file", "content": "https://example.org/report.docx"},
+        {"type": "text", "content": "完"},
     ]
     assert parse_markdown_text("") == []
 
