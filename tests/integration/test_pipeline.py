@@ -92,10 +92,9 @@ def test_hash_commands_queued_back_to_back_keep_their_order(pipeline, settings, 
     ]
 
 
-def test_cancel_from_a_handler_keeps_what_came_after(pipeline, settings, gated):
-    """What #reset does: cancelling while handling a message drops only older messages."""
-    GatedBot = gated
-    channel = pipeline()
+def cancel_on_command(channel) -> list:
+    """Make "#cancel" cancel its session while it is handled, as #reset does; returns the
+    list the cancelled texts are put in."""
     cancelled = []
     handle = channel._handle
 
@@ -105,6 +104,14 @@ def test_cancel_from_a_handler_keeps_what_came_after(pipeline, settings, gated):
         handle(context)
 
     channel.dispatcher._handler = handle_with_cancel
+    return cancelled
+
+
+def test_cancel_from_a_handler_keeps_what_came_after(pipeline, settings, gated):
+    """What #reset does: cancelling while handling a message drops only older messages."""
+    GatedBot = gated
+    channel = pipeline()
+    cancelled = cancel_on_command(channel)
     try:
         channel.receive(make_msg("running"))
         wait_started(GatedBot)
@@ -143,15 +150,7 @@ def test_a_command_is_taken_when_the_queue_is_full(pipeline, settings, gated):
     GatedBot = gated
     settings["session_queue_size"] = 2
     channel = pipeline()
-    cancelled = []
-    handle = channel._handle
-
-    def handle_with_cancel(context):
-        if context.content == "#cancel":
-            cancelled.extend(c.content for c in channel.cancel_session(context["session_id"]))
-        handle(context)
-
-    channel.dispatcher._handler = handle_with_cancel
+    cancelled = cancel_on_command(channel)
     try:
         channel.receive(make_msg("q0"))
         wait_started(GatedBot)
