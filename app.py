@@ -153,15 +153,16 @@ SANDBOX_STATE_DB = "sandbox-state.db"
 
 
 def _check_bot() -> None:
-    """Stop start-up when the chat bot cannot work: not available here, or a setting it
-    needs (an API key) is missing. Without this the first user would find out."""
+    """Stop start-up when the chat bot is not available here (its settings are checked
+    once the plugins are loaded, by _check_bot_settings). Without this the first user
+    would find out."""
     from bot.bot_factory import BotNotAvailable, UnknownBot, bot_class
     from bridge.bridge import route
 
     name = route()["chat"]
     setting = "bot_type" if conf().get("bot_type") else "model"
     try:
-        cls = bot_class(name)
+        bot_class(name)
     except (UnknownBot, BotNotAvailable) as e:
         raise StartupError(f"{e} (chosen by the setting '{setting}')") from None
 

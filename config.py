@@ -298,9 +298,10 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"{setting} must not be negative, got {value}")
 
 
-def unknown_key_error(key: str, source: str = "") -> ConfigError:
+def unknown_key_error(key: str, source: str = "", no_match_hint: str = "") -> ConfigError:
+    """`no_match_hint` is said when no setting's name is close to `key`."""
     close = difflib.get_close_matches(key.lower(), list(_LOWER_TO_KEY), n=1, cutoff=0.6)
-    hint = f" (did you mean '{_LOWER_TO_KEY[close[0]]}'?)" if close else ""
+    hint = f" (did you mean '{_LOWER_TO_KEY[close[0]]}'?)" if close else (f": {no_match_hint}" if no_match_hint else "")
     where = f" in {source}" if source else ""
     return ConfigError(f"unknown setting '{key}'{where}{hint}")
 
@@ -534,12 +535,9 @@ def _dotenv_overrides(path: str) -> tuple[dict, dict[str, str]]:
         source = f"{label} line {lines.get(name, '?')}"
         key = _LOWER_TO_KEY.get(name.lower())
         if key is None:
-            error = unknown_key_error(name, source)
-            if "did you mean" not in str(error):
-                # Most likely a .env written for another tool (docker compose, Dify) in this folder.
-                error = ConfigError(f"{error}: this program reads ./.env as settings; "
-                                    f"move other tools' variables to another file")
-            raise error
+            # No close match: most likely a .env written for another tool (docker compose, Dify).
+            raise unknown_key_error(name, source, "this program reads ./.env as settings; "
+                                                  "move other tools' variables to another file")
         if raw is None:
             raise ConfigError(f"{source}: '{name}' has no value (write {name}=value)")
         _log_override(key, raw, source)

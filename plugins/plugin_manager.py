@@ -229,6 +229,16 @@ _PIP_NAMES = {
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _log_plugin_failure(what: str, error: BaseException) -> None:
+    """One line when a package is missing (saying what to install), else the traceback.
+    Called from the `except` block that caught `error`."""
+    missing = _missing_package(error)
+    if missing:
+        logger.error(f"{what}: {missing}")
+    else:
+        logger.exception(f"{what}: {error}")
+
+
 def _missing_package(error: BaseException) -> str | None:
     """For an import of a module that is not installed, one line naming it and the
     pip command; None for any other error (which deserves its traceback)."""
@@ -509,11 +519,7 @@ class PluginManager:
             importlib.invalidate_caches()
             module = importlib.import_module(import_path)
         except (Exception, SystemExit) as e:
-            missing = _missing_package(e)
-            if missing:
-                logger.error(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {missing}")
-            else:
-                logger.exception(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped: {e}")
+            _log_plugin_failure(f"[PluginManager] plugin folder {dirname} cannot be imported, skipped", e)
             for name in _module_tree(import_path):
                 sys.modules.pop(name, None)
             # Keep the previous version running when a re-import fails.
@@ -646,11 +652,7 @@ class PluginManager:
                 except Exception as e:
                     # As in the original: the plugin is disabled, in plugins.json too, so
                     # #plist shows it off and #enablep retries it once its cause is fixed.
-                    missing = _missing_package(e)
-                    if missing:
-                        logger.error(f"[PluginManager] plugin {name} failed to start and is disabled: {missing}")
-                    else:
-                        logger.exception(f"[PluginManager] plugin {name} failed to start and is disabled: {e}")
+                    _log_plugin_failure(f"[PluginManager] plugin {name} failed to start and is disabled", e)
                     plugincls.enabled = False
                     entry = self._pconf_entry(plugincls)
                     if entry.get("enabled") is not False:

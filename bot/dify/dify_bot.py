@@ -282,17 +282,15 @@ class DifyBot(Bot):
         arrived, else DifyStreamCut is raised."""
         partial = PartialAnswer.for_context(sender.context)
         split = app.stream_reply and sender.can_deliver() and partial is None
-        on_part = None
-        if partial is not None:
-            def on_part(part: Part) -> None:
-                sender.send_all([part])
-                partial.next_answer()
-        elif split:
-            def on_part(part: Part) -> None:
-                sender.send_all([part])
+
+        def send_part(part: Part) -> None:
+            sender.send_all([part])
+            if partial is not None:
+                partial.next_answer()  # the text after this part grows in a new bubble
+
         fold = AnswerFold(
             terminal=terminal,
-            on_part=on_part,
+            on_part=send_part if partial is not None or split else None,
             split_paragraphs=split,
             on_text=partial.show if partial is not None else None,
         )
