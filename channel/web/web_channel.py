@@ -154,6 +154,8 @@ class WebChannel(ChatChannel):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
+        # Taken by worker threads only (push, /history's snapshot), never by the event loop.
+        self._history_lock = threading.Lock()
         self._outboxes: dict[str, _Outbox] = {}
         # Event ids carry this run's epoch: an id from before a restart is not mistaken
         # for one of this run.
@@ -257,22 +259,25 @@ class WebChannel(ChatChannel):
         `extra` keys go beside type/content/timestamp. An event with an SSE `event` name
         (the end of a partial answer) is not kept in the history."""
         payload = {"type": rtype, "content": content, "timestamp": time.time(), **(extra or {})}
-        with self._lock:
-            box = self._outbox(user_id)
-            seq = box.next_seq
-            box.next_seq += 1
-            payload["id"] = f"{self._epoch}-{seq}"
+        # The history lock keeps an event and its history entry together for /history (which
+        # reads both); the store write happens outside self._lock, which the server's event
+        # loop takes, so a slow disk never stalls the open streams.
+        with self._history_lock:
+            with self._lock:
+                box = self._outbox(user_id)
+                seq = box.next_seq
+                box.next_seq += 1
+                payload["id"] = f"{self._epoch}-{seq}"
+                box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False), event))
+                _expire(box, time.monotonic())
+                while len(box.events) > OUTBOX_MAX:
+                    dropped = box.events.popleft()
+                    if dropped[0] > box.delivered:
+                        logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
+                waiters = list(box.waiters)
+            self._wake(waiters)
             if event is None:
-                # Under the lock: /history reads the history and the last event id together.
                 self.history.append(user_id, {"role": "bot", **payload})
-            box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False), event))
-            _expire(box, time.monotonic())
-            while len(box.events) > OUTBOX_MAX:
-                dropped = box.events.popleft()
-                if dropped[0] > box.delivered:
-                    logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
-            waiters = list(box.waiters)
-        self._wake(waiters)
         return seq
 
     def _store_media(self, user_id: str, media: _Media) -> str:
@@ -511,9 +516,10 @@ class WebChannel(ChatChannel):
                             headers={"Cache-Control": "no-store"})
 
     def _history_snapshot(self, user_id: str) -> tuple[list[dict], str]:
-        with self._lock:
-            box = self._outboxes.get(user_id)
-            last_seq = box.next_seq - 1 if box is not None else 0
+        with self._history_lock:  # no event is between its outbox and its history entry
+            with self._lock:
+                box = self._outboxes.get(user_id)
+                last_seq = box.next_seq - 1 if box is not None else 0
             entries = self.history.entries(user_id)
         return entries, (f"{self._epoch}-{last_seq}" if last_seq > 0 else "")
 
