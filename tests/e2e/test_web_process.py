@@ -1,6 +1,7 @@
 """`python app.py` with `channel_type: web` and the Dify simulator, driven over HTTP and SSE."""
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -107,6 +108,23 @@ def wait_idle(base: str, timeout: float = 15) -> None:
         time.sleep(0.05)
     raise AssertionError("messages still pending")
 
+
+
+@contextlib.contextmanager
+def running_channel(settings):
+    """A WebChannel in this process on a free local port, stopped afterwards."""
+    from channel.web import web_channel
+
+    settings["web_host"] = "127.0.0.1"
+    settings["web_port"] = free_port()
+    channel = web_channel.WebChannel()
+    channel.channel_type = "web"
+    channel.startup()
+    try:
+        yield channel
+    finally:
+        channel.stop_accepting()
+        channel.stop()
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
@@ -387,16 +405,9 @@ def test_sigterm_with_an_open_stream_exits_0(web):
 
 
 def test_password_guards_the_api(settings, logs):
-    from channel.web import web_channel
-
     settings["web_password"] = "s3cret"
-    settings["web_host"] = "127.0.0.1"
-    settings["web_port"] = free_port()
-    channel = web_channel.WebChannel()
-    channel.channel_type = "web"
-    channel.startup()
-    base = channel.server.base_url
-    try:
+    with running_channel(settings) as channel:
+        base = channel.server.base_url
         body = {"user_id": "eve", "message": "hi", "msg_id": "m1"}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
             r = httpx.post(base + "/message", json=body, headers=headers)
@@ -415,9 +426,6 @@ def test_password_guards_the_api(settings, logs):
         assert httpx.get(base + "/history/eve").status_code == 401
         assert httpx.get(base + "/history/eve", params={"token": token}).status_code == 200
         assert not [m for m in logs.messages if "all network interfaces" in m]
-    finally:
-        channel.stop_accepting()
-        channel.stop()
 
 
 def test_outbox_is_bounded_and_media_is_served(settings, logs, tmp_path):
@@ -427,12 +435,8 @@ def test_outbox_is_bounded_and_media_is_served(settings, logs, tmp_path):
     from bridge.reply import Reply, ReplyType
     from channel.web import web_channel
 
-    settings["web_host"] = "127.0.0.1"
-    settings["web_port"] = free_port()
-    channel = web_channel.WebChannel()
-    channel.startup()
-    base = channel.server.base_url
-    try:
+    with running_channel(settings) as channel:
+        base = channel.server.base_url
         flood = "flood\n[ERROR] forged line"
         for i in range(web_channel.OUTBOX_MAX + 20):
             channel.push(flood, "TEXT", f"n{i}")
@@ -467,24 +471,16 @@ def test_outbox_is_bounded_and_media_is_served(settings, logs, tmp_path):
         assert file["type"] == "FILE" and isinstance(file["content"], str) and file["content"].startswith(prefix)
         assert (file["url"], file["name"], file["mime"]) == (file["content"], "report.pdf", "application/pdf")
         assert httpx.get(base + file["content"]).content == b"%PDF-1.4 test"
-    finally:
-        channel.stop_accepting()
-        channel.stop()
 
 
 def test_history_is_bounded_and_a_withdrawn_partial_answer_leaves_the_page(settings):
     from bridge.context import Context, ContextType
     from bridge.reply import Reply, ReplyType
-    from channel.web import web_channel
     from channel.web.history import WebHistory
     from common.store import MemoryStore
 
-    settings["web_host"] = "127.0.0.1"
-    settings["web_port"] = free_port()
-    channel = web_channel.WebChannel()
-    channel.startup()
-    channel.history = WebHistory(MemoryStore(), 3)
-    try:
+    with running_channel(settings) as channel:
+        channel.history = WebHistory(MemoryStore(), 3)
         context = Context(ContextType.TEXT, "q")
         context["receiver"] = "walt"
         for i in range(5):
@@ -501,22 +497,14 @@ def test_history_is_bounded_and_a_withdrawn_partial_answer_leaves_the_page(setti
         assert stream.none_within(0.3)  # an old front end sees nothing of it
         assert [e["content"] for e in channel.history.entries("walt")][-1] == "answer 4"
         stream.close()
-    finally:
-        channel.stop_accepting()
-        channel.stop()
 
 
 def test_the_chatgpt_bot_shows_its_answer_growing(settings):
     from bot.chatgpt.chat_gpt_bot import ChatGPTBot
     from bridge.context import Context, ContextType
-    from channel.web import web_channel
     from tests.fakes.openai_server import DEFAULT_KEY, OpenAIServer
 
-    settings["web_host"] = "127.0.0.1"
-    settings["web_port"] = free_port()
-    channel = web_channel.WebChannel()
-    channel.startup()
-    try:
+    with running_channel(settings) as channel:
         with OpenAIServer() as openai:
             settings.update(open_ai_api_base=openai.base_url, open_ai_api_key=DEFAULT_KEY, model="gpt-4o-mini")
             answer = "A long answer, written three characters at a time."
@@ -533,6 +521,3 @@ def test_the_chatgpt_bot_shows_its_answer_growing(settings):
             final = stream.next()["data"]
             assert final["content"] == answer and final["stream"] == shown["stream"]
             stream.close()
-    finally:
-        channel.stop_accepting()
-        channel.stop()
