@@ -53,6 +53,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_port": (9899, "Port of the `web` chat channel."),
     "web_host": ("0.0.0.0", "Address the `web` channel's HTTP server listens on (127.0.0.1: this machine only). New."),
     "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
+    "http_max_connections": (10000, "Connections the HTTP server (web channel, webhooks) holds at once. When full, the one that has waited longest for its request goes, so idle connections never lock new users out; lowered at start to what the process's open-file limit allows. New."),
     "web_history_size": (50, "Messages of each `web` user's conversation kept in the state store, so a reloaded page (or one opened after a restart) shows them again; 0: none. New."),
     # --- bot / model routing
     "model": ("gpt-3.5-turbo", "Model name; also picks the bot when bot_type is empty (`dify` selects the Dify bot). `#model` changes it."),
@@ -237,7 +238,7 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 # Positive-integer settings the pipeline relies on.
-_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size")
+_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections")
 
 _NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
 

@@ -6,7 +6,9 @@ the daemon keeps the signal handlers (uvicorn's are never installed). `start()` 
 once the port is listening, or raises `HttpServerError` with one line for the user.
 
 Every server answers `GET /healthz`: 200 `{"state": "running", "channel": ..., "queue": n}`
-while running, 503 while starting or stopping. Request bodies are capped (413 JSON).
+while running, 503 while starting or stopping, and 503 `"degraded"` while the store write probe
+(`set_store_probe`) says the state store cannot write. Request bodies are capped (413 JSON);
+connections, request heads and their timing are limited by common/http_guard.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from typing import Any, Callable
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.http_guard import DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, MAX_HEAD, ConnectionGuard, connection_cap, raise_fd_limit
 from common.log import logger
 
 try:  # libuv's event loop: less CPU per request and per SSE write. Not built for Windows.
@@ -33,6 +37,7 @@ except ImportError:  # pragma: no cover - Windows, or installed without it
 DEFAULT_MAX_BODY = 1024 * 1024
 
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
+DEGRADED = "degraded"  # running, but the state store cannot write
 
 
 class HttpServerError(Exception):
@@ -95,14 +100,18 @@ class _RouteSpec:
 class HttpServer:
     """One uvicorn server in a thread. Routes are added before `start()`."""
 
-    def __init__(self, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY, channel: str = "") -> None:
+    def __init__(self, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY, channel: str = "",
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, head_timeout: float = HEAD_TIMEOUT,
+                 max_head: int = MAX_HEAD) -> None:
         self.host = host
         self.port = port
         self.max_body = max_body
         self.channel = channel
+        self.guard = ConnectionGuard(max_connections=max_connections, head_timeout=head_timeout, max_head=max_head)
         self.state = STOPPED
         self._routes: list[_RouteSpec] = []
         self._status: Callable[[], int] | None = None
+        self._store_probe: Callable[[], str | None] | None = None
         self._stopping_hooks: list[Callable[[], None]] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -123,6 +132,11 @@ class HttpServer:
     def set_queue_probe(self, probe: Callable[[], int]) -> None:
         """`/healthz` reports `probe()` as the number of pending messages."""
         self._status = probe
+
+    def set_store_probe(self, probe: Callable[[], str | None]) -> None:
+        """`/healthz` answers 503 "degraded" while `probe()` names a problem (None: fine).
+        It runs in a worker thread: it may write to disk."""
+        self._store_probe = probe
 
     def on_stopping(self, hook: Callable[[], None]) -> None:
         """Called (in the stopping thread) once the server stops taking requests, before it
@@ -158,8 +172,15 @@ class HttpServer:
                 queue = int(self._status())
             except Exception:
                 queue = -1
-        body = {"state": self.state, "channel": self.channel, "queue": queue}
-        return JSONResponse(body, status_code=200 if self.state == RUNNING else 503)
+        body: dict[str, Any] = {"state": self.state, "channel": self.channel, "queue": queue}
+        if self.state == RUNNING and self._store_probe is not None:
+            try:
+                problem = await run_in_threadpool(self._store_probe)
+            except Exception as e:  # noqa: BLE001 - a broken probe is a problem too
+                problem = f"the store probe failed: {e}"
+            if problem:
+                body.update(state=DEGRADED, store=problem)
+        return JSONResponse(body, status_code=200 if body["state"] == RUNNING else 503)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 10.0) -> "HttpServer":
@@ -173,8 +194,15 @@ class HttpServer:
             self.state = STOPPED
             raise
         self.port = self._sock.getsockname()[1]
+        wanted = self.guard.max_connections
+        self.guard.max_connections = connection_cap(wanted, raise_fd_limit())
+        if self.guard.max_connections < wanted:
+            logger.warning(
+                f"[http] at most {self.guard.max_connections} connections at once, not {wanted} "
+                "(http_max_connections): the process may not open more files; raise its limit (ulimit -n)"
+            )
         config = uvicorn.Config(
-            self._build_app(), log_level="warning", access_log=False, lifespan="off",
+            self._build_app(), http=self.guard.protocol_class(), log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=5, timeout_graceful_shutdown=None, server_header=False,
         )
         self._server = uvicorn.Server(config)

@@ -38,6 +38,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import itertools
 import json
 import mimetypes
@@ -45,6 +46,7 @@ import os
 import secrets
 import threading
 import time
+import unicodedata
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -63,8 +65,11 @@ from channel.chat_message import ChatMessage
 from channel.web.history import WebHistory
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
+from common.json_limits import JsonTooDeep, loads_limited
 from common.log import logger
 from common.masking import mask_command
+from common.secret_compare import header_matches
+from common.store.write_probe import WriteProbe
 from config import conf
 
 MAX_MESSAGE_CHARS = 8000
@@ -163,7 +168,9 @@ class WebChannel(ChatChannel):
         self._run_id = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._closing = False
-        self._token_key = secrets.token_bytes(32)
+        # Stream tokens are signed with a key made of this run's secret and the password:
+        # changing web_password (#reconf) makes every token issued before it invalid.
+        self._token_secret = secrets.token_bytes(32)
         self.server: HttpServer | None = None
         self.history = WebHistory(None, 0)
 
@@ -172,9 +179,13 @@ class WebChannel(ChatChannel):
         host = str(conf().get("web_host"))
         port = int(conf().get("web_port", 9899))
         self.history = WebHistory(conf().state_store, int(conf().get("web_history_size")))
-        server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
+        server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web",
+                               max_connections=int(conf().get("http_max_connections")))
         self.register_routes(server)
         server.set_queue_probe(self.dispatcher.pending)
+        store = conf().state_store
+        if store is not None:
+            server.set_store_probe(WriteProbe(store).problem)
         server.on_stopping(self._close_streams)
         try:
             server.start()
@@ -381,7 +392,7 @@ class WebChannel(ChatChannel):
             return None
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), password.encode()):
+        if scheme.lower() != "bearer" or not header_matches(given.strip(), password):
             return json_error(401, "password required or wrong", auth="password")
         return None
 
@@ -402,7 +413,9 @@ class WebChannel(ChatChannel):
         return json_error(401, "stream token missing, wrong or expired", auth="token")
 
     def _make_token_for(self, user_id: str, expires: int) -> str:
-        sig = hmac.new(self._token_key, f"{user_id}:{expires}".encode(), hashlib.sha256).digest()
+        key = hmac.new(self._token_secret, unicodedata.normalize("NFC", self._password()).encode("utf-8", "surrogatepass"),
+                       hashlib.sha256).digest()
+        sig = hmac.new(key, f"{user_id}:{expires}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
         return f"{expires}.{base64.urlsafe_b64encode(sig[:18]).decode()}"
 
     # ------------------------------------------------------------------ routes
@@ -457,14 +470,14 @@ class WebChannel(ChatChannel):
             return json_error(400, str(e))
         # A client id makes a retried POST (flaky network) count once; dedup is by msg_id.
         msg_id = f"{user_id}:{client_id}" if client_id else f"{self._run_id}-{next(self._ids)}"
-        accepted = await run_in_threadpool(self._take, user_id, message, msg_id)
+        accepted = await run_in_threadpool(self._take, user_id, message, msg_id, _source(request))
         if accepted is None:
             return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id, "handled": False})
         if not accepted:
             return json_error(503, "too many messages are waiting; please try again in a moment")
         return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id})
 
-    def _take(self, user_id: str, message: str, msg_id: str) -> bool | None:
+    def _take(self, user_id: str, message: str, msg_id: str, source: str = "") -> bool | None:
         """Compose and queue. None when the rules (or a duplicate id) drop the message."""
         with self._lock:
             self._outbox(user_id)
@@ -472,6 +485,8 @@ class WebChannel(ChatChannel):
         context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
             return None
+        if source:
+            context["source"] = source  # where it came from: #auth counts guesses per source too
         # Before it is queued, so the question comes before its answer in the history; a
         # password given with #auth (or a key) is not kept there.
         self.history.append(user_id, {"role": "user", "type": "TEXT", "content": mask_command(message),
@@ -608,7 +623,10 @@ def _sniff_image(data: bytes) -> str:
 async def _json_body(request: Request) -> tuple[dict, Response | None]:
     raw = await request.body()
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = loads_limited(raw.decode("utf-8"))
+    except JsonTooDeep as e:
+        # Not a refusal the original made (it crashed): a plain 400.
+        return {}, json_error(400, str(e))
     except (UnicodeDecodeError, ValueError):
         return {}, _original_error("Invalid JSON", "the body must be JSON text in UTF-8")
     if not isinstance(body, dict):
@@ -620,6 +638,21 @@ def _original_error(message: str, detail: str) -> Response:
     """A refusal the original also made: its HTTP status (200) and text, which front ends
     written for it may show or test, with what exactly is wrong in `detail`."""
     return JSONResponse({"status": "error", "message": message, "detail": detail})
+
+
+def _source(request: Request) -> str:
+    """The client's address as a key for counting guesses; an IPv6 client by its /64, which
+    one machine usually has whole."""
+    host = request.client.host if request.client else ""
+    if not host:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"web:{host}"
+    if address.version == 6 and address.ipv4_mapped is None:
+        return f"web:{ipaddress.ip_network(f'{host}/64', strict=False)}"
+    return f"web:{address.ipv4_mapped or address}"
 
 
 def _or_default(user_id: Any) -> Any:

@@ -10,8 +10,11 @@ Differences from the original, on purpose (CHANGELOG.md lists them too):
 * With no password, the temporary one is 12 letters and digits from ``secrets``
   (the original drew letters, digits and "!@#$%&?" with ``random``, which is not
   meant for secrets) and is shown on the console only, never written to run.log.
-  Passwords are compared in constant time, and after 5 wrong ones in 10 minutes
-  a user must wait.
+  Passwords are compared in constant time (as NFC-normalised UTF-8), and after 5
+  wrong ones in 10 minutes a user must wait; after 10 wrong ones in 10 minutes from
+  one source (``context["source"]``, the client address on the web channel), every
+  user there must wait, so new user ids do not buy new guesses. The counters are
+  bounded tables.
 * Admin commands are refused in every group chat, whoever sends them, before the
   admin check (the original answered "no permission" there even to an admin).
 * ``#reset`` / ``#resetall`` work for every chat bot whose ``sessions`` has
@@ -44,10 +47,8 @@ Differences from the original, on purpose (CHANGELOG.md lists them too):
 """
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -56,8 +57,10 @@ from bridge.bridge import Bridge, in_language, is_chinese, route
 from bridge.context import ContextType
 from bridge.reply import ReplyType
 from common import const, memory
+from common.attempt_limiter import AttemptLimiter
 from common.log import CONSOLE_ONLY, is_debug, logger, set_debug
 from common.masking import mask_secret
+from common.secret_compare import same_secret
 from config import conf, global_config, load_config
 from plugins import Event, EventAction, EventContext, Plugin, PluginManager
 from plugins.chat_bot import answer
@@ -113,7 +116,9 @@ TEMP_PASSWORD_LENGTH = 12
 # No 0/O, 1/l/I: the password is read from a log and typed on a phone.
 _TEMP_PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
 MAX_AUTH_FAILURES = 5
+MAX_AUTH_FAILURES_PER_SOURCE = 10  # a shared address (an office) has several users
 AUTH_FAILURE_WINDOW_SECONDS = 600
+AUTH_TABLE_SIZE = 10000  # users and sources remembered; the longest quiet go first
 
 
 @dataclass
@@ -244,7 +249,8 @@ class Godcmd(Plugin):
         global_config["admin_users"] = self.admin_users
         self.isrunning = True
         self._lock = threading.Lock()
-        self._auth_failures: dict[Any, list[float]] = {}
+        self._user_failures = AttemptLimiter(MAX_AUTH_FAILURES, AUTH_FAILURE_WINDOW_SECONDS, AUTH_TABLE_SIZE)
+        self._source_failures = AttemptLimiter(MAX_AUTH_FAILURES_PER_SOURCE, AUTH_FAILURE_WINDOW_SECONDS, AUTH_TABLE_SIZE)
         self._user_commands: dict[str, Callable[[Request], tuple[bool, str]]] = {
             "help": self._help,
             "auth": self._auth,
@@ -323,7 +329,7 @@ class Godcmd(Plugin):
 
     def _add_admin(self, user: Any) -> None:
         with self._lock:
-            self._auth_failures.pop(user, None)
+            self._user_failures.forget(user)
             if user not in self.admin_users:
                 self.admin_users.append(user)
             shared = global_config.get("admin_users")
@@ -414,22 +420,20 @@ class Godcmd(Plugin):
         if len(request.args) != 1:
             return False, "请提供口令"
         user = request.user
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._auth_failures.get(user, []) if now - t < AUTH_FAILURE_WINDOW_SECONDS]
-            self._auth_failures[user] = recent
-            if len(recent) >= MAX_AUTH_FAILURES:
-                wait = int(AUTH_FAILURE_WINDOW_SECONDS - (now - recent[0])) // 60 + 1
-                return False, f"口令错误次数太多，请 {wait} 分钟后再试"
-        given = request.args[0].encode("utf-8")
-        if self.password and hmac.compare_digest(given, self.password.encode("utf-8")):
+        source = request.context.get("source")
+        sources = [source] if source else []
+        wait = max(self._user_failures.wait([user]), self._source_failures.wait(sources))
+        if wait > 0:
+            return False, f"口令错误次数太多，请 {int(wait) // 60 + 1} 分钟后再试"
+        given = request.args[0]
+        if self.password and same_secret(given, self.password):
             self._add_admin(user)
             return True, "认证成功"
-        if self.temp_password and hmac.compare_digest(given, self.temp_password.encode("utf-8")):
+        if self.temp_password and same_secret(given, self.temp_password):
             self._add_admin(user)
             return True, "认证成功，请尽快设置口令"
-        with self._lock:
-            self._auth_failures.setdefault(user, []).append(now)
+        self._user_failures.fail([user])
+        self._source_failures.fail(sources)
         logger.warning(f"[Godcmd] wrong password from {user}")
         return False, "认证失败"
 

@@ -195,8 +195,18 @@
   // ------------------------------------------------------------------ network
   function authHeaders() {
     var headers = { "Content-Type": "application/json" };
-    if (password) { headers.Authorization = "Bearer " + password; }
+    if (password) { headers.Authorization = "Bearer " + utf8Bytes(password); }
     return headers;
+  }
+
+  // fetch() refuses a header with a character past U+00FF, and sends the others as one
+  // latin-1 byte each: the password goes as its UTF-8 bytes, one character per byte, and
+  // the server reads it as UTF-8 (NFC). So a password in any script works.
+  function utf8Bytes(text) {
+    var bytes = new TextEncoder().encode(text.normalize ? text.normalize("NFC") : text);
+    var out = "";
+    for (var i = 0; i < bytes.length; i++) { out += String.fromCharCode(bytes[i]); }
+    return out;
   }
 
   function setStatus(state, text) {
