@@ -650,9 +650,11 @@ def _source(request: Request) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         return f"web:{host}"
-    if address.version == 6 and address.ipv4_mapped is None:
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return f"web:{address.ipv4_mapped}"
         return f"web:{ipaddress.ip_network(f'{host}/64', strict=False)}"
-    return f"web:{address.ipv4_mapped or address}"
+    return f"web:{address}"
 
 
 def _or_default(user_id: Any) -> Any:

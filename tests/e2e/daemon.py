@@ -53,7 +53,7 @@ def _own_plugin_files(folder, args: tuple[str, ...]) -> list[str]:
 class Daemon:
     """`python app.py ...` with piped stdin/stdout, read on a thread."""
 
-    def __init__(self, folder, *args: str, env: dict | None = None):
+    def __init__(self, folder, *args: str, env: dict | None = None, preexec_fn=None):
         environment = dict(os.environ)
         environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
         environment["PYTHONUNBUFFERED"] = "1"
@@ -68,6 +68,7 @@ class Daemon:
             env=environment,
             text=True,
             encoding="utf-8",
+            preexec_fn=preexec_fn,  # POSIX only: tests that set the daemon's resource limits
         )
         self.folder = str(folder)
         self.lines: "queue.Queue[str]" = queue.Queue()
@@ -198,9 +199,10 @@ def wait_healthy(base: str, timeout: float = 20) -> dict:
 
 
 @contextlib.contextmanager
-def web_daemon(folder, **settings):
+def web_daemon(folder, *, preexec_fn=None, **settings):
     """`python app.py` with the web channel, the Dify bot and a Dify simulator, once healthy:
-    yields (daemon, server, port, base_url, health)."""
+    yields (daemon, server, port, base_url, health). `preexec_fn` runs in the child before
+    it starts (POSIX)."""
     from sandbox.dify_server import DifyServer
 
     port = free_port()
@@ -209,7 +211,7 @@ def web_daemon(folder, **settings):
             folder, channel_type="web", web_port=port, bot_type="", model="dify",
             dify_api_base=server.base_url, dify_api_key="app-test", **settings,
         )
-        daemon = Daemon(folder, "--config", config)
+        daemon = Daemon(folder, "--config", config, preexec_fn=preexec_fn)
         base = f"http://127.0.0.1:{port}"
         try:
             health = wait_healthy(base)
