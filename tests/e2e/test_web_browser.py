@@ -230,3 +230,19 @@ def test_a_double_click_on_new_chat_opens_one_stream(web, browser):
     ask(browser, "two")  # by its answer, a second copy of the first would have arrived too
     WebDriverWait(browser, 15).until(lambda d: "echo: two" in bot_texts(d))
     assert bot_texts(browser) == ["echo: one", "echo: two"]
+
+
+def test_a_password_in_any_script_is_accepted_by_the_page(tmp_path, browser):
+    # fetch() cannot send a header holding "口"; the page sends the password's UTF-8 bytes.
+    password = "口令-pässwörd"
+    with web_daemon(tmp_path, web_password=password) as (daemon, server, port, base, health):
+        browser.get(f"{base}/chat?user=locked")
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "password").is_displayed())
+        field = browser.find_element(By.ID, "password")
+        field.send_keys(password)
+        field.send_keys(Keys.ENTER)
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "open"
+        )
+        ask(browser, "behind a password")
+        WebDriverWait(browser, 15).until(lambda d: "echo: behind a password" in bot_texts(d))
