@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from common.http_guard import DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, MAX_HEAD, ConnectionGuard, connection_cap, raise_fd_limit
 from common.log import logger
+from config import conf
 
 try:  # libuv's event loop: less CPU per request and per SSE write. Not built for Windows.
     import uvloop
@@ -320,10 +321,13 @@ _registry_lock = threading.Lock()
 
 
 def shared_server(host: str, port: int, **kwargs: Any) -> HttpServer:
-    """The server for host:port, created on first use."""
+    """The server for host:port, created on first use (with `http_max_connections` unless
+    `max_connections` is given)."""
     with _registry_lock:
         server = _servers.get((host, port))
         if server is None:
+            if "max_connections" not in kwargs:
+                kwargs["max_connections"] = int(conf().get("http_max_connections"))
             server = HttpServer(host, port, **kwargs)
             if port:
                 _servers[(host, port)] = server

@@ -179,8 +179,7 @@ class WebChannel(ChatChannel):
         host = str(conf().get("web_host"))
         port = int(conf().get("web_port", 9899))
         self.history = WebHistory(conf().state_store, int(conf().get("web_history_size")))
-        server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web",
-                               max_connections=int(conf().get("http_max_connections")))
+        server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
         self.register_routes(server)
         server.set_queue_probe(self.dispatcher.pending)
         store = conf().state_store

@@ -170,3 +170,23 @@ def test_connection_cap_leaves_descriptors_for_the_rest():
     assert connection_cap(10000, 1024) == 1024 - FD_RESERVE
     assert connection_cap(500, 100000) == 500
     assert connection_cap(10000, 100) == 50
+
+
+def test_shared_server_takes_its_cap_from_the_setting(settings):
+    from common.http_server import shared_server
+
+    settings["http_max_connections"] = 123
+    server = shared_server("127.0.0.1", 0)
+    assert server.guard.max_connections == 123
+
+
+@pytest.mark.parametrize("value, message", [(0, "must be at least 1"), ("many", "must be a whole number")])
+def test_a_bad_connection_cap_stops_start_up_with_one_line(tmp_path, value, message):
+    import json
+
+    from config import ConfigError, build_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"http_max_connections": value}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"setting 'http_max_connections' {message}"):
+        build_config(str(path), environ={}, dotenv_path="")
