@@ -6,6 +6,8 @@
   for longer than that.
 - A request head (request line and headers) may be at most `max_head` bytes: 431 and
   close. httptools itself buffers a header of any size.
+- A request body must be complete within `body_timeout` seconds of its head, so a body
+  trickled a byte at a time cannot hold a connection (and a request task) for ever.
 - At most `max_connections` connections at once. When a new one would pass the cap, the
   connection that has waited longest for its request head (idle keep-alive included) is
   closed to make room, so idle sockets can never lock new users out; only when every
@@ -26,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from common.log import logger
 
 HEAD_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
 MAX_HEAD = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 10000
 # Descriptors kept for everything that is not a client connection (the state database,
@@ -40,11 +43,13 @@ class ConnectionGuard:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     head_timeout: float = HEAD_TIMEOUT
     max_head: int = MAX_HEAD
+    body_timeout: float = BODY_TIMEOUT
     # protocol -> monotonic time it began waiting; insertion order is waiting order.
     waiting: OrderedDict = field(default_factory=OrderedDict, repr=False)
     evicted: int = 0
     refused: int = 0
     timed_out: int = 0
+    body_timed_out: int = 0
     too_large: int = 0
 
     def start_waiting(self, protocol: "GuardedProtocol") -> None:
@@ -88,6 +93,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer = None
+        self._body_timer = None
         self._in_head = True  # between a request's first byte (or the connection) and its end of head
         self._head_bytes = 0
         self._exact_head = 0  # request line and headers of the current request, as parsed
@@ -107,11 +113,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self._closed = True
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self.guard.stop_waiting(self)
         super().connection_lost(exc)
 
     def close_quietly(self) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -157,6 +165,12 @@ class GuardedProtocol(HttpToolsProtocol):
             # Stops the parser; uvicorn would answer 400 for it, which send_400_response skips.
             raise _HeadRefused()
         super().on_headers_complete()
+        # Cancelled by on_message_complete, at once for a request without a body.
+        self._body_timer = self.loop.call_later(self.guard.body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         if self._refused:
@@ -186,6 +200,17 @@ class GuardedProtocol(HttpToolsProtocol):
             # No answer: a client this slow is gone or hostile, and writing could block.
             self.guard.stop_waiting(self)
             self.transport.close()
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self.transport.is_closing():
+            self.guard.body_timed_out += 1
+            self.transport.close()  # the request sees a disconnect
 
     def _refuse(self, status: bytes, message: str) -> None:
         self._cancel_head_timer()

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from common.http_guard import DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, MAX_HEAD, ConnectionGuard, connection_cap, raise_fd_limit
+from common.http_guard import BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, MAX_HEAD, ConnectionGuard, connection_cap, raise_fd_limit
 from common.log import logger
 from config import conf
 
@@ -103,12 +103,13 @@ class HttpServer:
 
     def __init__(self, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY, channel: str = "",
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, head_timeout: float = HEAD_TIMEOUT,
-                 max_head: int = MAX_HEAD) -> None:
+                 max_head: int = MAX_HEAD, body_timeout: float = BODY_TIMEOUT) -> None:
         self.host = host
         self.port = port
         self.max_body = max_body
         self.channel = channel
-        self.guard = ConnectionGuard(max_connections=max_connections, head_timeout=head_timeout, max_head=max_head)
+        self.guard = ConnectionGuard(max_connections=max_connections, head_timeout=head_timeout, max_head=max_head,
+                                     body_timeout=body_timeout)
         self.state = STOPPED
         self._routes: list[_RouteSpec] = []
         self._status: Callable[[], int] | None = None
@@ -158,11 +159,16 @@ class HttpServer:
             logger.exception(f"[http] {request.method} {request.url.path} failed")
             return json_error(500, "internal error")
 
+        async def gone(request: Request, exc: Exception) -> Response:
+            # The client left (or was cut off by the body deadline) while its body was read:
+            # nobody reads this answer, and it is no error of ours to log.
+            return json_error(400, "the client disconnected")
+
         async def too_large(request: Request, exc: Exception) -> Response:
             return json_error(413, f"request body larger than {self.max_body} bytes")
 
         app = Starlette(routes=routes, exception_handlers={
-            404: not_found, 405: not_allowed, _BodyTooLarge: too_large, Exception: crashed,
+            404: not_found, 405: not_allowed, _BodyTooLarge: too_large, ClientDisconnect: gone, Exception: crashed,
         })
         return _BodyLimit(app, self.max_body)
 

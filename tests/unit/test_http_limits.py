@@ -190,3 +190,16 @@ def test_a_bad_connection_cap_stops_start_up_with_one_line(tmp_path, value, mess
     path.write_text(json.dumps({"http_max_connections": value}), encoding="utf-8")
     with pytest.raises(ConfigError, match=f"setting 'http_max_connections' {message}"):
         build_config(str(path), environ={}, dotenv_path="")
+
+
+def test_a_body_trickled_slowly_is_cut_off_without_a_traceback(make_server, logs):
+    server = make_server(body_timeout=0.5)
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        assert closed_by_server(sock)
+        assert server.guard.body_timed_out == 1
+        assert httpx.post(server.base_url + "/echo", content=b"x" * 100, timeout=5).json() == {"size": 100}
+    finally:
+        sock.close()
+    assert not [m for m in logs.messages if "failed" in m]
