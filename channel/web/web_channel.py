@@ -31,6 +31,8 @@ Better than the original:
   and <img> cannot send headers, so the page trades the password for a short-lived stream
   token bound to its user id (`POST /token`) and passes it as `?token=`: the password itself
   never appears in a URL (server logs, browser history). Media links are unguessable ids.
+  Tokens are signed with a key derived from the password, so changing it revokes them; the
+  password is compared as NFC UTF-8 (the page sends its UTF-8 bytes; a latin-1 header works too).
 """
 from __future__ import annotations
 
