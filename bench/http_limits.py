@@ -46,6 +46,10 @@ def still_open(socks: list[socket.socket]) -> int:
     return alive
 
 
+def descriptors(proc: psutil.Process) -> int:
+    return proc.num_handles() if sys.platform == "win32" else proc.num_fds()
+
+
 def new_user(base: str) -> str:
     t0 = time.perf_counter()
     try:
@@ -87,13 +91,13 @@ def main() -> None:
             proc = psutil.Process(daemon.proc.pid)
             print(f"daemon open-file limit {args.files}; python {sys.version.split()[0]} on {sys.platform}")
             print(f"{'idle opened':>12} {'held by daemon':>15} {'daemon fds':>11}  new user")
-            print(f"{0:>12} {0:>15} {proc.num_fds():>11}  {new_user(base)}")
+            print(f"{0:>12} {0:>15} {descriptors(proc):>11}  {new_user(base)}")
             while len(idle) < args.idle:
                 for _ in range(min(args.step, args.idle - len(idle))):
                     idle.append(socket.create_connection(("127.0.0.1", port)))
                 time.sleep(0.5)  # let the daemon accept what is in its backlog
                 answer = new_user(base)
-                print(f"{len(idle):>12} {still_open(idle):>15} {proc.num_fds():>11}  {answer}")
+                print(f"{len(idle):>12} {still_open(idle):>15} {descriptors(proc):>11}  {answer}")
             for s in idle:
                 s.close()
             idle.clear()
