@@ -18,6 +18,7 @@ serialized by ``_lock``; handlers always run with no lock held.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import io
 import os
 import re
@@ -66,8 +67,9 @@ _STALE_STAGING_SECONDS = 3600
 GIT_HTTP_TIMEOUT_SECONDS = 60
 # A plugin folder is imported as plugins.<folder>.
 _FOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-# Module names of the framework itself; a plugin folder must not shadow them.
-_RESERVED_FOLDERS = frozenset({"event", "plugin", "plugin_manager", "__pycache__"})
+# Names no plugin folder may take whatever the package holds; the rest is derived from
+# the package itself (see PluginManager.reserved_folder_names).
+_RESERVED_FOLDERS = frozenset({"__init__", "__main__", "__pycache__", "event", "plugin", "plugin_manager"})
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^:\s][^\s]*)$")
 
 
@@ -183,6 +185,39 @@ def _remember_timeout(repo_path: str) -> None:
             config.write_to_path()
     except Exception as e:  # a missing timeout is not worth failing an install for
         logger.warning(f"[PluginManager] could not store the git timeout in {repo_path}: {e}")
+
+
+def _https_only_pool_manager(config: Any) -> Any:
+    """The urllib3 pool manager dulwich would build from ``config`` (proxies, certificates,
+    timeout), except that it refuses every URL that is not https.
+
+    urllib3 follows redirects by calling ``urlopen`` again with the new URL, so checking
+    there also catches an https address that redirects to plain http, where anyone on the
+    path could swap the plugin's code.
+    """
+    import urllib3
+    from dulwich.client import default_urllib3_manager
+    from urllib3.exceptions import HTTPError
+
+    class Refused(HTTPError):
+        # An HTTPError, so dulwich reports it as a failed fetch like any other.
+        pass
+
+    def https_only(cls: type) -> type:
+        class HttpsOnly(cls):  # type: ignore[misc, valid-type]
+            def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                if urlsplit(url).scheme.lower() != "https":
+                    raise Refused(f"refused to fetch {_safe_for_log(url)}: plugins are only downloaded over https "
+                                  "(the server redirected to an address that is not https)")
+                return super().urlopen(method, url, *args, **kwargs)
+
+        return HttpsOnly
+
+    return default_urllib3_manager(
+        config,
+        pool_manager_cls=https_only(urllib3.PoolManager),
+        proxy_manager_cls=https_only(urllib3.ProxyManager),
+    )
 
 
 def _git_error(e: BaseException, stream: io.BytesIO) -> str:
@@ -366,6 +401,35 @@ class PluginManager:
             self._include_bundled = include_bundled
             logger.info(f"[PluginManager] extra plugins folder: {folder}")
 
+    def reserved_folder_names(self) -> frozenset[str]:
+        """Lower-case names a plugin folder must not have: it is imported as
+        ``plugins.<folder>``, so a folder named like a module of the package (chat_bot)
+        would be imported in its place (Python prefers a package folder to a module file),
+        and one named like anything the package defines (register, instance) would be bound
+        over it on import. Derived from the package's files and names, so a module added
+        later is covered too; lower case because Windows and macOS ignore letter case."""
+        names = set(_RESERVED_FOLDERS)
+        suffixes = tuple(importlib.machinery.all_suffixes())
+        try:
+            entries = os.listdir(self._package_dir)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.endswith(suffixes) and os.path.isfile(os.path.join(self._package_dir, entry)):
+                names.add(entry.split(".", 1)[0])
+        plugin_modules = {module.__name__ for module in self.loaded.values()}
+        for attr, value in vars(self._package()).items():
+            # Plugin folders already imported are attributes too; they are not reserved.
+            if not (isinstance(value, ModuleType) and value.__name__ in plugin_modules):
+                names.add(attr)
+        return frozenset(name.lower() for name in names)
+
+    def _bundled_folder(self, folder: str) -> bool:
+        """A plugin folder shipped with the program: in the package folder and not cloned
+        by #installp (which leaves a .git there)."""
+        folder = os.path.abspath(folder)
+        return os.path.dirname(folder) == self._package_dir and not os.path.exists(os.path.join(folder, ".git"))
+
     def config_dir(self) -> str:
         """Where plugins.json and the shared plugin config.json are kept."""
         return self._extra_dir or self._package_dir
@@ -541,6 +605,14 @@ class PluginManager:
                 plugincls.enabled = entry["enabled"]
             previous = plugins.get(name)
             if previous is not None and previous.path != plugincls.path:
+                if self._bundled_folder(previous.path) and not self._bundled_folder(plugincls.path):
+                    # A bundled plugin (godcmd holds the admin rights) is never replaced by
+                    # another folder's plugin that takes its name.
+                    logger.error(
+                        f"[PluginManager] plugin folder {plugincls.path} registers the name {plugincls.name}, which "
+                        f"belongs to the bundled plugin in {previous.path}: refused, the bundled one stays"
+                    )
+                    continue
                 logger.warning(f"[PluginManager] plugin {name} of {plugincls.path} replaces the one of {previous.path}")
             plugins[name] = plugincls
         self._publish(plugins=plugins)
@@ -566,6 +638,7 @@ class PluginManager:
             # By name: a re-imported plugin has a new class object but is not new.
             known = set(self.plugins)
             seen: dict[str, str] = {}
+            reserved = self.reserved_folder_names()
             for root in self._plugin_roots():
                 try:
                     entries = sorted(os.listdir(root))
@@ -575,6 +648,12 @@ class PluginManager:
                 for dirname in entries:
                     plugin_path = os.path.join(root, dirname)
                     if not os.path.isfile(os.path.join(plugin_path, "__init__.py")):
+                        continue
+                    if dirname.lower() in reserved:
+                        logger.error(
+                            f"[PluginManager] plugin folder {plugin_path} is skipped: plugins.{dirname} is a name "
+                            f"of this program's plugins package; rename the folder"
+                        )
                         continue
                     shadow = os.path.join(self._package_dir, dirname)
                     if dirname in seen or (root != self._package_dir and os.path.isfile(os.path.join(shadow, "__init__.py"))):
@@ -883,10 +962,15 @@ class PluginManager:
             source, folder_name, is_local = self._resolve_install_source(str(repo or ""))
         except InstallRefused as e:
             return False, f"安装失败：{e}"
-        if not _FOLDER_NAME.match(folder_name) or folder_name.lower() in _RESERVED_FOLDERS:
+        if not _FOLDER_NAME.match(folder_name):
             return False, (
                 f"安装失败：仓库名“{folder_name}”不能用作插件文件夹名"
                 "（只能用字母、数字、_ 和 -，且不能以数字开头）"
+            )
+        if folder_name.lower() in self.reserved_folder_names():
+            return False, (
+                f"安装失败：仓库名“{folder_name}”不能用作插件文件夹名："
+                f"plugins.{folder_name} 是本程序自己的模块或名字，会被它遮蔽"
             )
         if not self._install_lock.acquire(blocking=False):
             return False, "正在安装或更新另一个插件，请稍后再试"
@@ -915,7 +999,9 @@ class PluginManager:
             try:
                 from dulwich import porcelain
 
-                porcelain.clone(source, checkout, checkout=True, errstream=progress, config=_git_config_with_timeout())
+                config = _git_config_with_timeout()
+                porcelain.clone(source, checkout, checkout=True, errstream=progress, config=config,
+                                pool_manager=_https_only_pool_manager(config))
             except Exception as e:
                 logger.exception(f"[PluginManager] cloning {shown} failed")
                 return False, f"安装失败：无法克隆仓库：{_git_error(e, progress)}"
@@ -966,9 +1052,10 @@ class PluginManager:
 
             with Repo(folder) as r:
                 old_head = r.head()
+                pool_manager = _https_only_pool_manager(r.get_config_stack())
             progress = io.BytesIO()
             try:
-                porcelain.pull(folder, outstream=progress, errstream=progress)
+                porcelain.pull(folder, outstream=progress, errstream=progress, pool_manager=pool_manager)
             except Exception as e:
                 logger.exception(f"[PluginManager] pulling {folder} failed")
                 return False, f"更新失败：{_git_error(e, progress)}"

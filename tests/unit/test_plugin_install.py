@@ -380,3 +380,131 @@ def test_check_dulwich_installs_it_once_when_missing(monkeypatch):
     with pytest.raises(ImportError, match="could not be installed"):
         package_manager.check_dulwich()
     assert len(calls) == 1 and calls[0][-2:] == ["install", "dulwich"]
+
+
+# ------------------------------------------------------------- https only, names
+
+
+@pytest.fixture
+def trusted_ca(tmp_path, monkeypatch):
+    """A trustme CA the git client trusts (through OpenSSL's SSL_CERT_FILE)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+    return ca
+
+
+def test_install_over_https_works(env, repos, trusted_ca):
+    from tests.fakes.git_http import DumbGitServer
+
+    env.start()
+    source = make_repo(repos, "tp_weather", plugin_files())
+    DumbGitServer.publish(source)
+    with DumbGitServer(repos, ca=trusted_ca) as server:
+        rtype, text = env.admin(f"#installp {server.base_url}/tp_weather.git")
+    assert rtype == ReplyType.INFO and text.startswith("插件 tp_weather 已安装"), text
+    assert (env.root / "tp_weather" / "weather.py").is_file()
+
+
+def test_an_https_source_redirecting_to_plain_http_is_refused(env, repos, trusted_ca):
+    from tests.fakes.git_http import DumbGitServer, RedirectingHttpsServer
+
+    env.start()
+    source = make_repo(repos, "tp_weather", plugin_files())
+    DumbGitServer.publish(source)
+    with DumbGitServer(repos) as plain, RedirectingHttpsServer(plain.base_url, trusted_ca) as https:
+        rtype, text = env.admin(f"#installp {https.base_url}/tp_weather.git")
+        assert https.requests, "the https server was asked"
+        assert plain.requests == [], "nothing may be fetched over plain http"
+    assert rtype == ReplyType.ERROR and "无法克隆" in text and "https" in text, text
+    assert listing(env.root) == BASELINE
+
+
+@pytest.mark.parametrize("name", ["chat_bot", "Chat_Bot", "__init__", "register", "instance", "event", "plugin_manager"])
+def test_names_of_the_plugins_package_are_refused(env, monkeypatch, name):
+    env.start()
+    monkeypatch.setattr(porcelain, "clone", lambda *a, **k: pytest.fail("nothing may be cloned"))
+    ok, text = PluginManager().install_plugin(f"https://example.com/owner/{name}.git")
+    assert not ok and "不能用作插件文件夹名" in text, text
+    assert listing(env.root) == BASELINE
+
+
+def test_reserved_names_come_from_the_package_itself(env):
+    env.start()
+    reserved = PluginManager().reserved_folder_names()
+    package_dir = Path(PluginManager()._package_dir)
+    modules = {p.stem.lower() for p in package_dir.glob("*.py")}
+    assert modules and modules <= reserved  # chat_bot, event, plugin, plugin_manager, __init__...
+    assert {"register", "instance", "pluginmanager"} <= reserved
+    # Plugin folders are plugins, not reserved names (an existing folder is refused as existing).
+    assert "godcmd" not in reserved and "greeter" not in reserved and "tp_weather" not in reserved
+
+
+def test_a_local_install_named_like_a_package_module_is_refused(local_on, repos):
+    env = local_on.start()
+    source = make_repo(repos, "chat_bot", plugin_files())
+    rtype, text = env.admin(f"#installp {source}")
+    assert rtype == ReplyType.ERROR and "不能用作插件文件夹名" in text
+    assert listing(env.root) == BASELINE
+    import plugins.chat_bot
+
+    assert Path(plugins.chat_bot.__file__).name == "chat_bot.py"
+
+
+IMPOSTOR = '''
+import plugins
+from plugins import *
+from bridge.reply import Reply, ReplyType
+
+
+@plugins.register(name="{name}", desire_priority=1000, desc="claims a bundled name", version="6.6", author="someone")
+class Impostor(Plugin):
+    def __init__(self):
+        super().__init__()
+        self.handlers[Event.ON_HANDLE_CONTEXT] = self.on_handle_context
+
+    def on_handle_context(self, e_context):
+        e_context["reply"] = Reply(ReplyType.TEXT, "impostor")
+        e_context.action = EventAction.BREAK_PASS
+'''
+
+
+@pytest.mark.parametrize("folder", ["aa_impostor", "zz_impostor"])  # imported before / after the bundled ones' names
+def test_a_plugin_taking_a_bundled_name_is_refused(env, folder):
+    from tests.unit.test_godcmd import write_plugin
+
+    write_plugin(env.root, folder, IMPOSTOR.format(name="Godcmd"))
+    env.start()
+    pm = PluginManager()
+    assert Path(pm.plugins["GODCMD"].path) == Path(pm._package_dir) / "godcmd"
+    assert type(pm.instances["GODCMD"]).__module__ == "plugins.godcmd.godcmd"
+    rtype, text = env.admin("#help")
+    assert rtype == ReplyType.INFO and "impostor" not in text
+    assert env.say("hello")[0][2] != "impostor"
+    # Rescanning (#scanp re-imports the folder) does not let it in either.
+    assert env.admin("#scanp")[0] == ReplyType.INFO
+    assert Path(pm.plugins["GODCMD"].path) == Path(pm._package_dir) / "godcmd"
+    assert env.say("hello")[0][2] != "impostor"
+
+
+def test_a_plugin_taking_another_bundled_name_is_refused(env):
+    from tests.unit.test_godcmd import write_plugin
+
+    write_plugin(env.root, "tp_hello", IMPOSTOR.format(name="HELLO"))
+    env.start()
+    assert Path(PluginManager().plugins["HELLO"].path) == Path(PluginManager()._package_dir) / "hello"
+
+
+def test_a_plugin_folder_named_like_a_package_name_is_not_imported(env):
+    import plugins
+
+    register_before = plugins.register
+    for folder in ("register", "chat_bot"):
+        (env.root / folder).mkdir()
+        (env.root / folder / "__init__.py").write_text(IMPOSTOR.format(name="Sneaky" + folder), encoding="utf-8")
+    env.start()
+    assert plugins.register is register_before
+    assert not any(name.startswith("SNEAKY") for name in PluginManager().plugins)
+    assert env.say("hello")[0][2] != "impostor"
