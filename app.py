@@ -122,6 +122,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--import-user-datas", metavar="PKL", nargs="?", const="",
         help="import an old user_datas.pkl (default: <appdata_dir>/user_datas.pkl) into the state store",
     )
+    parser.add_argument(
+        "--backup-state", metavar="PATH",
+        help="copy the state database to PATH (a file, or a folder for a dated file) and exit; "
+             "safe while the daemon runs",
+    )
     return parser.parse_args(argv)
 
 
@@ -221,6 +226,26 @@ def _open_state(args: argparse.Namespace) -> None:
         logger.info(f"[app] imported {len(imported)} user(s), {added} value(s) from {path}")
 
 
+def _backup_state(args: argparse.Namespace) -> int:
+    """--backup-state PATH: an online copy of the state database, then exit."""
+    from common.store import STATE_DB_NAME, StoreError
+    from common.store.backup import backup_state
+
+    kind = (conf().get("state_store") or "sqlite").lower()
+    if kind != "sqlite":
+        print(f"backup failed: state_store is '{kind}', which keeps nothing on disk to back up", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    source = os.path.join(get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME)
+    try:
+        result = backup_state(source, args.backup_state)
+    except (StoreError, OSError) as e:
+        print(f"backup failed: {e}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    logger.info(f"[app] state database {source} backed up to {result.path}")
+    print(f"state database backed up to {result.path} ({result.size} bytes)")
+    return EXIT_OK
+
+
 PURGE_INTERVAL = 600.0
 
 
@@ -249,6 +274,8 @@ def run(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.backup_state is not None:
+        return _backup_state(args)
     channel_name = conf().get("channel_type", "wx")
     if channel_name == "terminal":
         _quiet_console()

@@ -77,6 +77,26 @@ _SCHEMA_V1 = (
 _OUR_TABLES = {"user_data", "kv", "seen", "queue"}
 
 
+def check_not_truncated(path: str) -> None:
+    """Refuse an existing state file of 0 bytes. SQLite would take it for a new, empty
+    database and write a fresh schema over it: every user's data would be gone without a
+    word, and its -wal file (which may still hold the last commits) replaced. Checked
+    before SQLite touches anything, so the file and its -wal stay as they are."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # absent (a first start) or unreadable (the open then says why)
+    if size == 0 and os.path.isfile(path):
+        wal = path + "-wal"
+        kept = f" and {os.path.basename(wal)}" if os.path.exists(wal) else ""
+        raise StoreError(
+            f"the state store {path} is empty (0 bytes): it was truncated, and starting would "
+            f"lose every user's data. Nothing was changed. Stop the bot and restore the file{kept} "
+            f"from a backup (python app.py --backup-state makes one), or move it{kept} aside to "
+            f"start with empty state."
+        )
+
+
 class SQLiteStore(StateStore):
     def __init__(self, path: str, clock: Clock = time.time, synchronous: str = "NORMAL") -> None:
         synchronous = synchronous.upper()
@@ -95,6 +115,7 @@ class SQLiteStore(StateStore):
         except OSError as exc:
             raise StoreError(f"cannot create the folder {parent} for the state store: {exc}") from exc
 
+        check_not_truncated(self.path)
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
