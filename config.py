@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
 import re
 import threading
@@ -284,17 +285,17 @@ def check_value(key: str, value: Any, source: str = "") -> None:
     if ok and isinstance(value, list):
         ok = all(isinstance(item, str) for item in value)
         if not ok:
-            raise ConfigError(f"{setting} must be a list of strings, got {json.dumps(value, ensure_ascii=False)}")
+            raise ConfigError(f"{setting} must be a list of strings, got {shown(value)}")
     if not ok:
         raise ConfigError(
-            f"{setting} must be {_describe(types)}, got {type(value).__name__} {json.dumps(value, ensure_ascii=False, default=str)[:60]}"
+            f"{setting} must be {_describe(types)}, got {type(value).__name__} {shown(value, 60)}"
         )
     if key in _AT_LEAST_ONE and value < 1:
         raise ConfigError(f"{setting} must be at least 1, got {value}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {json.dumps(value, ensure_ascii=False)}")
+        raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {shown(value)}")
     if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):
-        raise ConfigError(f"{setting} must be seconds like 0, 1.5 or a range \"1-2\", got {json.dumps(value)}")
+        raise ConfigError(f"{setting} must be seconds like 0, 1.5 or a range \"1-2\", got {shown(value)}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"{setting} must not be negative, got {value}")
 
@@ -304,7 +305,170 @@ def unknown_key_error(key: str, source: str = "", no_match_hint: str = "") -> Co
     close = difflib.get_close_matches(key.lower(), list(_LOWER_TO_KEY), n=1, cutoff=0.6)
     hint = f" (did you mean '{_LOWER_TO_KEY[close[0]]}'?)" if close else (f": {no_match_hint}" if no_match_hint else "")
     where = f" in {source}" if source else ""
-    return ConfigError(f"unknown setting '{key}'{where}{hint}")
+    return ConfigError(f"unknown setting {_key_text(key)}{where}{hint}")
+
+
+def _key_text(key: Any) -> str:
+    """A key as an error message shows it: 'key', or, for one that is long or not plain
+    printable text, its JSON form cut short (a message stays one short line)."""
+    if isinstance(key, str) and len(key) <= 100 and key.isprintable():
+        return f"'{key}'"
+    return shown(key, 100)
+
+
+# ----------------------------------------------------------- hostile settings files
+#
+# A settings file (or .env, or environment) may be broken or hostile. Whatever it holds,
+# start-up ends in one line naming the problem (exit 2), never in a traceback, and
+# nothing is logged at length.
+
+MAX_CONFIG_BYTES = 1024 * 1024  # far more than any real config.json; a bigger file is refused
+MAX_CONFIG_DEPTH = 32  # settings are at most a list in an object; comments may nest a little
+LOGGED_VALUE_CHARS = 200  # what a log line or an error shows of one value
+_LARGEST_NUMBER = 2**63 - 1  # no setting needs more; bigger ones are typos or attacks
+# Line breaks json.dumps leaves as they are (it escapes the ASCII ones).
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def shown(value: Any, limit: int = LOGGED_VALUE_CHARS) -> str:
+    """`value` as one line of text of about `limit` characters at most (JSON form; a
+    longer one is cut, saying how long it was), safe to log and print."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    # Lone surrogates cannot be written as UTF-8: show them escaped.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_LINE_BREAKS)
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text)} characters)"
+    return text
+
+
+def read_settings_text(path: str) -> str:
+    """The text of a settings file: at most MAX_CONFIG_BYTES, UTF-8 (a BOM is allowed)."""
+    name = os.path.basename(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{name} is {size} bytes; a settings file may hold at most {MAX_CONFIG_BYTES} bytes")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {name}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # it grew meanwhile
+        raise ConfigError(f"{name} holds more than {MAX_CONFIG_BYTES} bytes; a settings file may hold at most that")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{name} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+
+
+def _yaml_loader():
+    import yaml
+
+    class SettingsLoader(yaml.SafeLoader):
+        """yaml.safe_load's loader, refusing aliases and deep nesting. An alias repeats a
+        value anywhere; nested aliases multiply it ("billion laughs": a few hundred bytes
+        that expand to gigabytes). Settings never need one."""
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self._depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(
+                    f"{self.settings_name} uses a YAML alias (*{shown(event.anchor, 40)[1:-1]}) at line "
+                    f"{event.start_mark.line + 1}; aliases are not accepted in settings, write the value out"
+                )
+            self._depth += 1
+            try:
+                if self._depth > MAX_CONFIG_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise ConfigError(f"{self.settings_name} is nested deeper than {MAX_CONFIG_DEPTH} levels (line {mark.line + 1})")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return SettingsLoader
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    import yaml
+
+    loader = _yaml_loader()(text)
+    loader.settings_name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        if isinstance(e, yaml.constructor.ConstructorError):  # !!python/object and other tags
+            raise ConfigError(f"{name} uses a YAML tag settings cannot have{where} ({shown(e.problem, 120)[1:-1]})") from None
+        raise ConfigError(f"{name} is not valid YAML{where}") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise ConfigError(f"{name} is not valid YAML: {_first_sentence(e)}") from None
+    finally:
+        loader.dispose()
+
+
+def _parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        # Some of json's messages end in " at" already ("Invalid control character at").
+        raise ConfigError(f"{name} is not valid JSON: {e.msg.removesuffix(' at')} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ConfigError(f"{name} is nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise ConfigError(f"{name} is not valid JSON: {_first_sentence(e)}") from None
+
+
+def _first_sentence(error: BaseException) -> str:
+    return shown(str(error).split(";")[0], 120)[1:-1]
+
+
+def check_plain(value: Any, what: str) -> None:
+    """Refuse what no setting can hold and what would break logging or the program later:
+    nesting deeper than MAX_CONFIG_DEPTH, keys that are not text, text with lone
+    surrogates (not encodable, so not even loggable), NaN, infinities and huge numbers.
+    `what` names the value in the message ("setting 'model' from .env line 3")."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{what} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ConfigError(f"{what} holds {item}, which is not a number a setting can take")
+        elif isinstance(item, int):
+            if abs(item) > _LARGEST_NUMBER:
+                raise ConfigError(f"{what} holds a number of {len(str(abs(item)))} digits, too large for any setting")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{what}: keys must be text, got {type(key).__name__} {shown(key, 60)}")
+                _check_text(key, what)
+                stack.append((inner, depth + 1))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((inner, depth + 1) for inner in item)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{what} holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is not text; "
+            f"write the character itself, not half of it"
+        ) from None
 
 
 def is_comment_key(key: str) -> bool:
@@ -455,24 +619,20 @@ def find_config_file(explicit: str | None = None) -> str:
 
 
 def parse_config_file(path: str) -> dict:
-    text = read_file(path)
+    name = os.path.basename(path)
+    text = read_settings_text(path)
     if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{os.path.basename(path)} is not valid YAML{where}") from None
+        data = _parse_yaml(text, name)
         data = {} if data is None else data
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{os.path.basename(path)} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        data = _parse_json(text, name)
     if not isinstance(data, dict):
-        raise ConfigError(f"{os.path.basename(path)} must hold an object of settings, not {type(data).__name__}")
+        raise ConfigError(f"{name} must hold an object of settings, not {type(data).__name__}")
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{name}: setting names must be text, got {type(key).__name__} {shown(key, 60)}")
+        check_plain(key, f"{name}: a setting name")
+        check_plain(value, f"setting {_key_text(key)}")
     return data
 
 
@@ -487,7 +647,7 @@ def parse_env_value(key: str, raw: str) -> Any:
         return raw.strip().lower() in ("true", "yes", "on", "1")
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
     if types[0] is str and not isinstance(value, str):
         return raw
@@ -495,7 +655,7 @@ def parse_env_value(key: str, raw: str) -> Any:
 
 
 def _log_override(key: str, raw: str, source: str) -> None:
-    logger.info(f"[INIT] setting {key} from {source}: {mask_value(key, raw)}")
+    logger.info(f"[INIT] setting {key} from {source}: {shown(mask_value(key, raw))}")
 
 
 def _environment_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
@@ -520,6 +680,7 @@ def _dotenv_overrides(path: str) -> tuple[dict, dict[str, str]]:
     from dotenv.parser import parse_stream
 
     label = os.path.basename(path)
+    read_settings_text(path)  # size and encoding, refused in one line like the config file's
     lines: dict[str, int] = {}
     with open(path, encoding="utf-8-sig") as f:
         for binding in parse_stream(f):
@@ -563,6 +724,8 @@ def build_config(path: str, environ: dict[str, str] | None = None, dotenv_path: 
     data.update(values)
     sources.update(where)
     for key, value in data.items():
+        if key in sources:  # the file's values were checked as it was read
+            check_plain(value, f"setting '{key}' from {sources[key]}")
         check_value(key, value, sources.get(key, ""))
     return data
 
@@ -605,8 +768,18 @@ def load_config(path: str | None = None) -> Config:
         _config_path = explicit
         _chosen_path = chosen
         set_debug(bool(config.get("debug")))
-        logger.info("[INIT] load config from {}: {}".format(chosen, json.dumps(drag_sensitive(dict(config)), ensure_ascii=False)))
+        logger.info(f"[INIT] load config from {chosen}: {_for_log(dict(config))}")
         return config
+
+
+def _for_log(settings: dict) -> str:
+    """The settings as one JSON line, secrets masked and each long value cut short."""
+    masked = drag_sensitive(settings)
+    clipped = {}
+    for key, value in masked.items():
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        clipped[key] = value if len(text) <= LOGGED_VALUE_CHARS else shown(value)
+    return json.dumps(clipped, ensure_ascii=False, default=str)
 
 
 def config_path() -> str | None:

@@ -394,3 +394,31 @@ def test_secrets_and_proxy_passwords_are_masked_in_the_loaded_config_log(fresh_l
         assert secret not in text
     assert "http://bob:*****@10.0.0.1:3128" in text  # the host stays readable
     assert "https://alice:*****@llm.example/v1" in text
+
+
+def test_shown_is_one_short_line_of_any_value():
+    from config import LOGGED_VALUE_CHARS, shown
+
+    assert shown("dify") == '"dify"' and shown(["#清除记忆"]) == '["#清除记忆"]'
+    long = shown("x" * 10_000)
+    assert long.endswith("… (10002 characters)") and len(long) < LOGGED_VALUE_CHARS + 30
+    tricky = shown("a\nb\r\u2028c\x85d\ud800")
+    assert len(tricky.splitlines()) == 1 and "\\ud800" in tricky
+    tricky.encode("utf-8")  # loggable
+
+
+def test_check_plain_refuses_what_no_setting_can_hold():
+    from config import check_plain
+
+    check_plain({"a": ["b", 1, 2.5, None, True]}, "x")
+    for bad, why in [
+        (float("nan"), "nan"), (float("inf"), "inf"), (10**40, "digits"), ("\udc80", "lone surrogate"),
+        ({1: "x"}, "keys must be text"), ({"\ud800": 1}, "lone surrogate"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            check_plain(bad, "setting 'x'")
+    deep: list = []
+    for _ in range(100_000):  # deeper than Python's recursion limit: checked without recursion
+        deep = [deep]
+    with pytest.raises(ConfigError, match="nested deeper"):
+        check_plain(deep, "setting 'x'")
