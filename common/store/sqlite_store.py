@@ -78,16 +78,25 @@ _OUR_TABLES = {"user_data", "kv", "seen", "queue"}
 
 
 def check_not_truncated(path: str) -> None:
-    """Refuse an existing state file of 0 bytes. SQLite would take it for a new, empty
-    database and write a fresh schema over it: every user's data would be gone without a
-    word, and its -wal file (which may still hold the last commits) replaced. Checked
-    before SQLite touches anything, so the file and its -wal stay as they are."""
+    """Refuse an existing state file of 0 bytes, or a -wal file without its database.
+
+    SQLite would take either for a new, empty database and write a fresh schema: every
+    user's data would be gone without a word, and the -wal file (which may still hold the
+    last commits) replaced. Checked before SQLite touches anything, so the files stay as
+    they are."""
+    wal = path + "-wal"
+    if not os.path.lexists(path) and os.path.isfile(wal) and os.path.getsize(wal) > 0:
+        # SQLite would start a new database and could replay these pages into it.
+        raise StoreError(
+            f"the state store {path} is missing but {os.path.basename(wal)} (its last commits) is there. "
+            f"Nothing was changed. Put the database back (or restore it from a backup), or move "
+            f"{os.path.basename(wal)} aside to start with empty state."
+        )
     try:
         size = os.path.getsize(path)
     except OSError:
         return  # absent (a first start) or unreadable (the open then says why)
     if size == 0 and os.path.isfile(path):
-        wal = path + "-wal"
         kept = f" and {os.path.basename(wal)}" if os.path.exists(wal) else ""
         raise StoreError(
             f"the state store {path} is empty (0 bytes): it was truncated, and starting would "

@@ -30,19 +30,21 @@ def user_data_in(path) -> dict:
         conn.close()
 
 
-def test_a_truncated_state_database_stops_start_up_and_is_kept(tmp_path):
+@pytest.mark.parametrize("case, said", [("truncated", "0 bytes"), ("only its -wal left", "is missing but state.db-wal")])
+def test_a_truncated_state_database_stops_start_up_and_is_kept(tmp_path, case, said):
     config = write_config(tmp_path)
     data = tmp_path / "data"
     data.mkdir()
-    (data / "state.db").write_bytes(b"")
+    if case == "truncated":
+        (data / "state.db").write_bytes(b"")
     (data / "state.db-wal").write_bytes(b"what may be left of the last commits" * 100)
     before = fingerprint(data)
 
     result = run_app(tmp_path, "--cmd", "--config", config, input="hello\n")
     assert result.returncode == 1, result.stderr
     [line] = user_lines(result.stderr)
-    assert line.startswith("start-up failed: cannot open the state store: ") and "0 bytes" in line
-    assert "backup" in line and "aside" in line  # how to recover
+    assert line.startswith("start-up failed: cannot open the state store: ") and said in line
+    assert ("backup" in line or "Put the database back" in line) and "aside" in line  # how to recover
     assert "echo: hello" not in result.stdout
     assert fingerprint(data) == before  # same files (no -shm either), same bytes
 
