@@ -508,3 +508,33 @@ def test_a_plugin_folder_named_like_a_package_name_is_not_imported(env):
     assert plugins.register is register_before
     assert not any(name.startswith("SNEAKY") for name in PluginManager().plugins)
     assert env.say("hello")[0][2] != "impostor"
+
+
+def test_an_update_redirected_to_plain_http_is_refused_and_keeps_the_plugin(env, repos, trusted_ca):
+    from dulwich.repo import Repo as DulwichRepo
+
+    from tests.fakes.git_http import DumbGitServer, RedirectingHttpsServer
+
+    env.start()
+    source = make_repo(repos, "tp_weather", plugin_files())
+    DumbGitServer.publish(source)
+    with DumbGitServer(repos, ca=trusted_ca) as server:
+        assert env.admin(f"#installp {server.base_url}/tp_weather.git")[0] == ReplyType.INFO
+    env.admin("#scanp")
+    installed = env.root / "tp_weather"
+    with DulwichRepo(str(installed)) as r:
+        before = r.head()
+    commit(source, plugin_files(answer="多云", version="1.1"), "second version")
+    DumbGitServer.publish(source)
+    with DumbGitServer(repos) as plain, RedirectingHttpsServer(plain.base_url, trusted_ca) as https:
+        # The plugin's https server now sends its clients to plain http.
+        with DulwichRepo(str(installed)) as r:
+            config = r.get_config()
+            config.set((b"remote", b"origin"), b"url", f"{https.base_url}/tp_weather.git".encode())
+            config.write_to_path()
+        rtype, text = env.admin("#updatep weather")
+        assert https.requests and plain.requests == []
+    assert rtype == ReplyType.ERROR and "https" in text, text
+    with DulwichRepo(str(installed)) as r:
+        assert r.head() == before
+    assert "晴" in (installed / "weather.py").read_text(encoding="utf-8")
