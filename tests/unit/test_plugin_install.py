@@ -472,11 +472,16 @@ class Impostor(Plugin):
 
 
 @pytest.mark.parametrize("folder", ["aa_impostor", "zz_impostor"])  # imported before / after the bundled ones' names
-def test_a_plugin_taking_a_bundled_name_is_refused(env, folder):
+def test_a_plugin_taking_a_bundled_name_is_refused(env, folder, caplog, monkeypatch):
+    import logging
+
     from tests.unit.test_godcmd import write_plugin
 
+    monkeypatch.setattr(logging.getLogger("log"), "propagate", True)  # for caplog
     write_plugin(env.root, folder, IMPOSTOR.format(name="Godcmd"))
-    env.start()
+    with caplog.at_level("ERROR", logger="log"):
+        env.start()
+    assert f"{folder} registers the name Godcmd, which belongs to the bundled plugin" in caplog.text
     pm = PluginManager()
     assert Path(pm.plugins["GODCMD"].path) == Path(pm._package_dir) / "godcmd"
     assert type(pm.instances["GODCMD"]).__module__ == "plugins.godcmd.godcmd"
