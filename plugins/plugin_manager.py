@@ -428,7 +428,8 @@ class PluginManager:
         """A plugin folder shipped with the program: in the package folder and not cloned
         by #installp (which leaves a .git there)."""
         folder = os.path.abspath(folder)
-        return os.path.dirname(folder) == self._package_dir and not os.path.exists(os.path.join(folder, ".git"))
+        in_package = os.path.normcase(os.path.dirname(folder)) == os.path.normcase(self._package_dir)
+        return in_package and not os.path.exists(os.path.join(folder, ".git"))
 
     def config_dir(self) -> str:
         """Where plugins.json and the shared plugin config.json are kept."""
