@@ -768,11 +768,11 @@ def load_config(path: str | None = None) -> Config:
         _config_path = explicit
         _chosen_path = chosen
         set_debug(bool(config.get("debug")))
-        logger.info(f"[INIT] load config from {chosen}: {_for_log(dict(config))}")
+        logger.info(f"[INIT] load config from {chosen}: {settings_for_log(dict(config))}")
         return config
 
 
-def _for_log(settings: dict) -> str:
+def settings_for_log(settings: dict) -> str:
     """The settings as one JSON line, secrets masked and each long value cut short."""
     masked = drag_sensitive(settings)
     clipped = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.log import logger
 from common.utils import write_json_atomic as _write_json_atomic  # the name plugin_manager imports
-from config import conf, drag_sensitive, pconf, plugin_config, write_plugin_config
+from config import MAX_CONFIG_BYTES, conf, pconf, plugin_config, settings_for_log, shown, write_plugin_config
 
 # The original's `from .plugin import *` handed these names to every plugin that does
 # `from plugins import *`; plugins in the wild use them without importing them.
@@ -22,9 +22,19 @@ CONFIG_FILE = "config.json"
 
 
 def _read_json(path: str) -> Any:
-    # utf-8-sig: config files edited with Windows Notepad start with a BOM.
-    with open(path, "r", encoding="utf-8-sig") as f:
-        return json.load(f)
+    """The JSON in `path`; ValueError when it is not UTF-8 JSON of sensible size and depth
+    (callers handle a broken file; a traceback would stop start-up)."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"the file holds more than {MAX_CONFIG_BYTES} bytes")
+    # utf-8-sig: config files edited with Windows Notepad start with a BOM. A decoding
+    # error is a ValueError too.
+    text = raw.decode("utf-8-sig")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 class Plugin:
@@ -46,7 +56,8 @@ class Plugin:
                     logger.error(f"[Plugin] {self.name}: {own_path} is not valid JSON: {e}")
                     raise
                 write_plugin_config({self.name: plugin_conf})
-        logger.debug(f"[Plugin] {self.name} settings: {drag_sensitive(plugin_conf)}")
+        shown_conf = settings_for_log(plugin_conf) if isinstance(plugin_conf, dict) else shown(plugin_conf)
+        logger.debug(f"[Plugin] {self.name} settings: {shown_conf}")
         return plugin_conf
 
     def save_config(self, config: dict) -> None:

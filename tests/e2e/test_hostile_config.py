@@ -122,3 +122,18 @@ def test_long_values_that_are_valid_start_and_are_logged_cut_short(tmp_path):
     assert "characters)" in log and "你是一个助手。" in log
     assert max(len(line) for line in log.splitlines()) < 2_000
     assert len(log) < 10_000
+
+
+def test_broken_plugin_settings_files_never_stop_start_up(tmp_path):
+    config = write_config(tmp_path)
+    home = tmp_path / "plugin-home"
+    home.mkdir()
+    (home / "plugins.json").write_text("[" * 5000, encoding="utf-8")  # deeper than json can go
+    (home / "config.json").write_bytes(b'{"Godcmd": {"password": "caf\xe9"}}')  # not UTF-8
+    result = run_app(tmp_path, "--cmd", "--config", config, "--plugins-dir", str(home), input="hello\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "echo: hello" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert (home / "plugins.json.broken").read_text(encoding="utf-8") == "[" * 5000  # kept for the user
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "nested too deeply" in log and "config.json" in log
