@@ -207,8 +207,8 @@ def _https_only_pool_manager(config: Any) -> Any:
         class HttpsOnly(cls):  # type: ignore[misc, valid-type]
             def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
                 if urlsplit(url).scheme.lower() != "https":
-                    raise Refused(f"refused to fetch {_safe_for_log(url)}: plugins are only downloaded over https "
-                                  "(the server redirected to an address that is not https)")
+                    raise Refused(f"refused to fetch {_safe_for_log(url)}: plugins are only downloaded over https, "
+                                  "redirects included")
                 return super().urlopen(method, url, *args, **kwargs)
 
         return HttpsOnly
