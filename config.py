@@ -55,6 +55,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_host": ("0.0.0.0", "Address the `web` channel's HTTP server listens on (127.0.0.1: this machine only). New."),
     "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
     "http_max_connections": (10000, "Connections the HTTP server (web channel, webhooks) holds at once. When full, the one that has waited longest for its request goes, so idle connections never lock new users out; lowered at start to what the process's open-file limit allows. New."),
+    "answer_max_chars": (65536, "Longest answer sent, in characters; a longer one is cut and ends with a note saying so (a bot stops reading it there). At least 1000. New."),
+    "tmp_max_age": (3600, "Seconds a file in tmp/ is kept; older ones are deleted every few minutes (never wework_contacts.json, wework_rooms.json, wework_room_members.json). At least 60. New."),
+    "web_media_user_max_bytes": (16 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for one user; past that the oldest go. New."),
+    "web_media_max_bytes": (64 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for all users together; past that the oldest go. New."),
     "web_history_size": (50, "Messages of each `web` user's conversation kept in the state store, so a reloaded page (or one opened after a restart) shows them again; 0: none. New."),
     # --- bot / model routing
     "model": ("gpt-3.5-turbo", "Model name; also picks the bot when bot_type is empty (`dify` selects the Dify bot). `#model` changes it."),
@@ -241,6 +245,10 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections")
 
+# Settings with a smallest sensible value.
+_MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
+            "web_media_max_bytes": 1024 * 1024}
+
 _NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
@@ -263,7 +271,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "dify_connect_timeout", "dify_read_timeout", "wework_init_wait") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "wework_init_wait") else (int,)
     return (type(default),)
 
 
@@ -296,6 +304,8 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {shown(value)}")
     if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):
         raise ConfigError(f"{setting} must be seconds like 0, 1.5 or a range \"1-2\", got {shown(value)}")
+    if key in _MINIMUM and value < _MINIMUM[key]:
+        raise ConfigError(f"{setting} must be at least {_MINIMUM[key]}, got {value}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"{setting} must not be negative, got {value}")
 

@@ -18,6 +18,7 @@ from channel.channel import Channel
 from channel.session_dispatcher import SessionDispatcher
 from common import memory
 from common.log import logger
+from common.text import cut_text, safe_text
 from config import conf
 from plugins import Event, EventContext, PluginManager
 
@@ -48,6 +49,20 @@ def has_content(reply: Reply | None) -> bool:
         return False
     text_like = reply.type in (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
     return not (text_like and isinstance(reply.content, str) and not reply.content.strip())
+
+
+def bound_reply(reply: Reply, context: Context) -> None:
+    """Make a text reply sendable, in place, after the last plugin had it (plugins can
+    produce anything): no lone surrogate (which no platform can encode), and at most
+    `answer_max_chars` characters, a longer one cut with a note to the user."""
+    if not isinstance(reply.content, str):
+        return
+    text = safe_text(reply.content)
+    limit = int(conf().get("answer_max_chars"))
+    if len(text) > limit and reply.type in (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR):
+        logger.warning(f"[chat] a {reply.type} reply of {len(text)} characters cut to answer_max_chars ({limit})")
+        text = cut_text(text, limit, is_chinese(str(context.content)))
+    reply.content = text
 
 
 def check_contain(content: str | None, keyword_list: list[str] | None) -> bool | None:
@@ -423,6 +438,7 @@ class ChatChannel(Channel):
         )
         reply = e_context["reply"]
         if not e_context.is_pass() and has_content(reply):
+            bound_reply(reply, context)
             logger.debug("[chat] sending reply: %s", reply)
             self._send(reply, context)
 

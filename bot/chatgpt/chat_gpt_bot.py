@@ -66,6 +66,7 @@ from bridge.reply import Reply, ReplyType
 from common import const
 from common.log import logger
 from common.masking import mask_secret, mask_urls, mask_value
+from common.text import safe_text
 from common.token_bucket import TokenBucket
 from config import conf, load_config
 
@@ -473,6 +474,7 @@ class ChatGPTBot(Bot):
             if _is_read_timeout(e):
                 raise ChatAPIError(TIMEOUT, f"reading the answer: {e}", after_answer=answered) from None
             raise ChatAPIError(BROKEN if answered else CONNECTION, f"reading the answer: {e}", after_answer=answered) from None
+        answer.content = safe_text(answer.content)  # a "\ud800" escape decodes to a lone surrogate
         if answer.finish_reason == "length":
             logger.warning("[CHATGPT] the answer was cut at the model's max_tokens")
         if not answer.content.strip():
@@ -507,6 +509,8 @@ class ChatGPTBot(Bot):
         finish_reason = None
         done = False
         recognised = 0  # events that look like chat chunks
+        limit = int(conf().get("answer_max_chars"))
+        length = 0
         for event in SSEClient(source).events():
             data = event.data.strip()
             if not data:
@@ -532,6 +536,7 @@ class ChatGPTBot(Bot):
                 piece = _text_of(delta.get("content")) if isinstance(delta, dict) else ""
                 if piece:
                     parts.append(piece)
+                    length += len(piece)
                     call.progress["answered"] = True
                     if call.partial is not None:
                         call.partial.show("".join(parts))
@@ -539,6 +544,11 @@ class ChatGPTBot(Bot):
                     finish_reason = choice["finish_reason"]
             if isinstance(chunk.get("usage"), dict):
                 usage = chunk["usage"]
+            if length > limit:
+                # The pipeline cuts it at answer_max_chars and says so: the rest is not read.
+                logger.warning(f"[CHATGPT] answer longer than answer_max_chars ({limit}), not read further")
+                done = True
+                break
         if not done and not recognised:
             raise ChatAPIError(BAD_RESPONSE, "the answer holds no chat completion events")
         if not done and finish_reason is None:

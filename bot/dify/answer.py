@@ -105,6 +105,7 @@ class AnswerFold:
         self.parts: list[Part] = []
         self.delivered = 0
         self.received = False  # any text or file arrived
+        self.text_chars = 0  # characters of answer text so far (a reader stops past answer_max_chars)
         self.ended = False
         self.conversation_id = ""
         self.workflow: dict[str, Any] | None = None
@@ -139,6 +140,7 @@ class AnswerFold:
             logger.debug("[DIFY] event ignored: %s", name)
 
     def _add_text(self, delta: str) -> None:
+        self.text_chars += len(delta)
         if self.split_paragraphs:
             for paragraph in self._splitter.feed(delta):
                 self._emit(("text", paragraph))
@@ -166,6 +168,7 @@ class AnswerFold:
         if self.delivered:
             logger.warning("[DIFY] message_replace after parts of the answer were already sent; replacing the rest")
         self._buffer = ""
+        self.text_chars = 0
         self._splitter.reset()
         self.parts = [part for part in self.parts if part[0] != "text"]
         if isinstance(answer, str) and answer:

@@ -59,6 +59,7 @@ from bridge.reply import Reply, ReplyType
 from common import memory
 from common.log import logger
 from common.store import StateStore
+from common.text import TOO_LONG_NOTE
 from config import conf
 
 CHAT_APP_TYPES = ("chatbot", "chatflow", "agent")
@@ -247,10 +248,10 @@ class DifyBot(Bot):
             logger.debug("[DIFY] usage %s", (data.get("metadata") or {}).get("usage"))
             self.sessions.remember_conversation(session, data.get("conversation_id"))
             return sender.send_and_return_last([("text", answer)])
-        parts, cut = self._read_stream(
+        parts, note = self._read_stream(
             lambda: client.chat_messages(body, stream=True), "message_end", app, sender, session=session
         )
-        return sender.send_and_return_last(parts, note=pick(CUT_NOTE, chinese) if cut else None)
+        return sender.send_and_return_last(parts, note=pick(note, chinese) if note else None)
 
     def _upload_image(self, session: DifySession, client: DifyClient, sender: PartSender,
                       chinese: bool) -> list[dict[str, Any]] | None:
@@ -272,8 +273,9 @@ class DifyBot(Bot):
 
     # -- streams ---------------------------------------------------------------------------------
     def _read_stream(self, open_stream, terminal: str, app: AppSettings, sender: PartSender,
-                     session: DifySession | None = None) -> tuple[list[Part], bool]:
-        """Read a streamed answer: (parts not sent yet, whether it broke off).
+                     session: DifySession | None = None) -> tuple[list[Part], tuple[str, str] | None]:
+        """Read a streamed answer: (parts not sent yet, the note to add: CUT_NOTE when it
+        broke off, TOO_LONG_NOTE when it passed answer_max_chars and was not read further).
 
         On a channel that shows answers growing (Channel.show_partial), the text is
         shown as it arrives and each finished part is sent at once. Elsewhere, with
@@ -295,6 +297,8 @@ class DifyBot(Bot):
             on_text=partial.show if partial is not None else None,
         )
         cut: DifyStreamCut | None = None
+        limit = int(conf().get("answer_max_chars"))
+        too_long = False
         try:
             with open_stream() as events:
                 try:
@@ -302,11 +306,18 @@ class DifyBot(Bot):
                         fold.feed(event)
                         if fold.ended:
                             break  # tts events may follow; nothing more of the answer
+                        if fold.text_chars > limit:
+                            # The rest would only be cut off by the pipeline: not read, not kept.
+                            logger.warning(f"[DIFY] answer longer than answer_max_chars ({limit}), not read further")
+                            too_long = True
+                            break
                 except DifyStreamCut as e:
                     cut = e
         finally:
             if session is not None:
                 self.sessions.remember_conversation(session, fold.conversation_id)
+        if too_long:
+            return fold.finish(), TOO_LONG_NOTE
         if not fold.ended and cut is None:
             cut = DifyStreamCut(0, "", f"the stream ended without {terminal}")
         parts = fold.finish()
@@ -316,7 +327,7 @@ class DifyBot(Bot):
                     raise DifyTimeout(0, "", str(cut), phase="read")
                 raise cut
             logger.warning(f"[DIFY] answer cut off, sending what arrived: {cut}")
-        return parts, cut is not None
+        return parts, CUT_NOTE if cut is not None else None
 
     # -- workflow apps -----------------------------------------------------------------------------
     def _workflow(self, query: str, app: AppSettings, identity: Identity, client: DifyClient,
@@ -375,5 +386,5 @@ class DifyBot(Bot):
             if not isinstance(answer, str):
                 raise DifyBadResponse(200, "", f"/completion-messages: no answer in {str(data)[:200]}")
             return sender.send_and_return_last([("text", answer)])
-        parts, cut = self._read_stream(lambda: client.completion_messages(payload, stream=True), "message_end", app, sender)
-        return sender.send_and_return_last(parts, note=pick(CUT_NOTE, chinese) if cut else None)
+        parts, note = self._read_stream(lambda: client.completion_messages(payload, stream=True), "message_end", app, sender)
+        return sender.send_and_return_last(parts, note=pick(note, chinese) if note else None)

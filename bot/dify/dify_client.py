@@ -26,6 +26,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -38,6 +39,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from bot.dify.errors import (
+    DifyAnswerTooLarge,
     DifyBadResponse,
     DifyConnectionError,
     DifyConversationNotFound,
@@ -48,6 +50,7 @@ from bot.dify.errors import (
 )
 from common.log import logger
 from common.masking import mask_secret, mask_urls
+from common.text import safe_data
 from config import conf
 
 __all__ = ["DifyClient", "DifyEventStream", "get_client", "close_clients", "file_base_url"]
@@ -71,6 +74,55 @@ def file_base_url(api_base: str) -> str:
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
     return urlunsplit((parts.scheme, parts.netloc, path, "", "")).rstrip("/")
+
+
+def max_answer_bytes() -> int:
+    """Most bytes read for one streamed event or one blocking answer: room for
+    `answer_max_chars` characters in the worst JSON escaping (a character as two
+    "\\uXXXX" escapes: 12 bytes) and the event's other fields; at least 1 MiB."""
+    return max(1024 * 1024, 16 * int(conf().get("answer_max_chars")))
+
+
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def _capped_events(source: Iterator[bytes], limit: int, what: str) -> Iterator[bytes]:
+    """`source`, raising DifyAnswerTooLarge once more than `limit` bytes came without
+    an SSE block ending (a blank line): sseclient would otherwise hold all of them."""
+    since_end = 0  # bytes of the event in progress
+    tail = b""  # the previous chunk's last bytes: a blank line may span two chunks
+    for chunk in source:
+        window = tail + chunk
+        start: int | None = None  # where the last event ending in `window` ended
+        for match in _BLANK_LINE.finditer(window):
+            size = since_end + match.start() - len(tail) if start is None else match.start() - start
+            if size > limit:
+                raise DifyAnswerTooLarge(0, "", f"{what}: one event is larger than {limit} bytes")
+            start = match.end()
+        since_end = since_end + len(chunk) if start is None else len(window) - start
+        if since_end > limit:
+            raise DifyAnswerTooLarge(0, "", f"{what}: one event is larger than {limit} bytes")
+        tail = window[-3:]
+        yield chunk
+
+
+def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
+    """The body of a streamed `response`, or DifyAnswerTooLarge past `limit` bytes."""
+    length = _int(response.headers.get("Content-Length"), -1)
+    if length > limit:
+        response.close()
+        raise DifyAnswerTooLarge(response.status_code, "", f"{what}: the answer is {length} bytes, more than {limit}")
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise DifyAnswerTooLarge(response.status_code, "", f"{what}: the answer is more than {limit} bytes")
+    except requests.exceptions.RequestException as e:
+        raise DifyConnectionError(0, "", f"{what}: reading the answer failed: {e}") from e
+    finally:
+        response.close()
+    return bytes(data)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -147,10 +199,14 @@ class DifyEventStream:
             pass  # a timeout or a broken stream: close() drops the connection
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        source = self.response.iter_content(chunk_size=None)
+        # A chunked body is read 64 KiB at a time: with chunk_size None, urllib3 reads a whole
+        # chunk, whatever size the server declares. Other bodies are read as they come (a
+        # fixed size would wait for that many bytes and hold events back).
+        chunked = getattr(self.response.raw, "chunked", False) is True
+        source = self.response.iter_content(chunk_size=64 * 1024 if chunked else None)
         self._source = source
         try:
-            for block in sseclient.SSEClient(source).events():
+            for block in sseclient.SSEClient(_capped_events(source, max_answer_bytes(), self.what)).events():
                 if block.event == "ping":
                     continue
                 try:
@@ -161,6 +217,7 @@ class DifyEventStream:
                 if not isinstance(event, dict):
                     logger.warning(f"[DIFY] {self.what}: skipped an SSE block that is not an object: {block.data[:200]!r}")
                     continue
+                event = safe_data(event)  # a "\ud800" escape decodes to a lone surrogate
                 if event.get("event") == "error":
                     raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
                 yield event
@@ -272,7 +329,8 @@ class DifyClient:
 
     def _app_call(self, path: str, payload: dict[str, Any], stream: bool) -> Any:
         body = dict(payload, response_mode="streaming" if stream else "blocking")
-        response = self.request("POST", path, json=body, stream=stream)
+        # Read as a stream either way, so a huge blocking answer is refused before it is all in memory.
+        response = self.request("POST", path, json=body, stream=True)
         if stream:
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
                 # A blocking-style JSON answer to a streaming request: wrong server or proxy.
@@ -280,7 +338,8 @@ class DifyClient:
                 response.close()
                 raise DifyBadResponse(response.status_code, "", f"{path}: expected an event stream, got {text!r}")
             return DifyEventStream(response, path)
-        return self._json(response, path)
+        raw = _read_capped(response, max_answer_bytes(), path)
+        return self._json(response, path, raw)
 
     # -- files and audio ---------------------------------------------------------------------
     def upload_file(self, path: str, user: str, *, mime_type: str | None = None) -> dict[str, Any]:
@@ -417,16 +476,18 @@ class DifyClient:
         raise error
 
     @staticmethod
-    def _json(response: requests.Response, path: str) -> dict[str, Any]:
+    def _json(response: requests.Response, path: str, raw: bytes | None = None) -> dict[str, Any]:
+        """The JSON object of `response` (or of its body `raw`, already read)."""
         try:
-            body = response.json()
+            body = response.json() if raw is None else json.loads(raw)
         except ValueError:
-            raise DifyBadResponse(response.status_code, "", f"{path}: not JSON: {response.text[:200]!r}") from None
+            text = response.text if raw is None else raw.decode("utf-8", "replace")
+            raise DifyBadResponse(response.status_code, "", f"{path}: not JSON: {text[:200]!r}") from None
         finally:
             response.close()
         if not isinstance(body, dict):
             raise DifyBadResponse(response.status_code, "", f"{path}: not a JSON object: {str(body)[:200]!r}")
-        return body
+        return safe_data(body)  # a "\ud800" escape decodes to a lone surrogate
 
 
 # --- one client per (api_base, api_key) -------------------------------------------------------------

@@ -140,6 +140,13 @@ class DifyStreamCut(DifyError):
     kind = "stream_cut"
 
 
+class DifyAnswerTooLarge(DifyStreamCut):
+    """One streamed event, or a whole blocking answer, is larger than the client reads
+    (see dify_client.max_answer_bytes). Ends the answer like a cut stream."""
+
+    kind = "too_large"
+
+
 class DifyBadResponse(DifyError):
     """A success status but not what the Dify API sends (e.g. an HTML page)."""
 
@@ -261,6 +268,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "stream_cut": (
         "Dify 的回答中断了，请再试一次。",
         "Dify's answer was interrupted; please try again.",
+    ),
+    "too_large": (
+        "Dify 的回答太大，无法显示，请换个问法或让回答短一些。",
+        "Dify's answer was too large to show; please ask for a shorter one.",
     ),
     "workflow_failed": (
         "Dify 工作流运行失败了，请稍后再试。",

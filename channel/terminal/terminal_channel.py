@@ -18,6 +18,7 @@ from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from common.log import logger, set_console_level
+from common.text import safe_text
 
 
 class TerminalMessage(ChatMessage):
@@ -68,7 +69,8 @@ class TerminalChannel(ChatChannel):
         if self._interactive:
             self._write("\nPlease input your question:\nUser:")
         for line in self._stdin:
-            prompt = line.rstrip("\r\n")
+            # safe_text: stdin opened with surrogateescape (POSIX's C locale) turns bad bytes into lone surrogates.
+            prompt = safe_text(line.rstrip("\r\n"))
             if not prompt.strip():
                 continue
             msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)

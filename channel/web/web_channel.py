@@ -72,6 +72,7 @@ from common.log import logger
 from common.masking import mask_command
 from common.secret_compare import header_matches
 from common.store.write_probe import WriteProbe
+from common.text import safe_data, safe_text
 from config import conf
 
 MAX_MESSAGE_CHARS = 8000
@@ -270,7 +271,8 @@ class WebChannel(ChatChannel):
 
         `extra` keys go beside type/content/timestamp. An event with an SSE `event` name
         (the end of a partial answer) is not kept in the history."""
-        payload = {"type": rtype, "content": content, "timestamp": time.time(), **(extra or {})}
+        # Made safe here too: whatever a channel method or plugin pushes, the stream can write it.
+        payload = safe_data({"type": rtype, "content": content, "timestamp": time.time(), **(extra or {})})
         # The history lock keeps an event and its history entry together for /history (which
         # reads both); the store write happens outside self._lock, which the server's event
         # loop takes, so a slow disk never stalls the open streams.
@@ -563,8 +565,10 @@ class WebChannel(ChatChannel):
                 if ready or partials:
                     if ready:
                         cursor = ready[-1][0]
-                    yield "".join(_sse_block(f"{self._epoch}-{seq}", name, text) for seq, text, name in ready) + \
-                        "".join(_sse_block(None, PARTIAL_EVENT, text) for text in partials)
+                    # safe_text: one event that cannot be encoded must not end the stream (and with it
+                    # every later reply of the user, already counted as delivered).
+                    yield safe_text("".join(_sse_block(f"{self._epoch}-{seq}", name, text) for seq, text, name in ready) +
+                                    "".join(_sse_block(None, PARTIAL_EVENT, text) for text in partials))
                     continue
                 if closing:
                     return
@@ -632,7 +636,8 @@ async def _json_body(request: Request) -> tuple[dict, Response | None]:
         return {}, _original_error("Invalid JSON", "the body must be JSON text in UTF-8")
     if not isinstance(body, dict):
         return {}, _original_error("Invalid JSON", "the body must be a JSON object")
-    return body, None
+    # A "\ud800" escape decodes to a lone surrogate, which nothing downstream can encode.
+    return safe_data(body), None
 
 
 def _original_error(message: str, detail: str) -> Response:

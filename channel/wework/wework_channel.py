@@ -57,6 +57,7 @@ from channel.wework.run import register_early_handlers
 from common.log import logger
 from common.masking import mask_command
 from common.singleton import singleton
+from common.text import safe_data
 from common.time_check import time_checker
 from common.tmp_dir import TmpDir
 from common.utils import split_string_by_utf8_length, write_json_atomic
@@ -490,6 +491,9 @@ class WeworkChannel(ChatChannel):
             data = message.get("data") if isinstance(message, dict) else None
             if not isinstance(data, dict):
                 return
+            # The client's JSON may carry "\ud800" escapes (broken UTF-16 from the PC client).
+            message = safe_data(message)
+            data = message["data"]
             if self.user_id and str(data.get("sender") or "") == self.user_id:
                 logger.debug("[wework] own message skipped")
                 return

@@ -1,0 +1,100 @@
+"""Issue 11, defects 2 and 3: a lone surrogate in a message or an answer, and answers of any
+size, through `python app.py` with the web channel and the Dify simulator."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.daemon import web_daemon
+from tests.e2e.test_web_process import SSE
+
+pytestmark = pytest.mark.slow
+
+LONE = "\ud800"
+
+
+def post_raw(base: str, user: str, message_json: str) -> httpx.Response:
+    # Written by hand: the JSON escape of a lone surrogate, as a browser's JSON.stringify sends it.
+    body = '{"user_id": "%s", "message": %s}' % (user, message_json)
+    return httpx.post(base + "/message", content=body.encode("ascii"),
+                      headers={"Content-Type": "application/json"}, timeout=10)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["streaming", "blocking"])
+def web(request, tmp_path_factory):
+    settings = {"dify_stream_reply": True} if request.param else {"dify_response_mode": "blocking"}
+    with web_daemon(tmp_path_factory.mktemp("text"), **settings) as (daemon, server, port, base, health):
+        daemon.streaming = request.param
+        yield daemon, server, port, base
+
+
+def test_lone_surrogate_in_a_message_keeps_the_stream_working(web):
+    daemon, server, port, base = web
+    stream = SSE(port, "sur-msg")
+    try:
+        assert stream.opened.wait(5) and stream.status == 200
+        assert post_raw(base, "sur-msg", '"bad \\ud800 text"').status_code == 200
+        first = stream.next()["data"]
+        assert first["type"] == "TEXT" and first["content"] == "echo: bad \ufffd text"
+        assert post_raw(base, "sur-msg", '"next one"').status_code == 200
+        assert stream.next()["data"]["content"] == "echo: next one"
+    finally:
+        stream.close()
+
+
+def test_lone_surrogate_in_an_answer_keeps_the_stream_working(web):
+    daemon, server, port, base = web
+    server.push_answer(f"before {LONE} after", chunk_size=5)
+    stream = SSE(port, "sur-ans")
+    try:
+        assert stream.opened.wait(5) and stream.status == 200
+        assert post_raw(base, "sur-ans", '"hi"').status_code == 200
+        assert stream.next()["data"]["content"] == "before \ufffd after"
+        assert post_raw(base, "sur-ans", '"again"').status_code == 200
+        last = stream.next()
+        assert last["data"]["content"] == "echo: again"
+    finally:
+        stream.close()
+    # A reconnecting page gets what came after (the bad event was not replayed, nor lost).
+    assert post_raw(base, "sur-ans", '"third"').status_code == 200
+    again = SSE(port, "sur-ans", last_id=last["id"])
+    try:
+        assert again.next()["data"]["content"] == "echo: third"
+    finally:
+        again.close()
+
+
+def test_a_10_mb_answer_is_cut_and_the_user_told(web):
+    daemon, server, port, base = web
+    server.push_answer("x" * (10 * 1024 * 1024), chunk_size=256 * 1024)
+    stream = SSE(port, "huge")
+    try:
+        assert stream.opened.wait(5)
+        assert post_raw(base, "huge", '"a long one please"').status_code == 200
+        got = stream.next(timeout=60)["data"]
+        if daemon.streaming:  # read up to answer_max_chars, cut there
+            assert got["type"] == "TEXT"
+            assert len(got["content"]) <= 65536
+            assert got["content"].startswith("x" * 60000)
+            assert got["content"].endswith("[The answer was too long; the rest was left out.]")
+        else:  # blocking: one 10 MB JSON body, refused before it is all read
+            assert got["content"] == "Dify's answer was too large to show; please ask for a shorter one."
+        assert post_raw(base, "huge", '"and now?"').status_code == 200
+        assert stream.next()["data"]["content"] == "echo: and now?"
+    finally:
+        stream.close()
+
+
+def test_one_huge_stream_event_is_refused_clearly(web):
+    daemon, server, port, base = web
+    if not daemon.streaming:
+        pytest.skip("events are scripted for streaming requests only")
+    server.push_events([{"event": "message", "answer": "y" * (3 * 1024 * 1024)}, {"event": "message_end"}])
+    stream = SSE(port, "huge-event")
+    try:
+        assert stream.opened.wait(5)
+        assert post_raw(base, "huge-event", '"one block"').status_code == 200
+        got = stream.next(timeout=60)["data"]
+        assert got["content"] == "Dify's answer was too large to show; please ask for a shorter one."
+    finally:
+        stream.close()
