@@ -98,3 +98,19 @@ def test_one_huge_stream_event_is_refused_clearly(web):
         assert got["content"] == "Dify's answer was too large to show; please ask for a shorter one."
     finally:
         stream.close()
+
+
+def test_lone_surrogate_from_wework_is_answered_and_later_messages_too(tmp_path):
+    from sandbox.dify_server import DifyServer
+    from tests.e2e.test_wework_process import ALICE, ALICE_NAME, PRIVATE, start, wait_ready
+
+    with DifyServer(api_key="app-test", mode="chat") as server:
+        daemon, ctl = start(tmp_path, server)
+        try:
+            wait_ready(daemon)
+            ctl.inject(ctl.text(PRIVATE, ALICE, ALICE_NAME + LONE, f"bad {LONE} text"))
+            ctl.wait_for_call("send_text", lambda c: c["data"]["content"] == "echo: bad \ufffd text")
+            ctl.inject(ctl.text(PRIVATE, ALICE, ALICE_NAME, "fine"))
+            ctl.wait_for_call("send_text", lambda c: c["data"]["content"] == "echo: fine")
+        finally:
+            daemon.kill()

@@ -276,6 +276,11 @@ class SimControl:
     @staticmethod
     def _write_json(path: str, value: Any) -> None:
         tmp = path + ".tmp"
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a test's "\ud800"): written as its JSON escape
+            text = json.dumps(value)
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(value, f, ensure_ascii=False)
+            f.write(text)
         os.replace(tmp, path)

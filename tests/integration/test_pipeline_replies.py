@@ -179,3 +179,21 @@ def test_a_reply_emptied_on_its_way_out_is_not_sent(channel, scripted):
     channel.receive(make_msg("hello"))
     assert channel.wait_idle(10)
     assert channel.sent == [("alice", ReplyType.TEXT, "echo: hello")]
+
+
+# --- what plugins produce is made sendable (issue 11)
+
+
+def test_a_plugin_answer_with_a_lone_surrogate_or_of_any_size_is_made_sendable(channel, scripted, settings):
+    settings["answer_max_chars"] = 1000
+    scripted.answers["odd"] = Reply(ReplyType.TEXT, "half an emoji \ud83d")
+    scripted.answers["long"] = Reply(ReplyType.TEXT, "y" * 200_000)
+    scripted.answers["长"] = Reply(ReplyType.TEXT, "字" * 5000)
+    for text in ("odd", "long", "长"):
+        channel.receive(make_msg(text, msg_id=text))
+    assert channel.wait_idle(10)
+    sent = [content for _, _, content in channel.sent]
+    assert sent[0] == "half an emoji \ufffd"
+    assert len(sent[1]) == 1000 and sent[1].startswith("y" * 900)
+    assert sent[1].endswith("[The answer was too long; the rest was left out.]")
+    assert len(sent[2]) == 1000 and sent[2].endswith("（回答太长，后面的部分已省略）")

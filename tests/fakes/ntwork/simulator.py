@@ -99,6 +99,14 @@ DEFAULT_SCENARIO: dict = {
 SCENARIO_KEYS = frozenset(DEFAULT_SCENARIO)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 @dataclass
 class _Client:
     client_id: int
@@ -285,6 +293,8 @@ class Simulator:
             self.calls.append(rec)
             if self._calls_path:
                 line = json.dumps(rec, ensure_ascii=False, default=repr)
+                if not line.isascii() and not _encodable(line):
+                    line = json.dumps(rec, default=repr)  # a lone surrogate: kept as its JSON escape
                 with open(self._calls_path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
                     f.flush()
