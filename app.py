@@ -17,6 +17,7 @@ import sys
 import threading
 
 from common.log import logger, open_run_log, set_console_level
+from common.tmp_dir import run_janitor
 from config import ConfigError, conf, get_appdata_dir, load_config, set_command_line_settings
 
 from common import const
@@ -216,6 +217,7 @@ def _open_state(args: argparse.Namespace) -> None:
         raise StartupError(f"cannot open the state store: {e}") from None
     conf().user_data_book.attach(_store)
     threading.Thread(target=_purge_expired_state, args=(_store,), name="state-purge", daemon=True).start()
+    threading.Thread(target=run_janitor, args=(_stopped,), name="tmp-janitor", daemon=True).start()
     if args.import_user_datas is not None:
         path = args.import_user_datas or os.path.join(get_appdata_dir(), "user_datas.pkl")
         try:

@@ -1,10 +1,23 @@
 """The runtime scratch folder ``./tmp/`` (relative to the working directory, as
 in the original, because channels and plugins build paths with
-``TmpDir().path() + name``)."""
+``TmpDir().path() + name``), and its janitor.
+
+Files land in tmp/ from everywhere (voice conversions, downloads, plugins) and the
+original never removed most of them. The janitor deletes files older than
+``tmp_max_age`` seconds, every few minutes, except the files the original's
+contract keeps there (the WeCom contact and room lists, which users' scripts read)
+and files someone holds (``hold``/``release``: a file the web page may still fetch).
+A file open on Windows cannot be deleted and is skipped until the next sweep.
+"""
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
+
+from common.log import logger
+from config import conf
 
 TMP_DIR = "./tmp/"
 
@@ -29,3 +42,85 @@ def unique_tmp_path(suffix: str = "") -> str:
     if "/" in suffix or "\\" in suffix or "\x00" in suffix:
         raise ValueError(f"suffix must be a plain file-name ending, got {suffix!r}")
     return TmpDir().path() + uuid.uuid4().hex + suffix
+
+
+# Written by the wework channel at start (DESIGN §1): read by users' scripts, never expired.
+PROTECTED = frozenset({"wework_contacts.json", "wework_rooms.json", "wework_room_members.json"})
+# Seconds between sweeps, at most (a short tmp_max_age sweeps more often).
+SWEEP_INTERVAL = 300.0
+
+# The one registry of files in use (absolute path -> holders), shared by every channel.
+_held: dict[str, int] = {}
+_held_lock = threading.Lock()
+
+
+def hold(path: str) -> None:
+    """Keep `path` from the janitor until `release(path)` (calls nest)."""
+    key = os.path.abspath(path)
+    with _held_lock:
+        _held[key] = _held.get(key, 0) + 1
+
+
+def release(path: str) -> None:
+    key = os.path.abspath(path)
+    with _held_lock:
+        count = _held.get(key, 0) - 1
+        if count > 0:
+            _held[key] = count
+        else:
+            _held.pop(key, None)
+
+
+def _is_held(path: str) -> bool:
+    with _held_lock:
+        return os.path.abspath(path) in _held
+
+
+def sweep(max_age: float, folder: str = TMP_DIR, now: float | None = None) -> tuple[int, int]:
+    """Delete the files under `folder` last changed more than `max_age` seconds ago (and
+    the folders they leave empty), except PROTECTED ones at its top and held ones.
+    Returns (files removed, bytes freed)."""
+    now = time.time() if now is None else now
+    removed = freed = 0
+    if not os.path.isdir(folder):
+        return 0, 0
+    top = os.path.abspath(folder)
+    emptied: set[str] = set()  # folders this sweep removed something from
+    for root, dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            if (root == top and name in PROTECTED) or _is_held(path):
+                continue
+            try:
+                info = os.lstat(path)
+                if now - info.st_mtime <= max_age:
+                    continue
+                os.remove(path)
+                removed += 1
+                freed += info.st_size
+                emptied.add(root)
+            except OSError as e:  # gone meanwhile, open on Windows, no permission
+                logger.debug(f"[tmp] could not remove {path}: {e}")
+        if root != top:
+            try:
+                # Its mtime changed when its last file went: an old empty folder, or one emptied now.
+                if not os.listdir(root) and (root in emptied or now - os.path.getmtime(root) > max_age):
+                    os.rmdir(root)
+                    emptied.add(os.path.dirname(root))
+            except OSError:
+                pass
+    return removed, freed
+
+
+def run_janitor(stopped: threading.Event) -> None:
+    """Sweep tmp/ now and then every few minutes until `stopped` is set (app.py's thread)."""
+    while True:
+        max_age = float(conf().get("tmp_max_age"))
+        try:
+            removed, freed = sweep(max_age)
+            if removed:
+                logger.info(f"[tmp] removed {removed} file(s) older than {max_age:g} s from tmp/ ({freed} bytes)")
+        except Exception:  # never let a sweep end the janitor
+            logger.exception("[tmp] sweeping tmp/ failed")
+        if stopped.wait(min(SWEEP_INTERVAL, max(10.0, max_age / 4))):
+            return
