@@ -59,6 +59,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
@@ -66,6 +67,7 @@ from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from channel.web.history import WebHistory
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
+from channel.web.media_store import Media, MediaStore, MediaTooLarge
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
 from common.json_limits import JsonTooDeep, loads_limited
 from common.log import logger
@@ -79,7 +81,8 @@ MAX_MESSAGE_CHARS = 8000
 MAX_BODY_BYTES = 64 * 1024
 OUTBOX_MAX = 100  # undelivered events kept per user
 OUTBOX_TTL = 600.0  # seconds an event waits for its reader
-MEDIA_MAX = 50  # images/files kept per user for the page to fetch
+MEDIA_MAX = 50  # images/files kept per user for the page to fetch (bytes: web_media_user_max_bytes)
+MEDIA_EXPIRY_INTERVAL = 60.0  # seconds between sweeps of expired media
 MAX_USERS = 10000  # outboxes kept in memory; the idle oldest go first
 KEEPALIVE = 15.0  # seconds between SSE comments, so dead connections are noticed
 TOKEN_TTL = 3600  # seconds a stream token is valid
@@ -124,15 +127,6 @@ class WebMessage(ChatMessage):
 
 
 @dataclass
-class _Media:
-    data: bytes | None
-    path: str | None
-    mime: str
-    name: str
-    created: float
-
-
-@dataclass
 class _Partial:
     """An answer being shown while it grows. `generation` changes when the text is not
     an extension of what was shown (Dify's message_replace), so readers resend it whole."""
@@ -150,7 +144,6 @@ class _Outbox:
     next_seq: int = 1
     delivered: int = 0  # highest seq written to some connection
     waiters: set = field(default_factory=set)  # asyncio.Event of each open stream
-    media: dict = field(default_factory=dict)  # media id -> _Media
     partials: dict = field(default_factory=dict)  # stream id -> _Partial, oldest first
     touched: float = field(default_factory=time.monotonic)
 
@@ -176,6 +169,9 @@ class WebChannel(ChatChannel):
         self._token_secret = secrets.token_bytes(32)
         self.server: HttpServer | None = None
         self.history = WebHistory(None, 0)
+        self.media = MediaStore(lambda: conf().get("web_media_user_max_bytes"), lambda: conf().get("web_media_max_bytes"),
+                                ttl=OUTBOX_TTL, user_max_items=MEDIA_MAX)
+        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
@@ -194,6 +190,7 @@ class WebChannel(ChatChannel):
         except HttpServerError as e:
             raise ChannelError(str(e)) from None
         self.server = server
+        threading.Thread(target=self._expire_media, name="web-media-expiry", daemon=True).start()
         if host.strip() in ALL_INTERFACES and not self._password():
             logger.warning(
                 f"[web] the chat listens on all network interfaces (web_host {host or '0.0.0.0'}) without a "
@@ -222,9 +219,17 @@ class WebChannel(ChatChannel):
             self.server.mark_stopping()
 
     def stop(self) -> None:
+        self._stopped.set()
         if self.server is not None:
             self.server.stop(float(conf().get("shutdown_timeout")))
         super().stop()
+
+    def _expire_media(self) -> None:
+        # On a schedule: media of users who never come back would otherwise wait for the memory cap.
+        while not self._stopped.wait(MEDIA_EXPIRY_INTERVAL):
+            dropped = self.media.expire()
+            if dropped:
+                logger.debug(f"[web] {dropped} expired media item(s) dropped")
 
     def _close_streams(self) -> None:
         # Streams write what is left in their outbox, then end.
@@ -258,7 +263,7 @@ class WebChannel(ChatChannel):
         now = time.monotonic()
         for uid, box in list(self._outboxes.items()):
             _expire(box, now)
-            if not box.waiters and not box.events and not box.media:
+            if not box.waiters and not box.events and not self.media.has_user(uid):
                 del self._outboxes[uid]
         if len(self._outboxes) >= MAX_USERS:  # still full: drop the idle least recently used
             idle = sorted((b.touched, uid) for uid, b in self._outboxes.items() if not b.waiters)
@@ -294,14 +299,8 @@ class WebChannel(ChatChannel):
                 self.history.append(user_id, {"role": "bot", **payload})
         return seq
 
-    def _store_media(self, user_id: str, media: _Media) -> str:
-        media_id = secrets.token_urlsafe(16)
-        with self._lock:
-            box = self._outbox(user_id)
-            box.media[media_id] = media
-            while len(box.media) > MEDIA_MAX:
-                box.media.pop(next(iter(box.media)))
-        return f"/media/{url_part(user_id)}/{media_id}"
+    def _store_media(self, user_id: str, media: Media) -> str:
+        return f"/media/{url_part(user_id)}/{self.media.put(user_id, media)}"
 
     # ------------------------------------------------------------------ sending
     def send(self, reply: Reply, context: Context) -> None:
@@ -317,7 +316,15 @@ class WebChannel(ChatChannel):
                 stream.seek(0)
             data = stream.read() if hasattr(stream, "read") else bytes(stream)
             mime = _sniff_image(data)
-            content = self._store_media(user_id, _Media(data, None, mime, "image", time.monotonic()))
+            try:
+                content = self._store_media(user_id, Media(data, None, mime, "image"))
+            except MediaTooLarge as e:
+                logger.warning(f"[web] image for {for_log(user_id)} not kept: {e}")
+                megabytes = len(data) / (1024 * 1024)
+                text = (f"图片太大（{megabytes:.1f} MB），无法在这里显示。" if is_chinese(str(context.content))
+                        else f"The image is too large to show here ({megabytes:.1f} MB).")
+                self.push(user_id, "INFO", text)
+                return
             extra = {"url": content, "name": "image", "mime": mime}
         elif reply.type in (ReplyType.FILE, ReplyType.VIDEO):
             path = str(content)
@@ -326,7 +333,7 @@ class WebChannel(ChatChannel):
             mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
             name = os.path.basename(path)
             # A string, as the original's `content` (which was the server's path): the link.
-            content = self._store_media(user_id, _Media(None, path, mime, name, time.monotonic()))
+            content = self._store_media(user_id, Media(None, path, mime, name))
             extra = {"url": content, "name": name, "mime": mime}
         elif not isinstance(content, (str, int, float, bool, type(None))):
             content = str(content)
@@ -465,6 +472,9 @@ class WebChannel(ChatChannel):
             return _original_error("No message provided", "message must be non-empty text")
         if len(message) > MAX_MESSAGE_CHARS:
             return json_error(413, f"message longer than {MAX_MESSAGE_CHARS} characters")
+        # A "\ud800" escape decodes to a lone surrogate, which nothing downstream can encode.
+        # (Ids with one are refused instead, see ids.py: they name things and must stay exact.)
+        message = safe_text(message)
         try:
             user_id = parse_id(_or_default(body.get("user_id")), "user_id")
             client_id = body.get("msg_id")
@@ -583,9 +593,7 @@ class WebChannel(ChatChannel):
     async def _media(self, request: Request) -> Response:
         user_id = request.path_params["user_id"]
         media_id = request.path_params["media_id"]
-        with self._lock:
-            box = self._outboxes.get(user_id)
-            media = box.media.get(media_id) if box is not None else None
+        media = self.media.get(user_id, media_id)
         if media is None:
             return json_error(404, "no such file (it may have expired)")
         headers = {"Cache-Control": "private, max-age=600", "X-Content-Type-Options": "nosniff"}
@@ -609,8 +617,6 @@ _PAGE_HEADERS = {
 def _expire(box: _Outbox, now: float) -> None:
     while box.events and now - box.events[0][1] > OUTBOX_TTL:
         box.events.popleft()
-    for media_id in [k for k, m in box.media.items() if now - m.created > OUTBOX_TTL]:
-        del box.media[media_id]
 
 
 def _sniff_image(data: bytes) -> str:
@@ -636,8 +642,7 @@ async def _json_body(request: Request) -> tuple[dict, Response | None]:
         return {}, _original_error("Invalid JSON", "the body must be JSON text in UTF-8")
     if not isinstance(body, dict):
         return {}, _original_error("Invalid JSON", "the body must be a JSON object")
-    # A "\ud800" escape decodes to a lone surrogate, which nothing downstream can encode.
-    return safe_data(body), None
+    return body, None
 
 
 def _original_error(message: str, detail: str) -> Response:
