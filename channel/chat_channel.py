@@ -19,6 +19,7 @@ from channel.session_dispatcher import SessionDispatcher
 from common import memory
 from common.log import logger
 from common.text import cut_text, safe_text
+from common.tmp_dir import UNWRITABLE_TEXT, is_tmp_write_error
 from config import conf
 from plugins import Event, EventContext, PluginManager
 
@@ -312,10 +313,16 @@ class ChatChannel(Channel):
                 return
             reply = self._decorate_reply(context, reply)
             self._send_reply(context, reply)
-        except Exception:
-            logger.exception(f"[chat] handling a {context.type} message of session {context.get('session_id')} failed")
-            logger.debug(f"[chat] the message that failed: {context}")
-            text = "处理消息时出错了，请稍后再试" if is_chinese(str(context.content)) else "Something went wrong; please try again."
+        except Exception as e:
+            chinese = is_chinese(str(context.content))
+            if is_tmp_write_error(e):  # an operating problem, not a bug: one line, and say what it is
+                logger.error(f"[chat] a {context.type} message of session {context.get('session_id')} needs tmp/, "
+                             f"which cannot be written: {e}")
+                text = UNWRITABLE_TEXT[0] if chinese else UNWRITABLE_TEXT[1]
+            else:
+                logger.exception(f"[chat] handling a {context.type} message of session {context.get('session_id')} failed")
+                logger.debug(f"[chat] the message that failed: {context}")
+                text = "处理消息时出错了，请稍后再试" if chinese else "Something went wrong; please try again."
             self._send(Reply(ReplyType.ERROR, "[ERROR]\n" + text), context)
 
     def _generate_reply(self, context: Context, reply: Reply | None = None) -> Reply | None:

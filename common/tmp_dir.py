@@ -32,6 +32,25 @@ class TmpDir:
         return TMP_DIR
 
 
+# What the user is told when tmp/ cannot be written (Chinese, English).
+UNWRITABLE_TEXT = ("暂时无法保存文件：tmp/ 文件夹不可写，请联系管理员。",
+                   "Files cannot be saved right now: the tmp/ folder is not writable. Please tell the administrator.")
+
+
+def is_tmp_write_error(error: BaseException) -> bool:
+    """Whether `error` is a failure to create or write something in tmp/ (no permission,
+    disk full, read-only, tmp/ not a folder), as opposed to a bug."""
+    if not isinstance(error, OSError):
+        return False
+    top = os.path.abspath(TMP_DIR)
+    for name in (error.filename, getattr(error, "filename2", None)):
+        if isinstance(name, (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(name))
+            if path == top or path.startswith(top + os.sep):
+                return True
+    return False
+
+
 def unique_tmp_path(suffix: str = "") -> str:
     """A fresh file name in tmp/, e.g. ``./tmp/<32 hex>.mp3`` for ``suffix=".mp3"``.
 
@@ -41,7 +60,13 @@ def unique_tmp_path(suffix: str = "") -> str:
     """
     if "/" in suffix or "\\" in suffix or "\x00" in suffix:
         raise ValueError(f"suffix must be a plain file-name ending, got {suffix!r}")
-    return TmpDir().path() + uuid.uuid4().hex + suffix
+    try:
+        TmpDir()
+    except OSError:
+        # Naming a file never fails: writing it will, where the failure is handled and the
+        # user told (a message must not be dropped because tmp/ is broken when it arrives).
+        pass
+    return TMP_DIR + uuid.uuid4().hex + suffix
 
 
 # Written by the wework channel at start (DESIGN §1): read by users' scripts, never expired.

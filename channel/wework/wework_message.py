@@ -297,6 +297,8 @@ class WeworkMessage(ChatMessage):
 
     def _download_voice(self, cdn: Any, wav_path: str) -> None:
         silk_path = os.path.splitext(wav_path)[0] + ".silk"
+        # Ours to create (the WeCom process only writes into it): a broken tmp/ fails here, by name.
+        os.makedirs(os.path.dirname(silk_path), exist_ok=True)
         try:
             cdn_download(self.wework, cdn, silk_path, C2C_FILE)
             sil_to_wav(silk_path, wav_path)

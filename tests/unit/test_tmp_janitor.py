@@ -46,3 +46,19 @@ def test_sweep_keeps_the_wework_lists_and_held_files(tmp_path):
 
 def test_sweep_of_a_missing_folder_does_nothing(tmp_path):
     assert tmp_dir.sweep(60, str(tmp_path / "absent")) == (0, 0)
+
+
+def test_tmp_write_errors_are_told_apart_from_other_failures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tmp").write_text("a file where the folder should be")
+    name = tmp_dir.unique_tmp_path(".wav")  # naming never fails
+    assert name.startswith(tmp_dir.TMP_DIR) and name.endswith(".wav")
+    try:
+        open(name, "wb")
+    except OSError as e:
+        assert tmp_dir.is_tmp_write_error(e)
+    else:
+        raise AssertionError("writing into a file should fail")
+    assert not tmp_dir.is_tmp_write_error(FileNotFoundError(2, "gone", str(tmp_path / "elsewhere" / "x")))
+    assert not tmp_dir.is_tmp_write_error(OSError("no file name"))
+    assert not tmp_dir.is_tmp_write_error(ValueError("not an OSError"))

@@ -28,7 +28,7 @@ from bridge.bridge import in_language, is_chinese
 from bridge.reply import Reply, ReplyType
 from common.log import logger
 from common.masking import mask_secret, mask_urls
-from common.tmp_dir import unique_tmp_path
+from common.tmp_dir import UNWRITABLE_TEXT, is_tmp_write_error, unique_tmp_path
 from config import conf
 from voice.audio_convert import audio_format, audio_format_of_bytes, any_to_wav
 from voice.voice import Voice
@@ -238,8 +238,11 @@ class DifyVoice(Voice):
         except DifyVoiceError as e:
             logger.error(f"[DifyVoice] textToVoice failed: {e.detail} ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(TTS, e.kind, chinese))
-        except Exception:
+        except Exception as e:
             _remove(path)  # a half-written file must not be sent later
+            if is_tmp_write_error(e):
+                logger.error(f"[DifyVoice] textToVoice: tmp/ cannot be written: {e}")
+                return Reply(ReplyType.ERROR, UNWRITABLE_TEXT[0] if chinese else UNWRITABLE_TEXT[1])
             logger.exception(f"[DifyVoice] textToVoice failed ({_describe()})")
             return Reply(ReplyType.ERROR, user_text(TTS, "failed", chinese))
         logger.info(f"[DifyVoice] textToVoice wrote {len(audio)} bytes to {path}")
