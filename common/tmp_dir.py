@@ -70,7 +70,8 @@ def unique_tmp_path(suffix: str = "") -> str:
 
 
 # Written by the wework channel at start (DESIGN §1): read by users' scripts, never expired.
-PROTECTED = frozenset({"wework_contacts.json", "wework_rooms.json", "wework_room_members.json"})
+# And .gitkeep, which keeps tmp/ in a git checkout: deleting it would change the checkout.
+PROTECTED = frozenset({"wework_contacts.json", "wework_rooms.json", "wework_room_members.json", ".gitkeep"})
 # Seconds between sweeps, at most (a short tmp_max_age sweeps more often).
 SWEEP_INTERVAL = 300.0
 

@@ -24,7 +24,7 @@ def test_the_daemon_removes_old_tmp_files_and_keeps_the_protected_ones(tmp_path)
     tmp = tmp_path / "tmp"
     old = [make(str(tmp / "old.mp3"), 7200), make(str(tmp / "ab12" / "answer.pdf"), 7200)]
     kept = [make(str(tmp / name), 7200) for name in ("wework_contacts.json", "wework_rooms.json",
-                                                    "wework_room_members.json")]
+                                                    "wework_room_members.json", ".gitkeep")]
     fresh = make(str(tmp / "fresh.wav"), 5)
     config = write_config(tmp_path, tmp_max_age=3600)
     daemon = Daemon(tmp_path, "--config", config)
