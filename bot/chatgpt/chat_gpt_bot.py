@@ -66,6 +66,7 @@ from bridge.reply import Reply, ReplyType
 from common import const
 from common.log import logger
 from common.masking import mask_secret, mask_urls, mask_value
+from common.sse import EventTooLarge, capped_events, max_answer_bytes, read_size
 from common.text import safe_text
 from common.token_bucket import TokenBucket
 from config import conf, load_config
@@ -104,6 +105,7 @@ BROKEN = "broken"  # the stream stopped after part of the answer
 BAD_RESPONSE = "bad_response"  # not an OpenAI-style answer
 UPSTREAM = "upstream"  # an error object inside a 200 answer or a stream
 EMPTY = "empty"
+TOO_LARGE = "too_large"  # one streamed event larger than answer_max_chars allows
 BAD_URL = "bad_url"  # open_ai_api_base is not a URL
 BAD_PROXY = "bad_proxy"  # the proxy setting cannot be used
 
@@ -280,6 +282,8 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
                   "The proxy setting cannot be used (expected http://host:port; a socks5 proxy needs PySocks installed).")
     elif kind == EMPTY:
         zh, en = ("模型没有返回任何内容，请换个说法再试。", "The model returned an empty answer; please rephrase and try again.")
+    elif kind == TOO_LARGE:
+        zh, en = ("模型的回答太大，无法显示，请让回答短一些。", "The model's answer was too large to show; please ask for a shorter one.")
     elif kind == BAD_RESPONSE:
         zh, en = ("模型服务返回了无法识别的内容，请检查配置项 open_ai_api_base 是否指向 OpenAI 兼容接口。",
                   "The model service answered something that is not an OpenAI-style response: check that open_ai_api_base points to an OpenAI-compatible API.")
@@ -460,7 +464,7 @@ class ChatGPTBot(Bot):
         call.headers = _bearer(call.api_key)
 
     def _read_chat(self, resp: requests.Response, call: _Call) -> Answer:
-        chunks = (c for c in resp.iter_content(chunk_size=None) if c)
+        chunks = (c for c in resp.iter_content(chunk_size=read_size(resp)) if c)
         try:
             first = next(chunks, b"")
             if first.lstrip().startswith(b"{"):
@@ -469,6 +473,8 @@ class ChatGPTBot(Bot):
                 answer = self._chat_from_stream(itertools.chain([first], chunks), call)
             else:
                 raise ChatAPIError(EMPTY, "empty response body")
+        except EventTooLarge as e:
+            raise ChatAPIError(TOO_LARGE, str(e), after_answer=call.progress.get("answered", False)) from None
         except requests.exceptions.RequestException as e:
             answered = call.progress.get("answered", False)
             if _is_read_timeout(e):
@@ -511,7 +517,7 @@ class ChatGPTBot(Bot):
         recognised = 0  # events that look like chat chunks
         limit = int(conf().get("answer_max_chars"))
         length = 0
-        for event in SSEClient(source).events():
+        for event in SSEClient(capped_events(source, max_answer_bytes())).events():
             data = event.data.strip()
             if not data:
                 continue

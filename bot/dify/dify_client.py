@@ -26,7 +26,6 @@ import json
 import logging
 import mimetypes
 import os
-import re
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -50,6 +49,7 @@ from bot.dify.errors import (
 )
 from common.log import logger
 from common.masking import mask_secret, mask_urls
+from common.sse import EventTooLarge, capped_events, max_answer_bytes, read_size
 from common.text import safe_data
 from config import conf
 
@@ -74,36 +74,6 @@ def file_base_url(api_base: str) -> str:
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
     return urlunsplit((parts.scheme, parts.netloc, path, "", "")).rstrip("/")
-
-
-def max_answer_bytes() -> int:
-    """Most bytes read for one streamed event or one blocking answer: room for
-    `answer_max_chars` characters in the worst JSON escaping (a character as two
-    "\\uXXXX" escapes: 12 bytes) and the event's other fields; at least 1 MiB."""
-    return max(1024 * 1024, 16 * int(conf().get("answer_max_chars")))
-
-
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
-def _capped_events(source: Iterator[bytes], limit: int, what: str) -> Iterator[bytes]:
-    """`source`, raising DifyAnswerTooLarge once more than `limit` bytes came without
-    an SSE block ending (a blank line): sseclient would otherwise hold all of them."""
-    since_end = 0  # bytes of the event in progress
-    tail = b""  # the previous chunk's last bytes: a blank line may span two chunks
-    for chunk in source:
-        window = tail + chunk
-        start: int | None = None  # where the last event ending in `window` ended
-        for match in _BLANK_LINE.finditer(window):
-            size = since_end + match.start() - len(tail) if start is None else match.start() - start
-            if size > limit:
-                raise DifyAnswerTooLarge(0, "", f"{what}: one event is larger than {limit} bytes")
-            start = match.end()
-        since_end = since_end + len(chunk) if start is None else len(window) - start
-        if since_end > limit:
-            raise DifyAnswerTooLarge(0, "", f"{what}: one event is larger than {limit} bytes")
-        tail = window[-3:]
-        yield chunk
 
 
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
@@ -199,14 +169,10 @@ class DifyEventStream:
             pass  # a timeout or a broken stream: close() drops the connection
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        # A chunked body is read 64 KiB at a time: with chunk_size None, urllib3 reads a whole
-        # chunk, whatever size the server declares. Other bodies are read as they come (a
-        # fixed size would wait for that many bytes and hold events back).
-        chunked = getattr(self.response.raw, "chunked", False) is True
-        source = self.response.iter_content(chunk_size=64 * 1024 if chunked else None)
+        source = self.response.iter_content(chunk_size=read_size(self.response))
         self._source = source
         try:
-            for block in sseclient.SSEClient(_capped_events(source, max_answer_bytes(), self.what)).events():
+            for block in sseclient.SSEClient(capped_events(source, max_answer_bytes())).events():
                 if block.event == "ping":
                     continue
                 try:
@@ -221,6 +187,8 @@ class DifyEventStream:
                 if event.get("event") == "error":
                     raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
                 yield event
+        except EventTooLarge as e:
+            raise DifyAnswerTooLarge(0, "", f"{self.what}: {e}") from None
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
             # iter_content turns a broken chunked body into ChunkedEncodingError and a read
             # timeout into ConnectionError; either way the rest of the answer is lost.

@@ -324,6 +324,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event(self, payload: Any) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        if not text.isascii() and not isinstance(payload, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (a test's "\ud800"): sent as its JSON escape
+                text = json.dumps(payload)
         self._chunk(f"data: {text}\n\n".encode("utf-8"))
 
     def _stream(self, text: str, model: Any, usage: dict | None, broken: bool = False) -> None:

@@ -444,3 +444,27 @@ def test_compatible_model_names_route_to_chatgpt(bridge, server, settings_for):
     assert reply.content == "echo: 你好 (messages: 2)"
     assert isinstance(bridge.get_bot("chat"), ChatGPTBot)
     assert server.last.json["model"] == "deepseek-chat"
+
+
+# --- answers made safe and bounded (issue 11) ----------------------------------------------
+
+
+def test_a_lone_surrogate_in_an_answer_becomes_a_replacement_character(bot, server):
+    server.push_answer("half an emoji \ud83d here")
+    assert ask(bot, "odd").content == "half an emoji \ufffd here"
+
+
+def test_a_huge_streamed_answer_is_not_read_past_answer_max_chars(bot, server):
+    server.chunk_size = 256 * 1024
+    server.push_answer("x" * (10 * 1024 * 1024))
+    reply = ask(bot, "a long one")
+    # Read until it passed the limit; the pipeline then cuts it to the limit and says so.
+    assert reply.type == ReplyType.TEXT and 65536 < len(reply.content) <= 65536 + 256 * 1024
+
+
+def test_one_huge_stream_event_is_refused_clearly(bot, server):
+    server.chunk_size = 3 * 1024 * 1024
+    server.push_answer("y" * (3 * 1024 * 1024))
+    reply = ask(bot, "one block")
+    assert_short_error(reply)
+    assert reply.content == "The model's answer was too large to show; please ask for a shorter one."
