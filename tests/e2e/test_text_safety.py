@@ -85,11 +85,12 @@ def test_a_10_mb_answer_is_cut_and_the_user_told(web):
         stream.close()
 
 
-def test_one_huge_stream_event_is_refused_clearly(web):
+def test_one_huge_event_or_body_is_refused_clearly(web):
     daemon, server, port, base = web
-    if not daemon.streaming:
-        pytest.skip("events are scripted for streaming requests only")
-    server.push_events([{"event": "message", "answer": "y" * (3 * 1024 * 1024)}, {"event": "message_end"}])
+    if daemon.streaming:  # one SSE event of 3 MB
+        server.push_events([{"event": "message", "answer": "y" * (3 * 1024 * 1024)}, {"event": "message_end"}])
+    else:  # one JSON body of 3 MB
+        server.push_answer("y" * (3 * 1024 * 1024))
     stream = SSE(port, "huge-event")
     try:
         assert stream.opened.wait(5)
