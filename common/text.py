@@ -12,18 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-REPLACEMENT = "\ufffd"
-
-# A high surrogate not followed by a low one, or a low one not preceded by a high one.
-# A valid pair (which json.loads never leaves, but "\ud83d\ude00" typed in Python does)
-# is joined into its character instead, see safe_text.
+# Any surrogate code point: a lone one is replaced, a valid pair (which json.loads never
+# leaves, but "\ud83d\ude00" typed in Python does) is joined into its character, see safe_text.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Notes added to an answer cut at answer_max_chars (Chinese, English).
 TOO_LONG_NOTE = ("（回答太长，后面的部分已省略）", "[The answer was too long; the rest was left out.]")
-# Characters an answer cut by a bot keeps free below answer_max_chars, so that its note and
-# the channel's prefix/suffix fit and the pipeline does not cut it a second time.
-NOTE_RESERVE = 256
 
 
 def safe_text(text: str) -> str:

@@ -142,7 +142,7 @@ class DifyStreamCut(DifyError):
 
 class DifyAnswerTooLarge(DifyStreamCut):
     """One streamed event, or a whole blocking answer, is larger than the client reads
-    (see dify_client.max_answer_bytes). Ends the answer like a cut stream."""
+    (see common.sse.max_answer_bytes). Ends the answer like a cut stream."""
 
     kind = "too_large"
 
