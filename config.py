@@ -56,7 +56,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
     "http_max_connections": (10000, "Connections the HTTP server (web channel, webhooks) holds at once. When full, the one that has waited longest for its request goes, so idle connections never lock new users out; lowered at start to what the process's open-file limit allows. New."),
     "answer_max_chars": (65536, "Longest answer sent, in characters; a longer one is cut and ends with a note saying so (a bot stops reading it there). At least 1000. New."),
-    "tmp_max_age": (3600, "Seconds a file in tmp/ is kept; older ones are deleted every few minutes (never wework_contacts.json, wework_rooms.json, wework_room_members.json). At least 60. New."),
+    "tmp_max_age": (3600, "Seconds a file in tmp/ is kept; older ones are deleted at start and every few minutes (never wework_contacts.json, wework_rooms.json, wework_room_members.json, .gitkeep, nor a file the web page may still fetch). At least 60. New."),
     "web_media_user_max_bytes": (16 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for one user; past that the oldest go. New."),
     "web_media_max_bytes": (64 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for all users together; past that the oldest go. New."),
     "web_history_size": (50, "Messages of each `web` user's conversation kept in the state store, so a reloaded page (or one opened after a restart) shows them again; 0: none. New."),
