@@ -115,3 +115,22 @@ def test_lone_surrogate_from_wework_is_answered_and_later_messages_too(tmp_path)
             ctl.wait_for_call("send_text", lambda c: c["data"]["content"] == "echo: fine")
         finally:
             daemon.kill()
+
+
+def test_the_stream_writer_survives_text_that_reached_it_unsanitized(settings):
+    # show_partial takes a bot's text as it is: the writer itself must not die on it.
+    from bridge.context import Context, ContextType
+    from tests.e2e.test_web_process import running_channel
+
+    with running_channel(settings) as channel:
+        context = Context(ContextType.TEXT, "q")
+        context["receiver"] = "writer"
+        stream = SSE(channel.server.port, "writer")
+        try:
+            assert stream.opened.wait(5)
+            channel.show_partial(context, "s1", f"growing {LONE}")
+            assert stream.partials.get(timeout=10)["data"]["delta"] == "growing \ufffd"
+            channel.push("writer", "TEXT", "after it")
+            assert stream.next()["data"]["content"] == "after it"
+        finally:
+            stream.close()
