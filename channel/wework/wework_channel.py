@@ -364,7 +364,9 @@ class WeworkChannel(ChatChannel):
     # ================================================================== client data
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
-            return fn()
+            # The client's answers (contact and room names) can hold lone surrogates too; they
+            # are written to tmp/*.json, which would fail on one.
+            return safe_data(fn())
         except Exception as e:  # not logged in any more, hook errors
             logger.warning(f"[wework] {what} failed: {e}")
             return None

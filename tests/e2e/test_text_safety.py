@@ -134,3 +134,22 @@ def test_the_stream_writer_survives_text_that_reached_it_unsanitized(settings):
             assert stream.next()["data"]["content"] == "after it"
         finally:
             stream.close()
+
+
+def test_a_wework_contact_name_with_a_lone_surrogate_does_not_stop_start_up(tmp_path):
+    import json
+
+    from sandbox.dify_server import DifyServer
+    from tests.e2e.test_wework_process import ALICE, ALICE_NAME, PRIVATE, SCENARIO, start, wait_ready
+
+    contacts = [{"user_id": ALICE, "username": f"悠{LONE}悠"}]
+    with DifyServer(api_key="app-test", mode="chat") as server:
+        daemon, ctl = start(tmp_path, server, scenario={**SCENARIO, "external_contacts": contacts})
+        try:
+            wait_ready(daemon)
+            written = json.loads((tmp_path / "tmp" / "wework_contacts.json").read_text(encoding="utf-8"))
+            assert written == {"contact_list": [{"user_id": ALICE, "username": "悠\ufffd悠"}]}
+            ctl.inject(ctl.text(PRIVATE, ALICE, ALICE_NAME, "你好"))
+            ctl.wait_for_call("send_text", lambda c: c["data"]["content"] == "echo: 你好")
+        finally:
+            daemon.kill()
