@@ -122,7 +122,7 @@ async def lean_user(host: str, port: int, name: str, questions: int, latencies: 
                 raise RuntimeError(f"POST /message answered {status}")
             while True:
                 data = json.loads(await asyncio.wait_for(client.next_data(), 30))
-                if data["content"] == f"echo: {text}":
+                if data.get("content") == f"echo: {text}":  # partial events have none
                     latencies.append(time.perf_counter() - t0)
                     got += 1
                     break
@@ -144,7 +144,7 @@ async def httpx_user(client: httpx.AsyncClient, name: str, questions: int, laten
                 line = await asyncio.wait_for(lines.__anext__(), 30)
                 if line.startswith("data: "):
                     data = json.loads(line[6:])
-                    if data["content"] == f"echo: {text}":
+                    if data.get("content") == f"echo: {text}":  # partial events have none
                         latencies.append(time.perf_counter() - t0)
                         got += 1
                         break

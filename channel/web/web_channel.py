@@ -20,10 +20,20 @@ so a reloaded page shows it again.
 Better than the original:
 - a reply is pushed the moment it exists (an event per connection, no polling), so a
   streamed Dify answer (`dify_stream_reply`) appears piece by piece;
-- nothing sent while the page was away is lost: each user has an outbox of numbered events
-  (SSE `id:` lines); a reconnect with `Last-Event-ID` (or `?last_event_id=`) gets what came
-  after it, a fresh connection gets what was never written to any connection. The outbox is
-  bounded (OUTBOX_MAX per user) and events expire after OUTBOX_TTL seconds;
+- nothing sent while the page was away is lost, a restart (even `kill -9`) included: each user
+  has an outbox of numbered events (SSE `id:` lines, `<epoch>-<seq>`) kept in the state store
+  with the conversation (history.py), and the ids go on across restarts. A reconnect with
+  `Last-Event-ID` (or `?last_event_id=`) gets what came after it, a fresh connection gets what
+  was never written to any connection, an id that cannot be placed (malformed, of another
+  epoch, ahead of the store) gets every event kept. The outbox is bounded (OUTBOX_MAX per
+  user); an event that no connection was given and that the history does not show expires
+  after OUTBOX_TTL seconds;
+- every event names the message it answers (`reply_to`); the last one of a message carries
+  `"final": true` and is written together with the record that the message was answered
+  (`already_answered`, so a message resumed after a crash is not answered twice). To know
+  which is last, a message's newest event waits until the next one exists, its handling
+  ends, or HOLD_MAX seconds pass; when a message ends with no event waiting, an `end` event
+  (unseen by `onmessage`) is the final one;
 - async handlers on one shared server (common/http_server): hundreds of open streams cost no
   thread each;
 - input is checked (ids, sizes, JSON) and refused with a JSON error;
@@ -45,12 +55,13 @@ import itertools
 import json
 import mimetypes
 import os
+import queue
+import re
 import secrets
 import threading
 import time
 import unicodedata
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +76,7 @@ from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
-from channel.web.history import WebHistory
+from channel.web.history import UserRecord, WebJournal
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
 from channel.web.media_store import Media, MediaStore, MediaTooLarge
 from common.http_server import HttpServer, HttpServerError, json_error, shared_server
@@ -73,6 +84,7 @@ from common.json_limits import JsonTooDeep, loads_limited
 from common.log import logger
 from common.masking import mask_command
 from common.secret_compare import header_matches
+from common.store import MemoryStore
 from common.store.write_probe import WriteProbe
 from common.text import safe_data, safe_text
 from config import conf
@@ -80,7 +92,7 @@ from config import conf
 MAX_MESSAGE_CHARS = 8000
 MAX_BODY_BYTES = 64 * 1024
 OUTBOX_MAX = 100  # undelivered events kept per user
-OUTBOX_TTL = 600.0  # seconds an event waits for its reader
+OUTBOX_TTL = 600.0  # seconds an undelivered event not in the history waits for its reader
 MEDIA_MAX = 50  # images/files kept per user for the page to fetch (bytes: web_media_user_max_bytes)
 MEDIA_EXPIRY_INTERVAL = 60.0  # seconds between sweeps of expired media
 MAX_USERS = 10000  # outboxes kept in memory; the idle oldest go first
@@ -96,6 +108,9 @@ STATIC_FILES = {
     "vendor/highlight-github.min.css": _CSS,
 }
 PARTIAL_EVENT = "partial"  # SSE event name of the growing answer; `onmessage` never sees it
+MARKS_DELAY = 0.2  # seconds the delivery marks of a burst are gathered before one write per user
+HOLD_MAX = 0.5  # seconds a message's newest event waits to learn whether it is the last
+END_EVENT = "end"  # SSE event name of "handled, no answer" (a plugin swallowed it); `onmessage` never sees it
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 
 
@@ -132,20 +147,48 @@ class _Partial:
     an extension of what was shown (Dify's message_replace), so readers resend it whole."""
 
     owner: Any  # the context whose bot shows it
+    reply_to: str | None = None  # the message it answers
     text: str = ""
     generation: int = 0
 
 
 @dataclass
 class _Outbox:
-    """One user's numbered events. Touched from worker threads and the server loop: `lock`."""
+    """One user's live state in memory; the durable part is the user's record in the store.
 
-    events: deque = field(default_factory=deque)  # (seq, created, json text, SSE event name or None)
-    next_seq: int = 1
+    Two locks, so the server's event loop never waits for a disk: `lock` guards the
+    in-memory fields and is held only for a few list operations (the loop takes it);
+    `write_lock` serialises this user's store writes and is taken by worker threads only.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    # A copy of the record's numbering and events as of its last read or write (the record itself,
+    # with the history, stays in the store: memory holds no conversation).
+    loaded: bool = False
+    epoch: str = ""
+    seq: int = 0
+    events: tuple = ()  # immutable snapshot, replaced whole
     delivered: int = 0  # highest seq written to some connection
+    saved_delivered: int = 0  # what the store has of it
     waiters: set = field(default_factory=set)  # asyncio.Event of each open stream
     partials: dict = field(default_factory=dict)  # stream id -> _Partial, oldest first
     touched: float = field(default_factory=time.monotonic)
+    pins: int = 0  # threads using the box now (under the channel's _lock): not evicted
+
+
+@dataclass
+class _Handling:
+    """A message being handled. Its newest event is held back until the next one exists or
+    HOLD_MAX seconds passed (then it goes out as it is), or the handling ends (then it goes out
+    with `final: true`, in the same store write that records the message as answered)."""
+
+    context: Any
+    user_id: str
+    msg_id: str | None
+    held: tuple[dict, str | None] | None = None
+    held_since: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)  # keeps this message's events in order
 
 
 class WebChannel(ChatChannel):
@@ -154,13 +197,17 @@ class WebChannel(ChatChannel):
 
     def __init__(self) -> None:
         super().__init__()
+        # Guards the dict of outboxes (and pins) only; never held while waiting for anything.
         self._lock = threading.Lock()
-        # Taken by worker threads only (push, /history's snapshot), never by the event loop.
-        self._history_lock = threading.Lock()
         self._outboxes: dict[str, _Outbox] = {}
-        # Event ids carry this run's epoch: an id from before a restart is not mistaken
-        # for one of this run.
-        self._epoch = uuid.uuid4().hex[:8]
+        self._handling: dict[int, _Handling] = {}  # id(context) -> _Handling; worker threads only
+        # Guards _handling; the flusher thread waits on it for the next held event to be due.
+        self._handling_cv = threading.Condition()
+        self._flusher: threading.Thread | None = None
+        self._stopped = threading.Event()
+        # (user id, outbox) of streams that wrote events: the loop only puts, a thread saves.
+        self._marks: queue.SimpleQueue = queue.SimpleQueue()
+        self._marks_saver: threading.Thread | None = None
         self._run_id = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._closing = False
@@ -168,16 +215,15 @@ class WebChannel(ChatChannel):
         # changing web_password (#reconf) makes every token issued before it invalid.
         self._token_secret = secrets.token_bytes(32)
         self.server: HttpServer | None = None
-        self.history = WebHistory(None, 0)
+        # Without a state store (a channel made outside the daemon) the records live in memory.
+        self.journal = WebJournal(conf().state_store or MemoryStore(), int(conf().get("web_history_size")))
         self.media = MediaStore(lambda: conf().get("web_media_user_max_bytes"), lambda: conf().get("web_media_max_bytes"),
                                 ttl=OUTBOX_TTL, user_max_items=MEDIA_MAX)
-        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
         host = str(conf().get("web_host"))
         port = int(conf().get("web_port", 9899))
-        self.history = WebHistory(conf().state_store, int(conf().get("web_history_size")))
         server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
         self.register_routes(server)
         server.set_queue_probe(self.dispatcher.pending)
@@ -185,6 +231,8 @@ class WebChannel(ChatChannel):
         if store is not None:
             server.set_store_probe(WriteProbe(store).problem)
         server.on_stopping(self._close_streams)
+        self._marks_saver = threading.Thread(target=self._save_marks, name="web-delivery-marks", daemon=True)
+        self._marks_saver.start()
         try:
             server.start()
         except HttpServerError as e:
@@ -220,9 +268,14 @@ class WebChannel(ChatChannel):
 
     def stop(self) -> None:
         self._stopped.set()
+        with self._handling_cv:
+            self._handling_cv.notify_all()  # the held-event flusher ends; _finish writes what is held
         if self.server is not None:
             self.server.stop(float(conf().get("shutdown_timeout")))
         super().stop()
+        if self._marks_saver is not None:
+            self._marks.put(None)
+            self._marks_saver.join(5)  # the marks of the last deliveries are saved before exit
 
     def _expire_media(self) -> None:
         # On a schedule: media of users who never come back would otherwise wait for the memory cap.
@@ -233,9 +286,13 @@ class WebChannel(ChatChannel):
 
     def _close_streams(self) -> None:
         # Streams write what is left in their outbox, then end.
+        self._closing = True
         with self._lock:
-            self._closing = True
-            waiters = [w for box in self._outboxes.values() for w in box.waiters]
+            boxes = list(self._outboxes.values())
+        waiters = []
+        for box in boxes:
+            with box.lock:
+                waiters.extend(box.waiters)
         self._wake(waiters)
 
     def _wake(self, waiters) -> None:
@@ -249,57 +306,115 @@ class WebChannel(ChatChannel):
                 return
 
     # ------------------------------------------------------------------ outbox
-    def _outbox(self, user_id: str) -> _Outbox:
-        """The user's outbox, created if needed. Call with self._lock held."""
-        box = self._outboxes.get(user_id)
-        if box is None:
-            if len(self._outboxes) >= MAX_USERS:
-                self._evict()
-            box = self._outboxes[user_id] = _Outbox()
-        box.touched = time.monotonic()
+    def _acquire(self, user_id: str, waiter: asyncio.Event | None = None) -> _Outbox:
+        """The user's outbox, created if needed, pinned (or given `waiter`, which keeps it
+        too) so it is not evicted while in use. Pair with _release (not for a waiter)."""
+        with self._lock:
+            box = self._outboxes.get(user_id)
+            if box is None:
+                if len(self._outboxes) >= MAX_USERS:
+                    self._evict()
+                box = self._outboxes[user_id] = _Outbox()
+            box.touched = time.monotonic()
+            if waiter is None:
+                box.pins += 1
+            else:
+                with box.lock:
+                    box.waiters.add(waiter)
         return box
 
+    def _release(self, box: _Outbox) -> None:
+        with self._lock:
+            box.pins -= 1
+
     def _evict(self) -> None:
-        now = time.monotonic()
-        for uid, box in list(self._outboxes.items()):
-            _expire(box, now)
-            if not box.waiters and not box.events and not self.media.has_user(uid):
-                del self._outboxes[uid]
-        if len(self._outboxes) >= MAX_USERS:  # still full: drop the idle least recently used
-            idle = sorted((b.touched, uid) for uid, b in self._outboxes.items() if not b.waiters)
-            for _, uid in idle[: max(1, len(idle) // 10)]:
-                del self._outboxes[uid]
+        """Forget idle outboxes; their records stay in the store. Call with self._lock held."""
+        free = []  # (holds memory-only state, last use, user id) of boxes nobody uses now
+        for uid, box in self._outboxes.items():
+            with box.lock:
+                if not box.pins and not box.waiters:
+                    free.append((bool(box.partials) or self.media.has_user(uid), box.touched, uid))
+        free.sort()
+        drop = [uid for held, _, uid in free if not held]
+        if len(self._outboxes) - len(drop) >= MAX_USERS:  # still full: the least recently used tenth
+            drop += [uid for held, _, uid in free if held][: max(1, len(free) // 10)]
+        for uid in drop:
+            del self._outboxes[uid]
+
+    def _load_record(self, user_id: str, box: _Outbox) -> UserRecord:
+        """The user's record, read from the store. Call with box.write_lock held (the caller
+        may write it back). If the store cannot be read, a detached record that goes on from
+        what this run knows (so ids stay in order for the open streams)."""
+        with box.lock:
+            known = UserRecord(epoch=box.epoch, seq=box.seq, events=list(box.events), detached=True) \
+                if box.loaded else None
+        record = self.journal.load(user_id, known)
+        delivered = None if box.loaded else self.journal.load_delivered(user_id)
+        self._copy_numbering(box, record, delivered)
+        return record
+
+    @staticmethod
+    def _copy_numbering(box: _Outbox, record: UserRecord, delivered: int | None = None) -> None:
+        with box.lock:
+            box.loaded = True
+            box.epoch, box.seq, box.events = record.epoch, record.seq, tuple(record.events)
+            if delivered is not None:
+                box.saved_delivered = min(delivered, record.seq)
+                box.delivered = max(box.delivered, box.saved_delivered)
+
+    def _write(self, user_id: str, items: list[tuple[dict, str | None]], answered: str | None = None,
+               user_entry: dict | None = None) -> list[int]:
+        """Number and keep events (payload, SSE name) and/or a history entry of the user's, and
+        record `answered`: one store write. Then wake the user's open streams. Worker threads only."""
+        box = self._acquire(user_id)
+        try:
+            with box.write_lock:
+                record = self._load_record(user_id, box)
+                now = time.time()
+                if user_entry is not None:
+                    record.history.append(user_entry)
+                seqs = [record.add_event(payload, name, now).seq for payload, name in items]
+                if answered is not None:
+                    record.mark_answered(answered)
+                with box.lock:
+                    delivered = box.delivered
+                dropped = record.trim(now, self.journal.history_size, OUTBOX_MAX, OUTBOX_TTL, delivered)
+                for _ in range(dropped):
+                    logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
+                self.journal.save(user_id, record)
+                self._copy_numbering(box, record)
+                with box.lock:
+                    waiters = list(box.waiters)
+            if items:
+                self._wake(waiters)
+            return seqs
+        finally:
+            self._release(box)
 
     def push(self, user_id: str, rtype: str, content: Any, extra: dict[str, Any] | None = None,
-             event: str | None = None) -> int:
-        """Queue an event for the user and wake the user's open streams. Thread-safe.
+             event: str | None = None, reply_to: str | None = None) -> int:
+        """Number, keep and send one event to the user's open streams. Thread-safe (not for the
+        server's loop: it writes to the store).
 
-        `extra` keys go beside type/content/timestamp. An event with an SSE `event` name
-        (the end of a partial answer) is not kept in the history."""
-        # Made safe here too: whatever a channel method or plugin pushes, the stream can write it.
-        payload = safe_data({"type": rtype, "content": content, "timestamp": time.time(), **(extra or {})})
-        # The history lock keeps an event and its history entry together for /history (which
-        # reads both); the store write happens outside self._lock, which the server's event
-        # loop takes, so a slow disk never stalls the open streams.
-        with self._history_lock:
-            with self._lock:
-                box = self._outbox(user_id)
-                seq = box.next_seq
-                box.next_seq += 1
-                payload["id"] = f"{self._epoch}-{seq}"
-                box.events.append((seq, time.monotonic(), json.dumps(payload, ensure_ascii=False), event))
-                _expire(box, time.monotonic())
-                while len(box.events) > OUTBOX_MAX:
-                    dropped = box.events.popleft()
-                    if dropped[0] > box.delivered:
-                        logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
-                waiters = list(box.waiters)
-            self._wake(waiters)
-            if event is None:
-                self.history.append(user_id, {"role": "bot", **payload})
-        return seq
+        `extra` keys go beside type/content/timestamp/reply_to. An event with an SSE `event`
+        name (the end of a partial answer) is not kept in the history."""
+        return self._write(user_id, [(_payload(rtype, content, extra, reply_to), event)])[0]
+
+    def already_answered(self, context: Context) -> bool:
+        """True when the message of `context` was answered to the end (its final event is in
+        the store): a message resumed after a crash is then not answered twice."""
+        user_id, msg_id = context.get("receiver"), _msg_id(context)
+        if not user_id or not msg_id:
+            return False
+        box = self._acquire(user_id)
+        try:
+            with box.write_lock:
+                return self._load_record(user_id, box).is_answered(msg_id)
+        finally:
+            self._release(box)
 
     def _store_media(self, user_id: str, media: Media) -> str:
+        # Media stay in memory only: after a restart the link answers 404 ("it may have expired").
         return f"/media/{url_part(user_id)}/{self.media.put(user_id, media)}"
 
     # ------------------------------------------------------------------ sending
@@ -318,14 +433,13 @@ class WebChannel(ChatChannel):
             mime = _sniff_image(data)
             try:
                 content = self._store_media(user_id, Media(data, None, mime, "image"))
+                extra = {"url": content, "name": "image", "mime": mime}
             except MediaTooLarge as e:
                 logger.warning(f"[web] image for {for_log(user_id)} not kept: {e}")
                 megabytes = len(data) / (1024 * 1024)
-                text = (f"图片太大（{megabytes:.1f} MB），无法在这里显示。" if is_chinese(str(context.content))
-                        else f"The image is too large to show here ({megabytes:.1f} MB).")
-                self.push(user_id, "INFO", text)
-                return
-            extra = {"url": content, "name": "image", "mime": mime}
+                rtype = "INFO"  # said instead, in the image's place among the message's events
+                content = (f"图片太大（{megabytes:.1f} MB），无法在这里显示。" if is_chinese(str(context.content))
+                           else f"The image is too large to show here ({megabytes:.1f} MB).")
         elif reply.type in (ReplyType.FILE, ReplyType.VIDEO):
             path = str(content)
             if not os.path.isfile(path):
@@ -341,7 +455,87 @@ class WebChannel(ChatChannel):
             stream_id = self._take_partial(user_id, context)
             if stream_id is not None:
                 extra = {"stream": stream_id}
-        self.push(user_id, rtype, content, extra)
+        payload = _payload(rtype, content, extra, _msg_id(context))
+        with self._handling_cv:
+            handling = self._handling.get(id(context))
+        if handling is None or handling.context is not context or handling.user_id != user_id:
+            self._write(user_id, [(payload, None)])  # not from a handling (a plugin's thread, a busy reply)
+            return
+        with handling.lock:
+            # Held until we know whether it ends the handling; the one held before goes now.
+            earlier, handling.held, handling.held_since = handling.held, (payload, None), time.monotonic()
+            if earlier is not None:
+                self._write(user_id, [earlier])
+        with self._handling_cv:
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_held, name="web-held-flusher", daemon=True)
+                self._flusher.start()
+            self._handling_cv.notify()
+
+    def _flush_held(self) -> None:
+        """Sends the events held longer than HOLD_MAX as they are: a "please wait" a plugin sends
+        before slow work is not kept until the work is done. One thread for the channel."""
+        while True:
+            with self._handling_cv:
+                if self._stopped.is_set():
+                    return
+                now = time.monotonic()
+                held = [h for h in self._handling.values() if h.held is not None]
+                due = [h for h in held if now - h.held_since >= HOLD_MAX]
+                if not due:
+                    self._handling_cv.wait(min((HOLD_MAX - (now - h.held_since) for h in held), default=None))
+                    continue
+            for handling in due:
+                with handling.lock:  # re-checked: the handling may have sent or ended meanwhile
+                    if handling.held is None or time.monotonic() - handling.held_since < HOLD_MAX:
+                        continue
+                    item, handling.held = handling.held, None
+                    try:
+                        self._write(handling.user_id, [item])
+                    except Exception:
+                        logger.exception(f"[web] a reply to {for_log(handling.user_id)} could not be written")
+
+    def _handle(self, context: Context) -> None:
+        user_id = context.get("receiver") if context is not None else None
+        if not user_id:
+            super()._handle(context)
+            return
+        handling = _Handling(context, user_id, _msg_id(context))
+        with self._handling_cv:
+            self._handling[id(context)] = handling
+        try:
+            super()._handle(context)
+        finally:
+            with self._handling_cv:
+                self._handling.pop(id(context), None)
+            self._finish(handling)
+
+    def _finish(self, handling: _Handling) -> None:
+        """The end of a message's handling, in one store write: partial answers that got no
+        final text are withdrawn, the last event goes out with `final: true` (an END event
+        when none is held), and the message is recorded as answered."""
+        user_id, msg_id = handling.user_id, handling.msg_id
+        box = self._acquire(user_id)
+        try:
+            with box.lock:
+                left = [sid for sid, p in box.partials.items() if p.owner is handling.context]
+                for stream_id in left:
+                    del box.partials[stream_id]
+        finally:
+            self._release(box)
+        items = [(_payload("TEXT_PARTIAL", "", {"stream": sid, "done": True}, msg_id), PARTIAL_EVENT) for sid in left]
+        with handling.lock:
+            held, handling.held = handling.held, None
+            if held is not None:
+                payload, name = held
+                payload["final"] = True
+                items.append((payload, name))
+            else:  # nothing sent, or what was sent went out already: the page still learns it is done
+                items.append((_payload("END", "", {"final": True}, msg_id), END_EVENT))
+            try:
+                self._write(user_id, items, answered=msg_id)
+            except Exception:
+                logger.exception(f"[web] the end of a message of {for_log(user_id)} could not be written")
 
     # ------------------------------------------------------------------ partial answers
     def can_show_partial(self, context: Context) -> bool:
@@ -351,46 +545,32 @@ class WebChannel(ChatChannel):
         user_id = context.get("receiver")
         if not user_id:
             return
-        with self._lock:
-            box = self._outbox(user_id)
-            partial = box.partials.get(stream_id)
-            if partial is None:
-                partial = box.partials[stream_id] = _Partial(owner=context)
-            if not text.startswith(partial.text):
-                partial.generation += 1
-            partial.text = text
-            waiters = list(box.waiters)
+        box = self._acquire(user_id)
+        try:
+            with box.lock:
+                partial = box.partials.get(stream_id)
+                if partial is None:
+                    partial = box.partials[stream_id] = _Partial(owner=context, reply_to=_msg_id(context))
+                if not text.startswith(partial.text):
+                    partial.generation += 1
+                partial.text = text
+                waiters = list(box.waiters)
+        finally:
+            self._release(box)
         self._wake(waiters)
 
     def _take_partial(self, user_id: str, context: Context) -> str | None:
         """The oldest answer this context is showing, which the TEXT being sent completes."""
-        with self._lock:
-            box = self._outbox(user_id)
-            for stream_id, partial in box.partials.items():
-                if partial.owner is context:
-                    del box.partials[stream_id]
-                    return stream_id
-        return None
-
-    def _handle(self, context: Context) -> None:
+        box = self._acquire(user_id)
         try:
-            super()._handle(context)
+            with box.lock:
+                for stream_id, partial in box.partials.items():
+                    if partial.owner is context:
+                        del box.partials[stream_id]
+                        return stream_id
         finally:
-            self._withdraw_partials(context)
-
-    def _withdraw_partials(self, context: Context) -> None:
-        """Answers shown growing that got no final text (a plugin swallowed the reply, the
-        bot failed) are taken off the page."""
-        user_id = context.get("receiver") if context is not None else None
-        if not user_id:
-            return
-        with self._lock:
-            box = self._outboxes.get(user_id)
-            left = [sid for sid, p in box.partials.items() if p.owner is context] if box is not None else []
-            for stream_id in left:
-                del box.partials[stream_id]
-        for stream_id in left:
-            self.push(user_id, "TEXT_PARTIAL", "", {"stream": stream_id, "done": True}, event=PARTIAL_EVENT)
+            self._release(box)
+        return None
 
     # ------------------------------------------------------------------ auth
     def _password(self) -> str:
@@ -492,8 +672,6 @@ class WebChannel(ChatChannel):
 
     def _take(self, user_id: str, message: str, msg_id: str, source: str = "") -> bool | None:
         """Compose and queue. None when the rules (or a duplicate id) drop the message."""
-        with self._lock:
-            self._outbox(user_id)
         msg = WebMessage(msg_id, message, user_id)
         context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
@@ -502,8 +680,8 @@ class WebChannel(ChatChannel):
             context["source"] = source  # where it came from: #auth counts guesses per source too
         # Before it is queued, so the question comes before its answer in the history; a
         # password given with #auth (or a key) is not kept there.
-        self.history.append(user_id, {"role": "user", "type": "TEXT", "content": mask_command(message),
-                                      "timestamp": time.time(), "msg_id": msg_id})
+        self._write(user_id, [], user_entry={"role": "user", "type": "TEXT", "content": mask_command(message),
+                                             "timestamp": time.time(), "msg_id": msg_id})
         return self.produce(context)
 
     def _path_user(self, request: Request) -> tuple[str | None, Response | None]:
@@ -521,16 +699,25 @@ class WebChannel(ChatChannel):
         if self._closing:
             return json_error(503, "the service is stopping")
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
-        after = self._parse_last_id(last)
         event = asyncio.Event()
-        with self._lock:
-            box = self._outbox(user_id)
-            box.waiters.add(event)
+        # The outbox keeps the waiter from here on; the stream's end takes it away. Loading the
+        # record reads the store: not on the loop.
+        box, after = await run_in_threadpool(self._open_stream, user_id, last, event)
         return StreamingResponse(
             self._stream(user_id, box, event, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    def _open_stream(self, user_id: str, last: str, event: asyncio.Event) -> tuple[_Outbox, int | None]:
+        box = self._acquire(user_id, waiter=event)
+        with box.write_lock:
+            record = self._load_record(user_id, box)
+            after = _after_seq(last, record)
+        if after == 0 and last.strip():
+            logger.info(f"[web] {for_log(user_id)} reconnected with an id of another epoch or none we know "
+                        f"({for_log(last[:80])}): sending every event kept")
+        return box, after
 
     async def _history(self, request: Request) -> Response:
         user_id, refused = self._path_user(request)
@@ -544,18 +731,50 @@ class WebChannel(ChatChannel):
                             headers={"Cache-Control": "no-store"})
 
     def _history_snapshot(self, user_id: str) -> tuple[list[dict], str]:
-        with self._history_lock:  # no event is between its outbox and its history entry
-            with self._lock:
-                box = self._outboxes.get(user_id)
-                last_seq = box.next_seq - 1 if box is not None else 0
-            entries = self.history.entries(user_id)
-        return entries, (f"{self._epoch}-{last_seq}" if last_seq > 0 else "")
+        box = self._acquire(user_id)
+        try:
+            with box.write_lock:  # entries and their last id come from one version of the record
+                record = self._load_record(user_id, box)
+                entries = [dict(e) for e in record.history]
+                # With no history kept, the page has shown nothing: let the stream send what is waiting.
+                last_id = record.event_id(record.seq) if record.seq > 0 and self.journal.history_size > 0 else ""
+        finally:
+            self._release(box)
+        return entries, last_id
 
-    def _parse_last_id(self, text: str) -> int | None:
-        epoch, _, seq = text.strip().partition("-")
-        if epoch == self._epoch and seq.isdigit():
-            return int(seq)
-        return None  # none, or from an earlier run: send what was never delivered
+    def _save_marks(self) -> None:
+        """Saves what streams wrote to their connections (see _save_delivered), one write per
+        user for a burst of deliveries: waits MARKS_DELAY after the first. One thread."""
+        while True:
+            first = self._marks.get()
+            if first is None:
+                return
+            time.sleep(MARKS_DELAY)
+            pending = dict([first])
+            while True:
+                try:
+                    item = self._marks.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._marks.put(None)  # stop after this round
+                    break
+                pending[item[0]] = item[1]
+            for user_id, box in pending.items():
+                try:
+                    self._save_delivered(user_id, box)
+                except Exception:
+                    logger.exception(f"[web] the delivery mark of {for_log(user_id)} could not be saved")
+
+    def _save_delivered(self, user_id: str, box: _Outbox) -> None:
+        """Remember in the store what was written to a connection, for a client that names no
+        last id after a restart."""
+        with box.write_lock:
+            with box.lock:
+                seq = box.delivered if box.delivered > box.saved_delivered else None
+            if seq is not None and self.journal.save_delivered(user_id, seq):
+                with box.lock:
+                    box.saved_delivered = max(box.saved_delivered, seq)
 
     async def _stream(self, user_id: str, box: _Outbox, event: asyncio.Event, after: int | None):
         shown: dict[str, tuple[int, int]] = {}  # stream id -> (generation, length) written here
@@ -564,21 +783,24 @@ class WebChannel(ChatChannel):
             cursor = after
             while True:
                 event.clear()
-                with self._lock:
-                    _expire(box, time.monotonic())
+                with box.lock:
+                    epoch = box.epoch
                     start = box.delivered if cursor is None else cursor
-                    ready = [(seq, text, name) for seq, _, text, name in box.events if seq > start]
-                    if ready:
-                        box.delivered = max(box.delivered, ready[-1][0])
+                    ready = [e for e in box.events if e.seq > start]  # bounded when written (UserRecord.trim)
+                    newly_delivered = ready and ready[-1].seq > box.delivered
+                    if newly_delivered:
+                        box.delivered = ready[-1].seq
                     partials = _partial_updates(box, shown)
                     closing = self._closing
                 if ready or partials:
                     if ready:
-                        cursor = ready[-1][0]
+                        cursor = ready[-1].seq
                     # safe_text: one event that cannot be encoded must not end the stream (and with it
                     # every later reply of the user, already counted as delivered).
-                    yield safe_text("".join(_sse_block(f"{self._epoch}-{seq}", name, text) for seq, text, name in ready) +
+                    yield safe_text("".join(_sse_block(f"{epoch}-{e.seq}", e.name, e.text) for e in ready) +
                                     "".join(_sse_block(None, PARTIAL_EVENT, text) for text in partials))
+                    if newly_delivered:
+                        self._marks.put((user_id, box))  # saved by _save_marks, off the loop
                     continue
                 if closing:
                     return
@@ -587,7 +809,7 @@ class WebChannel(ChatChannel):
                 except asyncio.TimeoutError:
                     yield ": keepalive\n\n"
         finally:
-            with self._lock:
+            with box.lock:
                 box.waiters.discard(event)
 
     async def _media(self, request: Request) -> Response:
@@ -614,9 +836,34 @@ _PAGE_HEADERS = {
 }
 
 
-def _expire(box: _Outbox, now: float) -> None:
-    while box.events and now - box.events[0][1] > OUTBOX_TTL:
-        box.events.popleft()
+def _msg_id(context: Context | None) -> str | None:
+    """The id of the message a context answers (None for a context made without one)."""
+    msg = context.get("msg") if context is not None else None
+    msg_id = getattr(msg, "msg_id", None)
+    return str(msg_id) if msg_id not in (None, "") else None
+
+
+def _payload(rtype: str, content: Any, extra: dict[str, Any] | None, reply_to: str | None) -> dict[str, Any]:
+    # Made safe here: whatever a channel method or plugin sends, the stream can write it.
+    return safe_data({"type": rtype, "content": content, "timestamp": time.time(), "reply_to": reply_to, **(extra or {})})
+
+
+_EVENT_ID = re.compile(r"([0-9a-f]{1,32})-([0-9]{1,18})")
+
+
+def _after_seq(last: str, record: UserRecord) -> int | None:
+    """Where a stream starts, from the client's last event id: after that seq; None (no id:
+    after what was written to some connection); 0 (every event kept) when the client's place
+    cannot be known, since losing answers is worse than a repeat (the page skips what it showed):
+    an id that is malformed, from another epoch (the record was lost or expired, or the id is not
+    ours), or ahead of the record (the store was restored from a backup: its numbers are reused)."""
+    text = last.strip()
+    if not text:
+        return None
+    match = _EVENT_ID.fullmatch(text)
+    if match is None or match.group(1) != record.epoch or int(match.group(2)) > record.seq:
+        return 0
+    return int(match.group(2))
 
 
 def _sniff_image(data: bytes) -> str:
@@ -688,7 +935,8 @@ def _partial_updates(box: _Outbox, shown: dict[str, tuple[int, int]]) -> list[st
         offset = length if generation == partial.generation else 0
         shown[stream_id] = (partial.generation, len(partial.text))
         updates.append(json.dumps({"type": "TEXT_PARTIAL", "stream": stream_id, "offset": offset,
-                                   "delta": partial.text[offset:], "timestamp": time.time()}, ensure_ascii=False))
+                                   "delta": partial.text[offset:], "timestamp": time.time(),
+                                   "reply_to": partial.reply_to}, ensure_ascii=False))
     for stream_id in [sid for sid in shown if sid not in box.partials]:
         del shown[stream_id]
     return updates

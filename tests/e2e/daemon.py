@@ -199,13 +199,14 @@ def wait_healthy(base: str, timeout: float = 20) -> dict:
 
 
 @contextlib.contextmanager
-def web_daemon(folder, *, preexec_fn=None, **settings):
+def web_daemon(folder, port: int | None = None, *, preexec_fn=None, **settings):
     """`python app.py` with the web channel, the Dify bot and a Dify simulator, once healthy:
-    yields (daemon, server, port, base_url, health). `preexec_fn` runs in the child before
+    yields (daemon, server, port, base_url, health). `port`: the web port (default: a free one),
+    for a restart that an open page must find again. `preexec_fn` runs in the child before
     it starts (POSIX)."""
     from sandbox.dify_server import DifyServer
 
-    port = free_port()
+    port = port or free_port()
     with DifyServer(api_key="app-test", mode="chat") as server:
         config = write_config(
             folder, channel_type="web", web_port=port, bot_type="", model="dify",

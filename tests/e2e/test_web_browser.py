@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.daemon import web_daemon
+from tests.e2e.daemon import free_port, web_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -246,3 +246,40 @@ def test_a_password_in_any_script_is_accepted_by_the_page(tmp_path, browser):
         )
         ask(browser, "behind a password")
         WebDriverWait(browser, 15).until(lambda d: "echo: behind a password" in bot_texts(d))
+
+
+def wait_state(driver, state: str, timeout: float = 20) -> None:
+    WebDriverWait(driver, timeout).until(lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == state)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="kill -9")
+def test_an_open_page_across_kills_and_a_restored_backup_shows_each_answer_once(browser, tmp_path):
+    port = free_port()
+    with web_daemon(tmp_path, port=port) as (daemon, server, port, base, health):
+        open_chat(browser, base, "phoenix")
+        ask(browser, "one")
+        WebDriverWait(browser, 15).until(lambda d: bot_texts(d) == ["echo: one"])
+        daemon.kill()
+    wait_state(browser, "connecting")
+    backup = tmp_path / "backup"
+    shutil.copytree(tmp_path / "data", backup)
+    # The page stays open; its stream reconnects by itself, naming the last event it showed.
+    with web_daemon(tmp_path, port=port) as (daemon, server, port, base, health):
+        wait_state(browser, "open")
+        ask(browser, "two")
+        WebDriverWait(browser, 15).until(lambda d: "echo: two" in bot_texts(d))
+        ask(browser, "three")
+        WebDriverWait(browser, 15).until(lambda d: "echo: three" in bot_texts(d))
+        daemon.kill()
+    wait_state(browser, "connecting")
+    # The state store goes back to the backup: it numbers the next answers with ids the page
+    # has shown already, and the page's last id is ahead of it, so everything kept is sent again.
+    shutil.rmtree(tmp_path / "data")
+    shutil.copytree(backup, tmp_path / "data")
+    with web_daemon(tmp_path, port=port) as (daemon, server, port, base, health):
+        wait_state(browser, "open")
+        ask(browser, "four")
+        WebDriverWait(browser, 15).until(lambda d: "echo: four" in bot_texts(d))
+        time.sleep(0.5)  # room for a repeat to show up
+        assert bot_texts(browser) == ["echo: one", "echo: two", "echo: three", "echo: four"]
+        assert user_texts(browser) == ["one", "two", "three", "four"]

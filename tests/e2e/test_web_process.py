@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 class SSE:
     """A raw-socket SSE client. Events land in queues as dicts {"id", "data"}: `events`
     gets the unnamed ones (what an EventSource `onmessage` handler, i.e. a front end
-    written for the original, sees), `partials` the ones named "partial"."""
+    written for the original, sees), `partials` the ones named "partial", `named` the
+    ones with any other name."""
 
     def __init__(self, port: int, user: str, last_id: str | None = None, read: bool = True):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -33,6 +34,7 @@ class SSE:
         )
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.partials: "queue.Queue[dict]" = queue.Queue()
+        self.named: "queue.Queue[dict]" = queue.Queue()
         self.status: int | None = None
         self.opened = threading.Event()
         if read:
@@ -73,7 +75,8 @@ class SSE:
                         elif line.startswith("data: "):
                             event["data"] = json.loads(line[6:])
                     if "data" in event:
-                        (self.partials if event.get("event") == "partial" else self.events).put(event)
+                        name = event.get("event")
+                        (self.events if name is None else self.partials if name == "partial" else self.named).put(event)
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     return
@@ -476,26 +479,34 @@ def test_outbox_is_bounded_and_media_is_served(settings, logs, tmp_path):
 def test_history_is_bounded_and_a_withdrawn_partial_answer_leaves_the_page(settings):
     from bridge.context import Context, ContextType
     from bridge.reply import Reply, ReplyType
-    from channel.web.history import WebHistory
+    from channel.web.history import WebJournal
     from common.store import MemoryStore
 
     with running_channel(settings) as channel:
-        channel.history = WebHistory(MemoryStore(), 3)
+        channel.journal = WebJournal(MemoryStore(), 3)
         context = Context(ContextType.TEXT, "q")
         context["receiver"] = "walt"
         for i in range(5):
             channel.send(Reply(ReplyType.TEXT, f"answer {i}"), context)
-        assert [e["content"] for e in channel.history.entries("walt")] == ["answer 2", "answer 3", "answer 4"]
+        history = httpx.get(channel.server.base_url + "/history/walt").json()
+        assert [e["content"] for e in history["messages"]] == ["answer 2", "answer 3", "answer 4"]
 
-        stream = SSE(channel.server.port, "walt", last_id=f"{channel._epoch}-5")
+        stream = SSE(channel.server.port, "walt", last_id=history["last_event_id"])
         assert stream.opened.wait(5)
-        channel.show_partial(context, "s1", "never fin")
+        # Handling a message whose bot showed part of an answer, then sent nothing (an empty
+        # context ends at once): the part is withdrawn and the page told the message is done.
+        unanswered = Context(ContextType.TEXT, "")
+        unanswered["receiver"] = "walt"
+        channel.show_partial(unanswered, "s1", "never fin")
         assert stream.partials.get(timeout=5)["data"]["delta"] == "never fin"
-        channel._withdraw_partials(context)  # the context is done and no final text came
+        channel._handle(unanswered)
         gone = stream.partials.get(timeout=5)["data"]
         assert gone["stream"] == "s1" and gone["done"] is True
+        end = stream.named.get(timeout=5)
+        assert end["event"] == "end" and end["data"]["final"] is True
         assert stream.none_within(0.3)  # an old front end sees nothing of it
-        assert [e["content"] for e in channel.history.entries("walt")][-1] == "answer 4"
+        history = httpx.get(channel.server.base_url + "/history/walt").json()
+        assert [e["content"] for e in history["messages"]][-1] == "answer 4"
         stream.close()
 
 

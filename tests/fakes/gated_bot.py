@@ -68,3 +68,20 @@ class FileGatedBot(Bot):
             while not os.path.exists(gate) and time.monotonic() < deadline:
                 time.sleep(0.02)
         return Reply(ReplyType.TEXT, "echo: " + query)
+
+
+class PartThenGateBot(Bot):
+    """Sends "part: <query>" at once through the channel (as a bot sends the first parts of a
+    long answer), then waits at `gate` and answers "echo: <query>". A query "quiet" gets no
+    answer at all after its part."""
+
+    gate = threading.Event()
+    started = threading.Event()
+
+    def reply(self, query, context=None):
+        cls = type(self)
+        context["channel"].deliver(context, Reply(ReplyType.TEXT, "part: " + query))
+        cls.started.set()
+        if not cls.gate.wait(10):
+            raise TimeoutError("gate never opened")
+        return Reply(ReplyType.TEXT, "" if query == "quiet" else "echo: " + query)

@@ -246,6 +246,22 @@
   var retryDelay = 1000;
   var retryTimer = null;
   var lastEventId = ""; // of the newest event shown: a new stream starts after it
+  // Events shown (history included), by id and time. A replay from an id the server cannot
+  // place repeats some: shown once. The time is in the key because a state store restored from
+  // a backup numbers new events with ids already used.
+  var shownIds = {};
+  var shownOrder = [];
+  var MAX_SHOWN = 2000;
+  function firstTime(data) {
+    if (!data || typeof data.id !== "string") { return true; }
+    var id = data.id + "|" + String(data.timestamp);
+    if (Object.prototype.hasOwnProperty.call(shownIds, id)) { return false; }
+    shownIds[id] = true;
+    shownOrder.push(id);
+    if (shownOrder.length > MAX_SHOWN) { delete shownIds[shownOrder.shift()]; }
+    return true;
+  }
+  function forgetShown() { shownIds = {}; shownOrder = []; }
   var historyShown = false;
   // Each connect() gets a number; a slower one that a later call overtook (a double click
   // on "New chat", the online event during a retry) stops instead of opening a second
@@ -261,7 +277,8 @@
       if (data.status !== "success") { return; }
       log.textContent = "";
       (data.messages || []).forEach(function (entry) {
-        if (entry.role === "user") { showUser(String(entry.content)); } else { showBot(entry); }
+        if (entry.role === "user") { showUser(String(entry.content)); return; }
+        if (firstTime(entry)) { showBot(entry); }
       });
       lastEventId = data.last_event_id || "";
     }).catch(function () { /* the live stream still works */ }).then(function () { historyShown = true; });
@@ -287,20 +304,23 @@
       var es = new EventSource(userPath("/sse/") + (query.length ? "?" + query.join("&") : ""));
       source = es;
       es.onopen = function () { retryDelay = 1000; setStatus("open", "connected"); };
-      es.onmessage = function (event) {
-        // No repeats to filter: a reconnect names the last id it saw (Last-Event-ID, or
-        // last_event_id) and the server sends only what came after it.
-        if (event.lastEventId) { lastEventId = event.lastEventId; }
-        var data;
-        try { data = JSON.parse(event.data); } catch (e) { return; }
-        onFinal(data);
-      };
-      es.addEventListener("partial", function (event) {
-        if (event.lastEventId) { lastEventId = event.lastEventId; }
-        var data;
-        try { data = JSON.parse(event.data); } catch (e) { return; }
-        onPartial(data);
-      });
+      // A reconnect names the last id it saw (Last-Event-ID, or last_event_id) and the server
+      // sends what came after it; an id already shown is still skipped (see firstTime). The id
+      // is read from the data: `event.lastEventId` stays set on the events that have none (the
+      // growing answer's).
+      function handler(show) {
+        return function (event) {
+          if (event.lastEventId) { lastEventId = event.lastEventId; }
+          var data;
+          try { data = JSON.parse(event.data); } catch (e) { return; }
+          if (!firstTime(data)) { return; }
+          show(data);
+        };
+      }
+      es.onmessage = handler(onFinal);
+      es.addEventListener("partial", handler(onPartial));
+      // The message was handled and no answer comes (a plugin kept it).
+      es.addEventListener("end", handler(function () { hideTyping(); }));
       es.onerror = function () {
         // EventSource retries by itself (sending Last-Event-ID) unless the server refused it.
         if (es.readyState === EventSource.CLOSED) { scheduleReconnect(); }
@@ -364,6 +384,7 @@
     userId = randomId("u_");
     setItem(local, USER_KEY, userId);
     lastEventId = "";
+    forgetShown();
     historyShown = false;
     streams = {};
     log.textContent = "";
