@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from common.store.base import StateStore, StoreError
+from common.store.base import DedupKey, InboxItem, StateStore, StoreError
 from common.store.memory_store import MemoryStore
 from common.store.pickle_import import import_user_datas_pickle
 from common.store.sqlite_store import SQLiteStore
@@ -18,6 +18,8 @@ STORE_KINDS = ("sqlite", "memory")
 __all__ = [
     "STATE_DB_NAME",
     "STORE_KINDS",
+    "DedupKey",
+    "InboxItem",
     "MemoryStore",
     "SQLiteStore",
     "StateStore",

@@ -9,9 +9,30 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable
 
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A message a channel accepted and has not finished handling (see StateStore.inbox_add)."""
+
+    id: int
+    channel: str
+    session: str
+    record: Any
+    created: float
+
+
+@dataclass(frozen=True)
+class DedupKey:
+    """The dedup key written together with an inbox item (StateStore.seen's arguments)."""
+
+    namespace: str
+    key: str
+    ttl: float
 
 
 class StoreError(Exception):
@@ -105,6 +126,34 @@ class StateStore(ABC):
     @abstractmethod
     def seen(self, namespace: str, key: str, ttl: float) -> bool:
         """Atomically: True if ``key`` is recorded and live, else record it for ``ttl`` s and return False."""
+
+    @abstractmethod
+    def is_seen(self, namespace: str, key: str) -> bool:
+        """True if ``key`` is recorded and live; records nothing (the write comes with inbox_add)."""
+
+    # -- inbox: accepted messages not yet handled ---------------------------
+    # A channel stores each message it accepts here before it acknowledges it and deletes
+    # it once the message is answered, so a crash or a stop with a backlog loses nothing:
+    # the next start answers what is left, in id (= acceptance) order.
+    @abstractmethod
+    def inbox_add(self, channel: str, session: str, record: Any, dedup: DedupKey | None = None) -> int | None:
+        """Store ``record`` for ``channel``; returns its id, ids growing in the order of the calls.
+
+        With ``dedup``, the key is recorded in the same transaction (as ``seen`` would) and
+        None is returned, nothing stored, when the key is live already: a message id counts
+        as seen only once its message is safely in the inbox."""
+
+    @abstractmethod
+    def inbox_done(self, item_id: int) -> bool:
+        """Delete an inbox item; True if it was there."""
+
+    @abstractmethod
+    def inbox_items(self, channel: str) -> list[InboxItem]:
+        """The channel's inbox items, oldest first."""
+
+    @abstractmethod
+    def inbox_count(self, channel: str | None = None) -> int:
+        """How many inbox items ``channel`` has (all channels when None)."""
 
     # -- pending queue per key ---------------------------------------------
     @abstractmethod

@@ -12,6 +12,8 @@ from typing import Any
 
 from common.store.base import (
     Clock,
+    DedupKey,
+    InboxItem,
     StateStore,
     StoreError,
     check_key,
@@ -32,6 +34,9 @@ class MemoryStore(StateStore):
         self._kv: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._seen: dict[tuple[str, str], float] = {}
         self._queues: dict[tuple[str, str], list[str]] = {}
+        # id -> (channel, session, json text, created); dicts keep insertion (= id) order.
+        self._inbox: dict[int, tuple[str, str, str, float]] = {}
+        self._inbox_next = 1
 
     def _check_open(self) -> None:
         if self._closed:
@@ -123,6 +128,56 @@ class MemoryStore(StateStore):
                 return True
             self._seen[(namespace, key)] = now + ttl
             return False
+
+    def is_seen(self, namespace: str, key: str) -> bool:
+        check_key("namespace", namespace)
+        check_key("key", key)
+        with self._lock:
+            self._check_open()
+            expires_at = self._seen.get((namespace, key))
+            return expires_at is not None and self._clock() < expires_at
+
+    # -- inbox ------------------------------------------------------------------------
+    def inbox_add(self, channel: str, session: str, record: Any, dedup: DedupKey | None = None) -> int | None:
+        check_key("channel", channel)
+        check_key("session", session)
+        if dedup is not None:
+            check_key("namespace", dedup.namespace)
+            check_key("key", dedup.key)
+            check_ttl(dedup.ttl, required=True)
+        text = encode(record)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            if dedup is not None:
+                expires_at = self._seen.get((dedup.namespace, dedup.key))
+                if expires_at is not None and now < expires_at:
+                    return None
+                self._seen[(dedup.namespace, dedup.key)] = now + dedup.ttl
+            item_id = self._inbox_next
+            self._inbox_next += 1
+            self._inbox[item_id] = (channel, session, text, now)
+            return item_id
+
+    def inbox_done(self, item_id: int) -> bool:
+        with self._lock:
+            self._check_open()
+            return self._inbox.pop(int(item_id), None) is not None
+
+    def inbox_items(self, channel: str) -> list[InboxItem]:
+        check_key("channel", channel)
+        with self._lock:
+            self._check_open()
+            return [
+                InboxItem(item_id, ch, session, decode(text), created)
+                for item_id, (ch, session, text, created) in self._inbox.items()
+                if ch == channel
+            ]
+
+    def inbox_count(self, channel: str | None = None) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for ch, *_ in self._inbox.values() if channel is None or ch == channel)
 
     # -- queues ---------------------------------------------------------------------
     def push(self, namespace: str, key: str, value: Any) -> None:

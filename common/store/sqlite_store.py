@@ -30,6 +30,8 @@ from typing import Any, Iterator
 from common.log import logger
 from common.store.base import (
     Clock,
+    DedupKey,
+    InboxItem,
     StateStore,
     StoreError,
     check_key,
@@ -39,7 +41,7 @@ from common.store.base import (
     encode_users,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 # Another process (a second instance, a backup tool) may hold the write lock
 # briefly; wait for it rather than fail the user's message.
@@ -74,7 +76,20 @@ _SCHEMA_V1 = (
     )""",
     "CREATE INDEX queue_key ON queue (namespace, key, id)",
 )
-_OUR_TABLES = {"user_data", "kv", "seen", "queue"}
+# v2: the inbox of accepted messages not yet answered. AUTOINCREMENT: an id is never
+# reused, even after the newest item is deleted, so id order stays acceptance order
+# across restarts.
+_SCHEMA_V2 = (
+    """CREATE TABLE inbox (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        session TEXT NOT NULL,
+        record  TEXT NOT NULL,
+        created REAL NOT NULL
+    )""",
+    "CREATE INDEX inbox_channel ON inbox (channel, id)",
+)
+_OUR_TABLES = {"user_data", "kv", "seen", "queue", "inbox"}
 
 
 def check_not_truncated(path: str) -> None:
@@ -199,6 +214,9 @@ class SQLiteStore(StateStore):
                         f"{', '.join(sorted(tables))}). Point appdata_dir elsewhere or move the file aside."
                     )
                 for statement in _SCHEMA_V1:
+                    conn.execute(statement)
+            if version < 2:
+                for statement in _SCHEMA_V2:
                     conn.execute(statement)
             # Later schema versions add their steps here, one `if version < N` each.
             # PRAGMA user_version is transactional, so the schema and its
@@ -340,6 +358,63 @@ class SQLiteStore(StateStore):
                 (namespace, key, now + ttl, now),
             )
             return cursor.rowcount == 0
+
+    def is_seen(self, namespace: str, key: str) -> bool:
+        check_key("namespace", namespace)
+        check_key("key", key)
+        with self._locked("is_seen") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM seen WHERE namespace = ? AND key = ? AND expires_at > ?",
+                (namespace, key, self._clock()),
+            ).fetchone()
+        return row is not None
+
+    # -- inbox --------------------------------------------------------------------------
+    def inbox_add(self, channel: str, session: str, record: Any, dedup: DedupKey | None = None) -> int | None:
+        check_key("channel", channel)
+        check_key("session", session)
+        if dedup is not None:
+            check_key("namespace", dedup.namespace)
+            check_key("key", dedup.key)
+            check_ttl(dedup.ttl, required=True)
+        text = encode(record)
+        # One transaction: the dedup key exists exactly when its message is in the inbox (or
+        # was answered), so a crash between the two can never leave a key that blocks a retry.
+        with self._write("inbox_add") as conn:
+            now = self._clock()
+            if dedup is not None:
+                cursor = conn.execute(
+                    "INSERT INTO seen (namespace, key, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at "
+                    "WHERE seen.expires_at <= ?",
+                    (dedup.namespace, dedup.key, now + dedup.ttl, now),
+                )
+                if cursor.rowcount == 0:
+                    return None
+            cursor = conn.execute(
+                "INSERT INTO inbox (channel, session, record, created) VALUES (?, ?, ?, ?)",
+                (channel, session, text, now),
+            )
+            return int(cursor.lastrowid)
+
+    def inbox_done(self, item_id: int) -> bool:
+        with self._locked("inbox_done") as conn:
+            return conn.execute("DELETE FROM inbox WHERE id = ?", (int(item_id),)).rowcount > 0
+
+    def inbox_items(self, channel: str) -> list[InboxItem]:
+        check_key("channel", channel)
+        with self._locked("inbox_items") as conn:
+            rows = conn.execute(
+                "SELECT id, session, record, created FROM inbox WHERE channel = ? ORDER BY id", (channel,)
+            ).fetchall()
+        return [InboxItem(item_id, channel, session, decode(record), created) for item_id, session, record, created in rows]
+
+    def inbox_count(self, channel: str | None = None) -> int:
+        with self._locked("inbox_count") as conn:
+            if channel is None:
+                return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+            check_key("channel", channel)
+            return conn.execute("SELECT COUNT(*) FROM inbox WHERE channel = ?", (channel,)).fetchone()[0]
 
     # -- queues -------------------------------------------------------------------------
     def push(self, namespace: str, key: str, value: Any) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.fakes.clock import FakeClock
 from common.store import (
+    DedupKey,
     MemoryStore,
     SQLiteStore,
     StateStore,
@@ -224,6 +225,73 @@ def test_seen_race_across_connections(tmp_path: Path) -> None:
         assert results.count(False) == 1 and len(results) == 16
 
 
+# -- inbox -------------------------------------------------------------------------------
+
+def test_inbox_roundtrip_and_order(store: StateStore) -> None:
+    assert store.inbox_items("web") == [] and store.inbox_count() == 0
+    ids = [store.inbox_add("web", f"s{i % 2}", {"n": i}) for i in range(4)]
+    other = store.inbox_add("terminal", "s0", "x")
+    assert ids == sorted(ids) and len(set(ids + [other])) == 5
+    assert [(i.id, i.session, i.record) for i in store.inbox_items("web")] == [
+        (ids[n], f"s{n % 2}", {"n": n}) for n in range(4)
+    ]
+    assert store.inbox_count("web") == 4 and store.inbox_count() == 5
+    assert store.inbox_done(ids[1]) is True
+    assert store.inbox_done(ids[1]) is False
+    assert [i.record for i in store.inbox_items("web")] == [{"n": 0}, {"n": 2}, {"n": 3}]
+    # A new item after the newest was deleted still sorts last: ids are never reused.
+    store.inbox_done(ids[3])
+    newer = store.inbox_add("web", "s0", {"n": 4})
+    assert newer > ids[3]
+    assert [i.record for i in store.inbox_items("web")][-1] == {"n": 4}
+    with pytest.raises(TypeError):
+        store.inbox_add("web", "s0", {"bad": object()})
+    assert store.inbox_count("web") == 3
+
+
+def test_inbox_add_records_the_dedup_key_with_the_item(store: StateStore, clock: FakeClock) -> None:
+    key = DedupKey("dedup:web", "u/m1", 60)
+    assert store.is_seen("dedup:web", "u/m1") is False
+    first = store.inbox_add("web", "u", {"q": 1}, dedup=key)
+    assert first is not None
+    assert store.is_seen("dedup:web", "u/m1") is True
+    assert store.inbox_add("web", "u", {"q": 1}, dedup=key) is None  # a retry: nothing stored
+    assert store.inbox_count("web") == 1
+    assert store.seen("dedup:web", "u/m1", ttl=60) is True  # the same key seen() uses
+    store.inbox_done(first)
+    assert store.inbox_add("web", "u", {"q": 1}, dedup=key) is None  # answered: still a duplicate
+    clock.advance(60)
+    assert store.is_seen("dedup:web", "u/m1") is False
+    assert store.inbox_add("web", "u", {"q": 1}, dedup=key) is not None
+
+
+def test_inbox_add_dedup_race(store: StateStore) -> None:
+    key = DedupKey("dedup", "same", 60)
+    results = _race([lambda: store.inbox_add("web", "u", "r", dedup=key) is not None] * 16)
+    assert results.count(True) == 1
+    assert store.inbox_count("web") == 1
+
+
+def test_inbox_survives_reopen_and_v1_files_are_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    # A schema v1 file, as the previous release wrote it.
+    from common.store.sqlite_store import _SCHEMA_V1
+
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+    conn.execute("INSERT INTO user_data (user, data) VALUES ('u1', '{\"k\": 1}')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with SQLiteStore(str(path)) as s:
+        assert s.load_user_datas() == {"u1": {"k": 1}}
+        item = s.inbox_add("web", "u1", {"q": "hello"})
+    with SQLiteStore(str(path)) as s:
+        assert [(i.id, i.record) for i in s.inbox_items("web")] == [(item, {"q": "hello"})]
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
 # -- queues -----------------------------------------------------------------------------
 
 def test_push_pop_all(store: StateStore) -> None:
@@ -293,7 +361,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn is not None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: enough for kill -9 in WAL mode
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # v2: the inbox
     with SQLiteStore(str(tmp_path / "full.db"), synchronous="full") as s:
         assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL on request
 
