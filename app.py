@@ -54,8 +54,7 @@ def _graceful_stop() -> None:
         channel.stop_accepting()
         timeout = float(conf().get("shutdown_timeout"))
         if not channel.wait_idle(timeout):
-            pending = channel.dispatcher.pending() if hasattr(channel, "dispatcher") else "some"
-            logger.warning(f"[app] {pending} message(s) still in progress after {timeout:g} s, exiting anyway")
+            _keep_backlog(channel, timeout)
     if channel is not None:
         try:
             channel.stop()
@@ -70,6 +69,17 @@ def _graceful_stop() -> None:
         except Exception as e:
             logger.error(f"[app] closing the state store failed: {e}")
     _stopped.set()
+
+
+def _keep_backlog(channel, timeout: float) -> None:
+    """The stop could not answer everything in time: start nothing more and say what is kept."""
+    halt = getattr(channel, "halt", None)
+    left = halt() if callable(halt) else "some"
+    if _store is not None and _store.durable:
+        logger.warning(f"[app] {left} message(s) not answered after {timeout:g} s; they are kept in the state store "
+                       f"and answered after the next start")
+    else:
+        logger.warning(f"[app] {left} message(s) not answered after {timeout:g} s are lost (state_store is memory)")
 
 
 def sigterm_handler_wrap(_signo: int) -> None:

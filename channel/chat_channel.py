@@ -6,6 +6,7 @@ ChatMessage -> _compose_context (the original's rules, in its order)
 """
 from __future__ import annotations
 
+import enum
 import os
 import re
 import threading
@@ -14,10 +15,14 @@ import time
 from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
+from channel import inbox_record
 from channel.channel import Channel
-from channel.session_dispatcher import SessionDispatcher
+from channel.chat_message import ChatMessage
+from channel.session_dispatcher import Admission, SessionDispatcher
 from common import memory
 from common.log import logger
+from common.masking import mask_command
+from common.store import DedupKey
 from common.text import cut_text, safe_text
 from common.tmp_dir import UNWRITABLE_TEXT, is_tmp_write_error
 from config import conf
@@ -29,6 +34,26 @@ DEDUP_TTL_SECONDS = 6 * 3600
 
 BUSY_TEXT_ZH = "消息太多，正在处理中，请稍后再发"
 BUSY_TEXT_EN = "Too many messages are waiting; please try again in a moment."
+NOT_STORED_TEXT_ZH = "消息没能保存，没有收到，请稍后再发"
+NOT_STORED_TEXT_EN = "Your message could not be saved, so it was not taken; please send it again in a moment."
+
+
+class Produced(enum.Enum):
+    """What produce() did with a context. Only ACCEPTED is true."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # its message id is in the inbox or was answered: nothing to do
+    BUSY = "busy"  # a queue bound was hit; the user was told
+    NOT_STORED = "not_stored"  # the state store failed; the user was told
+    STOPPING = "stopping"  # the daemon is stopping
+    IGNORED = "ignored"  # no context (the rules dropped the message)
+
+    def __bool__(self) -> bool:
+        return self is Produced.ACCEPTED
+
+
+class _Duplicate(Exception):
+    """The inbox already has (or had) this message id."""
 
 
 def check_prefix(content: str, prefix_list: list[str] | None) -> str | None:
@@ -66,6 +91,10 @@ def bound_reply(reply: Reply, context: Context) -> None:
     reply.content = text
 
 
+def _is_command(context: Context) -> bool:
+    return context.type == ContextType.TEXT and isinstance(context.content, str) and context.content.startswith("#")
+
+
 def check_contain(content: str | None, keyword_list: list[str] | None) -> bool | None:
     """True when `content` contains one of the keywords, else None (the original's shape)."""
     if not keyword_list or content is None:
@@ -96,15 +125,32 @@ class ChatChannel(Channel):
     def __init__(self) -> None:
         # Per instance (the original shared these between channels as class attributes).
         self.dispatcher = SessionDispatcher(
-            self._handle,
+            self._handle_queued,
             workers=conf().get("worker_threads"),
             concurrency=conf().get("concurrency_in_session"),
             queue_size=conf().get("session_queue_size"),
+            max_pending=conf().get("max_pending_messages"),
             name=f"{type(self).__name__}-worker",
         )
 
     # ------------------------------------------------------------------ rules
     def _compose_context(self, ctype: ContextType, content, **kwargs) -> Context | None:
+        """The context for a platform message, or None when the rules (or a plugin) drop it
+        or its message id was accepted before."""
+        first_in = ctype != ContextType.ACCEPT_FRIEND and "receiver" not in kwargs
+        dedup = self._dedup_key(kwargs.get("msg")) if first_in else None
+        context = self._compose(ctype, content, kwargs)
+        if dedup is not None:
+            if context is None:
+                # Dropped: a redelivery is dropped at once, without the rules and plugins again.
+                self._remember(dedup)
+            else:
+                # Written by produce() together with the inbox item: a message id counts as
+                # seen only once its message is safely stored.
+                context._pending_dedup = dedup
+        return context
+
+    def _compose(self, ctype: ContextType, content, kwargs: dict) -> Context | None:
         context = Context(ctype, content, kwargs)
         if ctype == ContextType.ACCEPT_FRIEND:
             return context
@@ -183,22 +229,38 @@ class ChatChannel(Channel):
                 context["desire_rtype"] = ReplyType.VOICE
         return context
 
-    def _is_duplicate(self, cmsg) -> bool:
-        """True when this message id was seen before (a platform retry or redelivery).
+    def _state_name(self) -> str:
+        """This channel's name in the state store (dedup namespace, inbox)."""
+        return self.channel_type or type(self).__name__
 
-        Kept in the state store, so a restart does not answer a redelivery twice.
-        """
+    def _dedup_key(self, cmsg) -> DedupKey | None:
         msg_id = getattr(cmsg, "msg_id", None)
-        store = conf().state_store
-        if msg_id is None or msg_id == "" or store is None:
-            return False
+        if msg_id is None or msg_id == "" or conf().state_store is None:
+            return None
         # Scoped by conversation: some platforms (WeCom's server_id) number messages per chat.
         key = f"{getattr(cmsg, 'other_user_id', '') or ''}/{msg_id}"
-        try:
-            return store.seen(f"dedup:{self.channel_type or type(self).__name__}", key, DEDUP_TTL_SECONDS)
-        except Exception as e:  # never lose a message because the store hiccuped
-            logger.error(f"[chat] duplicate check failed, handling the message: {e}")
+        return DedupKey(f"dedup:{self._state_name()}", key, DEDUP_TTL_SECONDS)
+
+    def _is_duplicate(self, cmsg) -> bool:
+        """True when this message id was accepted before (a platform retry or redelivery).
+
+        Kept in the state store, so a restart does not answer a redelivery twice. Only
+        looks: the id is recorded when its message is stored (produce) or dropped.
+        """
+        dedup = self._dedup_key(cmsg)
+        if dedup is None:
             return False
+        try:
+            return conf().state_store.is_seen(dedup.namespace, dedup.key)
+        except Exception as e:  # the inbox write that follows decides whether it is taken
+            logger.error(f"[chat] duplicate check failed, going on with the message: {e}")
+            return False
+
+    def _remember(self, dedup: DedupKey) -> None:
+        try:
+            conf().state_store.seen(dedup.namespace, dedup.key, dedup.ttl)
+        except Exception as e:  # only costs a second look at a redelivery
+            logger.warning(f"[chat] could not record message id {dedup.key}: {e}")
 
     def _is_black_listed(self, nickname: str | None) -> bool:
         return bool(nickname) and nickname in conf().get("nick_name_black_list", [])
@@ -253,26 +315,140 @@ class ChatChannel(Channel):
         return stripped
 
     # ------------------------------------------------------------------ queueing
-    def produce(self, context: Context | None) -> bool:
+    def produce(self, context: Context | None) -> Produced:
         """Queue a composed context for its session. `#` commands jump the queue (in
         their own order, behind commands already waiting).
 
-        Returns False (after telling the user when possible) if it was refused.
+        With a state store, the context is written to the store's inbox before it is
+        queued (and before the caller acknowledges it to the platform), and deleted once
+        handled, so a crash or a stop with a backlog loses nothing. The answer is truthy
+        only when the context was accepted; the user is told when it was refused.
         """
         if context is None:
-            return False
+            return Produced.IGNORED
         session_id = context.get("session_id") or context.get("receiver") or "default"
-        urgent = context.type == ContextType.TEXT and isinstance(context.content, str) and context.content.startswith("#")
-        if self.dispatcher.submit(session_id, context, urgent=urgent):
+        urgent = _is_command(context)
+        dedup = context.__dict__.pop("_pending_dedup", None)
+        persist = self._persister(context, session_id, dedup)
+        try:
+            admission = self.dispatcher.submit(session_id, context, urgent=urgent, persist=persist)
+        except _Duplicate:
+            logger.info(f"[chat] message {dedup.key if dedup else ''} was accepted before, ignored")
+            return Produced.DUPLICATE
+        except Exception as e:
+            # Never acknowledge what was not stored: the platform or user can send it again.
+            logger.error(f"[chat] message of session {session_id} refused: the state store could not save it: {e}")
+            text = NOT_STORED_TEXT_ZH if is_chinese(str(context.content)) else NOT_STORED_TEXT_EN
+            self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
+            return Produced.NOT_STORED
+        if admission:
             logger.debug(f"[chat] message queued for session {session_id}")
-            return True
-        if not self.dispatcher.accepting:
+            return Produced.ACCEPTED
+        if admission is Admission.STOPPING:
             logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
-            return False
-        logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
+            return Produced.STOPPING
+        if admission is Admission.ALL_FULL:
+            logger.warning(f"[chat] {conf().get('max_pending_messages')} messages pending in all (max_pending_messages), "
+                           f"telling the user of session {session_id}")
+        else:
+            logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
         text = BUSY_TEXT_ZH if is_chinese(str(context.content)) else BUSY_TEXT_EN
         self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
+        return Produced.BUSY
+
+    def _persister(self, context: Context, session_id: str, dedup: DedupKey | None):
+        """The store write submit() runs once the context fits in the queues, or None
+        (no state store)."""
+        store = conf().state_store
+        if store is None:
+            return None
+        try:
+            record = inbox_record.context_to_record(context, self.message_to_record)
+        except Exception as e:
+            # An adapter or plugin put something in the context that cannot be written down;
+            # the message is still answered, but a crash before then loses it.
+            logger.warning(f"[chat] message of session {session_id} kept in memory only (cannot be stored: {e})")
+            record = None
+
+        def persist() -> None:
+            if record is None:
+                if dedup is not None and store.seen(dedup.namespace, dedup.key, dedup.ttl):
+                    raise _Duplicate()
+                return
+            item_id = store.inbox_add(self._state_name(), session_id, record, dedup)
+            if item_id is None:
+                raise _Duplicate()
+            context._inbox_id = item_id
+
+        return persist
+
+    # ------------------------------------------------------------------ the inbox
+    def message_to_record(self, cmsg: ChatMessage) -> dict:
+        """`cmsg` as JSON data from which record_to_message can rebuild it after a restart.
+        A channel whose messages hold more (a raw platform event, a lazy download) overrides both."""
+        return inbox_record.message_fields(cmsg)
+
+    def record_to_message(self, record: dict) -> ChatMessage:
+        return inbox_record.message_from_fields(record)
+
+    def already_answered(self, context: Context) -> bool:
+        """Whether a context accepted before a crash was answered already (the reply went out,
+        the process died before it was marked done). A channel with a durable outbox can tell;
+        the default cannot, and answers again rather than lose it."""
         return False
+
+    def resume_inbox(self) -> int:
+        """Queue, oldest first, the messages accepted before the last stop and not answered.
+        Call in startup() before taking new messages. Returns how many were queued."""
+        store = conf().state_store
+        if store is None:
+            return 0
+        try:
+            items = store.inbox_items(self._state_name())
+        except Exception as e:
+            logger.error(f"[chat] cannot read the messages kept from the last run: {e}")
+            return 0
+        resumed = answered = 0
+        for item in items:
+            try:
+                context = inbox_record.context_from_record(item.record, self.record_to_message)
+            except Exception as e:
+                # A record this version cannot read: say what is lost rather than drop it quietly.
+                logger.error(f"[chat] a kept message of session {item.session} cannot be rebuilt and is dropped "
+                             f"({type(e).__name__}: {e}): {mask_command(str(item.record))[:300]}")
+                self._inbox_done(item.id)
+                continue
+            if self.already_answered(context):
+                answered += 1
+                self._inbox_done(item.id)
+                continue
+            context._inbox_id = item.id
+            self.dispatcher.submit(item.session, context, urgent=_is_command(context), force=True)
+            resumed += 1
+        if resumed or answered:
+            logger.info(f"[chat] {resumed} message(s) accepted before the last stop queued again"
+                        + (f", {answered} found answered already" if answered else ""))
+        return resumed
+
+    def _inbox_done(self, item_id: int | None) -> None:
+        if item_id is None:
+            return
+        store = conf().state_store
+        if store is None:
+            return
+        try:
+            store.inbox_done(item_id)
+        except Exception as e:
+            # Answered but still in the inbox: the next start may answer it a second time.
+            logger.error(f"[chat] could not mark kept message {item_id} as answered: {e}")
+
+    def _handle_queued(self, context: Context) -> None:
+        """The dispatcher's handler: handle, then delete the context's inbox item (the reply
+        or a clear error went out, see _handle)."""
+        try:
+            self._handle(context)
+        finally:
+            self._inbox_done(getattr(context, "_inbox_id", None))
 
     def cancel_session(self, session_id: str) -> list[Context]:
         """Drop the session's messages that are still waiting; returns them, oldest first.
@@ -282,6 +458,8 @@ class ChatChannel(Channel):
         and is answered. Called from anywhere else, every waiting message goes.
         """
         dropped = self.dispatcher.cancel_session(session_id, before=self.dispatcher.current_seq())
+        for context in dropped:
+            self._inbox_done(getattr(context, "_inbox_id", None))
         if dropped:
             logger.info(f"[chat] cancelled {len(dropped)} queued message(s) of session {session_id}")
         return dropped
@@ -289,6 +467,8 @@ class ChatChannel(Channel):
     def cancel_all_session(self) -> list[Context]:
         """cancel_session for every session (same rule about what was received after)."""
         dropped = self.dispatcher.cancel_all(before=self.dispatcher.current_seq())
+        for context in dropped:
+            self._inbox_done(getattr(context, "_inbox_id", None))
         if dropped:
             logger.info(f"[chat] cancelled {len(dropped)} queued message(s) of all sessions")
         return dropped
@@ -298,6 +478,11 @@ class ChatChannel(Channel):
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.dispatcher.wait_idle(timeout)
+
+    def halt(self) -> int:
+        """Start no more messages: those waiting stay in the state store's inbox for the next
+        start. Returns how many are waiting or still running."""
+        return self.dispatcher.halt()
 
     def stop(self) -> None:
         self.dispatcher.close()

@@ -15,10 +15,23 @@ so memory follows the number of active sessions, not of all sessions ever seen.
 Every item gets a sequence number when it is submitted. A handler that cancels
 (`#reset`) drops only what was submitted before the item it is handling, so a
 question the user sent after the command survives.
+
+Bounds: `queue_size` per session and `max_pending` (queued + running) over all
+sessions, so memory has a ceiling whatever the number of users.
+
+Durability is the caller's: `submit(..., persist=fn)` calls `fn` (the store write)
+after the item is known to fit and before it is queued, one submit at a time, so
+what is persisted is exactly what is queued, in queue order.
+
+Stall relief: when work waits, every worker is busy and no worker has started an
+item for `stall_seconds`, one more worker is added (at most `max_workers` in all);
+an added worker leaves after `extra_idle_seconds` without work. A few slow items
+(an endless stream, a slow download) then cannot silence every other session.
 """
 from __future__ import annotations
 
 import collections
+import enum
 import threading
 import time
 from typing import Any, Callable
@@ -28,6 +41,22 @@ from common.log import logger
 
 # `#` commands that may wait in one session besides its `queue_size` ordinary messages.
 URGENT_QUEUE_SIZE = 10
+# Stall relief defaults (see the module docstring).
+STALL_SECONDS = 5.0
+EXTRA_IDLE_SECONDS = 30.0
+MAX_WORKERS_FACTOR = 4
+
+
+class Admission(enum.Enum):
+    """What submit() did with an item. Only ACCEPTED is true."""
+
+    ACCEPTED = "accepted"
+    SESSION_FULL = "session_full"  # the session's queue is full
+    ALL_FULL = "all_full"  # max_pending items are queued or running
+    STOPPING = "stopping"
+
+    def __bool__(self) -> bool:
+        return self is Admission.ACCEPTED
 
 
 class _SessionState:
@@ -66,48 +95,96 @@ class SessionDispatcher:
         concurrency: int = 1,
         queue_size: int = 100,
         name: str = "worker",
+        max_pending: int | None = None,
+        stall_seconds: float = STALL_SECONDS,
+        max_workers: int | None = None,
+        extra_idle_seconds: float = EXTRA_IDLE_SECONDS,
     ) -> None:
         self._handler = handler
         self._concurrency = max(1, int(concurrency))
         self._queue_size = max(1, int(queue_size))
+        self._max_pending = None if max_pending is None else max(1, int(max_pending))
         self._sessions: dict[str, _SessionState] = {}
         self._ready: collections.deque[str] = collections.deque()
         lock = threading.Lock()
-        # Two conditions on one lock: workers wait for work, wait_idle() waits for
-        # quiet, and a notify meant for one never wakes the other.
+        # Three conditions on one lock: workers wait for work, wait_idle() waits for
+        # quiet, the stall watch waits for a stall, and a notify meant for one never
+        # wakes the others.
         self._cond = threading.Condition(lock)
         self._idle = threading.Condition(lock)
+        self._watch = threading.Condition(lock)
+        # One submit at a time (its store write included): persisted order is queue order.
+        self._submit_lock = threading.Lock()
         self._accepting = True
         self._closed = False
+        self._halted = False
         self._queued = 0
         self._running = 0
         self._next_seq = 1
         # The sequence number of the item a worker thread is handling (see current_seq).
         self._local = threading.local()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(max(1, int(workers)))
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._name = name
+        base = max(1, int(workers))
+        self._base_workers = base
+        self._max_workers = max(base, int(max_workers) if max_workers is not None else base * MAX_WORKERS_FACTOR)
+        self._stall_seconds = float(stall_seconds)
+        self._extra_idle_seconds = float(extra_idle_seconds)
+        self._workers = 0  # threads alive
+        self._waiting_workers = 0  # of them, waiting for work
+        self._extra_started = 0
+        self._last_start = time.monotonic()  # when a worker last took an item
+        for i in range(base):
+            self._spawn(f"{name}-{i}", extra=False)
+        if self._max_workers > base:
+            threading.Thread(target=self._watch_stalls, name=f"{name}-stall-watch", daemon=True).start()
+
+    def _spawn(self, thread_name: str, extra: bool) -> None:
+        # Counted before it runs, so the stall watch never adds two for one stall.
+        self._workers += 1
+        threading.Thread(target=self._work, args=(extra,), name=thread_name, daemon=True).start()
 
     # -- producing
-    def submit(self, session_id: str, item: Any, urgent: bool = False) -> bool:
-        """Queue `item` for `session_id`. False when refused (queue full or stopping)."""
-        with self._cond:
-            if not self._accepting:
-                return False
-            state = self._sessions.get(session_id)
-            if state is None:
-                state = self._sessions[session_id] = _SessionState()
-            # Commands have their own small allowance: a full queue is when #reset is needed most.
-            if (len(state.urgent) >= URGENT_QUEUE_SIZE) if urgent else (state.waiting() >= self._queue_size):
-                return False
-            entry = (self._next_seq, item)
-            self._next_seq += 1
-            (state.urgent if urgent else state.items).append(entry)
-            self._queued += 1
-            self._mark_ready(session_id, state)
-            return True
+    def submit(self, session_id: str, item: Any, urgent: bool = False,
+               persist: Callable[[], None] | None = None, force: bool = False) -> Admission:
+        """Queue `item` for `session_id`; see Admission for the answers.
+
+        `persist`, when given, runs once the item is known to fit and before it is queued;
+        if it raises, nothing is queued and the exception propagates. `force` skips the
+        bounds (work accepted before a restart, already persisted)."""
+        with self._submit_lock:
+            with self._cond:
+                if not self._accepting and not force:
+                    return Admission.STOPPING
+                if not force:
+                    refused = self._check_room(session_id, urgent)
+                    if refused is not None:
+                        return refused
+            # Outside the dispatcher's lock: workers go on while the store writes. No other
+            # submit runs meanwhile and workers only free room, so the item still fits.
+            if persist is not None:
+                persist()
+            with self._cond:
+                state = self._sessions.get(session_id)
+                if state is None:
+                    state = self._sessions[session_id] = _SessionState()
+                entry = (self._next_seq, item)
+                self._next_seq += 1
+                (state.urgent if urgent else state.items).append(entry)
+                self._queued += 1
+                self._mark_ready(session_id, state)
+                return Admission.ACCEPTED
+
+    def _check_room(self, session_id: str, urgent: bool) -> Admission | None:
+        # Caller holds the lock.
+        if self._max_pending is not None and self._queued + self._running >= self._max_pending:
+            return Admission.ALL_FULL
+        state = self._sessions.get(session_id)
+        if state is None:
+            return None
+        # Commands have their own small allowance: a full queue is when #reset is needed most.
+        if (len(state.urgent) >= URGENT_QUEUE_SIZE) if urgent else (state.waiting() >= self._queue_size):
+            return Admission.SESSION_FULL
+        return None
 
     def _mark_ready(self, session_id: str, state: _SessionState) -> None:
         # Caller holds the lock.
@@ -115,6 +192,8 @@ class SessionDispatcher:
             state.ready = True
             self._ready.append(session_id)
             self._cond.notify()
+            if not self._waiting_workers:
+                self._watch.notify()
 
     # -- cancelling
     def current_seq(self) -> int | None:
@@ -151,12 +230,25 @@ class SessionDispatcher:
             self._sessions.pop(session_id, None)
 
     # -- working
-    def _work(self) -> None:
+    def _work(self, extra: bool) -> None:
+        try:
+            self._work_loop(extra)
+        finally:
+            with self._cond:
+                self._workers -= 1
+
+    def _work_loop(self, extra: bool) -> None:
         while True:
             with self._cond:
-                while not self._ready and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._ready:
+                while not self._ready and not self._closed and not self._halted:
+                    self._waiting_workers += 1
+                    try:
+                        woken = self._cond.wait(self._extra_idle_seconds if extra else None)
+                    finally:
+                        self._waiting_workers -= 1
+                    if extra and not woken and not self._ready:
+                        return  # an added worker with nothing to do for a while leaves
+                if self._halted or (self._closed and not self._ready):
                     return
                 session_id = self._ready.popleft()
                 state = self._sessions[session_id]
@@ -168,6 +260,7 @@ class SessionDispatcher:
                 self._queued -= 1
                 state.running += 1
                 self._running += 1
+                self._last_start = time.monotonic()
                 self._mark_ready(session_id, state)
             self._local.seq = seq
             try:
@@ -183,6 +276,26 @@ class SessionDispatcher:
                     self._forget_if_idle(session_id, state)
                     if not self._queued and not self._running:
                         self._idle.notify_all()
+
+    def _watch_stalls(self) -> None:
+        """Add a worker when work has waited `stall_seconds` with every worker busy."""
+        with self._cond:
+            while not self._closed and not self._halted:
+                stalled = self._ready and not self._waiting_workers and self._workers < self._max_workers
+                if not stalled:
+                    self._watch.wait()
+                    continue
+                waited = time.monotonic() - self._last_start
+                if waited < self._stall_seconds:
+                    self._watch.wait(self._stall_seconds - waited)
+                    continue
+                self._extra_started += 1
+                logger.warning(
+                    f"[Dispatcher] every worker has been busy for {waited:.0f} s with messages waiting; "
+                    f"adding a worker ({self._workers + 1} of at most {self._max_workers})"
+                )
+                self._spawn(f"{self._name}-extra-{self._extra_started}", extra=True)
+                self._last_start = time.monotonic()  # the next one only after another stall
 
     # -- lifecycle
     def stop_accepting(self) -> None:
@@ -213,9 +326,25 @@ class SessionDispatcher:
                 self._idle.wait(remaining)
             return True
 
+    def worker_count(self) -> int:
+        """Worker threads alive (the pool plus any added for stall relief)."""
+        with self._cond:
+            return self._workers
+
+    def halt(self) -> int:
+        """Stop taking and start nothing more: what is queued stays queued (the caller keeps
+        it for the next start). Returns how many items are queued or still running."""
+        with self._cond:
+            self._accepting = False
+            self._halted = True
+            self._cond.notify_all()
+            self._watch.notify_all()
+            return self._queued + self._running
+
     def close(self) -> None:
         """Stop the workers once the queues are empty (call wait_idle first to let them finish)."""
         with self._cond:
             self._accepting = False
             self._closed = True
             self._cond.notify_all()
+            self._watch.notify_all()

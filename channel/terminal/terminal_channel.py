@@ -15,7 +15,7 @@ import uuid
 
 from bridge.context import ContextType
 from bridge.reply import Reply, ReplyType
-from channel.chat_channel import ChatChannel
+from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from common.log import logger, set_console_level
 from common.text import safe_text
@@ -66,6 +66,8 @@ class TerminalChannel(ChatChannel):
         # run.log); only warnings and errors join it.
         set_console_level(logging.WARNING)
         _use_utf8(self._stdin, self._stdout)
+        # What was asked before the last stop and not answered comes first.
+        self.resume_inbox()
         if self._interactive:
             self._write("\nPlease input your question:\nUser:")
         for line in self._stdin:
@@ -79,7 +81,9 @@ class TerminalChannel(ChatChannel):
                 logger.warning(f"[terminal] message {msg.msg_id} ignored by the rules")
                 logger.debug(f"[terminal] ignored message: {prompt}")
                 continue
-            self.produce(context)
+            produced = self.produce(context)
+            if produced is Produced.STOPPING or produced is Produced.DUPLICATE:
+                logger.warning(f"[terminal] message {msg.msg_id} not taken: {produced.value}")
         # End of input: answer what was asked before leaving.
         self.wait_idle()
         self.finished = True

@@ -74,7 +74,7 @@ from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
-from channel.chat_channel import ChatChannel
+from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.web.history import UserRecord, WebJournal
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
@@ -226,6 +226,8 @@ class WebChannel(ChatChannel):
         port = int(conf().get("web_port", 9899))
         server = shared_server(host, port, max_body=MAX_BODY_BYTES, channel=self.channel_type or "web")
         self.register_routes(server)
+        # Before the server takes new messages: those accepted before the last stop come first.
+        self.resume_inbox()
         server.set_queue_probe(self.dispatcher.pending)
         store = conf().state_store
         if store is not None:
@@ -663,19 +665,24 @@ class WebChannel(ChatChannel):
             return json_error(400, str(e))
         # A client id makes a retried POST (flaky network) count once; dedup is by msg_id.
         msg_id = f"{user_id}:{client_id}" if client_id else f"{self._run_id}-{next(self._ids)}"
-        accepted = await run_in_threadpool(self._take, user_id, message, msg_id, _source(request))
-        if accepted is None:
+        produced = await run_in_threadpool(self._take, user_id, message, msg_id, _source(request))
+        if produced in (Produced.IGNORED, Produced.DUPLICATE):
             return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id, "handled": False})
-        if not accepted:
+        if produced is Produced.NOT_STORED:
+            return json_error(503, "the message could not be saved, so it was not taken; please send it again in a moment")
+        if produced is Produced.STOPPING:
+            return json_error(503, "the service is stopping; try again in a moment")
+        if not produced:
             return json_error(503, "too many messages are waiting; please try again in a moment")
         return JSONResponse({"status": "success", "message": "Message received", "msg_id": msg_id})
 
-    def _take(self, user_id: str, message: str, msg_id: str, source: str = "") -> bool | None:
-        """Compose and queue. None when the rules (or a duplicate id) drop the message."""
+    def _take(self, user_id: str, message: str, msg_id: str, source: str = "") -> Produced:
+        """Compose and queue (stored first: see ChatChannel.produce). IGNORED when the rules
+        (or a duplicate id) drop the message."""
         msg = WebMessage(msg_id, message, user_id)
         context = self._compose_context(ContextType.TEXT, message, msg=msg, isgroup=False)
         if context is None:
-            return None
+            return Produced.IGNORED
         if source:
             context["source"] = source  # where it came from: #auth counts guesses per source too
         # Before it is queued, so the question comes before its answer in the history; a

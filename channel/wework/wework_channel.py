@@ -299,6 +299,8 @@ class WeworkChannel(ChatChannel):
             self._room_members = dict(members)
         self._update_room_names(rooms)
         self._scheduler = _Scheduler("wework-intake")
+        # Before new messages are taken: those accepted before the last stop come first.
+        self.resume_inbox()
         self.inited = True
         logger.info(f"[wework] initialised: {len(self._room_names)} room(s)")
 
@@ -556,6 +558,22 @@ class WeworkChannel(ChatChannel):
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
         if context:
             self.produce(context)
+
+    # ================================================================== the inbox
+    def message_to_record(self, cmsg: ChatMessage) -> dict:
+        if not isinstance(cmsg, WeworkMessage):
+            return super().message_to_record(cmsg)
+        # The notice the hook gave is the message; rebuilt from it, a media message keeps its
+        # lazy download from the client's CDN (into the same path the context names).
+        return {"notice": cmsg._rawmsg, "room_name": cmsg.other_user_nickname if cmsg.is_group else None,
+                "content": cmsg.content}
+
+    def record_to_message(self, record: dict) -> ChatMessage:
+        if "notice" not in record:
+            return super().record_to_message(record)
+        cmsg = WeworkMessage(record["notice"], self.wework, login=self.login, room_name=record.get("room_name"))
+        cmsg.content = record.get("content", cmsg.content)
+        return cmsg
 
     # ================================================================== sending
     def send(self, reply: Reply, context: Context) -> None:

@@ -88,6 +88,9 @@ class StateStore(ABC):
     a row is live while ``now < expires_at``.
     """
 
+    # Whether what is written outlives the process (False: the memory store).
+    durable = True
+
     # -- user data (one record per user) --------------------------------
     @abstractmethod
     def load_user_datas(self) -> dict[str, dict]:

@@ -25,6 +25,8 @@ from common.store.base import (
 
 
 class MemoryStore(StateStore):
+    durable = False
+
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
