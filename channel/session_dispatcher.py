@@ -332,10 +332,9 @@ class SessionDispatcher:
             return self._workers
 
     def halt(self) -> int:
-        """Stop taking and start nothing more: what is queued stays queued (the caller keeps
-        it for the next start). Returns how many items are queued or still running."""
+        """Start nothing more: what is queued stays queued (the caller keeps it for the next
+        start). Returns how many items are queued or still running."""
         with self._cond:
-            self._accepting = False
             self._halted = True
             self._cond.notify_all()
             self._watch.notify_all()

@@ -1,0 +1,187 @@
+"""Accepted messages live in the state store's inbox until answered (ChatChannel.produce,
+resume_inbox): the pipeline in one process with a real SQLite store. The crash itself
+(kill -9 of `python app.py`) is in tests/e2e/test_durable_process.py."""
+from __future__ import annotations
+
+import pytest
+
+from bridge.bridge import Bridge
+from bridge.context import ContextType
+from bridge.reply import ReplyType
+from channel.chat_channel import BUSY_TEXT_EN, NOT_STORED_TEXT_EN, Produced
+from common.store import SQLiteStore
+from tests.fakes.recording_channel import RecordingChannel, make_msg
+
+
+@pytest.fixture
+def store(tmp_path):
+    from config import conf
+
+    s = SQLiteStore(str(tmp_path / "state.db"))
+    book = conf().user_data_book
+    book.attach(s)
+    yield s
+    book.close()
+    book._store = None
+    s.close()
+
+
+@pytest.fixture
+def channels(settings):
+    settings["single_chat_prefix"] = [""]
+    settings["bot_type"] = "tests.fakes.bots:EchoBot"
+    Bridge().reset_bot()
+    made = []
+
+    def make(cls=RecordingChannel):
+        ch = cls()
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        ch.stop()
+    Bridge().reset_bot()
+
+
+@pytest.fixture
+def gated(settings):
+    from tests.fakes.gated_bot import GatedBot
+
+    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
+    Bridge().reset_bot()
+    GatedBot.gate.clear()
+    GatedBot.reset_counts()
+    yield GatedBot
+    GatedBot.gate.set()
+
+
+def texts(channel):
+    return [c for _, _, c in channel.sent]
+
+
+def test_a_backlog_kept_at_stop_is_answered_by_the_next_channel_in_order(store, channels):
+    first = channels()
+    first.halt()  # a stop that ran out of time: nothing more starts
+    for text in ("one", "two", "#cmd", "three"):
+        assert first.receive(make_msg(text, msg_id=f"id-{text}")) is not None
+    other = make_msg("from bob", sender="bob", sender_name="Bob", msg_id="id-bob")
+    first.receive(other)
+    assert store.inbox_count("RecordingChannel") == 5
+    assert first.sent == []
+
+    second = channels()  # the next start
+    assert second.resume_inbox() == 5
+    assert second.wait_idle(10)
+    alice = [c for r, _, c in second.sent if r == "alice"]
+    # The command jumps the queue, as it did when it was received.
+    assert alice == ["echo: #cmd", "echo: one", "echo: two", "echo: three"]
+    assert ("bob", ReplyType.TEXT, "echo: from bob") in second.sent
+    assert store.inbox_count() == 0
+    # Answered: a redelivery of the same ids is still a duplicate.
+    assert second.receive(make_msg("one", msg_id="id-one")) is None
+
+
+def test_the_rebuilt_context_has_what_handling_needs(store, channels, settings):
+    settings["group_name_white_list"] = ["ALL_GROUP"]
+    settings["group_chat_prefix"] = ["@bot"]
+    first = channels()
+    first.halt()
+    msg = make_msg("@bot hi there", group=("room-1", "Room One"), sender="carol", sender_name="Carol", msg_id="g1")
+    context = first.receive(msg)
+    second = channels()
+    second.resume_inbox()
+    assert second.wait_idle(10)
+    # Group reply decorated with the sender's name: the message object came back.
+    assert second.sent == [("room-1", ReplyType.TEXT, "@Carol\necho: hi there")]
+    assert context["session_id"] == "carol@@room-1"
+
+
+def test_a_message_refused_as_busy_can_be_sent_again_with_the_same_id(store, channels, settings, gated):
+    settings["session_queue_size"] = 1
+    channel = channels()
+    try:
+        channel.receive(make_msg("running", msg_id="r"))
+        assert gated.started.wait(5)
+        channel.receive(make_msg("waiting", msg_id="w"))
+        channel.receive(make_msg("refused", msg_id="x"))
+        assert texts(channel) == [BUSY_TEXT_EN]
+    finally:
+        gated.gate.set()
+    assert channel.wait_idle(10)
+    # The user (or the platform) sends it again: it was never taken, so it is not a duplicate.
+    assert channel.receive(make_msg("refused", msg_id="x")) is not None
+    assert channel.wait_idle(10)
+    assert texts(channel) == [BUSY_TEXT_EN, "echo: running", "echo: waiting", "echo: refused"]
+
+
+def test_max_pending_messages_bounds_all_sessions(store, channels, settings, gated):
+    settings["max_pending_messages"] = 2
+    settings["worker_threads"] = 1
+    channel = channels()
+    try:
+        channel.receive(make_msg("a", sender="u1", msg_id="1"))
+        assert gated.started.wait(5)
+        channel.receive(make_msg("b", sender="u2", msg_id="2"))
+        context = channel._compose_context(ContextType.TEXT, "c", msg=make_msg("c", sender="u3", msg_id="3"), isgroup=False)
+        assert channel.produce(context) is Produced.BUSY
+        assert channel.sent == [("u3", ReplyType.TEXT, BUSY_TEXT_EN)]
+    finally:
+        gated.gate.set()
+    assert channel.wait_idle(10)
+    assert sorted(texts(channel)) == sorted([BUSY_TEXT_EN, "echo: a", "echo: b"])
+
+
+def test_a_store_that_cannot_write_refuses_the_message_with_a_clear_error(store, channels):
+    channel = channels()
+    store.close()  # every write now fails, as with a full or vanished disk
+    context = channel._compose_context(ContextType.TEXT, "hello", msg=make_msg("hello", msg_id="m1"), isgroup=False)
+    assert context is not None
+    assert channel.produce(context) is Produced.NOT_STORED
+    assert channel.dispatcher.pending() == 0
+    assert channel.sent == [("alice", ReplyType.ERROR, "[ERROR]\n" + NOT_STORED_TEXT_EN)]
+
+
+def test_cancelled_messages_leave_the_inbox(store, channels, gated):
+    channel = channels()
+    try:
+        channel.receive(make_msg("running"))
+        assert gated.started.wait(5)
+        channel.receive(make_msg("dropped 1"))
+        channel.receive(make_msg("dropped 2"))
+        assert store.inbox_count() == 3
+        assert [c.content for c in channel.cancel_session("alice")] == ["dropped 1", "dropped 2"]
+        assert store.inbox_count() == 1
+    finally:
+        gated.gate.set()
+    assert channel.wait_idle(10)
+    assert store.inbox_count() == 0
+
+
+class RememberingChannel(RecordingChannel):
+    """A channel with a durable outbox of its own: it can tell what was answered."""
+
+    answered = {"already done"}
+
+    def already_answered(self, context):
+        return context.content in self.answered
+
+
+def test_resume_skips_what_the_channel_says_was_answered(store, channels):
+    first = channels(RememberingChannel)
+    first.halt()
+    first.receive(make_msg("already done"))
+    first.receive(make_msg("not yet"))
+    second = channels(RememberingChannel)
+    assert second.resume_inbox() == 1
+    assert second.wait_idle(10)
+    assert texts(second) == ["echo: not yet"]
+    assert store.inbox_count() == 0
+
+
+def test_a_record_that_cannot_be_rebuilt_is_reported_not_dropped_quietly(store, channels, logs):
+    store.inbox_add("RecordingChannel", "alice", {"v": 999, "what": "from a future version"})
+    channel = channels()
+    assert channel.resume_inbox() == 0
+    assert "cannot be rebuilt" in logs.text()
+    assert store.inbox_count() == 0
