@@ -1,0 +1,128 @@
+"""Nothing acknowledged is lost: `python app.py` killed with kill -9 (or stopped with a backlog)
+while Dify is stalled answers every acknowledged message exactly once after the restart."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+import time
+
+import httpx
+import pytest
+
+from sandbox.dify_server import DifyServer
+from tests.e2e.daemon import Daemon, run_app, web_daemon, write_config
+from tests.e2e.test_web_process import SSE, wait_idle
+
+pytestmark = pytest.mark.slow
+
+
+def post(base: str, user: str, text: str, msg_id: str | None = None) -> httpx.Response:
+    body = {"user_id": user, "message": text}
+    if msg_id is not None:
+        body["msg_id"] = msg_id
+    return httpx.post(base + "/message", json=body, timeout=10)
+
+
+def inbox_rows(folder) -> int:
+    """Messages the daemon keeps in its state database (read beside the running daemon)."""
+    path = os.path.join(str(folder), "data", "state.db")
+    if not os.path.exists(path):
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def answers(stream: SSE, count: int) -> list[str]:
+    return [stream.next(timeout=30)["data"]["content"] for _ in range(count)]
+
+
+def test_web_kill_9_with_dify_stalled_answers_every_acknowledged_message_once(tmp_path):
+    asked = {"alice": ["a1", "a2", "a3"], "bob": ["b1", "b2"], "carol": ["c1"]}
+    with web_daemon(tmp_path, max_pending_messages=6) as (daemon, server, port, base, health):
+        for _ in asked:
+            server.push_hang(60)  # the first question of each user hangs in Dify
+        for user, texts in asked.items():
+            for text in texts:
+                r = post(base, user, text, msg_id=text)
+                assert r.status_code == 200 and "handled" not in r.json(), r.text
+        # The seventh pending message is over max_pending_messages: refused, not acknowledged.
+        refused = post(base, "dave", "d1", msg_id="d1")
+        assert refused.status_code == 503, refused.text
+        daemon.kill()  # kill -9: no stop handler runs
+
+    with web_daemon(tmp_path) as (daemon, server, port, base, health):
+        streams = {user: SSE(port, user) for user in [*asked, "dave"]}
+        try:
+            for stream in streams.values():
+                assert stream.opened.wait(5)
+            # A retry of an acknowledged id is a duplicate (it is answered from the store);
+            # the refused one was never taken, so its retry is.
+            assert post(base, "alice", "a1", msg_id="a1").json().get("handled") is False
+            retry = post(base, "dave", "d1", msg_id="d1")
+            assert retry.status_code == 200 and "handled" not in retry.json(), retry.text
+            for user, texts in asked.items():
+                assert answers(streams[user], len(texts)) == [f"echo: {t}" for t in texts]
+            assert answers(streams["dave"], 1) == ["echo: d1"]
+            wait_idle(base)
+            for stream in streams.values():
+                assert stream.none_within(0.5)  # exactly once
+        finally:
+            for stream in streams.values():
+                stream.close()
+        assert inbox_rows(tmp_path) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_web_stop_with_a_backlog_keeps_it_for_the_next_start(tmp_path):
+    with web_daemon(tmp_path, shutdown_timeout=1) as (daemon, server, port, base, health):
+        server.push_hang(60)
+        for text in ("e1", "e2", "e3"):
+            assert post(base, "erin", text).status_code == 200
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    with open(os.path.join(str(tmp_path), "run.log"), encoding="utf-8") as f:
+        log = f.read()
+    assert "3 message(s) not answered after 1 s; they are kept in the state store" in log
+    assert inbox_rows(tmp_path) == 3
+
+    with web_daemon(tmp_path) as (daemon, server, port, base, health):
+        stream = SSE(port, "erin")
+        try:
+            assert answers(stream, 3) == ["echo: e1", "echo: e2", "echo: e3"]
+            wait_idle(base)
+            assert stream.none_within(0.5)
+        finally:
+            stream.close()
+    assert inbox_rows(tmp_path) == 0
+
+
+def test_terminal_kill_9_then_restart_answers_what_was_typed(tmp_path):
+    with DifyServer(api_key="app-test", mode="chat") as stalled:
+        stalled.push_hang(60)
+        config = write_config(tmp_path, bot_type="", model="dify", dify_api_base=stalled.base_url, dify_api_key="app-test")
+        daemon = Daemon(tmp_path, "--cmd", "--config", config)
+        try:
+            for text in ("first", "second", "third"):
+                daemon.ask(text)
+            deadline = time.monotonic() + 20
+            while inbox_rows(tmp_path) < 3:
+                assert time.monotonic() < deadline, "the daemon never stored the three questions"
+                time.sleep(0.05)
+        finally:
+            daemon.kill()
+        assert "echo:" not in "".join(daemon.stdout)
+
+    with DifyServer(api_key="app-test", mode="chat") as server:
+        config = write_config(tmp_path, bot_type="", model="dify", dify_api_base=server.base_url, dify_api_key="app-test")
+        again = run_app(tmp_path, "--cmd", "--config", config, input="fourth\n")
+    assert again.returncode == 0, again.stderr
+    replies = [line for line in again.stdout.splitlines() if line.startswith("echo:")]
+    assert replies == ["echo: first", "echo: second", "echo: third", "echo: fourth"]
+    assert inbox_rows(tmp_path) == 0
