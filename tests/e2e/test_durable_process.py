@@ -126,3 +126,31 @@ def test_terminal_kill_9_then_restart_answers_what_was_typed(tmp_path):
     replies = [line for line in again.stdout.splitlines() if line.startswith("echo:")]
     assert replies == ["echo: first", "echo: second", "echo: third", "echo: fourth"]
     assert inbox_rows(tmp_path) == 0
+
+
+def test_two_hash_commands_queued_back_to_back_run_in_the_order_sent(tmp_path):
+    """Issue 11, defect 8 said they ran in reverse order (the original put each command at the
+    head of the queue). Checked through a real daemon: they keep their order."""
+    gate = str(tmp_path / "gate")
+    config = write_config(tmp_path, bot_type="tests.fakes.gated_bot:FileGatedBot")
+    daemon = Daemon(tmp_path, "--cmd", "--config", config, env={"GATE_FILE": gate})
+    try:
+        daemon.ask("slow question")
+        deadline = time.monotonic() + 20
+        while not os.path.exists(gate + ".started"):
+            assert time.monotonic() < deadline, "the bot never started"
+            time.sleep(0.02)
+        daemon.ask("a question after")
+        daemon.ask("#nosuchcommand1")  # both wait behind the slow question, then jump the queue
+        daemon.ask("#nosuchcommand2")
+        while inbox_rows(tmp_path) < 4:  # all four taken (the first still running)
+            assert time.monotonic() < deadline, "the daemon never took the four lines"
+            time.sleep(0.02)
+        open(gate, "w").close()
+        daemon.proc.stdin.close()
+        assert daemon.wait(30) == 0
+    finally:
+        daemon.kill()
+    out = "".join(daemon.stdout)
+    order = [out.index(text) for text in ("echo: slow question", "nosuchcommand1", "nosuchcommand2", "echo: a question after")]
+    assert order == sorted(order), out
