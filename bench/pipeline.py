@@ -135,8 +135,12 @@ def main() -> None:
     store = SQLiteStore(os.path.join(tmp, "state.db"))
     config.user_data_book.attach(store)
 
-    channel = BenchChannel()
     total = args.sessions * args.messages
+    # The burst puts every message in the queues at once: lift the global bound above it
+    # (the per-session bound, 100 by default, already fits --messages 100).
+    config["max_pending_messages"] = max(config.get("max_pending_messages", 0) or 0, 2 * total)
+    config["session_queue_size"] = max(config.get("session_queue_size"), args.messages)
+    channel = BenchChannel()
     # Warm up (imports, plugin manager, bot creation).
     for i in range(200):
         feed(channel, f"warm-{i % 10}", f"w{i}")

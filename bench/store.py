@@ -19,7 +19,7 @@ from typing import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common.log import logger  # noqa: E402
-from common.store import SQLiteStore  # noqa: E402
+from common.store import DedupKey, SQLiteStore  # noqa: E402
 
 
 def median_us(op: Callable[[int], object], n: int) -> float:
@@ -35,10 +35,16 @@ def run(mode: str, n: int, folder: str) -> dict[str, float]:
     store = SQLiteStore(os.path.join(folder, f"bench-{mode.lower()}.db"), synchronous=mode)
     try:
         user = {"openai_api_key": "sk-" + "x" * 40, "gpt_model": "gpt-4o", "conversation_count": 0}
+        record = {"v": 1, "type": "TEXT", "content": "a question of some length " * 4, "kwargs": {
+            "isgroup": False, "session_id": "user-1", "receiver": "user-1",
+            "origin_ctype": {"$enum": "ContextType", "name": "TEXT"}}, "msg": {"msg_id": "user-1:abc", "content": "q"}}
         return {
             "put": median_us(lambda i: store.put("dify", f"session-{i % 100}", {"conversation_id": f"c{i}"}, ttl=3600), n),
             "seen": median_us(lambda i: store.seen("dedup", f"msg-{i}", ttl=600), n),
             "save_user_datas(1 user)": median_us(lambda i: store.save_user_datas({f"user-{i % 50}": user}), n),
+            # What each accepted message costs: stored with its dedup key, deleted once answered.
+            "inbox_add+done": median_us(lambda i: store.inbox_done(store.inbox_add(
+                "web", f"user-{i % 100}", record, DedupKey("dedup:web", f"user/{i}", 600))), n),
         }
     finally:
         store.close()
