@@ -408,3 +408,36 @@ def test_a_plugins_early_msg_register_gets_messages(start, sim, settings):  # no
     sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "hello plugin"))
     wait_until(lambda: seen == ["hello plugin"])
     wait_until(lambda: any(c["data"].get("content") == "echo: hello plugin" for c in sent(sim)))  # and the bot too
+
+
+# ------------------------------------------------------------------------------------------------ the inbox
+def test_messages_kept_at_a_stop_are_answered_after_the_restart(start, sim, tmp_path):  # noqa: F811
+    from common.store import SQLiteStore
+    from config import conf
+
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = conf().user_data_book
+    book.attach(store)
+    try:
+        first = start()
+        first.halt()  # a stop that ran out of time: what is taken stays in the inbox
+        sim.inject(nc.text(ROOM, ALICE, "悠悠", "@Bot\u2005in the room", at_list=[nc.at(BOT_ID, "Bot")]))
+        sim.inject(nc.text(PRIVATE, ALICE, "悠悠", "in private"))
+        wait_until(lambda: store.inbox_count("wework") == 2)
+        first.stop()
+        first.thread.join(5)
+        assert not sent(sim)
+
+        second = start()  # the next start: rebuilt from the client's notices, answered in order
+        wait_until(lambda: len(sent(sim)) == 2)
+        at_reply, private_reply = sent(sim)
+        assert at_reply["method"] == "send_room_at_msg" and at_reply["data"]["conversation_id"] == ROOM
+        assert "echo: in the room" in at_reply["data"]["content"]
+        assert private_reply["data"]["conversation_id"] == PRIVATE
+        assert private_reply["data"]["content"] == "echo: in private"
+        assert second.wait_idle(5)
+        assert store.inbox_count() == 0
+    finally:
+        book.close()
+        book._store = None
+        store.close()
