@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, run_app, web_daemon, write_config
-from tests.e2e.test_web_process import SSE, wait_idle
+from tests.e2e.test_web_process import SSE, running_channel, wait_idle
 
 pytestmark = pytest.mark.slow
 
@@ -154,3 +154,25 @@ def test_two_hash_commands_queued_back_to_back_run_in_the_order_sent(tmp_path):
     out = "".join(daemon.stdout)
     order = [out.index(text) for text in ("echo: slow question", "nosuchcommand1", "nosuchcommand2", "echo: a question after")]
     assert order == sorted(order), out
+
+
+def test_web_refuses_with_503_what_the_store_cannot_save(settings, tmp_path):
+    from common.store import SQLiteStore
+    from config import conf
+
+    settings["single_chat_prefix"] = [""]
+    settings["bot_type"] = "tests.fakes.bots:EchoBot"
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    book = conf().user_data_book
+    book.attach(store)
+    try:
+        with running_channel(settings) as channel:
+            base = channel.server.base_url
+            store.close()  # every write fails from now on, as with a vanished disk
+            r = httpx.post(base + "/message", json={"user_id": "zoe", "message": "hello", "msg_id": "z1"}, timeout=10)
+            assert r.status_code == 503
+            assert r.json()["status"] == "error" and "could not be saved" in r.json()["message"]
+            assert channel.dispatcher.pending() == 0
+    finally:
+        book.close()
+        book._store = None
