@@ -423,6 +423,11 @@ class ChatChannel(Channel):
                 self._inbox_done(item.id)
                 continue
             context._inbox_id = item.id
+            dedup = self._dedup_key(context.get("msg"))
+            if dedup is not None:
+                # Its key may have expired while the daemon was down: a redelivery now must
+                # still count as a duplicate.
+                self._remember(dedup)
             self.dispatcher.submit(item.session, context, urgent=_is_command(context), force=True)
             resumed += 1
         if resumed or answered:

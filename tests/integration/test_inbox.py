@@ -82,6 +82,22 @@ def test_a_backlog_kept_at_stop_is_answered_by_the_next_channel_in_order(store, 
     assert second.receive(make_msg("one", msg_id="id-one")) is None
 
 
+def test_a_kept_message_whose_dedup_key_expired_is_still_a_duplicate_after_the_restart(store, channels, gated):
+    first = channels()
+    first.halt()
+    first.receive(make_msg("slow day", msg_id="old-1"))
+    # The daemon stayed down longer than the dedup window: the key is gone, the message is not.
+    store._conn.execute("DELETE FROM seen")
+    second = channels()
+    try:
+        assert second.resume_inbox() == 1
+        assert second.receive(make_msg("slow day", msg_id="old-1")) is None  # the platform redelivers it
+    finally:
+        gated.gate.set()
+    assert second.wait_idle(10)
+    assert texts(second) == ["echo: slow day"]
+
+
 def test_the_rebuilt_context_has_what_handling_needs(store, channels, settings):
     settings["group_name_white_list"] = ["ALL_GROUP"]
     settings["group_chat_prefix"] = ["@bot"]
