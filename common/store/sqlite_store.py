@@ -11,7 +11,9 @@ Durability choices:
   with bench/store.py (Linux, ext4) ~0.15-0.2 ms per write against ~0.02 ms,
   and since every message writes a dedup key on the platform's thread,
   bench/pipeline.py fell from ~28,000 to ~3,200 messages/s with a 30 ms p50
-  under load. `SQLiteStore(path, synchronous="FULL")` remains available.
+  under load. `SQLiteStore(path, synchronous="FULL")` remains available. Since
+  issue 11 an accepted message also costs an inbox add (one transaction with its
+  dedup key) and a delete once answered: bench/store.py "inbox_add+done".
 - Autocommit connection (``isolation_level=None``) with explicit
   ``BEGIN IMMEDIATE``/``COMMIT`` around multi-statement writes: the write lock
   is taken up front, so a read-then-write (``seen``, ``pop_all``) is atomic even
