@@ -20,6 +20,8 @@ RECORD_VERSION = 1
 # The enums a context's kwargs hold (origin_ctype, desire_rtype), by the name written down.
 _ENUMS: dict[str, type[enum.Enum]] = {"ContextType": ContextType, "ReplyType": ReplyType}
 _PLAIN = (str, int, float, bool, type(None))
+# Marks a message record whose content is the context's (see context_to_record).
+_SAME_CONTENT = "$content_is_context"
 # ChatMessage fields that every message has (channel/chat_message.py); `ctype` is an enum.
 MESSAGE_FIELDS = (
     "msg_id", "create_time", "content", "from_user_id", "from_user_nickname", "to_user_id",
@@ -69,12 +71,16 @@ def context_to_record(context: Context, message_to_record: Callable[[ChatMessage
     if left_out:
         logger.debug(f"[chat] context keys not kept in the inbox (not JSON data): {', '.join(left_out)}")
     msg = context.kwargs.get("msg")
+    msg_record = None if msg is None else message_to_record(msg)
+    if isinstance(msg_record, dict) and isinstance(content, str) and msg_record.get("content") == content:
+        # A text is usually both the context's and its message's content: written once.
+        msg_record = {**msg_record, "content": None, _SAME_CONTENT: True}
     return {
         "v": RECORD_VERSION,
         "type": context.type.name,
         "content": content,
         "kwargs": kwargs,
-        "msg": None if msg is None else message_to_record(msg),
+        "msg": msg_record,
     }
 
 
@@ -82,8 +88,12 @@ def context_from_record(record: dict, record_to_message: Callable[[dict], ChatMe
     if not isinstance(record, dict) or record.get("v") != RECORD_VERSION:
         raise ValueError(f"not an inbox record of version {RECORD_VERSION}")
     kwargs = {key: _decode_value(value) for key, value in record["kwargs"].items()}
-    if record.get("msg") is not None:
-        kwargs["msg"] = record_to_message(record["msg"])
+    msg_record = record.get("msg")
+    if msg_record is not None:
+        if msg_record.get(_SAME_CONTENT):
+            msg_record = {key: value for key, value in msg_record.items() if key != _SAME_CONTENT}
+            msg_record["content"] = record["content"]
+        kwargs["msg"] = record_to_message(msg_record)
     return Context(ContextType[record["type"]], record["content"], kwargs)
 
 
