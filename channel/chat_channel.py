@@ -408,7 +408,8 @@ class ChatChannel(Channel):
         except Exception as e:
             logger.error(f"[chat] cannot read the messages kept from the last run: {e}")
             return 0
-        resumed = answered = 0
+        kept: list[tuple[str, Context, bool]] = []
+        answered = 0
         for item in items:
             try:
                 context = inbox_record.context_from_record(item.record, self.record_to_message)
@@ -428,8 +429,9 @@ class ChatChannel(Channel):
                 # Its key may have expired while the daemon was down: a redelivery now must
                 # still count as a duplicate.
                 self._remember(dedup)
-            self.dispatcher.submit(item.session, context, urgent=_is_command(context), force=True)
-            resumed += 1
+            kept.append((item.session, context, _is_command(context)))
+        self.dispatcher.submit_kept(kept)
+        resumed = len(kept)
         if resumed or answered:
             logger.info(f"[chat] {resumed} message(s) accepted before the last stop queued again"
                         + (f", {answered} found answered already" if answered else ""))

@@ -145,20 +145,18 @@ class SessionDispatcher:
 
     # -- producing
     def submit(self, session_id: str, item: Any, urgent: bool = False,
-               persist: Callable[[], None] | None = None, force: bool = False) -> Admission:
+               persist: Callable[[], None] | None = None) -> Admission:
         """Queue `item` for `session_id`; see Admission for the answers.
 
         `persist`, when given, runs once the item is known to fit and before it is queued;
-        if it raises, nothing is queued and the exception propagates. `force` skips the
-        bounds (work accepted before a restart, already persisted)."""
+        if it raises, nothing is queued and the exception propagates."""
         with self._submit_lock:
             with self._cond:
-                if not self._accepting and not force:
+                if not self._accepting:
                     return Admission.STOPPING
-                if not force:
-                    refused = self._check_room(session_id, urgent)
-                    if refused is not None:
-                        return refused
+                refused = self._check_room(session_id, urgent)
+                if refused is not None:
+                    return refused
             # Outside the dispatcher's lock: workers go on while the store writes. No other
             # submit runs meanwhile and workers only free room, so the item still fits.
             if persist is not None:
@@ -173,6 +171,21 @@ class SessionDispatcher:
                 self._queued += 1
                 self._mark_ready(session_id, state)
                 return Admission.ACCEPTED
+
+    def submit_kept(self, entries: list[tuple[str, Any, bool]]) -> None:
+        """Queue (session_id, item, urgent) entries accepted before a restart, all at once and
+        past the bounds: no worker starts one before the others are queued, so commands
+        among them go first, as they did when they were received."""
+        with self._submit_lock, self._cond:
+            for session_id, item, urgent in entries:
+                state = self._sessions.get(session_id)
+                if state is None:
+                    state = self._sessions[session_id] = _SessionState()
+                (state.urgent if urgent else state.items).append((self._next_seq, item))
+                self._next_seq += 1
+                self._queued += 1
+            for session_id, _, _ in entries:
+                self._mark_ready(session_id, self._sessions[session_id])
 
     def _check_room(self, session_id: str, urgent: bool) -> Admission | None:
         # Caller holds the lock.

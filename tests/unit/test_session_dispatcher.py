@@ -57,7 +57,7 @@ def wait_until(predicate, timeout: float = 20) -> bool:
     return False
 
 
-def test_global_bound_counts_every_session_and_force_skips_it(made):
+def test_global_bound_counts_every_session_and_kept_items_pass_it(made):
     rec = Recorder()
     d = made(rec, workers=1, max_pending=3, stall_seconds=3600)
     assert d.submit("a", "block-a") is Admission.ACCEPTED
@@ -67,7 +67,8 @@ def test_global_bound_counts_every_session_and_force_skips_it(made):
     assert d.submit("d", "d1") is Admission.ALL_FULL
     assert not Admission.ALL_FULL
     assert d.submit("d", "#cmd", urgent=True) is Admission.ALL_FULL
-    assert d.submit("d", "resumed", force=True) is Admission.ACCEPTED
+    d.submit_kept([("d", "resumed", False)])  # accepted before a restart: past the bound
+    assert d.pending() == 4
     rec.release.set()
     assert d.wait_idle(20)
     assert sorted(rec.handled) == ["b1", "block-a", "c1", "resumed"]
@@ -171,3 +172,11 @@ def test_no_worker_is_added_while_the_pool_makes_progress(made):
         d.submit(f"s{i % 10}", f"m{i}")
     assert d.wait_idle(30)
     assert d.worker_count() == 2
+
+
+def test_kept_items_are_all_queued_before_any_starts(made):
+    rec = Recorder()
+    d = made(rec, workers=4, stall_seconds=3600)
+    d.submit_kept([("a", "one", False), ("a", "two", False), ("a", "#cmd", True), ("b", "other", False)])
+    assert d.wait_idle(10)
+    assert [h for h in rec.handled if h != "other"] == ["#cmd", "one", "two"]
