@@ -145,7 +145,7 @@ def test_halt_starts_nothing_more_and_keeps_the_queue(made):
 
 def test_a_stalled_pool_gets_a_worker_and_the_extra_one_leaves_when_idle(made):
     rec = Recorder()
-    d = made(rec, workers=1, stall_seconds=0.2, max_workers=2, extra_idle_seconds=0.3)
+    d = made(rec, workers=1, stall_seconds=0.2, max_workers=2, extra_idle_seconds=3)
     d.submit("slow-user", "block")
     assert rec.blocked.wait(10)
     d.submit("other-user", "hello")
@@ -165,10 +165,11 @@ def test_a_stalled_pool_gets_a_worker_and_the_extra_one_leaves_when_idle(made):
 
 def test_no_worker_is_added_while_the_pool_makes_progress(made):
     def handler(item: str) -> None:
-        time.sleep(0.002)
+        time.sleep(0.003)
 
-    d = made(handler, workers=2, stall_seconds=0.5, max_workers=8, queue_size=10_000)
-    for i in range(300):
+    # Busy for longer than stall_seconds in all, but always starting something.
+    d = made(handler, workers=2, stall_seconds=1.0, max_workers=8, queue_size=10_000)
+    for i in range(1000):
         d.submit(f"s{i % 10}", f"m{i}")
     assert d.wait_idle(30)
     assert d.worker_count() == 2
