@@ -133,6 +133,7 @@ class SessionDispatcher:
         self._waiting_workers = 0  # of them, waiting for work
         self._extra_started = 0
         self._last_start = time.monotonic()  # when a worker last took an item
+        self._watch_asleep = False  # the stall watch waits for a notify (not on a timer)
         for i in range(base):
             self._spawn(f"{name}-{i}", extra=False)
         if self._max_workers > base:
@@ -205,7 +206,10 @@ class SessionDispatcher:
             state.ready = True
             self._ready.append(session_id)
             self._cond.notify()
-            if not self._waiting_workers:
+            if not self._waiting_workers and self._watch_asleep:
+                # Woken once per stall, not once per message: a busy pool would otherwise
+                # wake the watch for every submit.
+                self._watch_asleep = False
                 self._watch.notify()
 
     # -- cancelling
@@ -296,7 +300,9 @@ class SessionDispatcher:
             while not self._closed and not self._halted:
                 stalled = self._ready and not self._waiting_workers and self._workers < self._max_workers
                 if not stalled:
+                    self._watch_asleep = True
                     self._watch.wait()
+                    self._watch_asleep = False
                     continue
                 waited = time.monotonic() - self._last_start
                 if waited < self._stall_seconds:
