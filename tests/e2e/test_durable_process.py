@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from channel.chat_channel import BUSY_TEXT_EN
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, run_app, web_daemon, write_config
 from tests.e2e.test_web_process import SSE, running_channel, wait_idle
@@ -69,7 +70,8 @@ def test_web_kill_9_with_dify_stalled_answers_every_acknowledged_message_once(tm
             assert retry.status_code == 200 and "handled" not in retry.json(), retry.text
             for user, texts in asked.items():
                 assert answers(streams[user], len(texts)) == [f"echo: {t}" for t in texts]
-            assert answers(streams["dave"], 1) == ["echo: d1"]
+            # dave was told the bot was busy before the kill (the web channel keeps that too).
+            assert answers(streams["dave"], 2) == [BUSY_TEXT_EN, "echo: d1"]
             wait_idle(base)
             for stream in streams.values():
                 assert stream.none_within(0.5)  # exactly once
