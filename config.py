@@ -123,6 +123,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "dify_workflow_output_variable": ("text", "Workflow apps: the output variable that holds the answer. New."),
     "dify_connect_timeout": (10, "Seconds to wait for a connection to Dify. New."),
     "dify_read_timeout": (120, "Seconds Dify may stay silent (between streamed events, or for a whole blocking answer) before the request fails. New."),
+    "dify_answer_timeout": (300, "Most seconds one Dify answer may take in total, however slowly it streams; then the connection is closed and the user told (what arrived is kept). New."),
     "dify_max_retries": (2, "Retries of a Dify request after a 429, a 5xx or a connection error, with growing pauses. New."),
     "dify_conversation_max_messages": (5, "User messages per Dify conversation before a new one starts (<=0: no limit)."),
     "dify_error_reply": ("", "If set, replaces every Dify error text sent to users."),
@@ -188,6 +189,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "plugin_trigger_prefix": ("$", "Prefix of plugin chat commands (keep it different from `#`)."),
     "plugin_install_allow_local": (False, "Let `#installp` take local paths and file:// git URLs (for tests and offline mirrors); off, only https/ssh git URLs and plugins/source.json names are accepted. New."),
     "use_global_plugin_config": (False, "Kept for compatibility; plugins/config.json is always read when present."),
+    "download_timeout": (60, "Most seconds one download of an image or file linked from an answer or a message may take in total; at most half the worker_threads download at once, past that (or on failure) the link is sent as text. New."),
+    "allowed_internal_hosts": ([], "Hosts (names, addresses or networks such as 10.0.0.0/8) that links in answers and messages may point to although they are internal (loopback, private, link-local); every other internal address is refused. The host of dify_api_base is always allowed. New."),
     "max_media_send_count": (3, "Most media items sent from one reply."),
     "media_send_interval": (1, "Seconds between media items of one reply."),
     # --- channels
@@ -243,7 +246,7 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 # Positive-integer settings the pipeline relies on.
-_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections")
+_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections", "dify_answer_timeout", "download_timeout")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
@@ -271,7 +274,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "wework_init_wait") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait") else (int,)
     return (type(default),)
 
 
