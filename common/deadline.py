@@ -77,8 +77,12 @@ _watchdog = _Watchdog()  # the process's one watchdog thread (see the module doc
 def socket_of(response: Any) -> socket.socket | None:
     """The socket under a requests or urllib3 response (None when already released)."""
     raw = getattr(response, "raw", response)  # requests.Response -> urllib3.HTTPResponse
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None:
+        # A "Connection: close" answer: http.client has let go of the connection's socket and
+        # only the response's file still holds it (http.client.HTTPResponse.fp -> SocketIO).
+        fp = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
 
 

@@ -200,6 +200,9 @@ class DifyEventStream:
                 if event.get("event") == "error":
                     raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
                 yield event
+            if self.deadline.expired:
+                # A body without length or chunks just "ends" when the watchdog shuts it down.
+                raise DifyStreamCut(0, "", f"{self.what}: {self._over()}", answer_timeout=True)
         except EventTooLarge as e:
             raise DifyAnswerTooLarge(0, "", f"{self.what}: {e}") from None
         except DifyError:
