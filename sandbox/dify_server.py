@@ -496,6 +496,8 @@ class DifyServer:
         self.tts_enabled = True
         # A misbehaving server that answers text-to-audio with 200 and a JSON body.
         self.tts_json_200 = False
+        # A slow server: the speech is sent one byte every that many seconds.
+        self.tts_byte_delay = 0.0
         self.answers_for_sandbox = False
         self.requests: list[dict[str, Any]] = []
         self.conversations: dict[str, dict[str, Any]] = {}
@@ -1192,6 +1194,9 @@ class DifyServer:
                     raise ApiError(404, "not_found", "Message Not Exists.")
         elif not (isinstance(text, str) and text.strip()):
             raise _invalid("Text is required")
+        if self.tts_byte_delay:
+            self._send_file(h, _File(self.tts_audio, "audio/mpeg", byte_delay=self.tts_byte_delay))
+            return
         h._send_bytes(200, self.tts_audio, "audio/mpeg")
 
     # -- conversations and messages -----------------------------------------------------------------------

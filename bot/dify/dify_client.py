@@ -331,7 +331,7 @@ class DifyClient:
             if stream:
                 if "text/event-stream" not in response.headers.get("Content-Type", ""):
                     # A blocking-style JSON answer to a streaming request: wrong server or proxy.
-                    text = self._read_text(response, path, deadline)[:200]
+                    text = self._read_body(response, path, deadline)[:200].decode("utf-8", "replace")
                     raise DifyBadResponse(response.status_code, "", f"{path}: expected an event stream, got {text!r}")
                 return DifyEventStream(response, path, deadline)
             try:
@@ -347,11 +347,20 @@ class DifyClient:
             deadline.cancel()
             raise
 
+    def _whole(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A call whose whole answer (body included) must come within dify_answer_timeout:
+        uploads and speech, which a trickling server could otherwise hold for ever."""
+        with Deadline(self.answer_timeout()) as deadline:
+            response = self.request(method, path, stream=True, deadline=deadline, **kwargs)
+            deadline.attach(response)
+            self._read_body(response, path, deadline)  # response.content keeps it
+            return response
+
     @staticmethod
-    def _read_text(response: requests.Response, path: str, deadline: Deadline) -> str:
-        """The whole body of a non-stream answer, as text (the deadline still applies)."""
+    def _read_body(response: requests.Response, path: str, deadline: Deadline) -> bytes:
+        """The whole body of a non-stream answer (the deadline still applies)."""
         try:
-            return response.text
+            return response.content
         except requests.exceptions.RequestException as e:
             if deadline.expired:
                 raise DifyAnswerTimeout(0, "", f"{path}: the answer took longer than dify_answer_timeout "
@@ -367,7 +376,7 @@ class DifyClient:
         with open(path, "rb") as f:
             content = f.read()  # in memory so a retry can send it again
         mime_type = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        response = self.request("POST", "/files/upload", data={"user": user}, files={"file": (name, content, mime_type)})
+        response = self._whole("POST", "/files/upload", data={"user": user}, files={"file": (name, content, mime_type)})
         record = self._json(response, "/files/upload")
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise DifyBadResponse(response.status_code, "", f"/files/upload: no file id in {record!r}")
@@ -386,7 +395,7 @@ class DifyClient:
         with open(path, "rb") as f:
             content = f.read()
         data = {"user": user} if user else None
-        response = self.request("POST", "/audio-to-text", data=data, files={"file": (name, content, mime_type)})
+        response = self._whole("POST", "/audio-to-text", data=data, files={"file": (name, content, mime_type)})
         record = self._json(response, "/audio-to-text")
         text = record.get("text")
         if not isinstance(text, str):
@@ -401,7 +410,7 @@ class DifyClient:
             body["user"] = user
         if voice:
             body["voice"] = voice
-        response = self.request("POST", "/text-to-audio", json=body)
+        response = self._whole("POST", "/text-to-audio", json=body)
         content = response.content
         content_type = response.headers.get("Content-Type", "")
         if not content or content_type.startswith(("application/json", "text/")):

@@ -439,3 +439,11 @@ def test_proxy_variables_are_still_honoured(dify, monkeypatch):
         assert direct.chat_messages(chat_body("hello"), stream=False)["answer"] == "echo: hello"
     finally:
         direct.close()
+
+
+def test_speech_that_trickles_ends_at_dify_answer_timeout(client, dify, dify_settings):
+    # Issue 11: one byte every 0.3 s never trips the read timeout; the total deadline does.
+    dify_settings["dify_answer_timeout"] = 1
+    dify.tts_byte_delay = 0.3
+    with pytest.raises(errors.DifyAnswerTimeout):
+        client.text_to_audio("hello", "u1")
