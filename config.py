@@ -311,6 +311,27 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"{setting} must be at least {_MINIMUM[key]}, got {value}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"{setting} must not be negative, got {value}")
+    if key == "allowed_internal_hosts":
+        for item in value:
+            if not _is_host_entry(item):
+                raise ConfigError(f"{setting} must list host names, addresses or networks such as "
+                                  f"10.0.0.0/8 (no scheme, port or path), got {json.dumps(item, ensure_ascii=False)[:60]}")
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
+
+
+def _is_host_entry(item: str) -> bool:
+    """A name, an IPv4/IPv6 address or a network: what common.fetch compares a link's host with.
+    A URL or a host:port would silently match nothing."""
+    import ipaddress
+
+    item = item.strip()
+    try:
+        ipaddress.ip_network(item.strip("[]"), strict=False)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(item))
 
 
 def unknown_key_error(key: str, source: str = "", no_match_hint: str = "") -> ConfigError:
