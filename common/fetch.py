@@ -314,6 +314,9 @@ def _open(target: _Target, deadline: Deadline) -> tuple[HTTPConnection, urllib3.
             conn.close()
             last_error = e
             continue
+        except ValueError as e:  # urllib3's CertificateError: the certificate names another host
+            conn.close()
+            raise FetchError(f"https://{target.host_header}: {e}") from None
         deadline.attach(conn.sock)
         conn.timeout = deadline.cap(None)  # reads: the watchdog ends them at the deadline anyway
         try:

@@ -248,3 +248,51 @@ def test_eight_slow_downloads_do_not_stop_another_user_being_answered(dify, dify
         channel.stop()
         Bridge().reset_bot()
     assert sorted(r for r, _, _ in channel.sent if r.startswith("user-")) == [f"user-{n}" for n in range(8)]
+
+
+# --- https: connected by address, verified by name --------------------------------------------------
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS file server on 127.0.0.1 whose certificate names only "localhost"."""
+    import http.server
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            self.wfile.write(PNG)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(context)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1], str(ca_file)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_https_is_verified_against_the_name_while_connecting_to_the_checked_address(outside, tls_server, monkeypatch):
+    port, ca_file = tls_server
+    monkeypatch.setattr(fetch, "_ca_certs", lambda: ca_file)  # trust the test CA instead of certifi's
+    outside["allowed_internal_hosts"] = ["localhost", "127.0.0.1"]
+    assert fetch.fetch_bytes(f"https://localhost:{port}/x.png", 1024) == (PNG, "image/png")
+    # The certificate does not name 127.0.0.1: refused although that is where it connects.
+    with pytest.raises(fetch.FetchError, match="localhost"):
+        fetch.fetch_bytes(f"https://127.0.0.1:{port}/x.png", 1024)
