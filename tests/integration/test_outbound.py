@@ -89,6 +89,12 @@ def test_the_dify_api_host_is_allowed_without_a_setting(dify, dify_settings):
     assert fetch.fetch_bytes(dify.host_url + "/files/ok.png", 1024)[0] == PNG
 
 
+def test_a_link_http_cannot_send_is_a_fetch_error(dify, dify_settings):
+    with pytest.raises(fetch.FetchError):
+        fetch.fetch_bytes(dify.host_url + "/files/a\nb.png", 1024)
+    assert fetch.download_slots_in_use() == 0
+
+
 def test_too_many_redirects(outside, dify):
     outside["allowed_internal_hosts"] = ["127.0.0.1"]
     for i in range(7):
