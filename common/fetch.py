@@ -21,6 +21,7 @@ and the address check would mean nothing.
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
 import socket
@@ -262,7 +263,8 @@ def _fetch(url: str, max_bytes: int, write: Callable[[bytes], None], extra_hosts
                 if isinstance(e, (urllib3.exceptions.TimeoutError, socket.timeout)):
                     raise FetchTimeout(f"{mask_urls(url)}: timed out: {e}") from None
                 raise FetchError(f"{mask_urls(url)}: {e}") from None
-            except ValueError as e:  # http.client refuses a path with control characters, ...
+            except (ValueError, http.client.HTTPException) as e:
+                # http.client refuses a path with control characters, a malformed status line...
                 raise FetchError(f"{mask_urls(url)}: {e}") from None
     finally:
         _slots.give_back()

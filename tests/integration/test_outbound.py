@@ -91,7 +91,7 @@ def test_the_dify_api_host_is_allowed_without_a_setting(dify, dify_settings):
 
 def test_a_link_http_cannot_send_is_a_fetch_error(dify, dify_settings):
     with pytest.raises(fetch.FetchError):
-        fetch.fetch_bytes(dify.host_url + "/files/a\nb.png", 1024)
+        fetch.fetch_bytes(dify.host_url + "/files/a b\x01.png", 1024)
     assert fetch.download_slots_in_use() == 0
 
 
