@@ -124,6 +124,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "dify_workflow_output_variable": ("text", "Workflow apps: the output variable that holds the answer. New."),
     "dify_connect_timeout": (10, "Seconds to wait for a connection to Dify. New."),
     "dify_read_timeout": (120, "Seconds Dify may stay silent (between streamed events, or for a whole blocking answer) before the request fails. New."),
+    "dify_answer_timeout": (300, "Most seconds one Dify answer may take in total, however slowly it streams; then the connection is closed and the user told (what arrived is kept). New."),
     "dify_max_retries": (2, "Retries of a Dify request after a 429, a 5xx or a connection error, with growing pauses. New."),
     "dify_conversation_max_messages": (5, "User messages per Dify conversation before a new one starts (<=0: no limit)."),
     "dify_error_reply": ("", "If set, replaces every Dify error text sent to users."),
@@ -189,6 +190,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "plugin_trigger_prefix": ("$", "Prefix of plugin chat commands (keep it different from `#`)."),
     "plugin_install_allow_local": (False, "Let `#installp` take local paths and file:// git URLs (for tests and offline mirrors); off, only https/ssh git URLs and plugins/source.json names are accepted. New."),
     "use_global_plugin_config": (False, "Kept for compatibility; plugins/config.json is always read when present."),
+    "download_timeout": (60, "Most seconds one download of an image or file linked from an answer or a message may take in total; at most half the worker_threads download at once, past that (or on failure) the link is sent as text. New."),
+    "allowed_internal_hosts": ([], "Hosts (names, addresses or networks such as 10.0.0.0/8) that links in answers and messages may point to although they are internal (loopback, private, link-local); every other internal address is refused. The host of dify_api_base is always allowed. New."),
     "max_media_send_count": (3, "Most media items sent from one reply."),
     "media_send_interval": (1, "Seconds between media items of one reply."),
     # --- channels
@@ -245,7 +248,7 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
-                 "max_pending_messages")
+                 "max_pending_messages", "dify_answer_timeout", "download_timeout")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
@@ -273,7 +276,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "wework_init_wait") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait") else (int,)
     return (type(default),)
 
 
@@ -310,6 +313,27 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"{setting} must be at least {_MINIMUM[key]}, got {value}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"{setting} must not be negative, got {value}")
+    if key == "allowed_internal_hosts":
+        for item in value:
+            if not _is_host_entry(item):
+                raise ConfigError(f"{setting} must list host names, addresses or networks such as "
+                                  f"10.0.0.0/8 (no scheme, port or path), got {json.dumps(item, ensure_ascii=False)[:60]}")
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
+
+
+def _is_host_entry(item: str) -> bool:
+    """A name, an IPv4/IPv6 address or a network: what common.fetch compares a link's host with.
+    A URL or a host:port would silently match nothing."""
+    import ipaddress
+
+    item = item.strip()
+    try:
+        ipaddress.ip_network(item.strip("[]"), strict=False)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(item))
 
 
 def unknown_key_error(key: str, source: str = "", no_match_hint: str = "") -> ConfigError:

@@ -26,6 +26,10 @@ Differences, on purpose:
   part of the answer arrived. A 429 is reported at once instead of sleeping
   20 s twice while the user waits; a timeout is not retried (it already took
   ``request_timeout`` seconds).
+* ``request_timeout`` is the total time of a request, retries included: a
+  watchdog (:mod:`common.deadline`) closes a stream that still trickles when
+  it passes (the original's value only bounded the wait between two reads,
+  so a server sending a token every few seconds held a worker forever).
 * The session keeps a question only when it got an answer: a failed request
   leaves no unanswered question in the history. As in the original, a
   request the server rejects as invalid (HTTP 400, e.g. context too long)
@@ -64,6 +68,7 @@ from bridge.bridge import in_language, is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from common import const
+from common.deadline import Deadline
 from common.log import logger
 from common.masking import mask_secret, mask_urls, mask_value
 from common.sse import EventTooLarge, capped_events, max_answer_bytes, read_size
@@ -635,16 +640,28 @@ class ChatGPTBot(Bot):
     def _send(self, call: _Call, read: Callable[[requests.Response, _Call], T]) -> T:
         """POST ``call`` and read the answer with ``read``, retrying what is worth retrying."""
 
+        deadline = Deadline(_request_timeout())
+
         def attempt() -> T:
             call.progress.clear()
-            resp = self._post(call)
+            if deadline.expired:
+                raise ChatAPIError(TIMEOUT, "request_timeout passed before the request could be sent again")
             try:
-                return read(resp, call)
-            finally:
-                resp.close()
+                resp = self._post(call, deadline)
+                deadline.attach(resp)
+                try:
+                    return read(resp, call)
+                finally:
+                    resp.close()
+            except ChatAPIError as e:
+                if deadline.expired and e.kind in (TIMEOUT, BROKEN, CONNECTION):
+                    # The watchdog closed the connection: the answer took too long in total.
+                    raise ChatAPIError(TIMEOUT, f"not answered within request_timeout ({deadline.seconds:g} s)",
+                                       after_answer=e.after_answer) from None
+                raise
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max(0, int(self.max_retries)) + 1),
+            stop=tenacity.stop_after_attempt(max(0, int(self.max_retries)) + 1) | (lambda state: deadline.expired),
             wait=tenacity.wait_exponential(multiplier=self.retry_wait, min=0),
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, ChatAPIError) and e.retryable),
             before_sleep=lambda state: logger.warning(
@@ -662,6 +679,8 @@ class ChatGPTBot(Bot):
                 "[CHATGPT] {} request to {} failed: model={}, key={}, {}".format(call.purpose, mask_urls(call.url), call.target, key, self._masked(call, e))
             )
             raise
+        finally:
+            deadline.cancel()
 
     @staticmethod
     def _masked(call: _Call, error: BaseException | None) -> str:
@@ -673,9 +692,10 @@ class ChatGPTBot(Bot):
             text = text.replace(proxy, mask_value("proxy", proxy))
         return mask_urls(text)
 
-    def _post(self, call: _Call) -> requests.Response:
-        timeout = conf().get("request_timeout")
-        read_timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_REQUEST_TIMEOUT
+    def _post(self, call: _Call, deadline: Deadline | None = None) -> requests.Response:
+        read_timeout = _request_timeout()
+        if deadline is not None:
+            read_timeout = deadline.cap(read_timeout)
         proxy = conf().get("proxy")
         if proxy and not _usable_proxy(proxy):
             # Checked here because requests/urllib3 versions word a bad proxy URL differently.
@@ -762,6 +782,11 @@ class AzureChatGPTBot(ChatGPTBot):
 
 
 # --- helpers --------------------------------------------------------------------
+
+
+def _request_timeout() -> float:
+    timeout = conf().get("request_timeout")
+    return float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_REQUEST_TIMEOUT
 
 
 def _api_base() -> str:

@@ -4,7 +4,8 @@
 * :class:`ParagraphSplitter` cuts streamed text into finished paragraphs (for
   ``dify_stream_reply``), never inside a ``` code fence.
 * :class:`PartSender` turns parts into Replies (markdown images and file links
-  become IMAGE / FILE replies, downloaded first) and sends all but the last
+  become IMAGE / FILE replies, downloaded first with :mod:`common.fetch`; a link that is
+  refused, too big, too slow or finds every download slot taken is sent as text) and sends all but the last
   through the channel while the last becomes the bot's reply.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 from bot.dify.errors import DifyError
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
+from common.fetch import FetchError
 from common.log import logger
 from common.tmp_dir import TmpDir
 from common.utils import parse_markdown_media
@@ -279,7 +281,7 @@ class PartSender:
                 if content_type and not content_type.startswith(("image/", "application/octet-stream", "binary/")):
                     raise ValueError(f"not an image: {content_type}")
                 return Reply(ReplyType.IMAGE, io.BytesIO(content))
-            except (DifyError, ValueError, OSError) as e:
+            except (DifyError, FetchError, ValueError, OSError) as e:
                 logger.warning(f"[DIFY] image download failed, sending the link: {e}")
                 return Reply(ReplyType.TEXT, f"图片链接：{url}")
         try:
@@ -290,6 +292,6 @@ class PartSender:
             with open(path, "wb") as f:
                 f.write(content)
             return Reply(ReplyType.FILE, path)
-        except (DifyError, ValueError, OSError) as e:
+        except (DifyError, FetchError, ValueError, OSError) as e:
             logger.warning(f"[DIFY] file download failed, sending the link: {e}")
             return Reply(ReplyType.TEXT, f"文件链接：{url}")

@@ -42,6 +42,7 @@ from bot.dify.dify_session import DifySession, DifySessionManager
 from bot.dify.errors import (
     CUT_NOTE,
     UPLOAD_FAILED_NOTE,
+    DifyAnswerTimeout,
     DifyBadResponse,
     DifyConfigError,
     DifyConversationNotFound,
@@ -63,6 +64,15 @@ from common.text import TOO_LONG_NOTE
 from config import conf
 
 CHAT_APP_TYPES = ("chatbot", "chatflow", "agent")
+
+
+def _unanswered(cut: DifyStreamCut) -> DifyError:
+    """The error for a stream that broke off before any of the answer arrived."""
+    if cut.details.get("answer_timeout"):
+        return DifyAnswerTimeout(0, "", str(cut))
+    if cut.details.get("timeout"):
+        return DifyTimeout(0, "", str(cut), phase="read")
+    return cut
 APP_TYPES = CHAT_APP_TYPES + ("workflow", "completion")
 
 # Statuses of a workflow run that produced outputs.
@@ -323,9 +333,7 @@ class DifyBot(Bot):
         parts = fold.finish()
         if cut is not None:
             if not fold.received:
-                if cut.details.get("timeout"):
-                    raise DifyTimeout(0, "", str(cut), phase="read")
-                raise cut
+                raise _unanswered(cut)
             logger.warning(f"[DIFY] answer cut off, sending what arrived: {cut}")
         return parts, CUT_NOTE if cut is not None else None
 
@@ -346,9 +354,7 @@ class DifyBot(Bot):
                 except DifyStreamCut as e:
                     cut = e
             if fold.workflow is None:
-                if cut is not None and cut.details.get("timeout"):
-                    raise DifyTimeout(0, "", str(cut), phase="read")
-                raise cut or DifyStreamCut(0, "", "the workflow stream ended without workflow_finished")
+                raise _unanswered(cut or DifyStreamCut(0, "", "the workflow stream ended without workflow_finished"))
             data = fold.workflow
         else:
             data = client.workflow_run(payload, stream=False).get("data")

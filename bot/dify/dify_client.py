@@ -7,7 +7,10 @@ opening one per call (the original built a new client, without a timeout, for
 every message).
 
 * Timeouts: ``dify_connect_timeout`` to connect, ``dify_read_timeout`` of
-  silence (between streamed events, or for a whole blocking answer).
+  silence (between streamed events, or for a whole blocking answer), and
+  ``dify_answer_timeout`` for a whole answer: a stream that trickles forever
+  defeats the read timeout, so a watchdog (:mod:`common.deadline`) closes the
+  connection when the answer's time is up (:class:`DifyAnswerTimeout`).
 * Errors: every non-2xx answer, SSE ``error`` event, timeout and network
   failure is raised as a :class:`~bot.dify.errors.DifyError` subclass.
 * Retries (tenacity): 429, 5xx, connection failures and connect timeouts are
@@ -15,7 +18,11 @@ every message).
   ``Retry-After`` header is honoured, capped), and only before any of the
   response body was consumed: a stream that broke midway is never sent again.
 * Streams are read with sseclient-py: ``data:`` blocks are JSON-parsed, blocks
-  without data (``event: ping``) are skipped, bad JSON is logged and skipped.
+  without data (``event: ping``) are skipped. A block that is not a JSON object
+  (or bytes that are not UTF-8) raises :class:`DifyBadStream`: part of the answer
+  would otherwise be lost without a word.
+* Files linked from answers are downloaded with :mod:`common.fetch` (internal
+  addresses refused, total deadline, size cap, limited concurrency).
 
 Voice engines use :meth:`DifyClient.audio_to_text` / :meth:`DifyClient.text_to_audio`.
 """
@@ -39,7 +46,9 @@ from requests.adapters import HTTPAdapter
 
 from bot.dify.errors import (
     DifyAnswerTooLarge,
+    DifyAnswerTimeout,
     DifyBadResponse,
+    DifyBadStream,
     DifyConnectionError,
     DifyConversationNotFound,
     DifyError,
@@ -47,6 +56,8 @@ from bot.dify.errors import (
     DifyTimeout,
     classify,
 )
+from common import fetch
+from common.deadline import Deadline
 from common.log import logger
 from common.masking import mask_secret, mask_urls
 from common.sse import EventTooLarge, capped_events, max_answer_bytes, read_size
@@ -129,9 +140,10 @@ class DifyEventStream:
     DRAIN_SECONDS = 0.02
     DRAIN_BYTES = 64 * 1024
 
-    def __init__(self, response: requests.Response, what: str) -> None:
+    def __init__(self, response: requests.Response, what: str, deadline: Deadline | None = None) -> None:
         self.response = response
         self.what = what
+        self.deadline = deadline or Deadline(None)
         self._source: Iterator[bytes] | None = None
 
     def __enter__(self) -> "DifyEventStream":
@@ -141,9 +153,12 @@ class DifyEventStream:
         self.close()
 
     def close(self) -> None:
-        if self._source is not None:
-            self._drain(self._source)
-        self.response.close()
+        try:
+            if self._source is not None and not self.deadline.expired:
+                self._drain(self._source)
+            self.response.close()
+        finally:
+            self.deadline.cancel()
 
     def _drain(self, source: Iterator[bytes]) -> None:
         # requests hands a connection back to the pool only when the body was read to its
@@ -178,24 +193,33 @@ class DifyEventStream:
                 try:
                     event = json.loads(block.data)
                 except ValueError:
-                    logger.warning(f"[DIFY] {self.what}: skipped an SSE block that is not JSON: {block.data[:200]!r}")
-                    continue
+                    raise DifyBadStream(0, "", f"{self.what}: an event that is not JSON: {block.data[:200]!r}") from None
                 if not isinstance(event, dict):
-                    logger.warning(f"[DIFY] {self.what}: skipped an SSE block that is not an object: {block.data[:200]!r}")
-                    continue
+                    raise DifyBadStream(0, "", f"{self.what}: an event that is not a JSON object: {block.data[:200]!r}")
                 event = safe_data(event)  # a "\ud800" escape decodes to a lone surrogate
                 if event.get("event") == "error":
                     raise classify(_int(event.get("status"), 500), event.get("code"), event.get("message"))
                 yield event
+            if self.deadline.expired:
+                # A body without length or chunks just "ends" when the watchdog shuts it down.
+                raise DifyStreamCut(0, "", f"{self.what}: {self._over()}", answer_timeout=True)
         except EventTooLarge as e:
             raise DifyAnswerTooLarge(0, "", f"{self.what}: {e}") from None
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
+        except DifyError:
+            raise
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            if self.deadline.expired:
+                raise DifyStreamCut(0, "", f"{self.what}: {self._over()}", answer_timeout=True) from None
             # iter_content turns a broken chunked body into ChunkedEncodingError and a read
             # timeout into ConnectionError; either way the rest of the answer is lost.
             timeout = any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in e.args)
             raise DifyStreamCut(0, "", f"{self.what}: stream broke off: {e}", timeout=timeout) from e
-        except requests.exceptions.RequestException as e:
-            raise DifyStreamCut(0, "", f"{self.what}: stream failed: {e}") from e
+        except (UnicodeDecodeError, ValueError) as e:
+            # sseclient decodes the bytes as UTF-8 and parses the lines itself.
+            raise DifyBadStream(0, "", f"{self.what}: not a readable event stream: {e}") from None
+
+    def _over(self) -> str:
+        return f"the answer took longer than dify_answer_timeout ({self.deadline.seconds:g} s); connection closed"
 
 
 def _int(value: Any, default: int) -> int:
@@ -243,8 +267,6 @@ class DifyClient:
         # (~0.5 ms of CPU per question, measured with cProfile).
         self.session.proxies = requests.utils.get_environ_proxies(self.api_base)
         self.session.trust_env = False
-        # Downloads go to arbitrary URLs found in answers: never with the key.
-        self.download_session = self._new_session(pool_size)
 
     @staticmethod
     def _new_session(pool_size: int) -> requests.Session:
@@ -256,7 +278,6 @@ class DifyClient:
 
     def close(self) -> None:
         self.session.close()
-        self.download_session.close()
 
     # -- settings ---------------------------------------------------------------------------
     @property
@@ -295,19 +316,58 @@ class DifyClient:
         """POST /workflows/run (workflow apps)."""
         return self._app_call("/workflows/run", payload, stream)
 
+    def answer_timeout(self) -> float:
+        return float(conf().get("dify_answer_timeout") or 0)
+
     def _app_call(self, path: str, payload: dict[str, Any], stream: bool) -> Any:
         body = dict(payload, response_mode="streaming" if stream else "blocking")
-        # Read as a stream either way, so a huge blocking answer is refused before it is all in memory.
-        response = self.request("POST", path, json=body, stream=True)
-        if stream:
-            if "text/event-stream" not in response.headers.get("Content-Type", ""):
-                # A blocking-style JSON answer to a streaming request: wrong server or proxy.
-                text = response.text[:200]
-                response.close()
-                raise DifyBadResponse(response.status_code, "", f"{path}: expected an event stream, got {text!r}")
-            return DifyEventStream(response, path)
-        raw = _read_capped(response, max_answer_bytes(), path)
-        return self._json(response, path, raw)
+        # The answer's whole time, retries included. Read as a stream either way: the watchdog
+        # covers a blocking answer that trickles too, and a huge one is refused before it is
+        # all in memory.
+        deadline = Deadline(self.answer_timeout())
+        try:
+            response = self.request("POST", path, json=body, stream=True, deadline=deadline)
+            deadline.attach(response)
+            if stream:
+                if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                    # A blocking-style JSON answer to a streaming request: wrong server or proxy.
+                    text = self._read_body(response, path, deadline)[:200].decode("utf-8", "replace")
+                    raise DifyBadResponse(response.status_code, "", f"{path}: expected an event stream, got {text!r}")
+                return DifyEventStream(response, path, deadline)
+            try:
+                raw = _read_capped(response, max_answer_bytes(), path)
+            except DifyConnectionError:
+                if deadline.expired:
+                    raise DifyAnswerTimeout(0, "", f"{path}: the answer took longer than dify_answer_timeout "
+                                                   f"({deadline.seconds:g} s); connection closed") from None
+                raise
+            deadline.cancel()
+            return self._json(response, path, raw)
+        except BaseException:
+            deadline.cancel()
+            raise
+
+    def _whole(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A call whose whole answer (body included) must come within dify_answer_timeout:
+        uploads and speech, which a trickling server could otherwise hold for ever."""
+        with Deadline(self.answer_timeout()) as deadline:
+            response = self.request(method, path, stream=True, deadline=deadline, **kwargs)
+            deadline.attach(response)
+            self._read_body(response, path, deadline)  # response.content keeps it
+            return response
+
+    @staticmethod
+    def _read_body(response: requests.Response, path: str, deadline: Deadline) -> bytes:
+        """The whole body of a non-stream answer (the deadline still applies)."""
+        try:
+            return response.content
+        except requests.exceptions.RequestException as e:
+            if deadline.expired:
+                raise DifyAnswerTimeout(0, "", f"{path}: the answer took longer than dify_answer_timeout "
+                                              f"({deadline.seconds:g} s); connection closed") from None
+            raise DifyStreamCut(0, "", f"{path}: the answer broke off: {e}") from None
+        finally:
+            response.close()
 
     # -- files and audio ---------------------------------------------------------------------
     def upload_file(self, path: str, user: str, *, mime_type: str | None = None) -> dict[str, Any]:
@@ -316,7 +376,7 @@ class DifyClient:
         with open(path, "rb") as f:
             content = f.read()  # in memory so a retry can send it again
         mime_type = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        response = self.request("POST", "/files/upload", data={"user": user}, files={"file": (name, content, mime_type)})
+        response = self._whole("POST", "/files/upload", data={"user": user}, files={"file": (name, content, mime_type)})
         record = self._json(response, "/files/upload")
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise DifyBadResponse(response.status_code, "", f"/files/upload: no file id in {record!r}")
@@ -335,7 +395,7 @@ class DifyClient:
         with open(path, "rb") as f:
             content = f.read()
         data = {"user": user} if user else None
-        response = self.request("POST", "/audio-to-text", data=data, files={"file": (name, content, mime_type)})
+        response = self._whole("POST", "/audio-to-text", data=data, files={"file": (name, content, mime_type)})
         record = self._json(response, "/audio-to-text")
         text = record.get("text")
         if not isinstance(text, str):
@@ -350,7 +410,7 @@ class DifyClient:
             body["user"] = user
         if voice:
             body["voice"] = voice
-        response = self.request("POST", "/text-to-audio", json=body)
+        response = self._whole("POST", "/text-to-audio", json=body)
         content = response.content
         content_type = response.headers.get("Content-Type", "")
         if not content or content_type.startswith(("application/json", "text/")):
@@ -359,33 +419,23 @@ class DifyClient:
 
     # -- downloads -------------------------------------------------------------------------------
     def download(self, url: str, max_bytes: int) -> tuple[bytes, str]:
-        """GET a file linked from an answer: (content, content type). Raises DifyError
-        (or ValueError when larger than ``max_bytes``)."""
-        try:
-            with self.download_session.get(url, stream=True, timeout=self.timeouts()) as response:
-                if response.status_code != 200:
-                    raise classify(response.status_code, "", f"download of {url} answered {response.status_code}")
-                length = _int(response.headers.get("Content-Length"), -1)
-                if length > max_bytes:
-                    raise ValueError(f"{url} is {length} bytes, more than {max_bytes}")
-                data = bytearray()
-                for chunk in response.iter_content(chunk_size=64 * 1024):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise ValueError(f"{url} is more than {max_bytes} bytes")
-                return bytes(data), response.headers.get("Content-Type", "")
-        except requests.exceptions.Timeout as e:
-            raise DifyTimeout(0, "", f"download of {url}: {e}") from e
-        except requests.exceptions.RequestException as e:
-            raise DifyConnectionError(0, "", f"download of {url}: {e}") from e
+        """GET a file linked from an answer: (content, content type). Raises
+        :class:`common.fetch.FetchError` (refused, busy, too large, timed out, failed).
+        The host of this app's api base may be internal (a Dify on the LAN)."""
+        return fetch.fetch_bytes(url, max_bytes, extra_hosts=[urlsplit(self.api_base).hostname or ""])
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path: str, *, stream: bool = False, deadline: Deadline | None = None,
+                **kwargs: Any) -> requests.Response:
         """Send a request, retrying retryable failures; a 2xx response or a DifyError.
 
-        Retries happen only here, before the caller has read anything of the body."""
+        Retries happen only here, before the caller has read anything of the body, and
+        not once ``deadline`` (if given) has passed."""
+        stop = tenacity.stop_after_attempt(self.retries() + 1)
+        if deadline is not None:
+            stop = stop | (lambda state: deadline.expired)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries() + 1),
+            stop=stop,
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, DifyError) and e.retryable),
             wait=self._wait,
             sleep=lambda seconds: self.sleep(seconds),
@@ -395,7 +445,7 @@ class DifyClient:
             ),
             reraise=True,
         )
-        return retrying(self._send, method, path, stream=stream, **kwargs)
+        return retrying(self._send, method, path, stream=stream, deadline=deadline, **kwargs)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -404,16 +454,25 @@ class DifyClient:
             return min(float(retry_after), self.retry_after_cap)
         return min(self.backoff_base * (2 ** (state.attempt_number - 1)), self.backoff_max)
 
-    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, *, stream: bool = False, deadline: Deadline | None = None,
+              **kwargs: Any) -> requests.Response:
         url = self.api_base + path
         if logger.isEnabledFor(logging.DEBUG):  # the f-string and the mask cost time on every call
             logger.debug(f"[DIFY] {method} {mask_urls(url)} key={mask_secret(self.api_key) if self.api_key else '<empty>'} stream={stream}")
+        if deadline is not None and deadline.expired:
+            raise DifyAnswerTimeout(0, "", f"{method} {path}: dify_answer_timeout ({deadline.seconds:g} s) passed")
+        connect, read = self.timeouts()
+        if deadline is not None:
+            connect, read = deadline.cap(connect), deadline.cap(read)
         started = time.monotonic()
         try:
-            response = self.session.request(method, url, stream=stream, timeout=self.timeouts(), **kwargs)
+            response = self.session.request(method, url, stream=stream, timeout=(connect, read), **kwargs)
         except requests.exceptions.ConnectTimeout as e:
             raise DifyTimeout(0, "", f"{method} {path}: no connection within the connect timeout: {e}", phase="connect") from e
         except requests.exceptions.ReadTimeout as e:
+            if deadline is not None and deadline.expired:
+                raise DifyAnswerTimeout(0, "", f"{method} {path}: no answer within dify_answer_timeout "
+                                               f"({deadline.seconds:g} s)") from e
             raise DifyTimeout(0, "", f"{method} {path}: no answer within the read timeout: {e}", phase="read") from e
         except requests.exceptions.RequestException as e:  # refused, reset, invalid URL, ...
             raise DifyConnectionError(0, "", f"{method} {path}: {e}") from e

@@ -124,6 +124,16 @@ class DifyTimeout(DifyError):
         return self.details.get("phase") == "connect"
 
 
+class DifyAnswerTimeout(DifyTimeout):
+    """The whole answer took longer than dify_answer_timeout (the watchdog closed it)."""
+
+    kind = "answer_timeout"
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return False
+
+
 class DifyConnectionError(DifyError):
     """The connection could not be made or broke before a response arrived."""
 
@@ -135,7 +145,8 @@ class DifyStreamCut(DifyError):
     """A streamed answer broke off before its final event. Never retried.
 
     ``details["timeout"]`` is true when the stream went silent for longer than
-    the read timeout (rather than the connection breaking)."""
+    the read timeout (rather than the connection breaking), ``details["answer_timeout"]``
+    when the watchdog closed it at dify_answer_timeout."""
 
     kind = "stream_cut"
 
@@ -145,6 +156,13 @@ class DifyAnswerTooLarge(DifyStreamCut):
     (see common.sse.max_answer_bytes). Ends the answer like a cut stream."""
 
     kind = "too_large"
+
+
+class DifyBadStream(DifyStreamCut):
+    """The stream holds something that is not a Dify event (not JSON, not UTF-8): the
+    rest of it cannot be trusted, so it is read no further."""
+
+    kind = "bad_stream"
 
 
 class DifyBadResponse(DifyError):
@@ -264,6 +282,15 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "connection": (
         "无法连接到 Dify 服务，请稍后再试（如果一直这样，请检查配置项 dify_api_base）。",
         "Cannot reach the Dify service; please try again later (if it keeps happening, check the dify_api_base setting).",
+    ),
+    "answer_timeout": (
+        "Dify 的回答超过了时间上限（配置项 dify_answer_timeout），已中止，请稍后再试。",
+        "Dify's answer took longer than allowed (the dify_answer_timeout setting) and was stopped; please try again later.",
+    ),
+    "bad_stream": (
+        "Dify 返回的数据无法解析，回答已中止，请稍后再试（如果一直这样，请检查配置项 dify_api_base）。",
+        "Dify sent data that could not be read, so the answer was stopped; please try again later "
+        "(if it keeps happening, check the dify_api_base setting).",
     ),
     "stream_cut": (
         "Dify 的回答中断了，请再试一次。",

@@ -54,6 +54,7 @@ from channel.wework.wework_message import (
     split_join_notice,
 )
 from channel.wework.run import register_early_handlers
+from common.fetch import FetchError
 from common.log import logger
 from common.masking import mask_command
 from common.singleton import singleton
@@ -87,6 +88,11 @@ TOO_BIG_TEXT = {
     ReplyType.IMAGE_URL: ("抱歉，图片太大了，无法发送。", "Sorry, the image is too big to send."),
     ReplyType.VIDEO_URL: ("抱歉，视频太大了（超过 30 MB），无法发送。", "Sorry, the video is too big to send (over 30 MB)."),
     ReplyType.VIDEO: ("抱歉，视频太大了（超过 30 MB），无法发送。", "Sorry, the video is too big to send (over 30 MB)."),
+}
+# A linked image or video that could not be fetched (refused, too slow, every download slot taken).
+LINK_TEXT = {
+    ReplyType.IMAGE_URL: ("图片链接：{}", "Image link: {}"),
+    ReplyType.VIDEO_URL: ("视频链接：{}", "Video link: {}"),
 }
 
 
@@ -636,6 +642,12 @@ class WeworkChannel(ChatChannel):
         text = chinese_text if is_chinese(str(context.content)) else english_text
         self._expect(self.wework.send_text(receiver, text), "text", receiver)
 
+    def _send_link(self, receiver: str, reply: Reply, context: Context, error: Exception) -> None:
+        logger.warning(f"[wework] {reply.type} to {receiver} sent as a link: {error}")
+        chinese_text, english_text = LINK_TEXT[reply.type]
+        text = (chinese_text if is_chinese(str(context.content)) else english_text).format(reply.content)
+        self._send_pieces(receiver, reply, text, None)
+
     def _send_own_file(self, method: Callable[[str, str], Any], what: str, receiver: str, path: str, own: bool) -> None:
         """Send a file; our own copy is deleted once the client has had time to read it."""
         try:
@@ -663,6 +675,9 @@ class WeworkChannel(ChatChannel):
         except media.TooLarge as e:
             self._too_big(receiver, reply, context, e)
             return
+        except FetchError as e:
+            self._send_link(receiver, reply, context, e)
+            return
         self._send_own_file(self.wework.send_image, "image", receiver, path, True)
 
     def _send_file(self, receiver: str, reply: Reply, context: Context) -> None:
@@ -683,5 +698,8 @@ class WeworkChannel(ChatChannel):
             media.download(str(reply.content), path, media.VIDEO_MAX_BYTES)
         except media.TooLarge as e:  # the partial file is already removed
             self._too_big(receiver, reply, context, e)
+            return
+        except FetchError as e:
+            self._send_link(receiver, reply, context, e)
             return
         self._send_own_file(self.wework.send_video, "video", receiver, path, True)

@@ -14,8 +14,7 @@ import time
 import uuid
 from typing import Any, BinaryIO
 
-import requests
-
+from common import fetch
 from common.log import logger
 from common.tmp_dir import TmpDir
 
@@ -27,7 +26,6 @@ IMAGE_MAX_BYTES = 10 * 1024 * 1024
 IMAGE_DOWNLOAD_MAX_BYTES = 40 * 1024 * 1024
 # The original's video limit.
 VIDEO_MAX_BYTES = 30 * 1024 * 1024
-DOWNLOAD_TIMEOUT = (10, 60)  # connect, read (seconds)
 _CHUNK = 64 * 1024
 
 _PIL_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
@@ -79,24 +77,14 @@ def remove_quietly(path: str) -> None:
 def download(url: str, path: str, max_bytes: int) -> int:
     """Stream ``url`` into ``path``, at most ``max_bytes``; returns the size.
 
-    Raises TooLarge (the partial file removed) when the body is bigger, requests' errors otherwise.
+    Through :mod:`common.fetch` (the URL comes from a reply: internal addresses refused, a
+    total deadline, limited concurrency). Raises TooLarge (the partial file removed) when the
+    body is bigger, :class:`common.fetch.FetchError` otherwise.
     """
-    size = 0
     try:
-        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
-            response.raise_for_status()
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise TooLarge(int(declared), max_bytes)
-            with open(path, "wb") as f:
-                for block in response.iter_content(_CHUNK):
-                    size += len(block)
-                    if size > max_bytes:
-                        raise TooLarge(size, max_bytes)
-                    f.write(block)
-    except BaseException:
-        remove_quietly(path)
-        raise
+        size, _ = fetch.fetch_to_file(url, path, max_bytes)
+    except fetch.FetchTooLarge as e:
+        raise TooLarge(e.size, e.limit) from None
     return size
 
 

@@ -33,6 +33,7 @@ import requests
 import plugins
 from bridge.context import ContextType
 from bridge.reply import Reply, ReplyType
+from common.deadline import Deadline
 from common.log import logger
 from common.tmp_dir import TmpDir
 from common.utils import get_path_suffix
@@ -70,15 +71,20 @@ def _file_name_of(url: str) -> str:
 def download_file(url: str, max_bytes: int, timeout: float) -> str:
     """Download ``url`` to a new folder in tmp/ and return the file's path.
 
-    Raises DownloadError on an HTTP error, a network failure, or a body over ``max_bytes``
-    (checked on the announced length and while reading, so a lying server is cut off too).
+    Raises DownloadError on an HTTP error, a network failure, a body over ``max_bytes``
+    (checked on the announced length and while reading, so a lying server is cut off too), or
+    when the whole download takes longer than ``timeout`` seconds (a server trickling a byte at
+    a time passes every per-read timeout; a watchdog closes it). The URL is the admin's own
+    (plugin config), so it is not held to common.fetch's address checks and keeps the proxy.
     """
     folder = os.path.join(TmpDir().path(), uuid.uuid4().hex)
     path = os.path.join(folder, _file_name_of(url))
     proxy = conf().get("proxy")
     proxies = {"http": proxy, "https": proxy} if proxy else None
+    deadline = Deadline(timeout)
     try:
         with requests.get(url, stream=True, timeout=(_CONNECT_TIMEOUT, timeout), proxies=proxies) as resp:
+            deadline.attach(resp)
             if resp.status_code != 200:
                 raise DownloadError(f"HTTP {resp.status_code}")
             announced = resp.headers.get("Content-Length")
@@ -96,7 +102,11 @@ def download_file(url: str, max_bytes: int, timeout: float) -> str:
         _remove(path, folder)
         if isinstance(e, DownloadError):
             raise
+        if deadline.expired:
+            raise DownloadError(f"not done within download_timeout ({timeout:g} s)") from e
         raise DownloadError(str(e)) from e
+    finally:
+        deadline.cancel()
     return path
 
 

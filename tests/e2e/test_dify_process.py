@@ -61,3 +61,18 @@ def test_sandbox_demo_answers_offline_and_says_so(tmp_path):
     bot_lines = result.stdout.split("Bot:")[1:]
     assert bot_lines, result.stdout
     assert "你好，沙盒" in bot_lines[0]
+
+
+def test_a_dify_stream_that_never_ends_is_stopped_at_dify_answer_timeout(tmp_path):
+    # Issue 11: a stream trickling one event every 0.2 s never trips the read timeout; the
+    # answer's total deadline stops it, keeps what arrived, and the next question is answered.
+    with DifyServer(api_key="app-test", mode="chat") as server:
+        server.push_trickle("la ", every=0.2)
+        config = dify_config(tmp_path, server, dify_answer_timeout=1)
+        result = run_app(tmp_path, "--cmd", "--config", config, input="sing\nhello\n")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("la la ") for line in lines), result.stdout
+    assert "(The answer was cut off.)" in lines
+    assert "echo: hello" in lines

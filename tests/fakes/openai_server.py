@@ -63,7 +63,7 @@ class RecordedRequest:
 
 @dataclass
 class _Action:
-    kind: str  # answer | error | hang | broken
+    kind: str  # answer | error | hang | broken | trickle
     text: str = ""
     status: int = 200
     body: Any = None
@@ -153,6 +153,11 @@ class OpenAIServer:
 
     def push_hang(self, seconds: float) -> None:
         self._push(_Action("hang", seconds=seconds))
+
+    def push_trickle(self, piece: str = ".", every: float = 0.5) -> None:
+        """A stream that never ends: one delta with ``piece`` every ``every`` seconds until
+        the client goes away or the server stops (per-read timeouts never fire)."""
+        self._push(_Action("trickle", text=piece, seconds=every))
 
     def push_broken_stream(self, text: str) -> None:
         self._push(_Action("broken", text=text))
@@ -271,6 +276,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"created": int(time.time()), "data": [item]})
             return
 
+        if action is not None and action.kind == "trickle":
+            self._trickle(action, model)
+            return
         text = action.text if action is not None else self._echo(body)
         usage = action.usage if action is not None else None
         if action is not None and action.kind == "broken":
@@ -330,6 +338,18 @@ class _Handler(BaseHTTPRequestHandler):
             except UnicodeEncodeError:  # a lone surrogate (a test's "\ud800"): sent as its JSON escape
                 text = json.dumps(payload)
         self._chunk(f"data: {text}\n\n".encode("utf-8"))
+
+    def _trickle(self, action: _Action, model: Any) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        base = {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        while True:
+            self._event({**base, "choices": [{"index": 0, "delta": {"content": action.text}, "finish_reason": None}]})
+            if self.owner._stopping.wait(action.seconds):
+                return
 
     def _stream(self, text: str, model: Any, usage: dict | None, broken: bool = False) -> None:
         self.send_response(200)

@@ -246,6 +246,17 @@ def test_keyword_failed_or_oversized_download_sends_the_link(load, files, tmp_pa
     assert leftovers == []
 
 
+def test_keyword_download_that_trickles_ends_at_download_timeout(load, files, tmp_path):
+    # Issue 11: one byte every 0.3 s passes every per-read timeout; the total deadline stops it.
+    with DifyServer() as server:
+        server.add_file("/slow.pdf", b"%PDF" + b"x" * 100, "application/pdf", byte_delay=0.3)
+        slow = server.host_url + "/slow.pdf"
+        channel = load({"keyword": {"keyword": {"s": slow}, "download_timeout": 1}})
+        assert ask(channel, "s") == [("alice", ReplyType.TEXT, slow)]
+    leftovers = [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()] if (tmp_path / "tmp").exists() else []
+    assert leftovers == []
+
+
 # ----------------------------------------------------------------------------- banwords
 
 

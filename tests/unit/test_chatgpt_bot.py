@@ -468,3 +468,14 @@ def test_one_huge_stream_event_is_refused_clearly(bot, server):
     reply = ask(bot, "one block")
     assert_short_error(reply)
     assert reply.content == "The model's answer was too large to show; please ask for a shorter one."
+
+
+def test_request_timeout_is_the_total_time_of_a_trickling_stream(bot, server, settings_for):
+    # One token every 0.2 s never lets a read time out; request_timeout still ends the answer
+    # (issue 11: it bounded only the wait between two reads, so the worker was held forever).
+    settings_for["request_timeout"] = 1
+    server.push_trickle("x", every=0.2)
+    reply = ask(bot, "hi")
+    assert_short_error(reply)
+    assert "request_timeout" in reply.content or "超时" in reply.content
+    assert len(server.chat_requests()) == 1  # not sent again

@@ -422,3 +422,15 @@ def test_check_plain_refuses_what_no_setting_can_hold():
         deep = [deep]
     with pytest.raises(ConfigError, match="nested deeper"):
         check_plain(deep, "setting 'x'")
+
+
+@pytest.mark.parametrize("entry", ["http://10.0.0.5", "nas:8080", "10.0.0.0/33", "", "a b", "host/path"])
+def test_allowed_internal_hosts_takes_hosts_not_urls(entry):
+    # A URL or host:port there would match no link's host, silently (issue 11).
+    with pytest.raises(ConfigError, match="allowed_internal_hosts"):
+        config_module.check_value("allowed_internal_hosts", [entry])
+
+
+@pytest.mark.parametrize("entry", ["nas.local", "NAS", "192.168.1.10", "10.0.0.0/8", "::1", "[fd00::1]", "fd00::/8"])
+def test_allowed_internal_hosts_accepts_names_addresses_and_networks(entry):
+    config_module.check_value("allowed_internal_hosts", [entry])

@@ -81,12 +81,10 @@ def test_error_event_is_raised_as_its_kind(client, dify):
     assert seen == ["message"]
 
 
-def test_bad_json_blocks_are_skipped_and_multiline_data_joined():
+def test_comments_and_pings_are_skipped_and_a_block_split_over_chunks_joined():
     raw_stream = [
         b"data: {\"event\":\"message\",\"answer\":\"A\"}\n\n",
         b"event: ping\n\n",
-        b"data: {not json\n\n",
-        b"data: [1, 2]\n\n",
         b": a comment\n\n",
         b"data: {\"event\":\"message\",",  # one block split over two chunks
         b"\"answer\":\"B\"}\n\ndata: {\"event\":\"message_end\"}\n\n",
@@ -98,6 +96,23 @@ def test_bad_json_blocks_are_skipped_and_multiline_data_joined():
             got = list(events)
         c.close()
     assert [(e["event"], e.get("answer")) for e in got] == [("message", "A"), ("message", "B"), ("message_end", None)]
+
+
+@pytest.mark.parametrize("bad", [b"data: {not json\n\n", b"data: [1, 2]\n\n", b"data: \xff\xfe{}\n\n"])
+def test_a_block_that_is_no_event_stops_the_stream_with_a_bad_stream_error(bad):
+    # Skipping it would lose part of the answer without a word (issue 11).
+    raw_stream = [b"data: {\"event\":\"message\",\"answer\":\"A\"}\n\n", bad,
+                  b"data: {\"event\":\"message_end\"}\n\n"]
+    seen = []
+    with RawServer() as raw:
+        raw.push(200, raw_stream, {"Content-Type": "text/event-stream"})
+        c = DifyClient(raw.base_url, API_KEY, max_retries=0)
+        with pytest.raises(errors.DifyBadStream):
+            with c.chat_messages(chat_body(), stream=True) as events:
+                for event in events:
+                    seen.append(event.get("answer"))
+        c.close()
+    assert seen == ["A"]
 
 
 def test_cut_stream_raises_stream_cut_after_the_events_that_arrived(client, dify):
@@ -424,3 +439,11 @@ def test_proxy_variables_are_still_honoured(dify, monkeypatch):
         assert direct.chat_messages(chat_body("hello"), stream=False)["answer"] == "echo: hello"
     finally:
         direct.close()
+
+
+def test_speech_that_trickles_ends_at_dify_answer_timeout(client, dify, dify_settings):
+    # Issue 11: one byte every 0.3 s never trips the read timeout; the total deadline does.
+    dify_settings["dify_answer_timeout"] = 1
+    dify.tts_byte_delay = 0.3
+    with pytest.raises(errors.DifyAnswerTimeout):
+        client.text_to_audio("hello", "u1")

@@ -300,7 +300,8 @@ def test_image_file_is_kept_until_the_client_has_read_it(start, sim, monkeypatch
     wait_until(lambda: not os.path.exists(path), timeout=3)
 
 
-def test_image_url_is_downloaded_and_compressed_when_too_big(start, sim, monkeypatch):  # noqa: F811
+def test_image_url_is_downloaded_and_compressed_when_too_big(start, sim, settings, monkeypatch):  # noqa: F811
+    settings["allowed_internal_hosts"] = ["127.0.0.1"]  # the file server is on loopback
     channel = start()
     monkeypatch.setattr(media, "IMAGE_MAX_BYTES", 40_000)
     big = png_bytes((200, 200), noise=True)
@@ -316,7 +317,8 @@ def test_image_url_is_downloaded_and_compressed_when_too_big(start, sim, monkeyp
     assert second.endswith(".png")
 
 
-def test_video_url_too_big_tells_the_user_and_leaves_nothing(start, sim, monkeypatch):  # noqa: F811
+def test_video_url_too_big_tells_the_user_and_leaves_nothing(start, sim, settings, monkeypatch):  # noqa: F811
+    settings["allowed_internal_hosts"] = ["127.0.0.1"]  # the file server is on loopback
     channel = start()
     monkeypatch.setattr(media, "VIDEO_MAX_BYTES", 1000)
     with DifyServer() as server:
@@ -329,6 +331,23 @@ def test_video_url_too_big_tells_the_user_and_leaves_nothing(start, sim, monkeyp
     assert calls[0]["method"] == "send_text" and "视频太大" in calls[0]["data"]["content"]
     assert calls[1]["method"] == "send_video" and os.path.getsize(calls[1]["data"]["file"]) == 500
     assert [n for n in os.listdir(media.send_dir())] == [os.path.basename(calls[1]["data"]["file"])]
+
+
+def test_image_and_video_urls_to_internal_addresses_are_sent_as_links(start, sim, settings):  # noqa: F811
+    # Issue 11 (SSRF): a reply linking to this machine or its LAN is not fetched and re-sent.
+    settings["allowed_internal_hosts"] = []
+    channel = start()
+    with DifyServer() as server:
+        server.add_file("/files/secret.png", png_bytes(), "image/png")
+        image = f"http://localhost:{server.port}/files/secret.png"
+        video = "http://169.254.169.254/latest/meta-data"
+        context = context_for(channel, nc.text(PRIVATE, ALICE, "悠悠", "发个图"))
+        channel.send(Reply(ReplyType.IMAGE_URL, image), context)
+        channel.send(Reply(ReplyType.VIDEO_URL, video), context)
+        assert [r["path"] for r in server.requests] == []
+    assert [(c["method"], c["data"]["content"]) for c in sent(sim)] == [
+        ("send_text", f"图片链接：{image}"), ("send_text", f"视频链接：{video}"),
+    ]
 
 
 def test_file_voice_and_video_are_sent(start, sim, tmp_path):  # noqa: F811
