@@ -452,9 +452,16 @@ class ChatChannel(Channel):
     def _handle_queued(self, context: Context) -> None:
         """The dispatcher's handler: handle, then delete the context's inbox item (the reply
         or a clear error went out, see _handle)."""
+        book = conf().user_data_book
+        book.track()
         try:
             self._handle(context)
         finally:
+            # What handling changed in user data is saved before the message counts as done.
+            try:
+                book.flush_tracked()
+            except Exception as e:
+                logger.error(f"[chat] saving user data after a message failed (the flusher retries): {e}")
             self._inbox_done(getattr(context, "_inbox_id", None))
 
     def cancel_session(self, session_id: str) -> list[Context]:

@@ -163,6 +163,8 @@ class UserDataBook:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Users whose data a thread fetched or changed since it called track() (see flush_tracked).
+        self._tracked = threading.local()
 
     @staticmethod
     def _key(user: Any) -> str:
@@ -176,6 +178,7 @@ class UserDataBook:
                 entry = UserData(self, key)
                 dict.__setitem__(self.data, key, entry)
             self._watched[key] = time.monotonic()
+            self._note(key)
             return entry
 
     def fetch(self, user: Any) -> dict:
@@ -186,6 +189,7 @@ class UserDataBook:
             if entry is None:
                 raise KeyError(user)
             self._watched[key] = time.monotonic()
+            self._note(key)
             return entry
 
     def put(self, user: Any, value: dict) -> None:
@@ -198,6 +202,7 @@ class UserDataBook:
             self._deleted.discard(key)
             self._dirty.add(key)
             self._watched[key] = time.monotonic()
+            self._note(key)
         self._wake.set()
 
     def remove(self, user: Any) -> dict:
@@ -238,6 +243,7 @@ class UserDataBook:
     def mark_dirty(self, user: str) -> None:
         with self._lock:
             self._dirty.add(user)
+        self._note(user)
         self._wake.set()
 
     def attach(self, store: Any) -> None:
@@ -276,22 +282,49 @@ class UserDataBook:
         self.flush()
         return added
 
-    def flush(self, everyone: bool = False) -> int:
+    # -------------------------------------------------- per-message durability
+    # The flusher saves changes within FLUSH_INTERVAL; a message whose handling changed a user's
+    # data must not be marked answered before that change is saved, or a kill -9 in between
+    # would lose the change while the message counts as done. The pipeline therefore calls
+    # track() before handling a message and flush_tracked() before marking it done: only the
+    # users that handling touched are compared, so the cost does not grow with the user count.
+    def _note(self, key: str) -> None:
+        touched = getattr(self._tracked, "users", None)
+        if touched is not None:
+            touched.add(key)
+
+    def track(self) -> None:
+        """Start noting, for this thread, the users whose data is fetched or changed."""
+        self._tracked.users = set()
+
+    def flush_tracked(self) -> int:
+        """Save now what changed for the users noted since track() on this thread; stop noting."""
+        users = getattr(self._tracked, "users", None)
+        self._tracked.users = None
+        if not users:
+            return 0
+        return self.flush(only=users)
+
+    def flush(self, everyone: bool = False, only: set[str] | None = None) -> int:
         """Write every changed user in one transaction. Returns how many were written.
 
-        `everyone` compares all users, not only the recently fetched ones (at a stop)."""
+        `everyone` compares all users, not only the recently fetched ones (at a stop);
+        `only` compares just those users (flush_tracked)."""
         with self._lock:
             if self._store is None:
                 return 0
             deleted = self._delete_removed()
-            now = time.monotonic()
-            candidates = set(self._dirty)
-            if everyone:
-                candidates.update(dict.keys(self.data))
-            for user, seen in list(self._watched.items()):
-                if now - seen > WATCH_SECONDS:
-                    del self._watched[user]
-                candidates.add(user)
+            if only is not None:
+                candidates = set(only)
+            else:
+                now = time.monotonic()
+                candidates = set(self._dirty)
+                if everyone:
+                    candidates.update(dict.keys(self.data))
+                for user, seen in list(self._watched.items()):
+                    if now - seen > WATCH_SECONDS:
+                        del self._watched[user]
+                    candidates.add(user)
             changed: dict[str, dict] = {}
             snapshots: dict[str, str] = {}
             for user in candidates:
@@ -308,7 +341,7 @@ class UserDataBook:
                 if self._saved.get(user) != text:
                     changed[user] = json.loads(text)
                     snapshots[user] = text
-            self._dirty.clear()
+            self._dirty.difference_update(candidates)
             if not changed:
                 return deleted
             try:

@@ -201,3 +201,50 @@ def test_a_record_that_cannot_be_rebuilt_is_reported_not_dropped_quietly(store, 
     assert channel.resume_inbox() == 0
     assert "cannot be rebuilt" in logs.text()
     assert store.inbox_count() == 0
+
+
+class CountingBot:
+    """Keeps a per-user count in nested user data, the way plugins change it in place."""
+
+    def reply(self, query, context=None):
+        from bridge.reply import Reply
+        from config import conf
+
+        counts = conf().get_user_data(context["receiver"]).setdefault("counts", {})
+        counts["asked"] = counts.get("asked", 0) + 1  # nested: the dict itself sees no write
+        return Reply(ReplyType.TEXT, f"asked {counts['asked']}")
+
+
+class DoneWatchingStore(SQLiteStore):
+    """A real store that notes the saved user data at the moment a message is marked done."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.user_data_at_done = []
+
+    def inbox_done(self, item_id):
+        self.user_data_at_done.append(self.load_user_datas())
+        return super().inbox_done(item_id)
+
+
+def test_user_data_changed_by_a_message_is_saved_before_the_message_counts_as_answered(tmp_path, channels, settings):
+    # A kill -9 between "done" and the flusher's next run must not lose the change.
+    from config import conf
+
+    s = DoneWatchingStore(str(tmp_path / "state.db"))
+    book = conf().user_data_book
+    book.attach(s)
+    book.close()  # stop the flusher thread: only the pipeline's own save can be seen below
+    try:
+        settings["bot_type"] = "tests.integration.test_inbox:CountingBot"
+        Bridge().reset_bot()
+        channel = channels()
+        for n in range(3):
+            assert channel.receive(make_msg(f"q{n}", msg_id=f"count-{n}")) is not None
+            assert channel.wait_idle(10)
+        assert [c for _, _, c in channel.sent] == ["asked 1", "asked 2", "asked 3"]
+        assert [d.get("alice", {}).get("counts") for d in s.user_data_at_done] == [
+            {"asked": 1}, {"asked": 2}, {"asked": 3}]
+    finally:
+        book._store = None
+        s.close()

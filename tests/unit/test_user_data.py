@@ -186,3 +186,28 @@ def test_a_stop_saves_changes_made_after_the_watch_window(tmp_path, monkeypatch)
     book.close()
     assert store.load_user_datas() == {"alice": {"hist": ["x"]}, "bob": {"a": 2}}
     store.close()
+
+
+def test_flush_tracked_saves_what_this_thread_touched_and_nothing_else(tmp_path):
+    # Without the flusher thread: what is saved here is saved by flush_tracked alone. The
+    # pipeline calls it before marking a message answered, so a kill -9 right after the
+    # answer cannot lose a change the answer depended on.
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        book = UserDataBook()
+        book._store = store
+        other = book.get("bystander")
+        book.track()
+        data = book.get("carol")
+        data.setdefault("counts", {})
+        data["counts"]["hello"] = 1  # a nested change: no __setitem__ on the book's dict
+        other["late"] = True  # fetched before track(), changed on this thread: noted too
+        assert book.flush_tracked() == 2
+        saved = SQLiteStore(str(tmp_path / "state.db")).load_user_datas()
+        assert saved == {"carol": {"counts": {"hello": 1}}, "bystander": {"late": True}}
+        # Tracking ended: later changes wait for the flusher, as before.
+        book.get("dave")["x"] = 1
+        assert book.flush_tracked() == 0
+        assert "dave" not in store.load_user_datas()
+    finally:
+        store.close()
