@@ -407,7 +407,12 @@ class _Handler(BaseHTTPRequestHandler):
             if item == CUT:
                 self._cut()
                 return
-            block = b"event: ping\n\n" if item == PING else b"data: " + _dumps_line(item) + b"\n\n"
+            if isinstance(item, bytes):
+                block = item
+            else:
+                block = b"event: ping\n\n" if item == PING else b"data: " + _dumps_line(item) + b"\n\n"
+            if not block:
+                continue  # a zero-size chunk would end the stream
             self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
@@ -564,12 +569,13 @@ class DifyServer:
 
     def push_events(self, events: list[Any], *, delay: float = 0.0) -> None:
         """Streaming only: send exactly these blocks (dict, "ping" or "CUT"), `delay` seconds apart.
-        A number in the list is a pause of that many seconds at that point."""
+        A number in the list is a pause of that many seconds at that point; bytes are sent as
+        they are (a broken or hostile stream: invalid SSE, bad UTF-8, a block that is no event)."""
         for item in events:
             if isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0:
                 continue
-            if not (isinstance(item, dict) or item in (PING, CUT)):
-                raise ValueError(f"an event is a dict, 'ping', 'CUT' or a pause in seconds, not {item!r}")
+            if not (isinstance(item, (dict, bytes)) or item in (PING, CUT)):
+                raise ValueError(f"an event is a dict, bytes, 'ping', 'CUT' or a pause in seconds, not {item!r}")
         self._push(_Script("events", events=[dict(e) if isinstance(e, dict) else e for e in events], delay=delay))
 
     def push_error(self, status: int, code: str, message: str) -> None:

@@ -466,3 +466,11 @@ def test_chaos_errors_and_latency_are_repeatable_and_scripts_win(server):
     assert post(server, "/chat-messages", chat_body("back")).json()["answer"] == "echo: back"
     with pytest.raises(ValueError):
         server.set_chaos(error_rate=2)
+
+
+def test_push_events_raw_bytes_are_sent_as_they_are(server):
+    server.push_events([b"data: {not json\n\n", b"\xff\xfe garbage\n\n", {"event": "message_end"}])
+    r = post(server, "/chat-messages", {**chat_body(), "response_mode": "streaming"})
+    assert r.content.startswith(b"data: {not json\n\n\xff\xfe garbage\n\ndata: ")
+    with pytest.raises(ValueError):
+        server.push_events(["not an event"])
