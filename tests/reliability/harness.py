@@ -603,3 +603,71 @@ def new_folder(prefix: str) -> str:
 def remove_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
+
+
+# ---------------------------------------------------------------------------------------------- files
+class FileServer:
+    """A plain HTTP server for links in answers: `/slow.png` trickles one byte every `trickle`
+    seconds, `/huge.bin` streams `huge_bytes` fast, `/secret.png` stands for an internal service
+    (every request to it is counted in `hits`), `/small.png` is a small PNG."""
+
+    PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+           b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00IEND\xaeB`\x82")
+
+    def __init__(self, host: str = "127.0.0.1", trickle: float = 5.0, huge_bytes: int = 200 * 1024 * 1024) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+        self.hits: dict[str, int] = {}
+        self.trickle = trickle
+        self.huge_bytes = huge_bytes
+        self._stop = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                path = self.path.split("?")[0]
+                owner.hits[path] = owner.hits.get(path, 0) + 1
+                try:
+                    if path == "/slow.png":
+                        self._head("image/png", 10_000)
+                        for _ in range(10_000):
+                            self.wfile.write(b"\x89")
+                            self.wfile.flush()
+                            if owner._stop.wait(owner.trickle):
+                                return
+                    elif path == "/huge.bin" or path == "/huge.png":
+                        self._head("image/png" if path.endswith(".png") else "application/octet-stream", owner.huge_bytes)
+                        block = FileServer.PNG + b"\0" * (1024 * 1024 - len(FileServer.PNG))
+                        for _ in range(owner.huge_bytes // len(block)):
+                            if owner._stop.is_set():
+                                return
+                            self.wfile.write(block)
+                    elif path in ("/secret.png", "/small.png"):
+                        self._head("image/png", len(FileServer.PNG))
+                        self.wfile.write(FileServer.PNG)
+                    else:
+                        self.send_error(404)
+                except OSError:
+                    pass
+
+            def _head(self, ctype: str, length: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128
+
+        self.httpd = Server((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
