@@ -671,3 +671,109 @@ class FileServer:
         self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------- soak
+@dataclass
+class SoakSample:
+    t: float
+    messages: int
+    replies: int
+    rss: int
+    fds: int
+    threads: int
+    tmp: int
+    db: int
+
+
+def db_size(appdata: str) -> int:
+    return sum(os.path.getsize(os.path.join(appdata, n)) for n in ("state.db", "state.db-wal")
+               if os.path.exists(os.path.join(appdata, n)))
+
+
+async def soak(app: WebApp, seconds: float, users: int = 40, sample_every: float = 3.0, think: float = 0.3,
+               file_every: int = 25, on_sample: Any = None) -> tuple[list[SoakSample], dict[str, int]]:
+    """Steady traffic for `seconds`: `users` users with open streams ask, wait for the reply, pause;
+    one more user opens and closes its stream around every question (connection churn); every
+    `file_every`-th answer links a file (tmp/ and the media store). Samples the daemon's RSS, fds,
+    threads, tmp/ and state.db sizes every `sample_every` s."""
+    dify = app.dify
+    dify.add_file("/files/soak.txt", b"soak file\n" * 1000, "text/plain")
+    counts = {"messages": 0, "replies": 0, "unanswered": 0}
+    stop = asyncio.Event()
+    samples: list[SoakSample] = []
+    started = time.monotonic()
+
+    async def ask(user: WebUser, text: str) -> None:
+        before = len(user.replies())
+        counts["messages"] += 1
+        if counts["messages"] % file_every == 0:
+            dify.push_answer(f"a file [soak.txt]({dify.host_url}/files/soak.txt)")
+        status, _ = await user.post(text, timeout=30)
+        if status != 200 or not await user.wait_replies(before + 1, 30):
+            counts["unanswered"] += 1
+        counts["replies"] += len(user.replies()) - before
+
+    async def steady(name: str) -> None:
+        user = WebUser("127.0.0.1", app.port, name)
+        user.open()
+        n = 0
+        try:
+            while not stop.is_set():
+                await ask(user, f"{name} {n}")
+                user.events.clear()  # a long run must not keep every event in the test's memory
+                n += 1
+                await asyncio.sleep(random.uniform(0, 2 * think))
+        finally:
+            await user.close()
+
+    async def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            user = WebUser("127.0.0.1", app.port, f"churn{n % 500}")
+            user.open()
+            try:
+                await ask(user, f"churn {n}")
+            finally:
+                await user.close()
+            n += 1
+
+    async def sampler() -> None:
+        while True:
+            figures = process_figures(app.pid())
+            sample = SoakSample(time.monotonic() - started, counts["messages"], counts["replies"], figures["rss"],
+                                figures["fds"], figures["threads"], folder_size(os.path.join(app.folder, "tmp")),
+                                db_size(app.appdata))
+            samples.append(sample)
+            if on_sample is not None:
+                on_sample(sample)
+            if sample.t >= seconds:
+                stop.set()
+                return
+            await asyncio.sleep(sample_every)
+
+    await asyncio.gather(sampler(), churn(), *(steady(f"soak{i}") for i in range(users)))
+    return samples, counts
+
+
+def growth_problems(samples: list[SoakSample], warmup_fraction: float = 1 / 3) -> tuple[list[str], dict[str, Any]]:
+    """Bounded growth after warm-up: the last third of the run against the warm-up's highest values.
+    The database keeps dedup keys for hours by design, so it is held to bytes per message instead."""
+    end = samples[-1].t
+    warm = [s for s in samples if s.t <= end * warmup_fraction] or samples[:1]
+    late = [s for s in samples if s.t >= end * (1 - warmup_fraction)] or samples[-1:]
+    peak = {k: max(getattr(s, k) for s in warm) for k in ("rss", "fds", "threads", "tmp")}
+    last = {k: max(getattr(s, k) for s in late) for k in ("rss", "fds", "threads", "tmp")}
+    limits = {"rss": peak["rss"] * 1.25 + 16 * 1024 * 1024, "fds": peak["fds"] + 16,
+              "threads": peak["threads"] + 4, "tmp": peak["tmp"] + 1024 * 1024}
+    problems = [f"{k} grew after warm-up: {peak[k]} -> {last[k]} (limit {int(limits[k])})"
+                for k in limits if last[k] > limits[k]]
+    messages = max(1, samples[-1].messages - warm[-1].messages)
+    db_per_message = (samples[-1].db - warm[-1].db) / messages
+    if db_per_message > 2048:
+        problems.append(f"state.db grew {db_per_message:.0f} bytes per message after warm-up")
+    first = samples[0]
+    figures = {f"{k}_start": getattr(first, k) for k in ("rss", "fds", "threads", "tmp", "db")}
+    figures.update({f"{k}_end": getattr(samples[-1], k) for k in ("rss", "fds", "threads", "tmp", "db")})
+    figures["db_bytes_per_message_after_warmup"] = round(db_per_message, 1)
+    return problems, figures
