@@ -17,8 +17,10 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -92,12 +94,16 @@ def main() -> int:
         command = [sys.executable, os.path.join(BENCH, name), *extra]
         print(f"running {' '.join(['python', 'bench/' + name, *extra])} ...", flush=True)
         started = time.monotonic()
+        # Each runs in a scratch folder: whatever it writes (tmp/, run.log) stays out of the checkout.
+        scratch = tempfile.mkdtemp(prefix="bench-report-")
         try:
             result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                                    timeout=args.timeout, cwd=os.path.dirname(BENCH))
+                                    timeout=args.timeout, cwd=scratch)
             output, code = result.stdout + (("\n" + result.stderr[-3000:]) if result.returncode else ""), result.returncode
         except subprocess.TimeoutExpired as e:
             output, code = f"(stopped after {args.timeout:g} s)\n{e.stdout or ''}", -1
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.monotonic() - started
         shown = " ".join(["python", "bench/" + name, *extra])
         figures = figures_of(output)
