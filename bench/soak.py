@@ -3,7 +3,7 @@ traffic with open SSE streams, for as long as asked. Prints the curves as it goe
 sample: messages, replies, RSS, descriptors, threads, tmp/ and state.db sizes), then whether they
 stopped growing after warm-up (the first third of the run) and, last, `FIGURES {json}`.
 
-    python bench/soak.py [--seconds 600] [--users 50] [--every 10]
+    python bench/soak.py [--seconds 600] [--users 50] [--every 10] [--file-every 25] [--set tmp_max_age=60]
 """
 from __future__ import annotations
 
@@ -24,10 +24,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--every", type=float, default=10, help="seconds between samples")
+    parser.add_argument("--file-every", type=int, default=25, help="every so many answers link a file (0: never)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="a setting for the daemon, e.g. tmp_max_age=60 (repeatable)")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = json.loads(value)
+        except ValueError:
+            settings[key] = value
     dify = chaos_dify(latency=0.05, error_rate=0.05, seed=9)
     folder = new_folder("bench-soak-")
-    app = WebApp(folder, dify, plugins=()).start()
+    app = WebApp(folder, dify, plugins=(), **settings).start()
     print(f"{'s':>7} {'messages':>9} {'replies':>9} {'RSS MiB':>8} {'fds':>5} {'threads':>8} {'tmp KiB':>9} {'db KiB':>9}")
 
     def show(s) -> None:
@@ -35,7 +45,8 @@ def main() -> int:
               f"{s.tmp / 1024:>9.0f} {s.db / 1024:>9.0f}", flush=True)
 
     try:
-        samples, counts = asyncio.run(soak(app, args.seconds, users=args.users, sample_every=args.every, on_sample=show))
+        samples, counts = asyncio.run(soak(app, args.seconds, users=args.users, sample_every=args.every,
+                                         file_every=args.file_every, on_sample=show))
     finally:
         app.stop()
         dify.stop()

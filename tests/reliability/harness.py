@@ -692,10 +692,11 @@ def db_size(appdata: str) -> int:
 
 
 async def soak(app: WebApp, seconds: float, users: int = 40, sample_every: float = 3.0, think: float = 0.3,
-               file_every: int = 25, on_sample: Any = None) -> tuple[list[SoakSample], dict[str, int]]:
+               file_every: int = 0, on_sample: Any = None) -> tuple[list[SoakSample], dict[str, int]]:
     """Steady traffic for `seconds`: `users` users with open streams ask, wait for the reply, pause;
-    one more user opens and closes its stream around every question (connection churn); every
-    `file_every`-th answer links a file (tmp/ and the media store). Samples the daemon's RSS, fds,
+    one more user opens and closes its stream around every question (connection churn); with
+    `file_every`, every so many answers link a file (tmp/ and the media store; tmp/ is cleaned only
+    of files older than tmp_max_age, at least a minute, so only long runs show it level). Samples the daemon's RSS, fds,
     threads, tmp/ and state.db sizes every `sample_every` s."""
     dify = app.dify
     dify.add_file("/files/soak.txt", b"soak file\n" * 1000, "text/plain")
@@ -707,7 +708,7 @@ async def soak(app: WebApp, seconds: float, users: int = 40, sample_every: float
     async def ask(user: WebUser, text: str) -> None:
         before = len(user.replies())
         counts["messages"] += 1
-        if counts["messages"] % file_every == 0:
+        if file_every and counts["messages"] % file_every == 0:
             dify.push_answer(f"a file [soak.txt]({dify.host_url}/files/soak.txt)")
         status, _ = await user.post(text, timeout=30)
         if status != 200 or not await user.wait_replies(before + 1, 30):
