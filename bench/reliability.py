@@ -68,7 +68,6 @@ def crash(sessions: int, messages: int, kills: int, seed: int = 7) -> dict:
     done = 0
     try:
         async def main():
-            nonlocal done
             loop = asyncio.get_running_loop()
             users = {f"k{i}": WebUser("127.0.0.1", app.port, f"k{i}") for i in range(sessions)}
             for user in users.values():

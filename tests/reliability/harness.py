@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import threading

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from tests.reliability.harness import (
-    Figures, WebApp, WebUser, chaos_dify, close_users, split_replies, web_load,
+    Figures, WebApp, WebUser, chaos_dify, close_users, web_load,
 )
 
 SESSIONS = int(os.environ.get("RELIABILITY_CRASH_SESSIONS", "40"))
@@ -35,7 +35,6 @@ def test_kill_9_during_load_loses_nothing(tmp_path, dify):
     kills = 0
 
     async def main():
-        nonlocal kills
         loop = asyncio.get_running_loop()
         names = [f"c{i}" for i in range(SESSIONS)]
         users = {n: WebUser("127.0.0.1", app.port, n) for n in names}

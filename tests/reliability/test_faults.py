@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from sandbox.dify_server import CUT, PING, DifyServer
+from sandbox.dify_server import PING, DifyServer
 from tests.reliability.harness import (
     API_KEY, FileServer, Figures, WebApp, WebUser, folder_size, restart_dify,
 )
@@ -326,7 +326,6 @@ def damaged_start(tmp_path, dify, damage, name: str) -> None:
     for extra in ("-wal", "-shm"):
         if os.path.exists(path + extra):
             os.remove(path + extra)
-    original = open(path, "rb").read()
     damage(path)
     damaged = open(path, "rb").read()
     from tests.e2e.daemon import Daemon
@@ -358,7 +357,6 @@ def damaged_start(tmp_path, dify, damage, name: str) -> None:
             await answered(user, f"after {name}")
         run(app, after)
         outcome(name, f"started with a warning, old file kept as {kept[0]!r}: {said[0][-120:]!r}")
-        del original
     finally:
         app.stop()
 
