@@ -23,6 +23,7 @@ import email.parser
 import email.policy
 import json
 import mimetypes
+import random
 import re
 import socket
 import sys
@@ -419,7 +420,12 @@ class _Handler(BaseHTTPRequestHandler):
             if item == CUT:
                 self._cut()
                 return
-            block = b"event: ping\n\n" if item == PING else b"data: " + _dumps_line(item) + b"\n\n"
+            if isinstance(item, bytes):
+                block = item
+            else:
+                block = b"event: ping\n\n" if item == PING else b"data: " + _dumps_line(item) + b"\n\n"
+            if not block:
+                continue  # a zero-size chunk would end the stream
             self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
@@ -514,6 +520,11 @@ class DifyServer:
         self._stop_event = threading.Event()
         self._connections: set[socket.socket] = set()
         self._accepted = 0
+        # set_chaos(): random latency and errors for calls nothing was scripted for.
+        self._chaos_latency = 0.0
+        self._chaos_error_rate = 0.0
+        self._chaos_random = random.Random()
+        self.chaos_errors = 0  # errors answered because of set_chaos
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -573,12 +584,13 @@ class DifyServer:
 
     def push_events(self, events: list[Any], *, delay: float = 0.0) -> None:
         """Streaming only: send exactly these blocks (dict, "ping" or "CUT"), `delay` seconds apart.
-        A number in the list is a pause of that many seconds at that point."""
+        A number in the list is a pause of that many seconds at that point; bytes are sent as
+        they are (a broken or hostile stream: invalid SSE, bad UTF-8, a block that is no event)."""
         for item in events:
             if isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0:
                 continue
-            if not (isinstance(item, dict) or item in (PING, CUT)):
-                raise ValueError(f"an event is a dict, 'ping', 'CUT' or a pause in seconds, not {item!r}")
+            if not (isinstance(item, (dict, bytes)) or item in (PING, CUT)):
+                raise ValueError(f"an event is a dict, bytes, 'ping', 'CUT' or a pause in seconds, not {item!r}")
         self._push(_Script("events", events=[dict(e) if isinstance(e, dict) else e for e in events], delay=delay))
 
     def push_error(self, status: int, code: str, message: str) -> None:
@@ -602,6 +614,38 @@ class DifyServer:
         run answers as Dify does (blocking: 400 "Run failed: ..."; streaming: workflow_finished then error)."""
         self._push(_Script("workflow", outputs=dict(outputs), workflow_status=status, error=error))
 
+    def set_chaos(self, latency: float = 0.0, error_rate: float = 0.0, seed: int | None = None) -> None:
+        """Make unscripted app calls unreliable, as a busy real Dify is: each waits a random
+        0..`latency` seconds before its first byte, and fails with a 500 with probability
+        `error_rate`. A seed makes the sequence of draws repeatable. `set_chaos()` turns it off."""
+        if latency < 0 or not 0.0 <= error_rate <= 1.0:
+            raise ValueError("latency must be >= 0 and error_rate within 0..1")
+        with self._lock:
+            self._chaos_latency = float(latency)
+            self._chaos_error_rate = float(error_rate)
+            self._chaos_random = random.Random(seed)
+
+    def _take_script(self) -> tuple[_Script | None, float]:
+        """The next script (None: answer normally) and a chaos delay to add before the answer."""
+        script = self._pop()
+        if script is not None and script.kind == "delay":
+            return None, script.latency
+        return script, 0.0
+
+    def _chaos(self) -> _Script | None:
+        """The unreliability drawn for one unscripted call: an error, a delay, or nothing."""
+        with self._lock:
+            if not self._chaos_latency and not self._chaos_error_rate:
+                return None
+            fail = self._chaos_random.random() < self._chaos_error_rate
+            delay = self._chaos_random.uniform(0.0, self._chaos_latency)
+            if fail:
+                self.chaos_errors += 1
+        if fail:
+            return _Script("error", status=500, code="internal_server_error",
+                           message="Internal Server Error, please contact support.")
+        return _Script("delay", latency=delay) if delay else None
+
     def pending_scripts(self) -> int:
         with self._lock:
             return len(self._scripts)
@@ -612,7 +656,9 @@ class DifyServer:
 
     def _pop(self) -> _Script | None:
         with self._lock:
-            return self._scripts.popleft() if self._scripts else None
+            if self._scripts:
+                return self._scripts.popleft()
+        return self._chaos()
 
     # -- state helpers ------------------------------------------------------------------------------------
 
@@ -845,7 +891,7 @@ class DifyServer:
                     raise ApiError(404, "not_found", "Conversation Not Exists.")
         files = self._check_files(body.get("files"), user)
 
-        script = self._pop()
+        script, delay = self._take_script()
         if self._failure(h, script):
             return
         if script is not None and script.kind in ("events", "trickle") and not streaming:
@@ -882,7 +928,7 @@ class DifyServer:
 
         chunk_size = script.chunk_size if script is not None and script.kind == "answer" else 4
         chunk_delay = script.chunk_delay if script is not None and script.kind == "answer" else 0.0
-        latency = script.latency if script is not None and script.kind == "answer" else 0.0
+        latency = delay + (script.latency if script is not None and script.kind == "answer" else 0.0)
         if self._wait(h, latency):
             return
         failed = script is not None and script.kind == "workflow" and script.workflow_status == "failed"
@@ -982,7 +1028,7 @@ class DifyServer:
             raise _invalid("query must be a string", "query")
         streaming = self._streaming(body)
         files = self._check_files(body.get("files"), user)
-        script = self._pop()
+        script, delay = self._take_script()
         if self._failure(h, script):
             return
         if script is not None and script.kind == "events" and not streaming:
@@ -1003,7 +1049,7 @@ class DifyServer:
                 "inputs": dict(inputs), "files": files, "answer": answer, "created_at": call.created_at,
             })
         is_answer = script is not None and script.kind == "answer"
-        if self._wait(h, script.latency if is_answer else 0.0):
+        if self._wait(h, delay + (script.latency if is_answer else 0.0)):
             return
         if not streaming:
             h._send_json(200, {
@@ -1044,7 +1090,7 @@ class DifyServer:
         inputs = self._inputs(body)
         streaming = self._streaming(body)
         self._check_files(body.get("files"), user)
-        script = self._pop()
+        script, delay = self._take_script()
         if self._failure(h, script):
             return
         if script is not None and script.kind == "events" and not streaming:
@@ -1066,7 +1112,7 @@ class DifyServer:
                 "status": status, "outputs": outputs, "error": error, "created_at": call.created_at,
             }
         is_answer = script is not None and script.kind == "answer"
-        if self._wait(h, script.latency if is_answer else 0.0):
+        if self._wait(h, delay + (script.latency if is_answer else 0.0)):
             return
         if not streaming:
             data = _wf_finished_data(call, status, outputs, error)

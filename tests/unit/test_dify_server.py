@@ -447,3 +447,30 @@ def test_fifty_concurrent_streams(server):
         answers = list(pool.map(one, range(50)))
     assert answers == [f"echo: question {i}" for i in range(50)]
     assert len(server.conversations) == 50
+
+
+def test_chaos_errors_and_latency_are_repeatable_and_scripts_win(server):
+    def outcomes():
+        server.set_chaos(latency=0.05, error_rate=0.3, seed=7)
+        return [post(server, "/chat-messages", chat_body(f"q{i}")).status_code for i in range(40)]
+
+    first = outcomes()
+    assert first == outcomes()  # the same seed, the same sequence
+    assert 0 < first.count(500) < 40 and set(first) == {200, 500}
+    server.push_answer("scripted")  # a scripted answer is not subject to chaos
+    server.set_chaos(error_rate=1.0, seed=1)
+    assert post(server, "/chat-messages", chat_body()).json()["answer"] == "scripted"
+    failed = post(server, "/chat-messages", chat_body())
+    assert failed.status_code == 500 and failed.json()["code"] == "internal_server_error"
+    server.set_chaos()
+    assert post(server, "/chat-messages", chat_body("back")).json()["answer"] == "echo: back"
+    with pytest.raises(ValueError):
+        server.set_chaos(error_rate=2)
+
+
+def test_push_events_raw_bytes_are_sent_as_they_are(server):
+    server.push_events([b"data: {not json\n\n", b"\xff\xfe garbage\n\n", {"event": "message_end"}])
+    r = post(server, "/chat-messages", {**chat_body(), "response_mode": "streaming"})
+    assert r.content.startswith(b"data: {not json\n\n\xff\xfe garbage\n\ndata: ")
+    with pytest.raises(ValueError):
+        server.push_events(["not an event"])

@@ -623,7 +623,9 @@ class Simulator:
         `inject(11041, {...})` or a whole message `inject({"type": 11041, "data": {...}})`."""
         message = dict(msg_type) if isinstance(msg_type, dict) else {"type": int(msg_type), "data": data or {}}
         message = json.loads(json.dumps(message))  # the wire is JSON: fail here, not in a handler
-        cdn = (message.get("data") or {}).get("cdn") or {}
+        data = message.get("data")
+        # hostile payloads (tests/data/hostile/ntwork) may carry data that is no object: delivered as is
+        cdn = (data.get("cdn") or {}) if isinstance(data, dict) else {}
         kind = {nt.MT_RECV_VOICE_MSG: "voice", nt.MT_RECV_IMAGE_MSG: "image", nt.MT_RECV_FILE_MSG: "file",
                 nt.MT_RECV_VIDEO_MSG: "video"}.get(message["type"])
         if kind and isinstance(cdn, dict):
