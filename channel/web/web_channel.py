@@ -175,6 +175,10 @@ class _Outbox:
     partials: dict = field(default_factory=dict)  # stream id -> _Partial, oldest first
     touched: float = field(default_factory=time.monotonic)
     pins: int = 0  # threads using the box now (under the channel's _lock): not evicted
+    # The record as last written when that write failed (disk full, store locked): it goes on
+    # from here instead of re-reading the older stored one, whose lower numbers would hide every
+    # later event from streams already past them. Cleared by the next write that succeeds.
+    unsaved: Any = None
 
 
 @dataclass
@@ -335,7 +339,8 @@ class WebChannel(ChatChannel):
         for uid, box in self._outboxes.items():
             with box.lock:
                 if not box.pins and not box.waiters:
-                    free.append((bool(box.partials) or self.media.has_user(uid), box.touched, uid))
+                    held = bool(box.partials) or box.unsaved is not None or self.media.has_user(uid)
+                    free.append((held, box.touched, uid))
         free.sort()
         drop = [uid for held, _, uid in free if not held]
         if len(self._outboxes) - len(drop) >= MAX_USERS:  # still full: the least recently used tenth
@@ -348,8 +353,11 @@ class WebChannel(ChatChannel):
         may write it back). If the store cannot be read, a detached record that goes on from
         what this run knows (so ids stay in order for the open streams)."""
         with box.lock:
+            unsaved = box.unsaved
             known = UserRecord(epoch=box.epoch, seq=box.seq, events=list(box.events), detached=True) \
                 if box.loaded else None
+        if unsaved is not None:
+            return unsaved
         record = self.journal.load(user_id, known)
         delivered = None if box.loaded else self.journal.load_delivered(user_id)
         self._copy_numbering(box, record, delivered)
@@ -383,8 +391,10 @@ class WebChannel(ChatChannel):
                 dropped = record.trim(now, self.journal.history_size, OUTBOX_MAX, OUTBOX_TTL, delivered)
                 for _ in range(dropped):
                     logger.warning(f"[web] outbox of {for_log(user_id)} full, an undelivered reply was dropped")
-                self.journal.save(user_id, record)
+                saved = self.journal.save(user_id, record)
                 self._copy_numbering(box, record)
+                with box.lock:
+                    box.unsaved = None if saved or record.detached else record
                 with box.lock:
                     waiters = list(box.waiters)
             if items:
