@@ -68,6 +68,16 @@ def check_ttl(ttl: float | None, required: bool = False) -> None:
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
 
 
+def check_inbox_item(channel: str, session: str, dedup: "DedupKey | None") -> None:
+    """The argument checks of inbox_add, the same for every store."""
+    check_key("channel", channel)
+    check_key("session", session)
+    if dedup is not None:
+        check_key("namespace", dedup.namespace)
+        check_key("key", dedup.key)
+        check_ttl(dedup.ttl, required=True)
+
+
 def encode_users(changed: dict[str, dict]) -> dict[str, str]:
     # Validate and encode every user first so a bad entry rejects the whole
     # batch, matching the all-or-nothing transaction of the SQLite backend.

@@ -16,6 +16,7 @@ from common.store.base import (
     InboxItem,
     StateStore,
     StoreError,
+    check_inbox_item,
     check_key,
     check_ttl,
     decode,
@@ -141,12 +142,7 @@ class MemoryStore(StateStore):
 
     # -- inbox ------------------------------------------------------------------------
     def inbox_add(self, channel: str, session: str, record: Any, dedup: DedupKey | None = None) -> int | None:
-        check_key("channel", channel)
-        check_key("session", session)
-        if dedup is not None:
-            check_key("namespace", dedup.namespace)
-            check_key("key", dedup.key)
-            check_ttl(dedup.ttl, required=True)
+        check_inbox_item(channel, session, dedup)
         text = encode(record)
         with self._lock:
             self._check_open()

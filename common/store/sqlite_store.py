@@ -36,6 +36,7 @@ from common.store.base import (
     InboxItem,
     StateStore,
     StoreError,
+    check_inbox_item,
     check_key,
     check_ttl,
     decode,
@@ -373,12 +374,7 @@ class SQLiteStore(StateStore):
 
     # -- inbox --------------------------------------------------------------------------
     def inbox_add(self, channel: str, session: str, record: Any, dedup: DedupKey | None = None) -> int | None:
-        check_key("channel", channel)
-        check_key("session", session)
-        if dedup is not None:
-            check_key("namespace", dedup.namespace)
-            check_key("key", dedup.key)
-            check_ttl(dedup.ttl, required=True)
+        check_inbox_item(channel, session, dedup)
         text = encode(record)
         # One transaction: the dedup key exists exactly when its message is in the inbox (or
         # was answered), so a crash between the two can never leave a key that blocks a retry.

@@ -44,18 +44,6 @@ def channels(settings):
     Bridge().reset_bot()
 
 
-@pytest.fixture
-def gated(settings):
-    from tests.fakes.gated_bot import GatedBot
-
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
-    Bridge().reset_bot()
-    GatedBot.gate.clear()
-    GatedBot.reset_counts()
-    yield GatedBot
-    GatedBot.gate.set()
-
-
 def texts(channel):
     return [c for _, _, c in channel.sent]
 

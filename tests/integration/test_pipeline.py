@@ -29,19 +29,6 @@ def pipeline(settings):
     Bridge().reset_bot()
 
 
-@pytest.fixture
-def gated(settings):
-    """The GatedBot as the chat bot, its gate shut; the gate opens when the test ends."""
-    from tests.fakes.gated_bot import GatedBot
-
-    settings["bot_type"] = "tests.fakes.gated_bot:GatedBot"
-    Bridge().reset_bot()
-    GatedBot.gate.clear()
-    GatedBot.reset_counts()
-    yield GatedBot
-    GatedBot.gate.set()
-
-
 def wait_started(bot_cls, timeout=5.0):
     assert bot_cls.started.wait(timeout), "the bot never started"
 
