@@ -45,7 +45,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "shutdown_timeout": (10, "Seconds a stop waits for the messages taken to be answered before it exits; those left are kept in the state store and answered after the next start. New."),
     "worker_threads": (8, "Size of the worker pool that generates replies, shared by all sessions. New (the original fixes 8)."),
     "session_queue_size": (100, "Messages one session may have waiting; past that the user is told the bot is busy (`#` commands such as `#reset` are still taken). New."),
-    "max_pending_messages": (2000, "Messages waiting or being answered over all sessions; past that a new message gets the same busy answer as a full session queue, so memory stays bounded however many users write at once. New."),
+    "max_pending_messages": (10000, "Messages waiting or being answered over all sessions; past that a new message gets the same busy answer as a full session queue (naming the message), so memory stays bounded however many users write at once (about 3 KB a short message). New."),
+    "max_pending_chars": (10_000_000, "Characters of message text waiting or being answered over all sessions (the text is most of what a waiting message costs: about 2 bytes a character); past that a new message gets the busy answer, as with max_pending_messages. New."),
     "error_reply": ("我暂时遇到了一些问题，请您稍后重试~", "Generic error text sent to users."),
     "clear_memory_commands": (["#清除记忆"], "Extra aliases of `#reset` (each must start with `#`). The original's bots default to `[\"#清除记忆\"]` but its godcmd to `[]` (there `#清除记忆` was an unknown command unless set); here both use `[\"#清除记忆\"]`."),
     "subscribe_msg": ("", "Greeting sent on follow (wechatmp); `{trigger_prefix}` is replaced by the first single_chat_prefix."),
@@ -248,7 +249,7 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
-                 "max_pending_messages", "dify_answer_timeout", "download_timeout")
+                 "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,

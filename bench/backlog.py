@@ -4,7 +4,7 @@ Every message waits, so memory would follow the number of writers without a glob
 Prints how many messages were taken and refused with the busy answer, RSS growth, and the
 size of the state database's inbox (what a crash would keep).
 
-    python bench/backlog.py [--users 20000] [--chars 8000] [--max-pending 2000]
+    python bench/backlog.py [--users 20000] [--chars 8000] [--max-pending 10000] [--max-chars 10000000]
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class CountingChannel(ChatChannel):
 
     def send(self, reply, context):
         with self._lock:
-            if BUSY_TEXT_EN in str(reply.content) or BUSY_TEXT_ZH in str(reply.content):
+            if str(reply.content).startswith((BUSY_TEXT_EN[:20], BUSY_TEXT_ZH[:8])):
                 self.busy += 1
             else:
                 self.answered += 1
@@ -82,7 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--chars", type=int, default=8000)
-    parser.add_argument("--max-pending", type=int, default=2000)
+    parser.add_argument("--max-pending", type=int, default=10000)
+    parser.add_argument("--max-chars", type=int, default=10_000_000)
     args = parser.parse_args()
 
     set_console_level(40)
@@ -91,6 +92,7 @@ def main() -> None:
     config["bot_type"] = "bench-stalled"
     config["single_chat_prefix"] = [""]
     config["max_pending_messages"] = args.max_pending
+    config["max_pending_chars"] = args.max_chars
     Bridge().reset_bot()
     folder = tempfile.mkdtemp()
     store = SQLiteStore(os.path.join(folder, "state.db"))
@@ -111,7 +113,8 @@ def main() -> None:
     after = rss_mb()
     inbox = store.inbox_count()
     db_mb = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
-    print(f"backlog: {args.users} users x {args.chars} chars with the bot stalled, max_pending_messages {args.max_pending}")
+    print(f"backlog: {args.users} users x {args.chars} chars with the bot stalled, max_pending_messages {args.max_pending}, "
+          f"max_pending_chars {args.max_chars}")
     print(f"  taken {taken}, refused with the busy answer {channel.busy} ({elapsed:.1f} s, {args.users / elapsed:.0f} messages/s offered)")
     print(f"  RSS before {before:.1f} MiB, after {after:.1f} MiB, growth {after - before:.1f} MiB")
     print(f"  inbox rows {inbox}, state.db with WAL {db_mb:.1f} MiB")

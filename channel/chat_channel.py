@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+from typing import Any
 
 from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
@@ -32,10 +33,23 @@ from plugins import Event, EventContext, PluginManager
 # (WeChat: three tries in 15 s; Feishu and DingTalk redeliver after reconnects).
 DEDUP_TTL_SECONDS = 6 * 3600
 
-BUSY_TEXT_ZH = "消息太多，正在处理中，请稍后再发"
-BUSY_TEXT_EN = "Too many messages are waiting; please try again in a moment."
-NOT_STORED_TEXT_ZH = "消息没能保存，没有收到，请稍后再发"
-NOT_STORED_TEXT_EN = "Your message could not be saved, so it was not taken; please send it again in a moment."
+# Refusals name the message they refuse ({quote}: its start): one arrives at once, ahead of the
+# answers to earlier messages still waiting, and the user must know which one to send again.
+BUSY_TEXT_ZH = "消息太多，正在处理中，这条没有收到：“{quote}”，请稍后再发"
+BUSY_TEXT_EN = "Too many messages are waiting, so this one was not taken: “{quote}”. Please send it again in a moment."
+NOT_STORED_TEXT_ZH = "消息没能保存，这条没有收到：“{quote}”，请稍后再发"
+NOT_STORED_TEXT_EN = "Your message could not be saved, so it was not taken: “{quote}”. Please send it again in a moment."
+# Characters of the refused message quoted in a refusal.
+REFUSAL_QUOTE_CHARS = 40
+
+
+def refusal_text(template_zh: str, template_en: str, content: Any) -> str:
+    """A refusal naming the message: in Chinese when the message is, its start on one line."""
+    text = str(content)
+    quote = " ".join(text.split())
+    if len(quote) > REFUSAL_QUOTE_CHARS:
+        quote = quote[:REFUSAL_QUOTE_CHARS] + "…"
+    return (template_zh if is_chinese(text) else template_en).format(quote=quote)
 
 
 class Produced(enum.Enum):
@@ -43,7 +57,7 @@ class Produced(enum.Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # its message id is in the inbox or was answered: nothing to do
-    BUSY = "busy"  # a queue bound was hit; the user was told
+    BUSY = "busy"  # a queue bound was hit; the user was told (see REFUSAL_IN_RESPONSE)
     NOT_STORED = "not_stored"  # the state store failed; the user was told
     STOPPING = "stopping"  # the daemon is stopping
     IGNORED = "ignored"  # no context (the rules dropped the message)
@@ -95,6 +109,12 @@ def _is_command(context: Context) -> bool:
     return context.type == ContextType.TEXT and isinstance(context.content, str) and context.content.startswith("#")
 
 
+def _text_weight(context: Context) -> int:
+    """What a waiting context counts against max_pending_chars: its text (paths and ids of
+    media are short)."""
+    return len(context.content) if isinstance(context.content, str) else 0
+
+
 def check_contain(content: str | None, keyword_list: list[str] | None) -> bool | None:
     """True when `content` contains one of the keywords, else None (the original's shape)."""
     if not keyword_list or content is None:
@@ -121,6 +141,9 @@ class ChatChannel(Channel):
     # stripped when present but not required: the terminal, the web page (and, in the
     # original, WeCom apps).
     PRIVATE_NEEDS_PREFIX = True
+    # True where the platform request that brought a message is itself answered with a refusal
+    # (the web channel's 503), so a busy or not-saved refusal is not sent as a reply as well.
+    REFUSAL_IN_RESPONSE = False
 
     def __init__(self) -> None:
         # Per instance (the original shared these between channels as class attributes).
@@ -130,6 +153,7 @@ class ChatChannel(Channel):
             concurrency=conf().get("concurrency_in_session"),
             queue_size=conf().get("session_queue_size"),
             max_pending=conf().get("max_pending_messages"),
+            max_pending_weight=conf().get("max_pending_chars"),
             name=f"{type(self).__name__}-worker",
         )
 
@@ -331,15 +355,17 @@ class ChatChannel(Channel):
         dedup = context.__dict__.pop("_pending_dedup", None)
         persist = self._persister(context, session_id, dedup)
         try:
-            admission = self.dispatcher.submit(session_id, context, urgent=urgent, persist=persist)
+            admission = self.dispatcher.submit(session_id, context, urgent=urgent, persist=persist,
+                                               weight=_text_weight(context))
         except _Duplicate:
             logger.info(f"[chat] message {dedup.key if dedup else ''} was accepted before, ignored")
             return Produced.DUPLICATE
         except Exception as e:
             # Never acknowledge what was not stored: the platform or user can send it again.
             logger.error(f"[chat] message of session {session_id} refused: the state store could not save it: {e}")
-            text = NOT_STORED_TEXT_ZH if is_chinese(str(context.content)) else NOT_STORED_TEXT_EN
-            self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
+            if not self.REFUSAL_IN_RESPONSE:
+                text = refusal_text(NOT_STORED_TEXT_ZH, NOT_STORED_TEXT_EN, context.content)
+                self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
             return Produced.NOT_STORED
         if admission:
             logger.debug(f"[chat] message queued for session {session_id}")
@@ -352,8 +378,9 @@ class ChatChannel(Channel):
                            f"telling the user of session {session_id}")
         else:
             logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
-        text = BUSY_TEXT_ZH if is_chinese(str(context.content)) else BUSY_TEXT_EN
-        self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
+        if not self.REFUSAL_IN_RESPONSE:
+            text = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, context.content)
+            self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
         return Produced.BUSY
 
     def _persister(self, context: Context, session_id: str, dedup: DedupKey | None):

@@ -16,8 +16,11 @@ Every item gets a sequence number when it is submitted. A handler that cancels
 (`#reset`) drops only what was submitted before the item it is handling, so a
 question the user sent after the command survives.
 
-Bounds: `queue_size` per session and `max_pending` (queued + running) over all
-sessions, so memory has a ceiling whatever the number of users.
+Bounds: `queue_size` per session, `max_pending` items (queued + running) over all
+sessions and `max_pending_weight` over all sessions (each submit says what its item
+weighs: the chat channel gives the length of the message text, which is most of
+what a waiting message costs), so memory has a ceiling whatever the number of users
+and however long their messages.
 
 Durability is the caller's: `submit(..., persist=fn)` calls `fn` (the store write)
 after the item is known to fit and before it is queued, one submit at a time, so
@@ -52,7 +55,7 @@ class Admission(enum.Enum):
 
     ACCEPTED = "accepted"
     SESSION_FULL = "session_full"  # the session's queue is full
-    ALL_FULL = "all_full"  # max_pending items are queued or running
+    ALL_FULL = "all_full"  # max_pending items (or max_pending_weight) are queued or running
     STOPPING = "stopping"
 
     def __bool__(self) -> bool:
@@ -96,6 +99,7 @@ class SessionDispatcher:
         queue_size: int = 100,
         name: str = "worker",
         max_pending: int | None = None,
+        max_pending_weight: int | None = None,
         stall_seconds: float = STALL_SECONDS,
         max_workers: int | None = None,
         extra_idle_seconds: float = EXTRA_IDLE_SECONDS,
@@ -104,6 +108,11 @@ class SessionDispatcher:
         self._concurrency = max(1, int(concurrency))
         self._queue_size = max(1, int(queue_size))
         self._max_pending = None if max_pending is None else max(1, int(max_pending))
+        self._max_weight = None if max_pending_weight is None else max(1, int(max_pending_weight))
+        # Weight of the items queued or running, and each one's by sequence number (only
+        # items that weigh something are listed).
+        self._weight = 0
+        self._weights: dict[int, int] = {}
         self._sessions: dict[str, _SessionState] = {}
         self._ready: collections.deque[str] = collections.deque()
         lock = threading.Lock()
@@ -146,16 +155,19 @@ class SessionDispatcher:
 
     # -- producing
     def submit(self, session_id: str, item: Any, urgent: bool = False,
-               persist: Callable[[], None] | None = None) -> Admission:
+               persist: Callable[[], None] | None = None, weight: int = 0) -> Admission:
         """Queue `item` for `session_id`; see Admission for the answers.
 
         `persist`, when given, runs once the item is known to fit and before it is queued;
-        if it raises, nothing is queued and the exception propagates."""
+        if it raises, nothing is queued and the exception propagates. `weight` counts
+        against max_pending_weight until the item is handled or cancelled (an item alone
+        is always taken when nothing else is pending, however much it weighs)."""
+        weight = max(0, int(weight))
         with self._submit_lock:
             with self._cond:
                 if not self._accepting:
                     return Admission.STOPPING
-                refused = self._check_room(session_id, urgent)
+                refused = self._check_room(session_id, urgent, weight)
                 if refused is not None:
                     return refused
             # Outside the dispatcher's lock: workers go on while the store writes. No other
@@ -167,6 +179,9 @@ class SessionDispatcher:
                 if state is None:
                     state = self._sessions[session_id] = _SessionState()
                 entry = (self._next_seq, item)
+                if weight:
+                    self._weights[self._next_seq] = weight
+                    self._weight += weight
                 self._next_seq += 1
                 (state.urgent if urgent else state.items).append(entry)
                 self._queued += 1
@@ -188,9 +203,12 @@ class SessionDispatcher:
             for session_id, _, _ in entries:
                 self._mark_ready(session_id, self._sessions[session_id])
 
-    def _check_room(self, session_id: str, urgent: bool) -> Admission | None:
+    def _check_room(self, session_id: str, urgent: bool, weight: int = 0) -> Admission | None:
         # Caller holds the lock.
         if self._max_pending is not None and self._queued + self._running >= self._max_pending:
+            return Admission.ALL_FULL
+        # Past the weight bound only what weighs nothing (a picture, a file: count-bound only) is taken.
+        if self._max_weight is not None and weight and self._weight and self._weight + weight > self._max_weight:
             return Admission.ALL_FULL
         state = self._sessions.get(session_id)
         if state is None:
@@ -226,6 +244,7 @@ class SessionDispatcher:
                 return []
             dropped = state.drop(before)
             self._queued -= len(dropped)
+            self._unweigh(seq for seq, _ in dropped)
             self._forget_if_idle(session_id, state)
             self._idle.notify_all()
             return [item for _, item in sorted(dropped, key=lambda entry: entry[0])]
@@ -239,8 +258,14 @@ class SessionDispatcher:
                 dropped.extend(state.drop(before))
                 self._forget_if_idle(session_id, state)
             self._queued -= len(dropped)
+            self._unweigh(seq for seq, _ in dropped)
             self._idle.notify_all()
             return [item for _, item in sorted(dropped, key=lambda entry: entry[0])]
+
+    def _unweigh(self, seqs) -> None:
+        # Caller holds the lock.
+        for seq in seqs:
+            self._weight -= self._weights.pop(seq, 0)
 
     def _forget_if_idle(self, session_id: str, state: _SessionState) -> None:
         if not state.waiting() and state.running == 0 and not state.ready:
@@ -289,6 +314,7 @@ class SessionDispatcher:
                 with self._cond:
                     state.running -= 1
                     self._running -= 1
+                    self._unweigh((seq,))
                     self._mark_ready(session_id, state)
                     self._forget_if_idle(session_id, state)
                     if not self._queued and not self._running:

@@ -195,9 +195,16 @@ class _Handling:
     lock: threading.Lock = field(default_factory=threading.Lock)  # keeps this message's events in order
 
 
+def _has_question(history: list[dict], msg_id: str | None) -> bool:
+    return msg_id is not None and any(e.get("role") == "user" and e.get("msg_id") == msg_id for e in history)
+
+
 class WebChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
     PRIVATE_NEEDS_PREFIX = False  # a web page is a direct conversation with the bot
+    # A refused message is answered by its POST (503 with the reason), which the page shows; a
+    # busy reply on the stream as well would say it twice, once per retry of the POST.
+    REFUSAL_IN_RESPONSE = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -373,16 +380,20 @@ class WebChannel(ChatChannel):
                 box.delivered = max(box.delivered, box.saved_delivered)
 
     def _write(self, user_id: str, items: list[tuple[dict, str | None]], answered: str | None = None,
-               user_entry: dict | None = None) -> list[int]:
-        """Number and keep events (payload, SSE name) and/or a history entry of the user's, and
-        record `answered`: one store write. Then wake the user's open streams. Worker threads only."""
+               user_entry: dict | None = None, forget_question: str | None = None) -> list[int]:
+        """Number and keep events (payload, SSE name) and/or a history entry of the user's (or
+        take away the user's entry with msg_id `forget_question`), and record `answered`: one
+        store write. Then wake the user's open streams. Worker threads only."""
         box = self._acquire(user_id)
         try:
             with box.write_lock:
                 record = self._load_record(user_id, box)
                 now = time.time()
-                if user_entry is not None:
-                    record.history.append(user_entry)
+                if user_entry is not None and not _has_question(record.history, user_entry.get("msg_id")):
+                    record.history.append(user_entry)  # a retried POST adds it once
+                if forget_question is not None:
+                    record.history = [e for e in record.history
+                                      if not (e.get("role") == "user" and e.get("msg_id") == forget_question)]
                 seqs = [record.add_event(payload, name, now).seq for payload, name in items]
                 if answered is not None:
                     record.mark_answered(answered)
@@ -699,7 +710,12 @@ class WebChannel(ChatChannel):
         # password given with #auth (or a key) is not kept there.
         self._write(user_id, [], user_entry={"role": "user", "type": "TEXT", "content": mask_command(message),
                                              "timestamp": time.time(), "msg_id": msg_id})
-        return self.produce(context)
+        produced = self.produce(context)
+        if produced in (Produced.BUSY, Produced.NOT_STORED, Produced.STOPPING):
+            # Not taken: the page says so and the user sends it again; the history shows only
+            # questions the bot has.
+            self._write(user_id, [], forget_question=msg_id)
+        return produced
 
     def _path_user(self, request: Request) -> tuple[str | None, Response | None]:
         try:

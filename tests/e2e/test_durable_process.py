@@ -11,7 +11,6 @@ import time
 import httpx
 import pytest
 
-from channel.chat_channel import BUSY_TEXT_EN
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, run_app, web_daemon, write_config
 from tests.e2e.test_web_process import SSE, running_channel, wait_idle
@@ -55,7 +54,9 @@ def test_web_kill_9_with_dify_stalled_answers_every_acknowledged_message_once(tm
                 assert r.status_code == 200 and "handled" not in r.json(), r.text
         # The seventh pending message is over max_pending_messages: refused, not acknowledged.
         refused = post(base, "dave", "d1", msg_id="d1")
-        assert refused.status_code == 503, refused.text
+        assert refused.status_code == 503 and "too many messages" in refused.json()["message"], refused.text
+        assert post(base, "dave", "d1", msg_id="d1").status_code == 503  # the page retries: still refused
+        assert post(base, "alice", "a1", msg_id="a1").json().get("handled") is False  # a retried POST
         daemon.kill()  # kill -9: no stop handler runs
 
     with web_daemon(tmp_path) as (daemon, server, port, base, health):
@@ -70,11 +71,15 @@ def test_web_kill_9_with_dify_stalled_answers_every_acknowledged_message_once(tm
             assert retry.status_code == 200 and "handled" not in retry.json(), retry.text
             for user, texts in asked.items():
                 assert answers(streams[user], len(texts)) == [f"echo: {t}" for t in texts]
-            # dave was told the bot was busy before the kill (the web channel keeps that too).
-            assert answers(streams["dave"], 2) == [BUSY_TEXT_EN, "echo: d1"]
+            # dave was told by the 503 before the kill, and only there: no busy reply on the stream.
+            assert answers(streams["dave"], 1) == ["echo: d1"]
             wait_idle(base)
             for stream in streams.values():
                 assert stream.none_within(0.5)  # exactly once
+            # The history shows each question once: not the refused tries, not the retried POST.
+            for user, texts in [*asked.items(), ("dave", ["d1"])]:
+                history = httpx.get(f"{base}/history/{user}", timeout=10).json()["messages"]
+                assert [e["content"] for e in history if e["role"] == "user"] == texts, history
         finally:
             for stream in streams.values():
                 stream.close()

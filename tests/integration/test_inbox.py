@@ -8,7 +8,7 @@ import pytest
 from bridge.bridge import Bridge
 from bridge.context import ContextType
 from bridge.reply import ReplyType
-from channel.chat_channel import BUSY_TEXT_EN, NOT_STORED_TEXT_EN, Produced
+from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, NOT_STORED_TEXT_EN, Produced, refusal_text
 from common.store import SQLiteStore
 from tests.fakes.recording_channel import RecordingChannel, make_msg
 
@@ -47,6 +47,10 @@ def channels(settings):
 def texts(channel):
     return [c for _, _, c in channel.sent]
 
+
+
+def busy(text: str) -> str:
+    return refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, text)
 
 def test_a_backlog_kept_at_stop_is_answered_by_the_next_channel_in_order(store, channels):
     first = channels()
@@ -109,14 +113,14 @@ def test_a_message_refused_as_busy_can_be_sent_again_with_the_same_id(store, cha
         assert gated.started.wait(5)
         channel.receive(make_msg("waiting", msg_id="w"))
         channel.receive(make_msg("refused", msg_id="x"))
-        assert texts(channel) == [BUSY_TEXT_EN]
+        assert texts(channel) == [busy("refused")]
     finally:
         gated.gate.set()
     assert channel.wait_idle(10)
     # The user (or the platform) sends it again: it was never taken, so it is not a duplicate.
     assert channel.receive(make_msg("refused", msg_id="x")) is not None
     assert channel.wait_idle(10)
-    assert texts(channel) == [BUSY_TEXT_EN, "echo: running", "echo: waiting", "echo: refused"]
+    assert texts(channel) == [busy("refused"), "echo: running", "echo: waiting", "echo: refused"]
 
 
 def test_max_pending_messages_bounds_all_sessions(store, channels, settings, gated):
@@ -129,11 +133,11 @@ def test_max_pending_messages_bounds_all_sessions(store, channels, settings, gat
         channel.receive(make_msg("b", sender="u2", msg_id="2"))
         context = channel._compose_context(ContextType.TEXT, "c", msg=make_msg("c", sender="u3", msg_id="3"), isgroup=False)
         assert channel.produce(context) is Produced.BUSY
-        assert channel.sent == [("u3", ReplyType.TEXT, BUSY_TEXT_EN)]
+        assert channel.sent == [("u3", ReplyType.TEXT, busy("c"))]
     finally:
         gated.gate.set()
     assert channel.wait_idle(10)
-    assert sorted(texts(channel)) == sorted([BUSY_TEXT_EN, "echo: a", "echo: b"])
+    assert sorted(texts(channel)) == sorted([busy("c"), "echo: a", "echo: b"])
 
 
 def test_a_store_that_cannot_write_refuses_the_message_with_a_clear_error(store, channels):
@@ -143,7 +147,7 @@ def test_a_store_that_cannot_write_refuses_the_message_with_a_clear_error(store,
     assert context is not None
     assert channel.produce(context) is Produced.NOT_STORED
     assert channel.dispatcher.pending() == 0
-    assert channel.sent == [("alice", ReplyType.ERROR, "[ERROR]\n" + NOT_STORED_TEXT_EN)]
+    assert channel.sent == [("alice", ReplyType.ERROR, "[ERROR]\n" + NOT_STORED_TEXT_EN.format(quote="hello"))]
 
 
 def test_cancelled_messages_leave_the_inbox(store, channels, gated):

@@ -128,7 +128,9 @@ def test_full_queue_tells_the_user(pipeline, settings, gated):
         GatedBot.gate.set()
     assert channel.wait_idle(10)
     contents = [c for _, _, c in channel.sent]
-    assert contents[:2] == ["Too many messages are waiting; please try again in a moment.", "消息太多，正在处理中，请稍后再发"]
+    # Each refusal names the message refused: it comes before the answers to earlier ones.
+    assert contents[:2] == ["Too many messages are waiting, so this one was not taken: “q3”. Please send it again in a moment.",
+                            "消息太多，正在处理中，这条没有收到：“问题4”，请稍后再发"]
     assert contents[2:] == ["echo: q0", "echo: q1", "echo: q2"]
 
 

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, NOT_STORED_TEXT_EN, NOT_STORED_TEXT_ZH  # noqa: E402
 from sandbox.dify_server import DifyServer  # noqa: E402
 from tests.e2e.daemon import Daemon, free_port, plugins_dir, write_config  # noqa: E402
 from tests.fakes.ntwork_control import DEFAULT_USER_ID, SimControl  # noqa: E402
@@ -378,10 +380,30 @@ async def http_request(host: str, port: int, method: str, path: str, payload: An
 
 
 # ---------------------------------------------------------------------------------------------- tally
+def _refusal_pattern(template: str) -> "re.Pattern[str]":
+    before, _, after = template.partition("{quote}")
+    return re.compile(re.escape(before) + "(.*)" + re.escape(after), re.S)
+
+
+# The daemon's refusals (busy, not saved); each names the message it refuses.
+REFUSALS = [_refusal_pattern(t) for t in (BUSY_TEXT_EN, BUSY_TEXT_ZH, NOT_STORED_TEXT_EN, NOT_STORED_TEXT_ZH)]
+
+
+def refused_question(reply: str) -> str | None:
+    """The question a refusal names, or None when `reply` is not a refusal."""
+    for pattern in REFUSALS:
+        match = pattern.search(reply)
+        if match:
+            return match.group(1)
+    return None
+
+
 @dataclass
 class Tally:
-    """Counts of one load run. A reply is matched to its question by the echoed text; an error
-    reply (which names no question) stands for the oldest acknowledged question not answered yet."""
+    """Counts of one load run. A reply is matched to its question by the echoed text; a refusal
+    (busy, not saved) by the question it quotes: it comes at once, ahead of the answers still
+    owed, and the question counts as refused, not acknowledged; an error reply (which names no
+    question) stands for the oldest acknowledged question not answered yet."""
 
     sent: int = 0
     acknowledged: int = 0
@@ -399,10 +421,25 @@ class Tally:
         reply texts in the order received; `error_replies`: indexes in `replies` that are errors."""
         index = {text: i for i, text in enumerate(acked)}
         answered: dict[int, int] = {}
+        refused: set[int] = set()
+        for n, reply in enumerate(replies):
+            quoted = refused_question(reply) if n in error_replies else None
+            if quoted is None:
+                continue
+            i = index.get(quoted)
+            if i is None or i in refused:
+                self.unexpected += 1
+                self._problem(f"{name}: a refusal of no question sent (or refused twice): {reply[:80]!r}")
+            else:
+                refused.add(i)
+                self.refused += 1
+                self.acknowledged -= 1
         last = -1
         for n, reply in enumerate(replies):
+            if n in error_replies and refused_question(reply) is not None:
+                continue
             if n in error_replies:
-                pending = [i for i in range(len(acked)) if i not in answered]
+                pending = [i for i in range(len(acked)) if i not in answered and i not in refused]
                 if not pending:
                     self.duplicated += 1
                     self._problem(f"{name}: an error reply with every question already answered: {reply[:80]!r}")
@@ -415,7 +452,7 @@ class Tally:
                     self.unexpected += 1
                     self._problem(f"{name}: a reply to no acknowledged question: {reply[:80]!r}")
                     continue
-                if i in answered:
+                if i in answered or i in refused:
                     self.duplicated += 1
                     self._problem(f"{name}: question {i} answered twice")
                     continue
@@ -426,7 +463,7 @@ class Tally:
             answered[i] = n
             self.answered += 1
             self.errors += n in error_replies
-        missing = [i for i in range(len(acked)) if i not in answered]
+        missing = [i for i in range(len(acked)) if i not in answered and i not in refused]
         self.lost += len(missing)
         if missing:
             self._problem(f"{name}: {len(missing)} acknowledged question(s) never answered: {missing[:10]}")
@@ -694,8 +731,8 @@ async def soak(app: WebApp, seconds: float, users: int = 40, sample_every: float
                file_every: int = 0, on_sample: Any = None) -> tuple[list[SoakSample], dict[str, int]]:
     """Steady traffic for `seconds`: `users` users with open streams ask, wait for the reply, pause;
     one more user opens and closes its stream around every question (connection churn); with
-    `file_every`, every so many answers link a file (tmp/ and the media store; tmp/ is cleaned only
-    of files older than tmp_max_age, at least a minute, so only long runs show it level). Samples the daemon's RSS, fds,
+    `file_every`, every so many answers link a file (tmp/ and the media store: see growth_problems
+    for when tmp/ can level off). Samples the daemon's RSS, fds,
     threads, tmp/ and state.db sizes every `sample_every` s."""
     dify = app.dify
     dify.add_file("/files/soak.txt", b"soak file\n" * 1000, "text/plain")
@@ -756,11 +793,17 @@ async def soak(app: WebApp, seconds: float, users: int = 40, sample_every: float
     return samples, counts
 
 
-def growth_problems(samples: list[SoakSample], warmup_fraction: float = 1 / 3) -> tuple[list[str], dict[str, Any]]:
+def growth_problems(samples: list[SoakSample], warmup_fraction: float = 1 / 3,
+                    warmup_seconds: float = 0.0) -> tuple[list[str], dict[str, Any]]:
     """Bounded growth after warm-up: the last third of the run against the warm-up's highest values.
-    The database keeps dedup keys for hours by design, so it is held to bytes per message instead."""
+    The warm-up is the first third of the run, or `warmup_seconds` when longer (files linked from
+    answers stay in tmp/ as long as the web page may fetch them, plus tmp_max_age: tmp/ can only
+    level off after that). The database keeps dedup keys for hours by design, so it is held to
+    bytes per message instead."""
     end = samples[-1].t
-    warm = [s for s in samples if s.t <= end * warmup_fraction] or samples[:1]
+    if warmup_seconds > end * (1 - warmup_fraction):
+        raise ValueError(f"a warm-up of {warmup_seconds:g} s leaves no last third of a {end:g} s run to compare")
+    warm = [s for s in samples if s.t <= max(end * warmup_fraction, warmup_seconds)] or samples[:1]
     late = [s for s in samples if s.t >= end * (1 - warmup_fraction)] or samples[-1:]
     peak = {k: max(getattr(s, k) for s in warm) for k in ("rss", "fds", "threads", "tmp")}
     last = {k: max(getattr(s, k) for s in late) for k in ("rss", "fds", "threads", "tmp")}

@@ -75,6 +75,31 @@ def test_global_bound_counts_every_session_and_kept_items_pass_it(made):
     assert d.submit("d", "d2") is Admission.ACCEPTED  # room again
 
 
+def test_weight_bound_counts_text_until_handled_or_cancelled(made):
+    rec = Recorder()
+    d = made(rec, workers=1, max_pending_weight=100, stall_seconds=3600)
+    assert d.submit("a", "block-a", weight=60) is Admission.ACCEPTED
+    assert rec.blocked.wait(10)
+    assert d.submit("b", "b1", weight=30) is Admission.ACCEPTED  # 90 of 100
+    assert d.submit("c", "c1", weight=20) is Admission.ALL_FULL  # would be 110
+    assert d.submit("c", "c2", weight=10) is Admission.ACCEPTED  # exactly 100
+    assert d.submit("c", "c3", weight=1) is Admission.ALL_FULL
+    assert d.cancel_session("b") == ["b1"]  # a cancelled item gives its weight back
+    assert d.submit("c", "c4", weight=30) is Admission.ACCEPTED
+    rec.release.set()
+    assert d.wait_idle(20)
+    assert rec.handled == ["block-a", "c2", "c4"]
+    # Nothing pending: one item heavier than the whole bound is still taken (it could never be
+    # otherwise), and while it waits nothing else weighing something is.
+    rec.release.clear()
+    assert d.submit("a", "block-big", weight=500) is Admission.ACCEPTED
+    assert d.submit("b", "small", weight=1) is Admission.ALL_FULL
+    assert d.submit("b", "weightless") is Admission.ACCEPTED
+    rec.release.set()
+    assert d.wait_idle(20)
+    assert d.submit("b", "small-again", weight=1) is Admission.ACCEPTED  # all of it given back
+
+
 def test_session_bound_and_stopping_answers(made):
     rec = Recorder()
     d = made(rec, workers=1, queue_size=1, stall_seconds=3600)
