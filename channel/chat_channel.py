@@ -46,7 +46,7 @@ REFUSAL_QUOTE_CHARS = 40
 def refusal_text(template_zh: str, template_en: str, content: Any) -> str:
     """A refusal naming the message: in Chinese when the message is, its start on one line."""
     text = str(content)
-    quote = " ".join(text.split())
+    quote = " ".join(mask_command(text).split())  # "#auth <password>" is not said back in a group
     if len(quote) > REFUSAL_QUOTE_CHARS:
         quote = quote[:REFUSAL_QUOTE_CHARS] + "…"
     return (template_zh if is_chinese(text) else template_en).format(quote=quote)

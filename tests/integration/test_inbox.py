@@ -134,10 +134,15 @@ def test_max_pending_messages_bounds_all_sessions(store, channels, settings, gat
         context = channel._compose_context(ContextType.TEXT, "c", msg=make_msg("c", sender="u3", msg_id="3"), isgroup=False)
         assert channel.produce(context) is Produced.BUSY
         assert channel.sent == [("u3", ReplyType.TEXT, busy("c"))]
+        # A command is refused too when everything is full; its secret is not quoted back.
+        command = channel._compose_context(ContextType.TEXT, "#auth hunter2",
+                                           msg=make_msg("#auth hunter2", sender="u4", msg_id="4"), isgroup=False)
+        assert channel.produce(command) is Produced.BUSY
+        assert channel.sent[-1][0] == "u4" and "hunter2" not in channel.sent[-1][2] and "#auth" in channel.sent[-1][2]
     finally:
         gated.gate.set()
     assert channel.wait_idle(10)
-    assert sorted(texts(channel)) == sorted([busy("c"), "echo: a", "echo: b"])
+    assert sorted(texts(channel)) == sorted([busy("c"), busy("#auth hunter2"), "echo: a", "echo: b"])
 
 
 def test_a_store_that_cannot_write_refuses_the_message_with_a_clear_error(store, channels):
