@@ -43,8 +43,11 @@ NOT_STORED_TEXT_EN = "Your message could not be saved, so it was not taken: “{
 REFUSAL_QUOTE_CHARS = 40
 
 
-def refusal_text(template_zh: str, template_en: str, content: Any) -> str:
-    """A refusal naming the message: in Chinese when the message is, its start on one line."""
+def refusal_text(template_zh: str, template_en: str, content: Any, ctype: ContextType = ContextType.TEXT) -> str:
+    """A refusal naming the message: in Chinese when the message is, its start on one line.
+    A picture, voice or file is named by its kind (its content is a path on this machine)."""
+    if ctype != ContextType.TEXT:
+        return template_en.format(quote=f"[{ctype.name.lower()}]")
     text = str(content)
     quote = " ".join(mask_command(text).split())  # "#auth <password>" is not said back in a group
     if len(quote) > REFUSAL_QUOTE_CHARS:
@@ -364,7 +367,7 @@ class ChatChannel(Channel):
             # Never acknowledge what was not stored: the platform or user can send it again.
             logger.error(f"[chat] message of session {session_id} refused: the state store could not save it: {e}")
             if not self.REFUSAL_IN_RESPONSE:
-                text = refusal_text(NOT_STORED_TEXT_ZH, NOT_STORED_TEXT_EN, context.content)
+                text = refusal_text(NOT_STORED_TEXT_ZH, NOT_STORED_TEXT_EN, context.content, context.type)
                 self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
             return Produced.NOT_STORED
         if admission:
@@ -374,12 +377,13 @@ class ChatChannel(Channel):
             logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
             return Produced.STOPPING
         if admission is Admission.ALL_FULL:
-            logger.warning(f"[chat] {conf().get('max_pending_messages')} messages pending in all (max_pending_messages), "
-                           f"telling the user of session {session_id}")
+            logger.warning(f"[chat] {self.dispatcher.pending()} messages of {self.dispatcher.pending_weight()} characters "
+                           f"pending in all (max_pending_messages {conf().get('max_pending_messages')}, max_pending_chars "
+                           f"{conf().get('max_pending_chars')}), telling the user of session {session_id}")
         else:
             logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
         if not self.REFUSAL_IN_RESPONSE:
-            text = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, context.content)
+            text = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, context.content, context.type)
             self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
         return Produced.BUSY
 
@@ -456,7 +460,7 @@ class ChatChannel(Channel):
                 # Its key may have expired while the daemon was down: a redelivery now must
                 # still count as a duplicate.
                 self._remember(dedup)
-            kept.append((item.session, context, _is_command(context)))
+            kept.append((item.session, context, _is_command(context), _text_weight(context)))
         self.dispatcher.submit_kept(kept)
         resumed = len(kept)
         if resumed or answered:

@@ -188,19 +188,24 @@ class SessionDispatcher:
                 self._mark_ready(session_id, state)
                 return Admission.ACCEPTED
 
-    def submit_kept(self, entries: list[tuple[str, Any, bool]]) -> None:
-        """Queue (session_id, item, urgent) entries accepted before a restart, all at once and
-        past the bounds: no worker starts one before the others are queued, so commands
-        among them go first, as they did when they were received."""
+    def submit_kept(self, entries: list[tuple]) -> None:
+        """Queue (session_id, item, urgent[, weight]) entries accepted before a restart, all at
+        once and past the bounds: no worker starts one before the others are queued, so
+        commands among them go first, as they did when they were received. Their weight counts
+        against new submits until they are handled."""
         with self._submit_lock, self._cond:
-            for session_id, item, urgent in entries:
+            for session_id, item, urgent, *rest in entries:
                 state = self._sessions.get(session_id)
                 if state is None:
                     state = self._sessions[session_id] = _SessionState()
                 (state.urgent if urgent else state.items).append((self._next_seq, item))
+                weight = max(0, int(rest[0])) if rest else 0
+                if weight:
+                    self._weights[self._next_seq] = weight
+                    self._weight += weight
                 self._next_seq += 1
                 self._queued += 1
-            for session_id, _, _ in entries:
+            for session_id, *_ in entries:
                 self._mark_ready(session_id, self._sessions[session_id])
 
     def _check_room(self, session_id: str, urgent: bool, weight: int = 0) -> Admission | None:
@@ -355,6 +360,11 @@ class SessionDispatcher:
         """Items queued or running."""
         with self._cond:
             return self._queued + self._running
+
+    def pending_weight(self) -> int:
+        """The weight of the items queued or running."""
+        with self._cond:
+            return self._weight
 
     def session_count(self) -> int:
         with self._cond:

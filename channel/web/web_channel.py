@@ -380,10 +380,12 @@ class WebChannel(ChatChannel):
                 box.delivered = max(box.delivered, box.saved_delivered)
 
     def _write(self, user_id: str, items: list[tuple[dict, str | None]], answered: str | None = None,
-               user_entry: dict | None = None, forget_question: str | None = None) -> list[int]:
+               user_entry: dict | None = None, forget_question: str | None = None,
+               report: dict | None = None) -> list[int]:
         """Number and keep events (payload, SSE name) and/or a history entry of the user's (or
         take away the user's entry with msg_id `forget_question`), and record `answered`: one
-        store write. Then wake the user's open streams. Worker threads only."""
+        store write. Then wake the user's open streams. Worker threads only. `report["question_added"]`
+        says whether `user_entry` was added (not when one with its msg_id is there already)."""
         box = self._acquire(user_id)
         try:
             with box.write_lock:
@@ -391,6 +393,8 @@ class WebChannel(ChatChannel):
                 now = time.time()
                 if user_entry is not None and not _has_question(record.history, user_entry.get("msg_id")):
                     record.history.append(user_entry)  # a retried POST adds it once
+                    if report is not None:
+                        report["question_added"] = True
                 if forget_question is not None:
                     record.history = [e for e in record.history
                                       if not (e.get("role") == "user" and e.get("msg_id") == forget_question)]
@@ -708,12 +712,14 @@ class WebChannel(ChatChannel):
             context["source"] = source  # where it came from: #auth counts guesses per source too
         # Before it is queued, so the question comes before its answer in the history; a
         # password given with #auth (or a key) is not kept there.
+        added: dict = {}
         self._write(user_id, [], user_entry={"role": "user", "type": "TEXT", "content": mask_command(message),
-                                             "timestamp": time.time(), "msg_id": msg_id})
+                                             "timestamp": time.time(), "msg_id": msg_id}, report=added)
         produced = self.produce(context)
-        if produced in (Produced.BUSY, Produced.NOT_STORED, Produced.STOPPING):
+        if added and produced in (Produced.BUSY, Produced.NOT_STORED, Produced.STOPPING):
             # Not taken: the page says so and the user sends it again; the history shows only
-            # questions the bot has.
+            # questions the bot has. Only the entry this request added goes: a refused retry of
+            # a message taken before leaves that message's question in place.
             self._write(user_id, [], forget_question=msg_id)
         return produced
 

@@ -3,6 +3,7 @@ resume_inbox): the pipeline in one process with a real SQLite store. The crash i
 (kill -9 of `python app.py`) is in tests/e2e/test_durable_process.py."""
 from __future__ import annotations
 
+import os
 import pytest
 
 from bridge.bridge import Bridge
@@ -245,3 +246,20 @@ def test_user_data_changed_by_a_message_is_saved_before_the_message_counts_as_an
     finally:
         book._store = None
         s.close()
+
+
+def test_a_refused_picture_is_named_by_its_kind_not_by_its_path_on_this_machine(store, channels, settings, gated):
+    settings["max_pending_messages"] = 1
+    settings["worker_threads"] = 1
+    channel = channels()
+    try:
+        channel.receive(make_msg("a", sender="u1", msg_id="1"))
+        assert gated.started.wait(5)
+        path = os.path.abspath("tmp/some-download.png")
+        context = channel._compose_context(ContextType.IMAGE, path, msg=make_msg("a", sender="u2", msg_id="2"),
+                                           isgroup=False)
+        assert channel.produce(context) is Produced.BUSY
+        assert channel.sent == [("u2", ReplyType.TEXT, BUSY_TEXT_EN.format(quote="[image]"))]
+    finally:
+        gated.gate.set()
+    assert channel.wait_idle(10)

@@ -98,6 +98,15 @@ def test_weight_bound_counts_text_until_handled_or_cancelled(made):
     rec.release.set()
     assert d.wait_idle(20)
     assert d.submit("b", "small-again", weight=1) is Admission.ACCEPTED  # all of it given back
+    assert d.wait_idle(20) and d.pending_weight() == 0
+    # Messages kept from before a restart are queued past the bound, and weigh against new ones.
+    rec.release.clear()
+    d.submit_kept([("a", "block-kept", False, 90), ("b", "kept", False, 5)])
+    assert rec.blocked.wait(10) and d.pending_weight() == 95
+    assert d.submit("c", "c5", weight=10) is Admission.ALL_FULL
+    assert d.submit("c", "c6", weight=5) is Admission.ACCEPTED
+    rec.release.set()
+    assert d.wait_idle(20) and d.pending_weight() == 0
 
 
 def test_session_bound_and_stopping_answers(made):

@@ -333,3 +333,24 @@ def test_concurrent_pushes_number_every_event_once(settings, tmp_path):
     finally:
         channel.stop()
         store.close()
+
+
+def test_a_refused_post_takes_out_of_the_history_only_the_question_it_added(gated_channel, monkeypatch):
+    from channel.chat_channel import Produced
+
+    channel, store = gated_channel
+
+    def questions(user: str) -> list[str]:
+        value = store.get(NAMESPACE, user)
+        return [e["msg_id"] for e in UserRecord.from_value(value).history if e["role"] == "user"] if value else []
+
+    # Every queue full from here on: each POST is refused (the 503).
+    monkeypatch.setattr(channel, "produce", lambda context: Produced.BUSY)
+    assert channel._take("u", "new question", "u:m0") is Produced.BUSY
+    assert questions("u") == []  # never taken: not in the history
+    # A retry racing its first try: the first try wrote its question and is being queued when
+    # the retry is refused. The refusal must not take away the first try's question.
+    channel._write("u", [], user_entry={"role": "user", "type": "TEXT", "content": "asked", "timestamp": time.time(),
+                                        "msg_id": "u:m1"})
+    assert channel._take("u", "asked", "u:m1") is Produced.BUSY
+    assert questions("u") == ["u:m1"]
