@@ -38,7 +38,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only). Not built yet (start-up says so): wx, wxy, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot). Not built yet (start-up says so): wx, wxy, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -199,6 +199,16 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wework_smart": (True, "WeCom: attach to the logged-in PC client (false starts another instance)."),
     "wework_init_wait": (60, "WeCom: most seconds to wait after login for the client's contacts and rooms to be readable (checked every second; the original always slept 60 s). New."),
     "wework_reply_delay": ("1-2", "WeCom: seconds to wait before handling a message, like a person would: a range \"1-2\" (random), a number, or 0 for none. New (the original fixed 1-2 s)."),
+    "wecom_bot_id": ("", "WeCom AI bot (channel wecom_bot): the bot's BotID, from the WeCom admin console (智能机器人 → API 模式). New."),
+    "wecom_bot_secret": ("", "WeCom AI bot: the long-connection Secret (not the callback Token). New."),
+    "wecom_bot_mode": ("websocket", "WeCom AI bot: `websocket` (the daemon connects out to WeCom; no public URL needed) or `callback` (WeCom POSTs to /wecombot on wecom_bot_port; for companies that switch long connections off). New."),
+    "wecom_bot_ws_url": ("wss://openws.work.weixin.qq.com", "WeCom AI bot: the long-connection address (a private deployment shows its own in its admin console). New."),
+    "wecom_bot_heartbeat": (30, "WeCom AI bot: seconds between heartbeats on the long connection; two unanswered in a row mean it is dead and it is reconnected. New."),
+    "wecom_bot_stream_always": (False, "WeCom AI bot: show every streamed answer growing in its bubble; false: only with dify_stream_reply. New."),
+    "wecom_bot_token": ("", "WeCom AI bot, callback mode: the callback Token. New."),
+    "wecom_bot_aes_key": ("", "WeCom AI bot, callback mode: the EncodingAESKey (43 characters); it also decrypts the media of callbacks. New."),
+    "wecom_bot_host": ("0.0.0.0", "WeCom AI bot, callback mode: address the callback server listens on. New."),
+    "wecom_bot_port": (9892, "WeCom AI bot, callback mode: port of the callback server (path /wecombot). New."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
     "wechatmp_token": ("", "Official Account callback token."),
     "wechatmp_port": (8080, "Official Account callback port."),
@@ -248,7 +258,7 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 # Positive-integer settings the pipeline relies on.
-_AT_LEAST_ONE = ("worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
+_AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
                  "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout")
 
 # Settings with a smallest sensible value.
@@ -264,6 +274,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dify_app_type": ("chatbot", "chatflow", "agent", "workflow", "completion"),
     "dify_response_mode": ("streaming", "blocking"),
     "state_store": ("sqlite", "memory"),
+    "wecom_bot_mode": ("websocket", "callback"),
 }
 
 _LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}

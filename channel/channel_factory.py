@@ -20,6 +20,7 @@ CHANNELS: dict[str, str | None] = {
     "wechatcom_app": None,
     "wechatcom_service": None,
     "wework": "channel.wework.wework_channel:WeworkChannel",
+    "wecom_bot": "channel.wecom_bot.wecom_bot_channel:WecomBotChannel",
     "feishu": None,
     "dingtalk": None,
 }

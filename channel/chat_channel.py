@@ -575,7 +575,7 @@ class ChatChannel(Channel):
             return reply
         if context.type == ContextType.ACCEPT_FRIEND:
             return self._build_friend_request_reply(context)
-        if context.type in (ContextType.SHARING, ContextType.FUNCTION, ContextType.FILE):
+        if context.type in (ContextType.SHARING, ContextType.FUNCTION, ContextType.FILE, ContextType.VIDEO):
             # No default handling: only a plugin answers these (the original's rule; a shared
             # link in a group must not reach the bot when nobody addressed it).
             return reply

@@ -171,4 +171,5 @@ CHANNEL_NAMES: tuple[str, ...] = (
     "wework",
     "feishu",
     "dingtalk",
+    "wecom_bot",
 )

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -40,7 +40,7 @@ from config import conf
 
 __all__ = [
     "FetchError", "FetchRefused", "FetchBusy", "FetchTooLarge", "FetchTimeout", "FetchHTTPError",
-    "fetch_bytes", "fetch_to_file", "check_url", "download_slots_in_use",
+    "fetch_bytes", "fetch_with_headers", "fetch_to_file", "check_url", "download_slots_in_use",
 ]
 
 MAX_REDIRECTS = 5
@@ -216,9 +216,16 @@ def download_slots_in_use() -> int:
 
 def fetch_bytes(url: str, max_bytes: int, *, extra_hosts: Iterable[str] = (), timeout: float | None = None) -> tuple[bytes, str]:
     """(the body, its Content-Type) of ``url``; FetchError on any failure."""
+    data, headers = fetch_with_headers(url, max_bytes, extra_hosts=extra_hosts, timeout=timeout)
+    return data, headers.get("Content-Type", "")
+
+
+def fetch_with_headers(url: str, max_bytes: int, *, extra_hosts: Iterable[str] = (),
+                       timeout: float | None = None) -> tuple[bytes, Mapping[str, str]]:
+    """(the body, the response headers) of ``url`` (a file's name is in its Content-Disposition)."""
     data = bytearray()
-    content_type = _fetch(url, max_bytes, data.extend, extra_hosts, timeout)
-    return bytes(data), content_type
+    headers = _fetch(url, max_bytes, data.extend, extra_hosts, timeout)
+    return bytes(data), headers
 
 
 def fetch_to_file(url: str, path: str, max_bytes: int, *, extra_hosts: Iterable[str] = (),
@@ -233,7 +240,7 @@ def fetch_to_file(url: str, path: str, max_bytes: int, *, extra_hosts: Iterable[
                 f.write(block)
                 size += len(block)
 
-            content_type = _fetch(url, max_bytes, write, extra_hosts, timeout)
+            content_type = _fetch(url, max_bytes, write, extra_hosts, timeout).get("Content-Type", "")
     except BaseException:
         try:
             os.remove(path)
@@ -244,7 +251,7 @@ def fetch_to_file(url: str, path: str, max_bytes: int, *, extra_hosts: Iterable[
 
 
 def _fetch(url: str, max_bytes: int, write: Callable[[bytes], None], extra_hosts: Iterable[str],
-           timeout: float | None) -> str:
+           timeout: float | None) -> Mapping[str, str]:
     allowed = _allowed(extra_hosts)
     target = _target(url, allowed)  # refusals need no slot
     seconds = float(timeout if timeout is not None else conf().get("download_timeout") or 0) or None
@@ -271,7 +278,7 @@ def _fetch(url: str, max_bytes: int, write: Callable[[bytes], None], extra_hosts
 
 
 def _follow(url: str, target: _Target, allowed: _Allowed, max_bytes: int, write: Callable[[bytes], None],
-            deadline: Deadline) -> str:
+            deadline: Deadline) -> Mapping[str, str]:
     for hop in range(MAX_REDIRECTS + 1):
         conn, response = _open(target, deadline)
         try:
@@ -293,7 +300,7 @@ def _follow(url: str, target: _Target, allowed: _Allowed, max_bytes: int, write:
                 if size > max_bytes:
                     raise FetchTooLarge(size, max_bytes, url)
                 write(block)
-            return response.headers.get("Content-Type", "")
+            return response.headers
         finally:
             response.release_conn()
             conn.close()

@@ -105,6 +105,12 @@ class _Ended(Exception):
 
 
 # --------------------------------------------------------------------------- ntwork import
+# The WeCom way that works without the PC client (ntwork is gone from the package index and
+# pins a client version WeCom now refuses).
+WECOM_BOT_HINT = ("for a WeCom bot without the PC client use channel_type wecom_bot (the official WeCom AI bot: "
+                  "set wecom_bot_id and wecom_bot_secret), see README section 'WeCom AI bot'")
+
+
 def _missing_ntwork_message() -> str:
     if sys.platform == "win32":
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -112,11 +118,12 @@ def _missing_ntwork_message() -> str:
         return (
             "channel_type 'wework' needs ntwork 0.1.3, which is not installed: download the wheel for "
             f"Python 3.8-3.10{hint}, e.g. ntwork-0.1.3-cp310-cp310-win_amd64.whl, run "
-            "'pip install <that .whl file>', see README section 'Windows and WeCom'"
+            "'pip install <that .whl file>', see README section 'Windows and WeCom'; "
+            + WECOM_BOT_HINT
         )
     return (
         "channel_type 'wework' needs Windows with PC WeCom logged in (ntwork hooks the Windows client); "
-        "on this system use channel_type web or terminal"
+        "on this system use channel_type web or terminal, or " + WECOM_BOT_HINT
     )
 
 
@@ -263,7 +270,7 @@ class WeworkChannel(ChatChannel):
         except Exception as e:  # e.g. WeWorkVersionNotMatchError: no hook for the installed WeCom
             raise ChannelError(
                 f"ntwork cannot hook the installed PC WeCom ({type(e).__name__}: {e}); "
-                "ntwork 0.1.3 needs PC WeCom 4.0.8.6027, see README section 'Windows and WeCom'"
+                "ntwork 0.1.3 needs PC WeCom 4.0.8.6027, see README section 'Windows and WeCom'; " + WECOM_BOT_HINT
             ) from None
         self.wework = wework
         wework.msg_register(list(HANDLED_TYPES))(self._on_message)

@@ -179,6 +179,7 @@ def test_version_mismatch_is_one_line(start, sim):  # noqa: F811
         if manager is not None:
             Singleton._instances[WeWorkMgr] = manager
     assert errors and "4.0.8.6027" in errors[0] and "\n" not in errors[0]
+    assert "channel_type wecom_bot" in errors[0]  # the WeCom way that works without the PC client
 
 
 def test_missing_ntwork_message(monkeypatch):
@@ -191,6 +192,7 @@ def test_missing_ntwork_message(monkeypatch):
     with pytest.raises(ChannelError) as windows:
         wc.import_ntwork()
     assert "ntwork-0.1.3-cp310-cp310-win_amd64.whl" in str(windows.value) and "\n" not in str(windows.value)
+    assert "channel_type wecom_bot" in str(linux.value) and "channel_type wecom_bot" in str(windows.value)
 
 
 # ------------------------------------------------------------------------------------------------ receiving
