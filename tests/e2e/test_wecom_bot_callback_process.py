@@ -112,3 +112,10 @@ def test_forged_signatures_and_malformed_bodies_are_refused_and_never_answered(d
     # and a good message still goes through afterwards
     view = driver.follow(driver.text("eve", "after the noise"), "eve", interval=0.1, window=20)
     assert view.finished and view.text == "echo: after the noise"
+
+
+def test_a_voice_message_is_answered_from_its_transcript(daemon):
+    _, driver = daemon
+    view = driver.follow(driver.voice("fay", "明天会下雨吗"), "fay", interval=0.1, window=20)
+    assert view.finished and view.text == "echo: 明天会下雨吗"
+    assert not view.problems, view.problems

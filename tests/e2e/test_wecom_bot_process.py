@@ -223,3 +223,30 @@ def test_messages_accepted_before_a_crash_are_answered_after_the_restart(tmp_pat
     finally:
         daemon.kill()
 
+
+
+def test_an_answer_past_the_bubble_size_goes_on_in_a_new_bubble(tmp_path, sim, dify):
+    # WeCom takes at most 20480 bytes in a bubble: a 30,000-byte answer needs two.
+    text = "".join(f"line {n:05d} of a very long answer\n" for n in range(1000))  # 33,000 bytes
+    dify.push_answer(text, chunk_size=2000, chunk_delay=0.05)
+    daemon = start(tmp_path, sim, dify, dify_stream_reply=True)
+    try:
+        pushed = sim.push_text(BOT, "jane", "a long one")
+        bubbles = sim.wait_finished(pushed.req_id, timeout=30, count=2)
+        assert all(len(b.text.encode("utf-8")) <= 20480 for b in bubbles)
+        assert "".join(b.text for b in bubbles) == text.strip() or "".join(b.text for b in bubbles) == text
+        assert not sim.errors, sim.errors
+    finally:
+        daemon.kill()
+
+
+def test_unanswered_heartbeats_make_it_reconnect(tmp_path, sim, dify):
+    daemon = start(tmp_path, sim, dify, wecom_bot_heartbeat=1)
+    try:
+        sim.ack_pings = False
+        wait_until(lambda: sim.connection_count(BOT) >= 2, timeout=15, what="a reconnect after two missed heartbeats")
+        sim.ack_pings = True
+        pushed = sim.push_text(BOT, "kate", "still there?")
+        wait_until(lambda: markdown_texts(sim, pushed.req_id), what="the answer on the new connection")
+    finally:
+        daemon.kill()
