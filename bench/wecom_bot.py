@@ -6,13 +6,15 @@ loop (each user asks again when the answer is finished). Two runs:
 * the Dify simulator streaming its answer (dify_stream_reply): each answer grows in a bubble.
 
 Prints answers/s, p50/p99 of the time to the first stream frame and to the finished answer
-(from the moment the simulator pushed the question), and frames per answer.
+(from the moment the simulator pushed the question), frames per answer and the daemon's CPU time
+per answer; last, a line `FIGURES {json}` for bench/report.py.
 
     python bench/wecom_bot.py [--users 200] [--questions 5]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -20,6 +22,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,7 +40,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def run(label: str, users: int, questions: int, streaming: bool) -> None:
+def run(label: str, users: int, questions: int, streaming: bool) -> dict:
     folder = tempfile.mkdtemp(prefix="bench-wecom-bot-")
     sim = AibotSimulator(bots={BOT: SECRET}, bot_name="Bench", rate_limit=None, rate_limit_hourly=None).start()
     dify = DifyServer(api_key="app-bench", mode="chat").start() if streaming else None
@@ -73,6 +77,8 @@ def run(label: str, users: int, questions: int, streaming: bool) -> None:
                     with lock:
                         finished.append(time.monotonic() - asked)
 
+        cpu = psutil.Process(daemon.proc.pid)
+        cpu_before = sum(cpu.cpu_times()[:2])
         started = time.monotonic()
         threads = [threading.Thread(target=user, args=(n,)) for n in range(users)]
         for t in threads:
@@ -80,6 +86,7 @@ def run(label: str, users: int, questions: int, streaming: bool) -> None:
         for t in threads:
             t.join()
         seconds = time.monotonic() - started
+        cpu_ms = (sum(cpu.cpu_times()[:2]) - cpu_before) * 1000
         answers = len(finished)
         print(f"{label}: {users} users x {questions} questions, closed loop: {answers} answers in {seconds:.1f} s, "
               f"{answers / seconds:.0f} answers/s")
@@ -88,7 +95,16 @@ def run(label: str, users: int, questions: int, streaming: bool) -> None:
         print(f"  finished answer    p50 {pct(finished, .5) * 1000:.0f} ms, p99 {pct(finished, .99) * 1000:.0f} ms")
         if frames:
             print(f"  frames per answer  median {statistics.median(frames):.0f}, max {max(frames)}")
+        print(f"  daemon CPU         {cpu_ms / max(answers, 1):.1f} ms per answer (user + system)")
         print(f"  errors acked by the simulator: {len(sim.errors)}")
+        figures = {"answers": answers, "answers_per_s": round(answers / seconds, 1),
+                   "finished_p50_ms": round(pct(finished, .5) * 1000), "finished_p99_ms": round(pct(finished, .99) * 1000),
+                   "cpu_ms_per_answer": round(cpu_ms / max(answers, 1), 1), "error_acks": len(sim.errors)}
+        if first_frame:
+            figures.update(first_frame_p50_ms=round(pct(first_frame, .5) * 1000),
+                           first_frame_p99_ms=round(pct(first_frame, .99) * 1000),
+                           frames_per_answer=statistics.median(frames))
+        return figures
     finally:
         daemon.kill()
         sim.stop()
@@ -102,8 +118,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--questions", type=int, default=5)
     args = parser.parse_args()
-    run("instant bot", args.users, args.questions, streaming=False)
-    run("Dify streaming", args.users, args.questions, streaming=True)
+    figures = {}
+    for label, streaming in (("instant bot", False), ("Dify streaming", True)):
+        figures[f"{label}, {args.users}x{args.questions} closed loop"] = run(label, args.users, args.questions, streaming)
+    print("FIGURES " + json.dumps(figures))
     return 0
 
 
