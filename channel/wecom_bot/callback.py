@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from bridge.bridge import is_chinese
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 from channel.chat_channel import Produced
@@ -48,6 +50,9 @@ LATE_AFTER = REFRESH_WINDOW - 30  # an answer finished later than this also goes
 MAX_IMAGES = 10
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 KEEP_FINISHED = 600.0
+# What a callback stream cannot carry (only JPG/PNG images fit, in msg_item): named, never dropped.
+_UNSENDABLE = {ReplyType.FILE: ("文件", "file"), ReplyType.VOICE: ("语音", "voice"),
+               ReplyType.VIDEO: ("视频", "video"), ReplyType.IMAGE: ("图片", "picture")}
 
 
 def stream_id_of(msgid: str) -> str:
@@ -133,6 +138,9 @@ class CallbackServer:
             return json_error(400, "the message is not JSON")
         if not isinstance(body, dict):
             return json_error(400, "the message is not a JSON object")
+        if body.get("msgtype") == "stream" and not _refreshed_id(body):
+            # A stream reply needs the id; echoing an empty or made-up one would be an invalid answer.
+            return json_error(400, "a stream refresh without a stream id")
         reply = await run_in_threadpool(self._answer, body)
         if reply is None:
             return Response(b"", status_code=200)
@@ -142,8 +150,7 @@ class CallbackServer:
         """The plaintext reply to one callback (None: an empty response)."""
         kind = body.get("msgtype")
         if kind == "stream":
-            stream = body.get("stream") if isinstance(body.get("stream"), dict) else {}
-            return self._snapshot(str(stream.get("id") or ""))
+            return self._snapshot(_refreshed_id(body))
         if kind == "event":
             event = body.get("event") if isinstance(body.get("event"), dict) else {}
             if event.get("eventtype") == "enter_chat" and subscribe_msg():
@@ -200,6 +207,14 @@ class CallbackServer:
             del self._answers[key]
 
     # ------------------------------------------------------------------ from the pipeline
+    def expect(self, cmsg: WecomBotMessage) -> None:
+        """A question kept from the last run is going to be answered: its stream exists from
+        now on, so WeCom sending the message again (its response was lost in the crash) gets
+        that stream, not an empty response that would leave the answer unseen."""
+        stream_id = stream_id_of(str(cmsg.body.get("msgid") or ""))
+        with self._lock:
+            self._answers.setdefault(stream_id, CallbackAnswer(stream_id, response_url=cmsg.response_url))
+
     def _answer_of(self, context: Context) -> CallbackAnswer | None:
         cmsg = context.get("msg")
         if not isinstance(cmsg, WecomBotMessage) or not cmsg.body.get("msgid"):
@@ -239,8 +254,9 @@ class CallbackServer:
                 with self._lock:
                     answer.images.append((base64.b64encode(data).decode("ascii"), hashlib.md5(data).hexdigest()))
                 return
-        # Files, voice, video and other images cannot travel in a callback stream: their link or name.
-        note = str(reply.content) if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL) else f"[{reply.type.name.lower()}]"
+        # Files, voice, video and other images cannot travel in a callback stream: their link, or
+        # a note naming them (a bare "[file]" left the user guessing).
+        note = str(reply.content) if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL) else _unsendable(reply, context)
         with self._lock:
             answer.done_text += ("\n\n" if answer.done_text else "") + note
 
@@ -269,3 +285,21 @@ class CallbackServer:
                     logger.warning(f"[wecom_bot] {len(rest)} characters of an answer could not be delivered")
             else:
                 logger.warning(f"[wecom_bot] {len(rest)} characters of an answer could not be delivered (no response_url)")
+
+
+def _refreshed_id(body: dict) -> str:
+    """The stream id a refresh callback asks about ("" when it has none)."""
+    stream = body.get("stream")
+    sid = stream.get("id") if isinstance(stream, dict) else None
+    return sid if isinstance(sid, str) else ""
+
+
+def _unsendable(reply: Reply, context: Context) -> str:
+    """The line shown instead of an attachment callback mode cannot send, in the user's language."""
+    zh, en = _UNSENDABLE.get(reply.type, ("附件", "attachment"))
+    content = reply.content
+    path = content if isinstance(content, (str, os.PathLike)) else getattr(content, "name", "")
+    name = os.path.basename(str(path or ""))  # the name only: the folder is this machine's business
+    if is_chinese(str(context.content or "")):
+        return f"[{zh}{' ' + name if name else ''}：这里无法发送{zh}]"
+    return f"[{en}{' ' + name if name else ''}: a {en} cannot be sent in this chat]"

@@ -251,15 +251,24 @@ class WecomBotChannel(ChatChannel):
             return super().record_to_message(record)
         p = record.get("part") or {}
         part = Part(ContextType[p.get("ctype", "TEXT")], p.get("content") or "", index=int(p.get("index") or 0))
-        return WecomBotMessage(record["wecom_bot"], part, str(record.get("req_id") or ""), self.bot_id)
+        cmsg = WecomBotMessage(record["wecom_bot"], part, str(record.get("req_id") or ""), self.bot_id)
+        # Rebuilt only for the inbox kept from the last run (resume_inbox).
+        if self.callback is not None and part.ctype == ContextType.TEXT and not self.answered(str(cmsg.msg_id or "")):
+            self.callback.expect(cmsg)
+        return cmsg
 
     def already_answered(self, context: Context) -> bool:
         cmsg = context.get("msg")
+        return isinstance(cmsg, WecomBotMessage) and self.answered(str(cmsg.msg_id or ""))
+
+    @staticmethod
+    def answered(msg_id: str) -> bool:
+        """Whether the message `msg_id` was answered (recorded in the state store)."""
         store = conf().state_store
-        if not isinstance(cmsg, WecomBotMessage) or store is None or not cmsg.msg_id:
+        if store is None or not msg_id:
             return False
         try:
-            return store.is_seen(ANSWERED_NAMESPACE, str(cmsg.msg_id))
+            return store.is_seen(ANSWERED_NAMESPACE, msg_id)
         except Exception:
             return False
 

@@ -22,6 +22,7 @@ from tests.fakes.wecom_aibot.callback_driver import (
     CallbackDriver,
     CallbackReply,
     StreamView,
+    WecomHost,
 )
 
 TOKEN = "tok-123"
@@ -383,3 +384,45 @@ def test_raw_requests_for_hostile_input(bot, driver):
     assert driver.raw("POST", {"msg_signature": "x" * 40, "timestamp": "1", "nonce": "n"}, '{"encrypt": "AAAA"}').status_code == 403
     assert driver.raw("POST", {}, b"{not json").status_code == 400
     assert driver.raw("POST", {}, "x" * 200_000).status_code == 400
+
+
+# --- WeCom's HTTP side: media host and response_url ------------------------------------------
+
+
+@pytest.fixture
+def host():
+    clock = FakeClock()
+    with WecomHost(CallbackCrypto(TOKEN, KEY), clock=clock) as h:
+        yield h, clock
+
+
+def test_media_is_served_encrypted_with_the_callback_key_for_5_minutes(host):
+    import httpx
+
+    h, clock = host
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    url = h.add_media(data)
+    r = httpx.get(url)
+    assert r.status_code == 200 and r.content != data
+    assert PKCS7Encoder.decode(WeChatCipher(_key_bytes()).decrypt(r.content)) == data
+    assert httpx.get(h.url + "/media/nope").status_code == 404
+    clock.advance(301)
+    assert httpx.get(url).status_code == 403
+    assert [s for _, s in h.fetches] == [200, 404, 403]
+
+
+def test_a_response_url_takes_one_markdown_within_an_hour(host):
+    import httpx
+
+    h, clock = host
+    url = h.new_response_url()
+    assert httpx.post(url, json={"msgtype": "text", "text": {"content": "x"}}).json()["errcode"] != 0
+    assert httpx.post(url, json={"msgtype": "markdown", "markdown": {"content": "y" * 20481}}).json()["errcode"] != 0
+    assert httpx.post(url, json={"msgtype": "markdown", "markdown": {"content": "hi"}}).json() == {
+        "errcode": 0, "errmsg": "ok"}
+    assert httpx.post(url, json={"msgtype": "markdown", "markdown": {"content": "again"}}).json()["errcode"] != 0
+    late = h.new_response_url()
+    clock.advance(3601)
+    assert httpx.post(late, json={"msgtype": "markdown", "markdown": {"content": "late"}}).json()["errcode"] != 0
+    assert h.posts == [{"msgtype": "markdown", "markdown": {"content": "hi"}}]
+    assert len(h.attempts) == 5

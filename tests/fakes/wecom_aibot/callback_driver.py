@@ -8,8 +8,11 @@ The crypto is written here from the reference on `cryptography` primitives, on p
 wechatpy: the product uses wechatpy, and a test that shares the product's crypto would prove
 nothing. The self-test cross-checks both directions against wechatpy instead.
 
-Not modelled: the "3 messages in progress per user" limit, WeCom's retries. Media is not served
-here: image/file bodies carry whatever URL the test passes (see the simulator's media host).
+`WecomHost` is WeCom's HTTP side in this mode: the media host that serves callback media
+encrypted with the EncodingAESKey (§4.2; URLs live 5 minutes) and the `response_url` endpoint
+(§3.5: plain JSON, usable once, valid 1 hour).
+
+Not modelled: the "3 messages in progress per user" limit, WeCom's retries.
 """
 from __future__ import annotations
 
@@ -20,16 +23,18 @@ import os
 import secrets
 import string
 import struct
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import httpx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["CallbackCrypto", "CallbackDriver", "CallbackReply", "StreamView", "MAX_CONTENT_BYTES"]
+__all__ = ["CallbackCrypto", "CallbackDriver", "CallbackReply", "StreamView", "WecomHost", "MAX_CONTENT_BYTES"]
 
 MAX_CONTENT_BYTES = 20480  # stream / markdown content limit, UTF-8 bytes (§5.2)
 BLOCK = 32  # WeCom pads PKCS#7 to 32 bytes although AES blocks are 16 (§4.1)
@@ -255,7 +260,8 @@ def _plaintext_problems(request: dict, plain: dict) -> list[str]:
     if kind == "stream":  # a refresh: only a stream reply for the same id
         if msgtype not in STREAM_TYPES:
             return [f"refresh answered with msgtype {msgtype!r}, not a stream"]
-        return _stream_problems(plain.get("stream"), expect_id=(request.get("stream") or {}).get("id"))
+        sent = request.get("stream")  # a test may send a hostile one: not necessarily an object
+        return _stream_problems(plain.get("stream"), expect_id=sent.get("id") if isinstance(sent, dict) else None)
     if msgtype in STREAM_TYPES:
         return _stream_problems(plain.get("stream"))  # the first reply must set stream.id
     if msgtype == "template_card":
@@ -537,3 +543,144 @@ class CallbackDriver:
                 view.problems.append("final frame has empty content" +
                                      (f" (content shrank to empty at the end, from {earlier} chars)" if earlier else ""))
         return view
+
+
+MEDIA_URL_TTL = 300.0  # callback media URLs live 5 minutes (§5.1)
+RESPONSE_URL_TTL = 3600.0  # a response_url is usable once within 1 hour (§3.5)
+RESPONSE_PATH = "/cgi-bin/aibot/response"
+
+
+class WecomHost:
+    """WeCom's HTTP side for callback mode, on 127.0.0.1.
+
+    * `add_media(data)` -> a URL whose GET returns `data` encrypted with the callback
+      EncodingAESKey (AES-256-CBC, IV = key[:16], PKCS#7/32, no framing: §4.2); 404 when unknown,
+      403 once older than 5 minutes (a signed COS URL past its time).
+    * `new_response_url()` -> `.../cgi-bin/aibot/response?response_code=...`; POST plain JSON
+      `{msgtype: markdown, markdown: {content <= 20480 bytes}}` or a template_card, once within
+      1 hour. Answers `{errcode, errmsg}` (the shape the reference presumes): 0 ok; 846605 unknown
+      or used code; 846604 expired; 40058 bad body; 45002 content too long. Accepted bodies are in
+      `posts`, every attempt in `attempts`.
+    """
+
+    def __init__(self, crypto: CallbackCrypto, clock: Callable[[], float] = time.monotonic) -> None:
+        self.crypto = crypto
+        self.clock = clock
+        self.url = ""
+        self.media: dict[str, tuple[bytes, float]] = {}
+        self.codes: dict[str, list] = {}  # code -> [created_at, used]
+        self.fetches: list[tuple[str, int]] = []
+        self.posts: list[dict] = []
+        self.attempts: list[dict] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> "WecomHost":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "WecomHost":
+        host = self
+
+        class Handler(_HostHandler):
+            owner = host
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="wecom-host", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def add_media(self, data: bytes) -> str:
+        token = secrets.token_urlsafe(18)
+        with self._lock:
+            self.media[token] = (self.crypto.encrypt_media(data), self.clock())
+        return f"{self.url}/media/{token}"
+
+    def new_response_url(self) -> str:
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self.codes[code] = [self.clock(), False]
+        return f"{self.url}{RESPONSE_PATH}?response_code={code}"
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        token = path[len("/media/"):] if path.startswith("/media/") else ""
+        with self._lock:
+            item = self.media.get(token)
+            if item is None:
+                status, blob = 404, b"not found"
+            elif self.clock() - item[1] > MEDIA_URL_TTL:
+                status, blob = 403, b"<Error><Code>AccessDenied</Code></Error>"
+            else:
+                status, blob = 200, item[0]
+            self.fetches.append((path, status))
+        return status, blob
+
+    def _post(self, code: str, raw: bytes) -> dict:
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            body = None
+        with self._lock:
+            errcode, errmsg = self._check(code, body)
+            self.attempts.append({"response_code": code, "body": body if body is not None else raw,
+                                  "errcode": errcode})
+            if errcode == 0:
+                self.codes[code][1] = True
+                self.posts.append(body)
+        return {"errcode": errcode, "errmsg": errmsg}
+
+    def _check(self, code: str, body: Any) -> tuple[int, str]:
+        entry = self.codes.get(code)
+        if entry is None or entry[1]:
+            return 846605, "response_code unknown or already used"
+        if self.clock() - entry[0] > RESPONSE_URL_TTL:
+            return 846604, "response_code expired"
+        if not isinstance(body, dict):
+            return 40058, "body is not a JSON object"
+        if body.get("msgtype") == "markdown":
+            content = (body.get("markdown") or {}).get("content") if isinstance(body.get("markdown"), dict) else None
+            if not isinstance(content, str) or not content:
+                return 40058, "markdown.content missing"
+            if len(content.encode("utf-8")) > MAX_CONTENT_BYTES:
+                return 45002, f"markdown.content over {MAX_CONTENT_BYTES} bytes"
+            return 0, "ok"
+        if body.get("msgtype") == "template_card" and isinstance(body.get("template_card"), dict):
+            return 0, "ok"
+        return 40058, f"msgtype {body.get('msgtype')!r} not allowed"
+
+
+class _HostHandler(BaseHTTPRequestHandler):
+    owner: WecomHost
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def _reply(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        status, blob = self.owner._get(urlparse(self.path).path)
+        self._reply(status, blob, "application/octet-stream" if status == 200 else "text/plain")
+
+    def do_POST(self) -> None:
+        url = urlparse(self.path)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if url.path != RESPONSE_PATH:
+            self._reply(404, b"not found", "text/plain")
+            return
+        code = (parse_qs(url.query).get("response_code") or [""])[0]
+        self._reply(200, json.dumps(self.owner._post(code, raw)).encode(), "application/json")
