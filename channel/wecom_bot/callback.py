@@ -11,6 +11,9 @@ JSON to `/wecombot` on the shared HTTP server, and the answers travel back in th
   answer so far, until one says `finish: true`, or for 6 minutes after the user's message.
 * A stream's id is made from the message id, so a re-delivered message (WeCom retries a slow
   response) and the refreshes after a restart find the same answer.
+* A finished answer is also kept in the state store until WeCom stops asking, so a crash
+  between the answer and WeCom's next refresh does not lose it (the message is marked answered
+  and will not be asked again).
 * What cannot go in the stream goes to the message's response_url (usable once, markdown): the
   part of an answer past 20480 bytes, or an answer finished after the refreshes stopped.
 """
@@ -50,6 +53,8 @@ LATE_AFTER = REFRESH_WINDOW - 30  # an answer finished later than this also goes
 MAX_IMAGES = 10
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 KEEP_FINISHED = 600.0
+FINISHED_NAMESPACE = "wecom_bot:finished"  # stream id -> the finished answer, for refreshes after a restart
+KEPT_IMAGES_MAX = 4 * 1024 * 1024  # base64 of the images kept with it (more: the text alone is kept)
 # What a callback stream cannot carry (only JPG/PNG images fit, in msg_item): named, never dropped.
 _UNSENDABLE = {ReplyType.FILE: ("文件", "file"), ReplyType.VOICE: ("语音", "voice"),
                ReplyType.VIDEO: ("视频", "video"), ReplyType.IMAGE: ("图片", "picture")}
@@ -184,7 +189,7 @@ class CallbackServer:
     def _snapshot(self, stream_id: str) -> dict:
         with self._lock:
             self._forget_old()
-            answer = self._answers.get(stream_id)
+            answer = self._answers.get(stream_id) or self._kept_answer(stream_id)
             if answer is None:
                 # Not known (yet): a restart, before the kept message is answered again.
                 return {"msgtype": "stream", "stream": {"id": stream_id, "finish": False, "content": ""}}
@@ -200,6 +205,35 @@ class CallbackServer:
                 stream["msg_item"] = [{"msgtype": "image", "image": {"base64": b, "md5": m}}
                                       for b, m in answer.images[:MAX_IMAGES]]
         return {"msgtype": "stream", "stream": stream}
+
+    def _kept_answer(self, stream_id: str) -> CallbackAnswer | None:
+        """An answer finished before a restart, from the state store (None when there is none)."""
+        store = conf().state_store
+        if store is None or not stream_id:
+            return None
+        try:
+            kept = store.get(FINISHED_NAMESPACE, stream_id)
+        except Exception as e:
+            logger.warning(f"[wecom_bot] could not read a kept answer: {e}")
+            return None
+        if not isinstance(kept, dict):
+            return None
+        answer = CallbackAnswer(stream_id, done_text=str(kept.get("text") or ""), finished=True,
+                                images=[tuple(i) for i in kept.get("images") or []])
+        self._answers[stream_id] = answer
+        return answer
+
+    def _keep(self, answer: CallbackAnswer, text: str) -> None:
+        """Keep a finished answer in the state store while WeCom may still refresh it."""
+        store = conf().state_store
+        if store is None:
+            return
+        images = answer.images if sum(len(b) for b, _ in answer.images) <= KEPT_IMAGES_MAX else []
+        try:
+            store.put(FINISHED_NAMESPACE, answer.stream_id, {"text": text, "images": [list(i) for i in images]},
+                      ttl=REFRESH_WINDOW + KEEP_FINISHED)
+        except Exception as e:  # only risks this answer after a crash in the next minutes
+            logger.warning(f"[wecom_bot] could not keep answer {answer.stream_id} for refreshes after a restart: {e}")
 
     def _forget_old(self) -> None:
         now = time.monotonic()
@@ -276,6 +310,9 @@ class CallbackServer:
             late = answer.finished_at - answer.created > LATE_AFTER
             overflow = text[cut_at(text, STREAM_SAFE_BYTES):] if utf8_len(text) > STREAM_SAFE_BYTES else ""
             url, answer.response_url = answer.response_url, None
+        if not late:
+            self._keep(answer, text)
+        logger.info(f"[wecom_bot] answer in stream {answer.stream_id} finished ({len(text)} characters)")
         rest = text if late else overflow
         if rest.strip():
             cmsg = context.get("msg")

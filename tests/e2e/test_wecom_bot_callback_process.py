@@ -241,6 +241,29 @@ def test_messages_accepted_before_a_crash_are_answered_after_the_restart(tmp_pat
         process.kill()
 
 
+def test_an_answer_finished_just_before_a_crash_reaches_the_refreshes_after_the_restart(tmp_path, dify):
+    # The answer is written and the message marked answered, then the daemon dies before WeCom's
+    # next refresh: the refreshes after the restart still get it, and Dify is not asked again.
+    key, port = CallbackCrypto.random_aes_key(), free_port()
+    process = start(tmp_path, dify, port, key)
+    driver = CallbackDriver(f"http://127.0.0.1:{port}/wecombot", TOKEN, key)
+    try:
+        with WecomHost(driver.crypto) as host:
+            first = driver.text("mia", "keep my answer", response_url=host.new_response_url())
+            assert first.ok, first.problems
+            process.wait_for_log(f"answer in stream {first.stream['id']} finished")
+            process.kill()
+            process = start(tmp_path, dify, port, key)
+            view = driver.follow(first, "mia", interval=0.1, window=20)
+            assert view.finished and not view.problems, view.problems
+            assert view.text == "echo: keep my answer"
+            assert [r["json"]["query"] for r in dify.requests_to("/v1/chat-messages")] == ["keep my answer"]
+            assert host.posts == []
+    finally:
+        driver.close()
+        process.kill()
+
+
 def test_a_message_sent_again_after_a_crash_gets_its_stream_and_one_answer(tmp_path, dify):
     # The crash may also eat the response to the message itself: WeCom then sends the message
     # again, here while the answer queued again at the restart is still being written.
