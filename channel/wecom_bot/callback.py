@@ -15,7 +15,8 @@ JSON to `/wecombot` on the shared HTTP server, and the answers travel back in th
   between the answer and WeCom's next refresh does not lose it (the message is marked answered
   and will not be asked again).
 * What cannot go in the stream goes to the message's response_url (usable once, markdown): the
-  part of an answer past 20480 bytes, or an answer finished after the refreshes stopped.
+  part of an answer past 20480 bytes, an answer finished after the refreshes stopped, or a message
+  sent after the answer ended (a plugin's scheduled one).
 """
 from __future__ import annotations
 
@@ -270,6 +271,18 @@ class CallbackServer:
         answer = self._answer_of(context)
         if answer is None:
             raise NotImplementedError("callback mode can only answer a message (WeCom has no push API for it)")
+        # Long after the end the answer is forgotten (and made afresh above): the store knows.
+        answered = not answer.finished and self.channel.already_answered(context)
+        with self._lock:
+            after_end = answer.finished or answered
+            url = answer.response_url if after_end else None
+            if after_end:
+                answer.response_url = None
+        if after_end:
+            # Sent after the answer ended (a plugin's scheduled message): its stream is finished
+            # and WeCom asks no more, so only the message's response_url reaches the chat.
+            self._send_after_end(reply, context, url)
+            return
         if reply.type in (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_):
             with self._lock:
                 # A finished text replaces the part that was growing.
@@ -294,6 +307,19 @@ class CallbackServer:
         with self._lock:
             answer.done_text += ("\n\n" if answer.done_text else "") + note
 
+    def _send_after_end(self, reply: Reply, context: Context, url: str | None) -> None:
+        # Markdown only: files and pictures go as their link or name, as in a stream.
+        text_types = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_, ReplyType.IMAGE_URL,
+                      ReplyType.VIDEO_URL)
+        text = str(reply.content) if reply.type in text_types else f"[{reply.type.name.lower()}]"
+        cmsg = context.get("msg")
+        if url and cmsg is not None:
+            cmsg.response_url = url
+            if self.channel._via_response_url(cmsg, text[:STREAM_SAFE_BYTES]):
+                return
+        raise RuntimeError("callback mode cannot send more to this chat: the answer to the message is finished and "
+                           "its response_url is used or missing (WeCom has no push API in callback mode)")
+
     def handled(self, context: Context) -> None:
         """The message's handling ended: its stream finishes at the next refresh; what the
         stream cannot carry goes to the response_url."""
@@ -309,11 +335,14 @@ class CallbackServer:
             text = answer.done_text
             late = answer.finished_at - answer.created > LATE_AFTER
             overflow = text[cut_at(text, STREAM_SAFE_BYTES):] if utf8_len(text) > STREAM_SAFE_BYTES else ""
-            url, answer.response_url = answer.response_url, None
+            rest = text if late else overflow
+            # Kept when not needed now: a message sent later can only go there.
+            url = answer.response_url if rest.strip() else None
+            if url:
+                answer.response_url = None
         if not late:
             self._keep(answer, text)
         logger.info(f"[wecom_bot] answer in stream {answer.stream_id} finished ({len(text)} characters)")
-        rest = text if late else overflow
         if rest.strip():
             cmsg = context.get("msg")
             if url and cmsg is not None:

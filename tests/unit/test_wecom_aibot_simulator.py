@@ -639,6 +639,20 @@ def test_reqids_do_not_survive_reconnect_when_knob_off(make, clients):
     assert stream(c2, q.req_id, "s", "x")["errcode"] == 0
 
 
+
+def test_refuse_connections_turns_handshakes_away_until_lifted(sim, client, clients):
+    from websockets.exceptions import InvalidStatus
+
+    sim.refuse_connections = True
+    sim.drop(BOT)
+    client.dropped()
+    with pytest.raises(InvalidStatus) as info:
+        clients(sim)
+    assert info.value.response.status_code == 503 and sim.refused_connections == 1
+    sim.refuse_connections = False
+    c2 = clients(sim)
+    assert c2.subscribe()["errcode"] == 0 and sim.refused_connections == 1
+
 # --- response_url and the conversation view ---------------------------------------------------------------------------
 def test_response_url_once_only(sim, client, clock):
     p = sim.push_text(BOT, "u1", "hi")
@@ -656,6 +670,17 @@ def test_response_url_once_only(sim, client, clock):
     assert sim.response_posts == [body]
     assert sim.conversation(userid="u1") == [("markdown", "late answer")]
     assert [a["errcode"] for a in sim.response_attempts] == [0, 846605, 40008, 40008, 47001, 846605, 846604]
+
+
+def test_response_url_for_a_callback_mode_message(sim, clock):
+    url = sim.response_url(BOT, "u1", chatid="g1")
+    body = {"msgtype": "markdown", "markdown": {"content": "later"}}
+    assert httpx.post(url, json=body).json()["errcode"] == 0
+    assert httpx.post(url, json=body).json()["errcode"] == 846605  # used
+    assert sim.conversation(chatid="g1") == [("markdown", "later")] and sim.conversation(userid="u1") == []
+    late = sim.response_url(BOT, "u1")
+    clock.advance(3601)
+    assert httpx.post(late, json=body).json()["errcode"] == 846604
 
 
 def test_conversation_view(sim, client):

@@ -17,6 +17,8 @@ Choices where the reference is silent (also in records.py):
 - rate limits count stream first frames, markdown/card/media replies, welcomes, proactive sends and
   response_url posts; refused messages do not count;
 - upload: every size/count/completeness/md5 failure 40006, unknown or expired upload_id 40007;
+- `refuse_connections` (an outage: WeCom unreachable while the client reconnects) -> every new
+  WebSocket handshake is answered HTTP 503 and closed; counted in `refused_connections`;
 - aibot_respond_update_msg: response_type and template_card.card_type required, task_id not compared.
 """
 from __future__ import annotations
@@ -135,6 +137,7 @@ class AibotSimulator:
         filename_style: str = "alternate",
         control_chars_in_json: bool = False,
         max_frame_bytes: int = 1 << 21,
+        refuse_connections: bool = False,
     ) -> None:
         self.bots = dict(bots)
         self.bot_name = bot_name
@@ -167,6 +170,7 @@ class AibotSimulator:
         self.filename_style = filename_style  # "alternate" | "rfc5987" | "plain"
         self.control_chars_in_json = control_chars_in_json
         self.max_frame_bytes = max_frame_bytes
+        self.refuse_connections = refuse_connections
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -184,6 +188,7 @@ class AibotSimulator:
         self._sent: list[dict] = []
         self._response_posts: list[dict] = []
         self._takeovers: list[dict] = []
+        self._refused = 0
         self._chat = ChatLog()
         self._store = MediaStore()
         self._http = HttpSide(self)
@@ -196,7 +201,7 @@ class AibotSimulator:
         self.http_url = self._http.start()
         # Application pings only (§2.3): no WebSocket-level keepalive from the server.
         self._ws_server = serve(self._serve, "127.0.0.1", 0, ping_interval=None, compression=None,
-                                max_size=self.max_frame_bytes, close_timeout=2)
+                                max_size=self.max_frame_bytes, close_timeout=2, process_request=self._handshake)
         self.ws_url = f"ws://127.0.0.1:{self._ws_server.socket.getsockname()[1]}"
         threading.Thread(target=self._ws_server.serve_forever, name="aibot-sim-ws", daemon=True).start()
         return self
@@ -246,12 +251,25 @@ class AibotSimulator:
         with self._lock:
             self._require_live(bot_id).cut = [cmd, n, process]
 
+    def response_url(self, bot_id: str, userid: str, chatid: Optional[str] = None) -> str:
+        """A fresh response_url for that chat, as WeCom puts in a callback-mode message (§3.5), for
+        tests that play the callback side with the callback driver; POSTs to it show in that chat."""
+        with self._lock:
+            conv = (bot_id, "group", chatid) if chatid is not None else (bot_id, "single", userid)
+            return self._http.add_response_code(bot_id, conv, F.new_req_id(), self.clock())
+
     def add_media(self, type: str, filename: str, data: bytes, bot_id: Optional[str] = None) -> str:  # noqa: A002
         """A media_id as if uploaded (valid 3 days; any bot when bot_id is None)."""
         with self._lock:
             return self._store.add(bot_id, type, filename, data, self.clock())
 
     # ============================================================================ views
+    @property
+    def refused_connections(self) -> int:
+        """WebSocket handshakes turned away while `refuse_connections` was set."""
+        with self._lock:
+            return self._refused
+
     def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Until predicate() is true (checked whenever the simulator's state changes)."""
         with self._cond:
@@ -517,6 +535,15 @@ class AibotSimulator:
         self._cond.notify_all()
 
     # ============================================================================ connections
+    def _handshake(self, connection, request):
+        """Before the WebSocket upgrade: during a simulated outage, no new connection gets in."""
+        with self._lock:
+            if not self.refuse_connections:
+                return None
+            self._refused += 1
+            self._cond.notify_all()
+        return connection.respond(503, "Service Unavailable\n")
+
     def _serve(self, ws) -> None:
         with self._lock:
             now = self.clock()

@@ -1,0 +1,1 @@
+from .reminder import *
