@@ -66,7 +66,6 @@ class Bubble:
     started: float = 0.0
     last_sent: float = 0.0
     shown: str = ""  # the text WeCom acknowledged
-    sending: str | None = None  # the text of the frame on its way
     finishing: bool = False  # that frame closes the bubble (the answer went on in a new one)
     not_before: float = 0.0
 
@@ -78,6 +77,9 @@ class Answer:
     text: str = ""  # everything the bot wrote so far
     offset: int = 0  # characters of `text` in bubbles already finished
     bubble: Bubble = field(default_factory=Bubble)
+    # A frame of the answer is on its way: the next one waits for its ack, even when it is the
+    # frame that closed the last bubble (a lost closing frame takes its text back, see _sent).
+    sending: bool = False
     done: bool = False  # the worker took it over (finishing it, or the handling ended)
     failed: bool = False  # cannot be shown on this req_id: the text goes as a message instead
 
@@ -125,7 +127,7 @@ class StreamPump:
         deadline = time.monotonic() + timeout
         with self._lock:
             answer.done = True
-            while answer.bubble.sending is not None and time.monotonic() < deadline:
+            while answer.sending and time.monotonic() < deadline:
                 self._lock.wait(max(0.01, deadline - time.monotonic()))
 
     def forget(self, context: Any) -> None:
@@ -191,7 +193,7 @@ class StreamPump:
                 now = time.monotonic()
                 due, wake = [], None
                 for answer in self._answers.values():
-                    if answer.done or answer.failed or answer.bubble.sending is not None:
+                    if answer.done or answer.failed or answer.sending:
                         continue
                     at = self._next_frame(answer, now)
                     if at is None:
@@ -232,20 +234,22 @@ class StreamPump:
             answer.offset += len(wanted)
             answer.bubble = Bubble()  # the next frame opens a new bubble
             bubble.finishing = True
-        bubble.sending = wanted
+        answer.sending = True
         bubble.last_sent = now
         bubble.started = bubble.started or now
         return answer, bubble, wanted, finish
 
     def _sent(self, answer: Answer, bubble: Bubble, text: str, pending: Pending) -> None:
         with self._lock:
-            bubble.sending = None
+            answer.sending = False
             error = pending.error
+            retry = error is not None and (isinstance(error, NotConnected) or error.errcode in (-2, -1, 6000))
             if error is None:
                 bubble.shown = text
-            elif bubble.finishing and not answer.bubble.started:
+            elif bubble.finishing and not answer.bubble.started and (retry or error.errcode == EXPIRED):
                 # The frame that closed the bubble did not land: its text is taken back, to go
-                # again in this bubble, or in a new one when WeCom closed this one itself.
+                # again in this bubble, or in a new one when WeCom closed this one itself. (A
+                # refusal that no retry mends fails the answer, below.)
                 answer.offset -= len(text)
                 bubble.finishing = False
                 if error.errcode != EXPIRED:
@@ -253,7 +257,7 @@ class StreamPump:
                     bubble.not_before = time.monotonic() + RETRY_AFTER
             elif error.errcode == EXPIRED and answer.bubble is bubble:
                 answer.bubble = Bubble()  # WeCom closed it: what is written goes on in a new one
-            elif isinstance(error, NotConnected) or error.errcode in (-2, -1, 6000):
+            elif retry:
                 bubble.not_before = time.monotonic() + RETRY_AFTER  # the socket is being mended
             else:
                 logger.warning(f"[wecom_bot] a growing answer cannot be shown ({error}); it is sent when finished")

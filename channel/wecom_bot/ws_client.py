@@ -321,7 +321,7 @@ class LongConnection:
             except Exception as e:
                 logger.warning(f"[wecom_bot] connection closed during login: {type(e).__name__}: {e}")
                 return False
-            if frame.get("cmd") or (frame.get("headers") or {}).get("req_id") != req_id:
+            if frame.get("cmd") or _req_id(frame) != req_id:
                 continue  # nothing else is expected before the login's answer
             errcode = frame.get("errcode", 0)
             if errcode in (0, None):
@@ -360,6 +360,9 @@ class LongConnection:
                 continue
             due = self._expire()
             wait = next_ping - now if due is None else min(next_ping, due) - now
+            # A request written while recv() waits is not in `due`: waking at least this often
+            # times it out on time, and frees the frames queued behind it.
+            wait = min(wait, self.ack_timeout / 4)
             try:
                 raw = ws.recv(timeout=max(0.01, wait))
             except TimeoutError:
@@ -375,7 +378,7 @@ class LongConnection:
                 continue
             cmd = frame.get("cmd")
             if not cmd:
-                req_id = (frame.get("headers") or {}).get("req_id")
+                req_id = _req_id(frame)
                 if isinstance(req_id, str) and req_id.startswith("ping_"):
                     missed = 0
                     continue
@@ -430,6 +433,11 @@ class LongConnection:
                 self.on_state(self.state, self.reason)
             except Exception:
                 logger.exception("[wecom_bot] state listener failed")
+
+
+def _req_id(frame: dict) -> Any:
+    headers = frame.get("headers")
+    return headers.get("req_id") if isinstance(headers, dict) else None  # a malformed frame has none
 
 
 def _event_type(frame: dict) -> str:
