@@ -17,7 +17,7 @@ CHANNELS: dict[str, str | None] = {
     "web": "channel.web.web_channel:WebChannel",
     "wechatmp": None,
     "wechatmp_service": None,
-    "wechatcom_app": None,
+    "wechatcom_app": "channel.wechatcom.wechatcomapp_channel:WechatComAppChannel",
     "wechatcom_service": None,
     "wework": "channel.wework.wework_channel:WeworkChannel",
     "wecom_bot": "channel.wecom_bot.wecom_bot_channel:WecomBotChannel",
