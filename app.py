@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 
+from common.allocator import limit_arenas
 from common.log import logger, open_run_log, set_console_level
 from common.tmp_dir import run_janitor
 from config import ConfigError, conf, get_appdata_dir, load_config, set_command_line_settings
@@ -275,6 +276,7 @@ def _purge_expired_state(store) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    limit_arenas()  # before the worker threads exist (common/allocator.py says why)
     open_run_log("run.log")
     if args.cmd:
         _quiet_console()  # before anything is logged: even the config lines go to run.log only

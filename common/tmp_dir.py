@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+from common.allocator import return_free_memory
 from common.log import logger
 from config import conf
 
@@ -139,7 +140,7 @@ def sweep(max_age: float, folder: str = TMP_DIR, now: float | None = None) -> tu
 
 
 def run_janitor(stopped: threading.Event) -> None:
-    """Sweep tmp/ now and then every few minutes until `stopped` is set (app.py's thread)."""
+    """Sweep tmp/ (and trim the allocator) now and then every few minutes until `stopped` is set."""
     while True:
         max_age = float(conf().get("tmp_max_age"))
         try:
@@ -148,5 +149,6 @@ def run_janitor(stopped: threading.Event) -> None:
                 logger.info(f"[tmp] removed {removed} file(s) older than {max_age:g} s from tmp/ ({freed} bytes)")
         except Exception:  # never let a sweep end the janitor
             logger.exception("[tmp] sweeping tmp/ failed")
+        return_free_memory()  # the allocator's free pages back to the system (common/allocator.py)
         if stopped.wait(min(SWEEP_INTERVAL, max(10.0, max_age / 4))):
             return
