@@ -130,6 +130,16 @@ def test_servicer_messages_events_and_stale_messages_are_not_answered(world):
     assert world.settled_texts("wmDave", 1) == ["echo: the real question"]
 
 
+def test_a_refused_sync_token_is_dropped_and_the_messages_still_pulled(world):
+    world.sim.inject("kf/sync_msg", errcode=95007)
+    world.sender.kf_customer_says(KF, "wmLeo", "token trouble")
+    assert world.settled_texts("wmLeo", 1) == ["echo: token trouble"]
+    world.process.wait_for_log("(95007)", timeout=1)
+    calls = world.sim.calls("kf/sync_msg")
+    refused = max(n for n, c in enumerate(calls) if c.injected)
+    assert calls[refused].body.get("token") and not calls[refused + 1].body.get("token")
+
+
 def test_a_backlog_longer_than_one_page_is_followed_to_its_end(world):
     # 1000 items fill the first page (the platform's maximum); the question is on page two.
     for n in range(1000):
@@ -189,6 +199,9 @@ def test_forged_misaddressed_and_hostile_callbacks_are_refused_and_good_ones_sti
     assert sender.post_raw(hostile.BINARY_BODY).status == 400
     big = sender.post_raw(hostile.huge_text(CORP, "wmIvan"), timeout=20)
     assert big.status == 413, (big.status, big.error)
+    encrypt, stale, nonce = sender.envelope.encrypt(notify.xml()), str(int(time.time()) - 3600), "n0nce"
+    replayed = {"msg_signature": sender.envelope.msg_signature(stale, nonce, encrypt), "timestamp": stale, "nonce": nonce}
+    assert sender.post_raw(f"<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>", query=replayed).status == 403
     time.sleep(0.5)
     assert len(sim.calls("kf/sync_msg")) == syncs  # nothing refused reached the platform
     assert sim.texts("wmIvan") == []
