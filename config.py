@@ -38,7 +38,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatcom_app (a WeCom self-built app). Not built yet (start-up says so): wx, wxy, wechatmp, wechatmp_service, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服). Not built yet (start-up says so): wx, wxy, feishu, dingtalk. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -218,7 +218,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wechatmp_api_base": ("https://api.weixin.qq.com", "Official Account: root of the server API (`/cgi-bin/...` is added); another value only for a proxy or a test simulator. New."),
     "wechatcom_corp_id": ("", "WeCom corp id."),
     "wechatcomapp_token": ("", "WeCom app callback token."),
-    "wechatcomapp_port": (9898, "WeCom app callback port."),
+    "wechatcomapp_port": (9898, "WeCom app callback port (also used by wechatcom_service, on path /wxcomapp)."),
     "wechatcomapp_secret": ("", "WeCom app secret."),
     "wechatcomapp_agent_id": ("", "WeCom app agent id."),
     "wechatcomapp_aes_key": ("", "WeCom app EncodingAESKey."),

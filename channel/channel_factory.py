@@ -18,7 +18,7 @@ CHANNELS: dict[str, str | None] = {
     "wechatmp": None,
     "wechatmp_service": None,
     "wechatcom_app": "channel.wechatcom.wechatcomapp_channel:WechatComAppChannel",
-    "wechatcom_service": None,
+    "wechatcom_service": "channel.wechatcs.wechatcs_channel:WechatComServiceChannel",
     "wework": "channel.wework.wework_channel:WeworkChannel",
     "wecom_bot": "channel.wecom_bot.wecom_bot_channel:WecomBotChannel",
     "feishu": None,
