@@ -38,7 +38,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot). Not built yet (start-up says so): wx, wxy, wechatmp, wechatmp_service, wechatcom_app, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp (Official Account, passive replies), wechatmp_service (Official Account, customer-service API). Not built yet (start-up says so): wx, wxy, wechatcom_app, wechatcom_service, feishu, dingtalk. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -211,10 +211,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wecom_bot_port": (9892, "WeCom AI bot, callback mode: port of the callback server (path /wecombot). New."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
     "wechatmp_token": ("", "Official Account callback token."),
-    "wechatmp_port": (8080, "Official Account callback port."),
+    "wechatmp_port": (8080, "Official Account callback port: WeChat POSTs to http://<host>:<port>/wx (listening on 0.0.0.0)."),
     "wechatmp_app_id": ("", "Official Account app id."),
     "wechatmp_app_secret": ("", "Official Account app secret."),
-    "wechatmp_aes_key": ("", "Official Account EncodingAESKey (safe mode)."),
+    "wechatmp_aes_key": ("", "Official Account EncodingAESKey (43 characters) for safe mode (安全模式); empty: plaintext mode."),
     "wechatmp_api_base": ("https://api.weixin.qq.com", "Official Account: root of the server API (`/cgi-bin/...` is added); another value only for a proxy or a test simulator. New."),
     "wechatcom_corp_id": ("", "WeCom corp id."),
     "wechatcomapp_token": ("", "WeCom app callback token."),
