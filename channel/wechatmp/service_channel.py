@@ -3,11 +3,13 @@ sent through the customer-service API (reference §1.7; verified service account
 within 48 h of the user's last message)."""
 from __future__ import annotations
 
+import threading
+
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 from channel.wechatmp import api as mp_api
 from channel.wechatmp.pending import TEXT_MAX_BYTES
-from channel.wechatmp.wechatmp_channel import WechatMPChannel
+from channel.wechatmp.wechatmp_channel import MATERIAL_KEEP, WechatMPChannel
 from common.log import logger
 from common.utils import split_string_by_utf8_length
 
@@ -32,9 +34,11 @@ class WechatMPServiceChannel(WechatMPChannel):
                     self._custom_send(user, "text", {"content": piece})
                 logger.info(f"[wechatmp_service] text sent to {user} in {len(pieces)} message(s)")
                 return
-            for kind, media_id in self._upload_reply(reply, permanent=False):
+            for kind, media_id, permanent in self._upload_reply(reply, permanent=False):
                 self._custom_send(user, kind, {"media_id": media_id})
                 logger.info(f"[wechatmp_service] {kind} sent to {user}")
+                if permanent:  # material was only needed for this message (the library is limited)
+                    threading.Timer(MATERIAL_KEEP, mp_api.delete_material, (self.api, media_id)).start()
         except Exception as e:
             line = mp_api.explain(e)
             if line is None:

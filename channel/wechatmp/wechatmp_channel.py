@@ -263,23 +263,27 @@ class WechatMPChannel(ChatChannel):
             self.pending.add(user, "text", remove_markdown_symbol(str(reply.content)))
             logger.info(f"[wechatmp] text answer for {user} waits for the next message")
             return
-        for kind, media_id in self._upload_reply(reply, permanent=True):
+        for kind, media_id, _permanent in self._upload_reply(reply, permanent=True):
             self.pending.add(user, kind, media_id)
             logger.info(f"[wechatmp] {kind} answer for {user} uploaded ({media_id}), waits for the next message")
 
-    def _upload_reply(self, reply: Reply, *, permanent: bool) -> list[tuple[str, str]]:
-        """(kind, media id) of each piece of a media reply, uploaded."""
+    def _upload_reply(self, reply: Reply, *, permanent: bool) -> list[tuple[str, str, bool]]:
+        """(kind, media id, whether it is permanent material) of each piece of a media reply, uploaded.
+        Temporary media takes voice only as AMR or MP3: other voice goes as (permanent) material."""
         if reply.type == ReplyType.VOICE:
-            return [("voice", mp_api.upload(self.api, "voice", os.path.basename(path), data, permanent=permanent))
-                    for path, data in _voice_pieces(str(reply.content))]
+            pieces = []
+            for path, data in _voice_pieces(str(reply.content)):
+                keep = permanent or not path.lower().endswith((".amr", ".mp3"))
+                pieces.append(("voice", mp_api.upload(self.api, "voice", path, data, permanent=keep), keep))
+            return pieces
         if reply.type in (ReplyType.IMAGE, ReplyType.IMAGE_URL):
             data = _media_bytes(reply)
             name = f"image.{mp_api.image_suffix(data)}"
-            return [("image", mp_api.upload(self.api, "image", name, data, permanent=permanent))]
+            return [("image", mp_api.upload(self.api, "image", name, data, permanent=permanent), permanent)]
         if reply.type in (ReplyType.VIDEO, ReplyType.VIDEO_URL):
-            return [("video", mp_api.upload(self.api, "video", "video.mp4", _media_bytes(reply), permanent=permanent))]
+            media_id = mp_api.upload(self.api, "video", "video.mp4", _media_bytes(reply), permanent=permanent)
+            return [("video", media_id, permanent)]
         raise NotImplementedError(f"an Official Account cannot send {reply.type}")
-
 
 def _media_bytes(reply: Reply) -> bytes:
     content = reply.content
@@ -317,4 +321,6 @@ def _voice_pieces(path: str) -> list[tuple[str, bytes]]:
     for piece in files:
         with open(piece, "rb") as f:
             pieces.append((os.path.basename(piece), f.read()))
+        if piece != path:  # the pieces split_audio wrote are read: tmp/ keeps only the reply's file
+            os.remove(piece)
     return pieces

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, run_app, user_lines, write_config
+from tests.e2e.daemon import Daemon, free_port, plugins_dir, run_app, user_lines, write_config
 from tests.fakes.wechat_platform import OfficialAccountSender, WeChatPlatformSimulator, hostile, random_aes_key, \
     sha1_signature
 
@@ -36,9 +36,9 @@ def sim():
 class OA:
     """A running daemon and the sender that plays WeChat to it."""
 
-    def __init__(self, tmp_path, dify, sim, channel: str, aes_key: str | None, **settings) -> None:
+    def __init__(self, tmp_path, dify, sim, channel: str, aes_key: str | None, *args: str, **settings) -> None:
         self.tmp_path, self.dify, self.sim, self.channel, self.aes_key = tmp_path, dify, sim, channel, aes_key
-        self.settings = settings
+        self.args, self.settings = args, settings
         self.process: Daemon | None = None
         self.start()
 
@@ -49,7 +49,7 @@ class OA:
             wechatmp_app_secret=SECRET, wechatmp_aes_key=self.aes_key or "", wechatmp_port=self.port,
             wechatmp_api_base=self.sim.base_url, bot_type="", model="dify", dify_api_base=self.dify.base_url,
             dify_api_key="app-test", shutdown_timeout=3, **self.settings)
-        self.process = Daemon(self.tmp_path, "--config", config)
+        self.process = Daemon(self.tmp_path, "--config", config, *self.args)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -79,6 +79,13 @@ class OA:
 @pytest.fixture
 def passive(tmp_path, dify, sim, request):
     daemon = OA(tmp_path, dify, sim, "wechatmp", None, **getattr(request, "param", {}))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def passive_voice(tmp_path, dify, sim):
+    daemon = OA(tmp_path, dify, sim, "wechatmp", None, voice_to_text="dify", speech_recognition=True)
     yield daemon
     daemon.stop()
 
@@ -203,6 +210,39 @@ def test_slow_answer_is_fetched_after_a_restart(passive, dify):
     assert passive.questions() == ["难题"]
 
 
+def made(daemon: OA, kind: str) -> bytes:
+    """The bytes the media_reply test plugin answered with."""
+    with open(os.path.join(str(daemon.tmp_path), "tmp", f"media_reply-{kind}.bin"), "rb") as f:
+        return f.read()
+
+
+def test_media_replies_are_uploaded_as_material_and_deleted_after(tmp_path, dify, sim):
+    daemon = OA(tmp_path, dify, sim, "wechatmp", None, "--plugins-dir", plugins_dir(tmp_path, ("media_reply",)))
+    try:
+        shown = {kind: daemon.oa.text("user-11", kind).shown for kind in ("picture", "voice", "video")}
+        assert [v[0] for v in shown.values()] == ["image", "voice", "video"], shown
+        for kind, (_msgtype, media_id) in shown.items():
+            media = sim.media(media_id)
+            assert media.permanent and media.data == made(daemon, kind)
+        # Deleted some seconds after they were shown (the account's material library is limited).
+        wait_until(lambda: all(sim.media(m).deleted for _, m in shown.values()), timeout=15, what="the deletions")
+        assert daemon.questions() == []
+    finally:
+        daemon.stop()
+
+
+def test_voice_without_recognition_is_downloaded_and_transcribed(passive_voice, dify, sim):
+    passive = passive_voice
+    amr = b"#!AMR\n" + bytes([0x3C] + [0x55] * 31) * 50  # one second of AMR-NB 12.2 kbit/s frames
+    media_id = sim.add_media(APPID, "voice", amr, "v.amr")
+    dify.stt_text = "语音里的问题"
+    ex = passive.oa.voice("user-12", media_id)
+    assert ex.answered_on == 1 and ex.shown == dify.messages[-1]["answer"]
+    assert passive.questions() == ["语音里的问题"]
+    assert [c.query.get("media_id") for c in sim.calls("media/get")] == [media_id]
+    assert dify.requests_to("/v1/audio-to-text")
+
+
 def dify_answer_so_far(dify) -> str | None:
     return dify.messages[-1]["answer"] if dify.messages else None
 
@@ -244,3 +284,18 @@ def test_service_mode_refetches_an_expired_token_and_explains_45015(service, dif
     assert len(sim.texts("user-10")) == 2  # given up at once, not retried into the window
     service.oa.text("user-10", "fourth")
     wait_until(lambda: len(sim.texts("user-10")) == 3, what="the daemon answering after 45015")
+
+
+def test_service_mode_sends_media(tmp_path, dify, sim):
+    daemon = OA(tmp_path, dify, sim, "wechatmp_service", None, "--plugins-dir", plugins_dir(tmp_path, ("media_reply",)))
+    try:
+        for kind in ("picture", "voice", "video"):
+            assert daemon.oa.text("user-13", kind).final.outcome == "empty"
+        wait_until(lambda: len(sim.shown("user-13")) == 3, what="three media messages")
+        shown = sim.shown("user-13")
+        assert [s.msgtype for s in shown] == ["image", "voice", "video"]
+        assert [s.media for s in shown] == [made(daemon, k) for k in ("picture", "voice", "video")]
+        # Temporary media, except the WAV voice, which only material takes.
+        assert [sim.media(s.media_id).permanent for s in shown] == [False, True, False]
+    finally:
+        daemon.stop()
