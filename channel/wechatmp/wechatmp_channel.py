@@ -237,6 +237,19 @@ class WechatMPChannel(ChatChannel):
             if context is not None and context.get("wechatmp_job"):
                 self._job_ends(str(context.get("receiver")))
 
+    def cancel_session(self, session_id: str) -> list[Context]:
+        return self._jobs_dropped(super().cancel_session(session_id))
+
+    def cancel_all_session(self) -> list[Context]:
+        return self._jobs_dropped(super().cancel_all_session())
+
+    def _jobs_dropped(self, dropped: list[Context]) -> list[Context]:
+        # A question dropped from the queue (#reset) is never handled: its user must not wait for it.
+        for context in dropped:
+            if context.get("wechatmp_job"):
+                self._job_ends(str(context.get("receiver")))
+        return dropped
+
     # ================================================================== the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:
         if not isinstance(cmsg, WechatMPMessage):

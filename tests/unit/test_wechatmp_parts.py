@@ -56,3 +56,25 @@ def test_messages_are_keyed_by_msgid_and_events_by_sender_and_time():
     assert voice.ctype.name == "VOICE" and "/etc/" not in voice.content and voice.content.endswith(".amr")
     heard = WechatMPMessage({"MsgType": "voice", "FromUserName": "o", "MsgId": "6", "Recognition": "你好"})
     assert heard.ctype.name == "TEXT" and heard.content == "你好"
+
+
+def test_a_question_dropped_from_the_queue_is_not_waited_for(monkeypatch):
+    """#reset drops waiting questions; their users must not stay in "still thinking" forever."""
+    import config
+    from bridge.context import Context, ContextType
+    from channel.wechatmp.wechatmp_channel import WechatMPChannel
+
+    for key, value in (("wechatmp_token", "t"), ("wechatmp_app_id", "wx1"), ("wechatmp_app_secret", "s")):
+        monkeypatch.setitem(config.conf(), key, value)
+    channel = WechatMPChannel()
+    channel.dispatcher.halt()  # nothing is handled: the questions wait in the queue
+    for user in ("o-1", "o-2"):
+        channel._job_begins(user)
+        context = Context(ContextType.TEXT, "q", {"receiver": user, "session_id": user, "wechatmp_job": True})
+        channel.dispatcher.submit(user, context)
+    assert channel._busy_with("o-1") and channel._busy_with("o-2")
+    channel.cancel_session("o-1")
+    assert not channel._busy_with("o-1") and channel._busy_with("o-2")
+    channel.cancel_all_session()
+    assert not channel._busy_with("o-2")
+    channel.stop()
