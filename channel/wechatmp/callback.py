@@ -1,0 +1,98 @@
+"""The `/wx` callback on the shared HTTP server (reference §1.2–§1.5).
+
+Every request is checked in this order before its content is trusted: the signature (constant
+time), the timestamp, then in safe mode the envelope (its own signature and our AppID), and only
+then the message XML, parsed without DTDs or entities. A refused request gets 403 or 400 and
+never reaches the channel. What the channel answers is sealed again when the request was.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from common.http_server import HttpServer, shared_server
+from common.log import logger
+from common.wechat_callback import CallbackRefused, Envelope, check_clock, check_signature, log_refusal, parse_xml
+from config import conf
+
+if TYPE_CHECKING:
+    from channel.wechatmp.wechatmp_channel import WechatMPChannel
+
+PATH = "/wx"
+# A WeChat message is a few KB; a bigger body is refused (413) before it is read into memory.
+MAX_BODY = 64 * 1024
+
+
+class Callback:
+    def __init__(self, channel: "WechatMPChannel", token: str, envelope: Envelope | None) -> None:
+        self.channel = channel
+        self.token = token
+        self.envelope = envelope
+        self.server: HttpServer | None = None
+
+    def start(self) -> None:
+        host, port = "0.0.0.0", int(conf().get("wechatmp_port") or 8080)
+        server = shared_server(host, port, max_body=MAX_BODY, channel=self.channel.channel_type or "wechatmp")
+        server.add_route(PATH, self._verify, ["GET"])
+        server.add_route(PATH, self._post, ["POST"])
+        server.set_queue_probe(self.channel.dispatcher.pending)
+        self.server = server
+        server.start()
+        logger.info(f"[wechatmp] listening on http://{host}:{port}{PATH} "
+                    f"({'safe mode' if self.envelope else 'plaintext mode'})")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(float(conf().get("shutdown_timeout")))
+
+    def _check_query(self, request: Request) -> None:
+        q = request.query_params
+        check_signature(q.get("signature", ""), self.token, q.get("timestamp", ""), q.get("nonce", ""))
+        check_clock(q.get("timestamp", ""))
+
+    async def _verify(self, request: Request) -> Response:
+        try:
+            self._check_query(request)
+        except CallbackRefused as e:
+            log_refusal("wechatmp", e, "(URL verification)")
+            return PlainTextResponse("signature check failed", status_code=e.status)
+        # The echo is plain even in safe mode (the platform never encrypts echostr).
+        return PlainTextResponse(request.query_params.get("echostr", ""))
+
+    async def _post(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        try:
+            self._check_query(request)
+            fields, sealed = self._open(request.query_params, await request.body())
+        except CallbackRefused as e:
+            log_refusal("wechatmp", e)
+            return PlainTextResponse("refused", status_code=e.status)
+        reply = await run_in_threadpool(self.channel.answer, fields, arrived)
+        if reply is None:
+            return PlainTextResponse("success")
+        if sealed:
+            q = request.query_params
+            reply = self.envelope.seal(reply, q.get("nonce") or None, q.get("timestamp") or None)
+        return Response(reply.encode("utf-8"), media_type="application/xml")
+
+    def _open(self, q, body: bytes) -> tuple[dict[str, str], bool]:
+        """The message's fields, and whether it came sealed (and the reply must be)."""
+        outer = parse_xml(body)
+        sealed = q.get("encrypt_type", "raw") == "aes"
+        if sealed:
+            if self.envelope is None:
+                raise CallbackRefused(400, "an encrypted message, but wechatmp_aes_key is not set (copy the "
+                                           "EncodingAESKey of the account's server settings)")
+            encrypt = outer.get("Encrypt")
+            if not isinstance(encrypt, str) or not encrypt:
+                raise CallbackRefused(400, "safe mode without an Encrypt element")
+            outer = parse_xml(self.envelope.open(q.get("msg_signature", ""), q.get("timestamp", ""),
+                                                 q.get("nonce", ""), encrypt))
+        fields = {k: v.strip() if isinstance(v, str) else "" for k, v in outer.items() if not isinstance(v, dict)}
+        if not fields.get("FromUserName") or not fields.get("MsgType"):
+            raise CallbackRefused(400, "a message without FromUserName or MsgType")
+        return fields, sealed

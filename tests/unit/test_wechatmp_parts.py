@@ -1,0 +1,80 @@
+"""The Official Account channel's small parts: passive reply XML, the cut of long text, and the
+per-user queue of waiting answers in a real state store."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from channel.wechatmp.message import WechatMPMessage, message_key
+from channel.wechatmp.pending import CONTINUED, TEXT_MAX_BYTES, PendingReplies, cut_for_reply
+from channel.wechatmp.reply_xml import media_reply, text_reply
+from common.store import SQLiteStore
+
+
+def test_text_reply_keeps_a_cdata_terminator_inside_the_content():
+    text = "a ]]> b <xml> & 你好"
+    root = ET.fromstring(text_reply("o-user", "gh_acc", text))
+    assert root.findtext("Content") == text
+    assert (root.findtext("ToUserName"), root.findtext("FromUserName"), root.findtext("MsgType")) == \
+        ("o-user", "gh_acc", "text")
+
+
+def test_media_reply_names_the_media():
+    root = ET.fromstring(media_reply("o-user", "gh_acc", "voice", "MEDIA-1"))
+    assert root.findtext("MsgType") == "voice" and root.findtext("Voice/MediaId") == "MEDIA-1"
+
+
+def test_long_text_is_cut_on_a_character_boundary():
+    text = "汉" * 1000 + "x"  # 3001 bytes, every character 3 bytes
+    head, rest = cut_for_reply(text)
+    assert len(head.encode("utf-8")) <= TEXT_MAX_BYTES and head.endswith(CONTINUED)
+    assert head[: -len(CONTINUED)] + rest == text
+    assert cut_for_reply("short") == ("short", "")
+
+
+def test_waiting_answers_survive_reopening_the_store(tmp_path):
+    path = str(tmp_path / "state.db")
+    store = SQLiteStore(path)
+    pending = PendingReplies(store)
+    pending.add("u1", "text", "y" * 3000)
+    pending.add("u1", "image", "MEDIA-9")
+    store.close()
+
+    pending = PendingReplies(SQLiteStore(path))
+    assert pending.has("u1") and not pending.has("u2")
+    kind, first = pending.pop("u1")
+    assert kind == "text" and first.endswith(CONTINUED)
+    assert pending.pop("u1") == ("text", "y" * (3000 - len(first) + len(CONTINUED)))
+    assert pending.pop("u1") == ("image", "MEDIA-9")
+    assert pending.pop("u1") is None and not pending.has("u1")
+
+
+def test_messages_are_keyed_by_msgid_and_events_by_sender_and_time():
+    assert message_key({"MsgId": "123", "FromUserName": "o"}) == "123"
+    assert message_key({"FromUserName": "o", "CreateTime": "17"}) != message_key({"FromUserName": "o", "CreateTime": "18"})
+    voice = WechatMPMessage({"MsgType": "voice", "FromUserName": "o", "MsgId": "5", "MediaId": "../../etc/x",
+                             "Format": "amr"})
+    assert voice.ctype.name == "VOICE" and "/etc/" not in voice.content and voice.content.endswith(".amr")
+    heard = WechatMPMessage({"MsgType": "voice", "FromUserName": "o", "MsgId": "6", "Recognition": "你好"})
+    assert heard.ctype.name == "TEXT" and heard.content == "你好"
+
+
+def test_a_question_dropped_from_the_queue_is_not_waited_for(monkeypatch):
+    """#reset drops waiting questions; their users must not stay in "still thinking" forever."""
+    import config
+    from bridge.context import Context, ContextType
+    from channel.wechatmp.wechatmp_channel import WechatMPChannel
+
+    for key, value in (("wechatmp_token", "t"), ("wechatmp_app_id", "wx1"), ("wechatmp_app_secret", "s")):
+        monkeypatch.setitem(config.conf(), key, value)
+    channel = WechatMPChannel()
+    channel.dispatcher.halt()  # nothing is handled: the questions wait in the queue
+    for user in ("o-1", "o-2"):
+        channel._job_begins(user)
+        context = Context(ContextType.TEXT, "q", {"receiver": user, "session_id": user, "wechatmp_job": True})
+        channel.dispatcher.submit(user, context)
+    assert channel._busy_with("o-1") and channel._busy_with("o-2")
+    channel.cancel_session("o-1")
+    assert not channel._busy_with("o-1") and channel._busy_with("o-2")
+    channel.cancel_all_session()
+    assert not channel._busy_with("o-2")
+    channel.stop()
