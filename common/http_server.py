@@ -140,6 +140,14 @@ class HttpServer:
         It runs in a worker thread: it may write to disk."""
         self._store_probe = probe
 
+    def watch_store(self, store: Any) -> None:
+        """`/healthz` answers 503 "degraded" while `store` cannot write (every channel that
+        takes messages over this server calls it; None: no store to watch)."""
+        if store is not None:
+            from common.store.write_probe import WriteProbe
+
+            self.set_store_probe(WriteProbe(store).problem)
+
     def on_stopping(self, hook: Callable[[], None]) -> None:
         """Called (in the stopping thread) once the server stops taking requests, before it
         waits for those in flight: long-lived responses (SSE) end themselves there."""

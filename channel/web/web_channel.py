@@ -85,7 +85,6 @@ from common.log import logger
 from common.masking import mask_command
 from common.secret_compare import header_matches
 from common.store import MemoryStore
-from common.store.write_probe import WriteProbe
 from common.text import safe_data, safe_text
 from config import conf
 
@@ -240,9 +239,7 @@ class WebChannel(ChatChannel):
         # Before the server takes new messages: those accepted before the last stop come first.
         self.resume_inbox()
         server.set_queue_probe(self.dispatcher.pending)
-        store = conf().state_store
-        if store is not None:
-            server.set_store_probe(WriteProbe(store).problem)
+        server.watch_store(conf().state_store)
         server.on_stopping(self._close_streams)
         self._marks_saver = threading.Thread(target=self._save_marks, name="web-delivery-marks", daemon=True)
         self._marks_saver.start()

@@ -17,17 +17,17 @@ from __future__ import annotations
 import io
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from bridge.context import Context, ContextType
+from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.wechatcom.wechatcomapp_message import UnsupportedMessage, WechatComAppMessage
+from channel.reply_media import read_reply_media, with_extension
 from common import fetch
 from common.http_server import json_error, shared_server
 from common.log import logger
@@ -55,22 +55,8 @@ _SEND_ERRORS = {
 }
 
 
-# Leading bytes -> file extension; WeCom checks the upload's extension against its type.
-_MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"#!AMR", ".amr"),
-          (b"ID3", ".mp3"), (b"%PDF", ".pdf"))
+# The extension an upload gets when neither its name nor its first bytes give one.
 _DEFAULT_EXTENSION = {"image": ".png", "voice": ".amr", "video": ".mp4", "file": ".bin"}
-
-
-def _with_extension(name: str, data: bytes, kind: str) -> str:
-    """`name` with an extension (from the content when it has none: a BytesIO has no name)."""
-    if os.path.splitext(name)[1]:
-        return name
-    if kind == "video" or data[4:8] == b"ftyp":
-        return name + ".mp4"
-    for magic, extension in _MAGIC:
-        if data.startswith(magic):
-            return name + extension
-    return name + _DEFAULT_EXTENSION[kind]
 
 
 def _setting(key: str) -> str:
@@ -113,6 +99,7 @@ class WechatComAppChannel(ChatChannel):
         server.add_route(PATH + "/", self._verify, ["GET"])
         server.add_route(PATH + "/", self._post, ["POST"])
         server.set_queue_probe(self.dispatcher.pending)
+        server.watch_store(conf().state_store)
         # Before new callbacks are taken: messages accepted before the last stop come first.
         self.resume_inbox()
         self.server = server
@@ -225,7 +212,7 @@ class WechatComAppChannel(ChatChannel):
             data, name = convert_webp_to_png(io.BytesIO(data)).getvalue(), os.path.splitext(name)[0] + ".png"
         if kind == "image" and len(data) >= IMAGE_MAX_BYTES:
             data = compress_imgfile(io.BytesIO(data), IMAGE_MAX_BYTES - 1).getvalue()
-        name = _with_extension(name, data, kind)
+        name = with_extension(name, data, _DEFAULT_EXTENSION[kind])
         try:
             uploaded = self._call("media/upload", params={"type": kind}, files={"media": (name, data)})
         except WechatApiError as e:
@@ -235,22 +222,7 @@ class WechatComAppChannel(ChatChannel):
 
     @staticmethod
     def _media_bytes(reply: Reply) -> tuple[bytes, str]:
-        content = reply.content
-        if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
-            data, _ = fetch.fetch_bytes(str(content), MEDIA_MAX_BYTES)
-            return data, os.path.basename(urlsplit(str(content)).path) or "media"
-        if isinstance(content, (str, os.PathLike)):
-            with open(content, "rb") as f:
-                return f.read(MEDIA_MAX_BYTES + 1), os.path.basename(str(content))
-        if isinstance(content, (bytes, bytearray)):
-            return bytes(content), "media"
-        if hasattr(content, "read"):
-            try:
-                content.seek(0)
-            except Exception:
-                pass
-            return content.read(MEDIA_MAX_BYTES + 1), os.path.basename(str(getattr(content, "name", ""))) or "media"
-        raise OSError(f"cannot read a {type(content).__name__} as media")
+        return read_reply_media(reply, MEDIA_MAX_BYTES)
 
     def _message_send(self, receiver: str, message: dict) -> None:
         payload = {"touser": receiver, "agentid": int(self.agent_id), "safe": 0, **message}

@@ -41,6 +41,7 @@ class KfCallback:
         server.add_route(PATH, self._verify, ["GET"])
         server.add_route(PATH, self._post, ["POST"])
         server.set_queue_probe(self.channel.dispatcher.pending)
+        server.watch_store(conf().state_store)
         self.server = server
         server.start()
         logger.info(f"[{LABEL}] listening on http://0.0.0.0:{port}{PATH}")

@@ -14,9 +14,7 @@ record after a restart (resume_inbox), and is marked answered once its answer we
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
-from urllib.parse import urlsplit
 
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
@@ -26,6 +24,7 @@ from channel.wechatcs.callback import LABEL, KfCallback
 from channel.wechatcs.kf_message import UnsupportedItem, WechatCsMessage
 from channel.wechatcs.kf_send import BudgetRefused, KfSender
 from channel.wechatcs.kf_sync import KfPuller, too_old
+from channel.reply_media import read_reply_media
 from common import fetch
 from common.log import logger
 from common.utils import compress_imgfile
@@ -201,23 +200,7 @@ class WechatComServiceChannel(ChatChannel):
 
     @staticmethod
     def _media_bytes(reply: Reply, kind: str) -> tuple[bytes, str]:
-        content = reply.content
-        if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
-            data, _ = fetch.fetch_bytes(str(content), MEDIA_OUT_MAX)
-            return data, os.path.basename(urlsplit(str(content)).path) or _NAMES[kind]
-        if isinstance(content, (str, os.PathLike)):
-            with open(content, "rb") as f:
-                return f.read(MEDIA_OUT_MAX + 1), os.path.basename(str(content))
-        if isinstance(content, (bytes, bytearray)):
-            return bytes(content), _NAMES[kind]
-        if hasattr(content, "read"):
-            try:
-                content.seek(0)
-            except Exception:
-                pass
-            name = os.path.basename(str(getattr(content, "name", "") or "")) or _NAMES[kind]
-            return content.read(MEDIA_OUT_MAX + 1), name
-        raise OSError(f"cannot read a {type(content).__name__} as media")
+        return read_reply_media(reply, MEDIA_OUT_MAX, _NAMES[kind])
 
 
 def _bytes(file: Any) -> bytes:

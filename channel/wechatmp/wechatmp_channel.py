@@ -17,7 +17,6 @@ before the callback is answered, is rebuilt from its XML fields after a restart,
 from __future__ import annotations
 
 import collections
-import io
 import os
 import threading
 import time
@@ -33,7 +32,7 @@ from channel.wechatmp import reply_xml
 from channel.wechatmp.callback import Callback
 from channel.wechatmp.message import HANDLED_TYPES, WechatMPMessage
 from channel.wechatmp.pending import PendingReplies
-from common import fetch
+from channel.reply_media import read_reply_media
 from common.log import logger
 from common.store import MemoryStore
 from common.utils import remove_markdown_symbol
@@ -299,22 +298,7 @@ class WechatMPChannel(ChatChannel):
         raise NotImplementedError(f"an Official Account cannot send {reply.type}")
 
 def _media_bytes(reply: Reply) -> bytes:
-    content = reply.content
-    if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
-        data, _ = fetch.fetch_bytes(str(content), MEDIA_MAX_BYTES)
-        return data
-    if isinstance(content, (bytes, bytearray)):
-        return bytes(content)
-    if isinstance(content, (str, os.PathLike)):
-        with open(content, "rb") as f:
-            return f.read(MEDIA_MAX_BYTES + 1)
-    if isinstance(content, io.IOBase) or hasattr(content, "read"):
-        try:
-            content.seek(0)
-        except Exception:
-            pass
-        return content.read(MEDIA_MAX_BYTES + 1)
-    raise OSError(f"cannot read a {type(content).__name__} as media")
+    return read_reply_media(reply, MEDIA_MAX_BYTES)[0]
 
 
 def _voice_pieces(path: str) -> list[tuple[str, bytes]]:

@@ -104,6 +104,7 @@ class CallbackServer:
         server.add_route(PATH, self._verify, ["GET"])
         server.add_route(PATH, self._post, ["POST"])
         server.set_queue_probe(self.channel.dispatcher.pending)
+        server.watch_store(conf().state_store)
         self.server = server
         server.start()
         logger.info(f"[wecom_bot] callback mode: listening on http://{host}:{port}{PATH}")

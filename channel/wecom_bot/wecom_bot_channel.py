@@ -19,12 +19,9 @@ answer once.
 """
 from __future__ import annotations
 
-import io
-import os
 import queue
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -37,6 +34,7 @@ from channel.wecom_bot.message import MediaError, Part, UnsupportedMessage, Weco
 from channel.wecom_bot.streams import INVALID_REQ_ID, STREAM_SAFE_BYTES, StreamPump, pieces
 from channel.wecom_bot.upload import UploadRefused, fits, upload
 from channel.wecom_bot.ws_client import AUTH_REFUSED, CONNECTING, AibotError, LongConnection, NotConnected
+from channel.reply_media import read_reply_media
 from common import fetch
 from common.log import logger
 from common.masking import mask_command
@@ -396,22 +394,5 @@ class WecomBotChannel(ChatChannel):
 
     @staticmethod
     def _media_bytes(reply: Reply, kind: str) -> tuple[bytes, str]:
-        content = reply.content
-        if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
-            data, _ = fetch.fetch_bytes(str(content), MEDIA_FETCH_MAX)
-            name = os.path.basename(urlsplit(str(content)).path) or "media" + _SUFFIXES[kind]
-            return data, name
-        if isinstance(content, (str, os.PathLike)):
-            with open(content, "rb") as f:
-                data = f.read(MEDIA_FETCH_MAX + 1)
-            return data, os.path.basename(str(content))
-        if isinstance(content, (bytes, bytearray)):
-            return bytes(content), "media" + _SUFFIXES[kind]
-        if isinstance(content, io.IOBase) or hasattr(content, "read"):
-            try:
-                content.seek(0)
-            except Exception:
-                pass
-            return content.read(MEDIA_FETCH_MAX + 1), os.path.basename(str(getattr(content, "name", ""))) or "media" + _SUFFIXES[kind]
-        raise OSError(f"cannot read a {type(content).__name__} as media")
+        return read_reply_media(reply, MEDIA_FETCH_MAX, "media" + _SUFFIXES[kind])
 

@@ -3,6 +3,7 @@ sender signs and encrypts like WeCom (tests/fakes/wechat_platform), its API serv
 replies, the Dify simulator is the bot; all real processes and sockets."""
 from __future__ import annotations
 
+import sys
 import time
 
 import httpx
@@ -254,3 +255,40 @@ def test_wrong_settings_stop_start_up_with_one_line(tmp_path, sim, dify, setting
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert key in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit on another process")
+def test_a_store_that_cannot_write_makes_wecom_deliver_again_and_healthz_say_degraded(app, sim, dify):
+    import resource
+
+    pid = app.daemon.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    # The daemon's files may not grow: every write fails (EFBIG), as on a full disk.
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, hard))
+    try:
+        health = poll_health(app.port, lambda h: h.json()["state"] == "degraded")
+        assert health.status_code == 503
+        refused = app.sender.send_once(_text_message("lena", "keep me", 880001))
+        assert refused.status == 503  # not a 200 that would lose it: WeCom delivers it again
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert poll_health(app.port, lambda h: h.json()["state"] == "running").status_code == 200
+    again = app.sender.send_once(_text_message("lena", "keep me", 880001), attempt=2)
+    assert again.status == 200
+    sim.wait(lambda: "echo: keep me" in sim.texts("lena"), timeout=15)
+    assert sim.texts("lena").count("echo: keep me") == 1
+
+
+def poll_health(port: int, done, timeout: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        if done(health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.2)
+
+
+def _text_message(user: str, content: str, msg_id: int | None = None):
+    from tests.fakes.wechat_platform import xml_messages
+
+    return xml_messages.message(CORP, user, "text", [("Content", content)], msg_id, agent_id=AGENT)

@@ -181,7 +181,9 @@ def test_slow_images_do_not_take_every_worker(tmp_path, dify, files):
             for i, u in enumerate(slow_users):
                 dify.push_answer(f"look ![pic]({files.url}/slow.png?{i})")
                 assert (await u.post(f"slow {i}"))[0] == 200
-            while files.hits.get("/slow.png", 0) < 1:  # the downloads have begun
+            # The downloads have begun and every slow question has taken its scripted answer (else
+            # the next question could take one of theirs).
+            while files.hits.get("/slow.png", 0) < 1 or dify.pending_scripts():
                 await asyncio.sleep(0.05)
             # Everybody else is still answered while the downloads trickle.
             await answered(user, "not stuck", timeout=20)
