@@ -147,6 +147,10 @@ class ChatChannel(Channel):
     # True where the platform request that brought a message is itself answered with a refusal
     # (the web channel's 503), so a busy or not-saved refusal is not sent as a reply as well.
     REFUSAL_IN_RESPONSE = False
+    # True where a message the store could not take is refused to the platform itself, which
+    # then delivers it again (a webhook's non-200, a pull cursor that stays before it): telling
+    # the user each time would repeat the refusal once per delivery.
+    NOT_STORED_IN_RESPONSE = False
 
     def __init__(self) -> None:
         # Per instance (the original shared these between channels as class attributes).
@@ -366,7 +370,7 @@ class ChatChannel(Channel):
         except Exception as e:
             # Never acknowledge what was not stored: the platform or user can send it again.
             logger.error(f"[chat] message of session {session_id} refused: the state store could not save it: {e}")
-            if not self.REFUSAL_IN_RESPONSE:
+            if not (self.REFUSAL_IN_RESPONSE or self.NOT_STORED_IN_RESPONSE):
                 text = refusal_text(NOT_STORED_TEXT_ZH, NOT_STORED_TEXT_EN, context.content, context.type)
                 self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
             return Produced.NOT_STORED

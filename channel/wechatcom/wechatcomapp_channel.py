@@ -66,6 +66,7 @@ def _setting(key: str) -> str:
 class WechatComAppChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE: list = []
     PRIVATE_NEEDS_PREFIX = False  # a chat with an app is a direct conversation (as the original)
+    NOT_STORED_IN_RESPONSE = True  # the 503 makes WeCom deliver it again; no refusal text per delivery
 
     def __init__(self) -> None:
         super().__init__()
@@ -184,18 +185,23 @@ class WechatComAppChannel(ChatChannel):
         if not receiver:
             raise ValueError("no receiver for the reply")
         if reply.type in (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_):
-            self._send_text(receiver, str(reply.content))
+            self._send_text(receiver, str(reply.content), reply)
         elif reply.type in _MEDIA_KINDS:
             self._send_media(receiver, reply)
         else:
             raise NotImplementedError(f"a WeCom app cannot send {reply.type}")
 
-    def _send_text(self, receiver: str, text: str) -> None:
+    def _send_text(self, receiver: str, text: str, reply: Reply | None = None) -> None:
         pieces = split_string_by_utf8_length(remove_markdown_symbol(text), TEXT_MAX_BYTES)
         if len(pieces) > 1:
             logger.info(f"[wechatcom] a text of {len(text)} characters goes to {receiver} in {len(pieces)} pieces")
-        for piece in pieces:  # one after another, each confirmed: they arrive in order
-            self._message_send(receiver, {"msgtype": "text", "text": {"content": piece}})
+        # The pipeline retries a reply whose send failed: the pieces already delivered are not
+        # sent again (the count rides on the Reply, which the retry passes back).
+        done = getattr(reply, "_wechatcom_pieces_sent", 0) if reply is not None else 0
+        for n in range(done, len(pieces)):  # one after another, each confirmed: they arrive in order
+            self._message_send(receiver, {"msgtype": "text", "text": {"content": pieces[n]}})
+            if reply is not None:
+                reply._wechatcom_pieces_sent = n + 1
 
     def _send_media(self, receiver: str, reply: Reply) -> None:
         kind = _MEDIA_KINDS[reply.type]

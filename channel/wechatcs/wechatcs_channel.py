@@ -61,6 +61,9 @@ class WechatComServiceChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE: list = []
     # Customers write to the account directly: every message is meant for the bot.
     PRIVATE_NEEDS_PREFIX = False
+    # A message the queues or the store cannot take stays behind the cursor and is pulled again
+    # later (kf_sync's retry): no refusal text, which would also spend the customer's 5 messages.
+    REFUSAL_IN_RESPONSE = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,21 +108,39 @@ class WechatComServiceChannel(ChatChannel):
         super().stop()
 
     # ================================================================== messages in
-    def _take(self, item: Any, first_pull: bool) -> bool:
-        """One sync_msg item through the pipeline; False when it could not be stored."""
+    def _take(self, item: Any, first_seen: float | None) -> bool:
+        """One sync_msg item through the pipeline; False when it was not taken (not stored, or the
+        queues are full) and the cursor must stay before it. `first_seen`: when the account was
+        first announced, while it has no cursor yet (else None)."""
         try:
             cmsg = WechatCsMessage(item, self._download)
         except UnsupportedItem as e:
             logger.debug(f"[{LABEL}] item {item.get('msgid') if isinstance(item, dict) else ''} skipped: {e}")
             return True
-        if too_old(item, FIRST_PULL_MAX_AGE if first_pull else REPLY_WINDOW):
-            why = "before this account's first pull" if first_pull else "more than 48 h ago, it cannot be answered"
-            logger.info(f"[{LABEL}] message {cmsg.msg_id} of {cmsg.external_userid} skipped: sent {why}")
+        if first_seen is not None and too_old(item, FIRST_PULL_MAX_AGE, now=first_seen):
+            logger.info(f"[{LABEL}] message {cmsg.msg_id} of {cmsg.external_userid} skipped: sent more than "
+                        f"{FIRST_PULL_MAX_AGE // 60} minutes before the account was first seen")
             return True
+        if too_old(item, REPLY_WINDOW):
+            logger.info(f"[{LABEL}] message {cmsg.msg_id} of {cmsg.external_userid} skipped: sent more than 48 h ago, "
+                        f"it cannot be answered")
+            return True
+        if self._answered(cmsg.msg_id):
+            return True  # answered before (its dedup key may have expired; this mark lasts longer)
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=False, msg=cmsg)
         result = self.produce(context)
         logger.debug(f"[{LABEL}] {cmsg.msgtype} message {cmsg.msg_id} of {cmsg.external_userid}: {result.value}")
-        return result not in (Produced.NOT_STORED, Produced.STOPPING)
+        return result not in (Produced.NOT_STORED, Produced.STOPPING, Produced.BUSY)
+
+    @staticmethod
+    def _answered(msg_id: str) -> bool:
+        store = conf().state_store
+        if store is None or not msg_id:
+            return False
+        try:
+            return store.is_seen(ANSWERED_NAMESPACE, msg_id)
+        except Exception:
+            return False
 
     def _download(self, media_id: str, path: str) -> None:
         data, _ = self.api.download("media/get", {"media_id": media_id}, MEDIA_IN_MAX)
@@ -139,13 +160,7 @@ class WechatComServiceChannel(ChatChannel):
 
     def already_answered(self, context: Context) -> bool:
         cmsg = context.get("msg")
-        store = conf().state_store
-        if not isinstance(cmsg, WechatCsMessage) or store is None:
-            return False
-        try:
-            return store.is_seen(ANSWERED_NAMESPACE, cmsg.msg_id)
-        except Exception:
-            return False
+        return isinstance(cmsg, WechatCsMessage) and self._answered(cmsg.msg_id)
 
     def _handle(self, context: Context) -> None:
         try:

@@ -279,3 +279,13 @@ def test_a_missing_setting_stops_start_up_with_one_line(tmp_path, missing):
     assert result.returncode == 2, result.stderr[-3000:]
     [line] = user_lines(result.stderr)
     assert line.startswith("config error: ") and missing in line, line
+
+
+def test_a_failed_pull_is_tried_again_without_another_callback(world):
+    # The callback was acknowledged, so WeCom will not call again for this message: the daemon
+    # must pull again by itself when the platform failed the pull (here once, with a 502).
+    world.sim.inject("kf/sync_msg", status=502)
+    world.sender.kf_customer_says(KF, "wmRetry", "are you there?")
+    assert world.wait_texts("wmRetry", 1, timeout=20) == ["echo: are you there?"]
+    assert "pulling " + KF + " again in 5 s" in world.log()
+
