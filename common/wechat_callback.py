@@ -41,7 +41,8 @@ def sha1_signature(*parts: str) -> str:
 
 
 def check_signature(given: str, *parts: str) -> None:
-    if not hmac.compare_digest(sha1_signature(*parts), str(given or "").strip().lower()):
+    # Bytes, not str: compare_digest refuses non-ASCII str with a TypeError (a 500 and a traceback).
+    if not hmac.compare_digest(sha1_signature(*parts).encode(), str(given or "").strip().lower().encode("utf-8")):
         raise CallbackRefused(403, "the signature does not match")
 
 

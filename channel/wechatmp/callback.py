@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 PATH = "/wx"
 # A WeChat message is a few KB; a bigger body is refused (413) before it is read into memory.
 MAX_BODY = 64 * 1024
+# Deliveries that may wait for their answer at the same time. Each waits (up to ~6 s) on a thread
+# of its own pool: on starlette's shared pool (40 threads) the 41st user waiting for a slow answer
+# queued past WeChat's 5 s cut. Waiting threads sleep on a condition; they cost stack, not CPU.
+PASSIVE_WAITS = 256
 
 
 class Callback:
@@ -33,6 +37,7 @@ class Callback:
         self.token = token
         self.envelope = envelope
         self.server: HttpServer | None = None
+        self._waits: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
 
     def start(self) -> None:
         host, port = "0.0.0.0", int(conf().get("wechatmp_port") or 8080)
@@ -72,7 +77,9 @@ class Callback:
         except CallbackRefused as e:
             log_refusal("wechatmp", e)
             return PlainTextResponse("refused", status_code=e.status)
-        reply = await run_in_threadpool(self.channel.answer, fields, arrived)
+        if self._waits is None:
+            self._waits = anyio.CapacityLimiter(PASSIVE_WAITS)
+        reply = await anyio.to_thread.run_sync(self.channel.answer, fields, arrived, limiter=self._waits)
         if reply is None:
             return PlainTextResponse("success")
         if sealed:
@@ -84,6 +91,10 @@ class Callback:
         """The message's fields, and whether it came sealed (and the reply must be)."""
         outer = parse_xml(body)
         sealed = q.get("encrypt_type", "raw") == "aes"
+        if self.envelope is not None and not sealed:
+            # The URL's signature does not cover the body: in safe mode only the sealed envelope
+            # proves the message is WeChat's (else one seen URL lets anyone post as anyone).
+            raise CallbackRefused(403, "a plaintext message while safe mode is on (wechatmp_aes_key is set)")
         if sealed:
             if self.envelope is None:
                 raise CallbackRefused(400, "an encrypted message, but wechatmp_aes_key is not set (copy the "

@@ -42,6 +42,7 @@ from config import ConfigError, conf, subscribe_msg
 WAIT = 4.0  # seconds a delivery waits for the answer (WeChat cuts at 5)
 OVERRUN = 2.0  # a delivery with no answer yet stays silent this much longer, past WeChat's cut
 DELIVERIES = 3  # WeChat's deliveries of one message
+LATE_TO_HAND_OUT = 4.5  # seconds after a delivery arrived past which no waiting answer is given to it
 THINKING_TEXT = "答案还在准备中，请稍后回复“继续”来获取"
 UNSUPPORTED_MARK = "【收到不支持的消息类型，暂无法显示】"
 UNSUPPORTED_TEXT = "暂时看不懂这类消息，请发文字、语音或图片"
@@ -186,6 +187,9 @@ class WechatMPChannel(ChatChannel):
                 self._sleep_until(arrived + WAIT + OVERRUN)  # WeChat cuts at 5 s and delivers again
                 return None
             return self._text(fields, THINKING_TEXT)
+        if time.monotonic() - arrived > LATE_TO_HAND_OUT:
+            # WeChat has cut this delivery (or is about to): an answer handed to it would be lost.
+            return None
         try:
             item = self.pending.pop(user)
         except Exception as e:

@@ -71,7 +71,8 @@ class CallbackCrypto:
 
     def check(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> None:
         expected = signature(self.token, timestamp, nonce, encrypt)
-        if not hmac.compare_digest(expected, str(msg_signature or "").lower()):
+        # Bytes: compare_digest raises TypeError on non-ASCII str (a forged header would make a 500).
+        if not hmac.compare_digest(expected.encode(), str(msg_signature or "").lower().encode("utf-8")):
             raise CryptoError("the signature does not match")
 
     def open(self, encrypt: str) -> str:

@@ -134,6 +134,14 @@ def test_safe_mode_round_trip(tmp_path, dify, sim):
                                    f"<CreateTime>{int(time.time())}</CreateTime><MsgType>text</MsgType>"
                                    f"<Content>other app</Content><MsgId>77</MsgId></xml>", receiveid="wxOTHERAPP000000")
         assert wrong.status == 403
+        # A plaintext body under a correctly signed URL: the URL's signature does not cover the
+        # body, so in safe mode only the envelope counts. Refused, never processed.
+        plain = (f"<xml><ToUserName>{GH}</ToUserName><FromUserName>victim</FromUserName>"
+                 f"<CreateTime>{int(time.time())}</CreateTime><MsgType>text</MsgType>"
+                 f"<Content>forged</Content><MsgId>78</MsgId></xml>")
+        timestamp, nonce = str(int(time.time())), "4242"
+        query = {"signature": sha1_signature(TOKEN, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
+        assert daemon.oa.post_raw(plain, query=query).status == 403
         assert daemon.questions() == ["你好"]
     finally:
         daemon.stop()
@@ -300,3 +308,16 @@ def test_service_mode_sends_media(tmp_path, dify, sim):
         assert [sim.media(s.media_id).permanent for s in shown] == [False, True, False]
     finally:
         daemon.stop()
+
+
+
+def test_service_mode_retries_a_failed_piece_without_sending_the_earlier_ones_again(service, dify, sim):
+    answer = "".join(f"第{i}句。" for i in range(700))  # about 8 KB: several pieces
+    dify.push_answer(answer)
+    sim.inject("message/custom/send", delay=0.01)  # the first piece goes through
+    sim.inject("message/custom/send", errcode=-1, errmsg="system busy")  # the second is refused once
+    service.oa.text("user-12", "再写一篇")
+    wait_until(lambda: len("".join(sim.texts("user-12"))) >= len(answer), timeout=20, what="the whole answer")
+    time.sleep(0.5)
+    # Each piece once, in order: a piece sent twice would make the joined text differ.
+    assert "".join(sim.texts("user-12")) == answer
