@@ -279,7 +279,16 @@ class WechatMPChannel(ChatChannel):
             self.pending.add(user, "text", remove_markdown_symbol(str(reply.content)))
             logger.info(f"[wechatmp] text answer for {user} waits for the next message")
             return
-        for kind, media_id, _permanent in self._upload_reply(reply, permanent=True):
+        try:
+            uploaded = self._upload_reply(reply, permanent=True)
+        except Exception as e:
+            line = mp_api.explain(e)
+            if line is None:
+                raise  # the pipeline retries and logs
+            # No retry helps (quota, an account not authorised for material): say why, once.
+            logger.error(f"[wechatmp] {reply.type} answer for {user} not uploaded: {line}")
+            return
+        for kind, media_id, _permanent in uploaded:
             self.pending.add(user, kind, media_id)
             logger.info(f"[wechatmp] {kind} answer for {user} uploaded ({media_id}), waits for the next message")
 

@@ -239,6 +239,21 @@ def test_media_replies_are_uploaded_as_material_and_deleted_after(tmp_path, dify
         daemon.stop()
 
 
+def test_a_material_refusal_in_passive_mode_is_explained_once(tmp_path, dify, sim):
+    daemon = OA(tmp_path, dify, sim, "wechatmp", None, "--plugins-dir", plugins_dir(tmp_path, ("media_reply",)))
+    try:
+        sim.fail_next("material/add_material", 48001)
+        daemon.oa.text("user-13", "picture")
+        wait_until(lambda: "48001" in daemon.log(), timeout=10, what="the log line")
+        time.sleep(4)  # past the pipeline's first retry (3 s), which must not happen
+        log = daemon.log()
+        assert "verified" in log and "not uploaded" in log
+        assert "send failed" not in log
+        assert len([c for c in sim.calls("material/add_material")]) == 1
+    finally:
+        daemon.stop()
+
+
 def test_voice_without_recognition_is_downloaded_and_transcribed(passive_voice, dify, sim):
     passive = passive_voice
     amr = b"#!AMR\n" + bytes([0x3C] + [0x55] * 31) * 50  # one second of AMR-NB 12.2 kbit/s frames
