@@ -31,7 +31,7 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.e2e.daemon import Daemon, free_port, write_config  # noqa: E402
+from tests.e2e.daemon import Daemon, free_port, wait_healthy, write_config  # noqa: E402
 from tests.fakes.wechat_platform import Envelope, random_aes_key, xml_messages  # noqa: E402
 from tests.fakes.wechat_platform.crypto import new_nonce  # noqa: E402
 
@@ -151,18 +151,7 @@ def main() -> int:
     sent_at: dict[str, float] = {}
     per_rate: list[tuple[float, dict, float, float]] = []
     try:
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if daemon.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the daemon did not start: {daemon.stderr()[-2000:]}")
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=30, daemon=daemon)
         cpu = psutil.Process(daemon.proc.pid)
         # Warm-up, not reported: the access token, the first connections, imports on first use.
         asyncio.run(run_rate("127.0.0.1", port, build_requests("/wxcomapp", f"127.0.0.1:{port}", envelope, 50, "warm"), 50))

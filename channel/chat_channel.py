@@ -683,6 +683,15 @@ class ChatChannel(Channel):
             logger.debug("[chat] sending reply: %s", reply)
             self._send(reply, context)
 
+    @staticmethod
+    def send_pieces(reply: Reply, pieces: list, send_one) -> None:
+        """Send the pieces of one reply in order, each confirmed before the next. When a piece
+        fails, `_send` retries the whole reply: the pieces already delivered are skipped then
+        (the count rides on the Reply, which the retry passes back), so none arrives twice."""
+        for n in range(getattr(reply, "_pieces_sent", 0), len(pieces)):
+            send_one(pieces[n])
+            reply._pieces_sent = n + 1
+
     def _send(self, reply: Reply, context: Context) -> bool:
         """Send with retries. Returns whether the platform took it."""
         attempts = 1 + len(self.SEND_RETRY_DELAYS)

@@ -99,8 +99,10 @@ class Envelope:
         self._prp = PrpCrypto(key)
 
     def open(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> str:
-        """The plaintext of `encrypt`, after the signature and the receive id are checked."""
+        """The plaintext of `encrypt`, after the signature, the clock and the receive id are checked
+        (in that order: nothing is decrypted for a request that is not signed)."""
         check_signature(msg_signature, self.token, timestamp, nonce, encrypt)
+        check_clock(timestamp)
         try:
             plain = self._prp.decrypt(encrypt, self.receive_id)
         except Exception as e:  # wechatpy raises InvalidAppIdException, ValueError, binascii.Error...
@@ -119,6 +121,20 @@ class Envelope:
         signature = sha1_signature(self.token, timestamp, nonce, encrypt)
         return (f"<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt><MsgSignature><![CDATA[{signature}]]></MsgSignature>"
                 f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>")
+
+
+def open_wecom_callback(envelope: Envelope, corp_id: str, query: Any, body: bytes) -> dict[str, str]:
+    """The fields of a WeCom callback POST (`<xml><Encrypt>` with msg_signature, timestamp and
+    nonce in the query; the WeCom app and customer service share it); CallbackRefused for anything
+    that is not from WeCom for this corp id."""
+    encrypt = parse_xml(body).get("Encrypt")
+    if not isinstance(encrypt, str) or not encrypt:
+        raise CallbackRefused(400, "no Encrypt element")
+    inner = parse_xml(envelope.open(query.get("msg_signature", ""), query.get("timestamp", ""),
+                                    query.get("nonce", ""), encrypt))
+    if str(inner.get("ToUserName") or "") != corp_id:
+        raise CallbackRefused(403, "the message is addressed to another corp id")
+    return {k: v for k, v in inner.items() if isinstance(v, str)}
 
 
 def log_refusal(channel: str, refusal: CallbackRefused, request_id: str = "") -> None:

@@ -34,7 +34,7 @@ from common.log import logger
 from common.text import safe_data
 from common.utils import compress_imgfile, convert_webp_to_png, remove_markdown_symbol, split_string_by_utf8_length
 from common.wechat_api import WechatApi, WechatApiError
-from common.wechat_callback import CallbackRefused, Envelope, check_clock, check_signature, log_refusal, parse_xml
+from common.wechat_callback import CallbackRefused, Envelope, log_refusal, open_wecom_callback
 from config import ConfigError, conf
 
 PATH = "/wxcomapp"
@@ -127,7 +127,7 @@ class WechatComAppChannel(ChatChannel):
         q = request.query_params
         body = await request.body()
         try:
-            fields = self._open(body, q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""))
+            fields = open_wecom_callback(self.envelope, self.corp_id, q, body)
         except CallbackRefused as refusal:
             log_refusal("wechatcom", refusal)
             return json_error(refusal.status, refusal.reason)
@@ -136,19 +136,6 @@ class WechatComAppChannel(ChatChannel):
             # Not in the store: a non-success answer makes WeCom deliver it again.
             return PlainTextResponse("not accepted, send again", status_code=503)
         return PlainTextResponse("success")
-
-    def _open(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> dict:
-        """The decrypted message's fields; CallbackRefused for anything not from WeCom for us."""
-        outer = parse_xml(body)
-        encrypt = outer.get("Encrypt")
-        if not isinstance(encrypt, str) or not encrypt:
-            raise CallbackRefused(400, "no Encrypt element")
-        check_signature(msg_signature, self.envelope.token, timestamp, nonce, encrypt)
-        check_clock(timestamp)
-        inner = parse_xml(self.envelope.open(msg_signature, timestamp, nonce, encrypt))
-        if str(inner.get("ToUserName") or "") != self.corp_id:
-            raise CallbackRefused(403, "the message is addressed to another corp id")
-        return {k: v for k, v in inner.items() if isinstance(v, str)}
 
     def _take(self, fields: dict) -> Produced:
         fields = safe_data(fields)
@@ -195,13 +182,8 @@ class WechatComAppChannel(ChatChannel):
         pieces = split_string_by_utf8_length(remove_markdown_symbol(text), TEXT_MAX_BYTES)
         if len(pieces) > 1:
             logger.info(f"[wechatcom] a text of {len(text)} characters goes to {receiver} in {len(pieces)} pieces")
-        # The pipeline retries a reply whose send failed: the pieces already delivered are not
-        # sent again (the count rides on the Reply, which the retry passes back).
-        done = getattr(reply, "_wechatcom_pieces_sent", 0) if reply is not None else 0
-        for n in range(done, len(pieces)):  # one after another, each confirmed: they arrive in order
-            self._message_send(receiver, {"msgtype": "text", "text": {"content": pieces[n]}})
-            if reply is not None:
-                reply._wechatcom_pieces_sent = n + 1
+        self.send_pieces(reply or Reply(ReplyType.TEXT, text), pieces,
+                         lambda piece: self._message_send(receiver, {"msgtype": "text", "text": {"content": piece}}))
 
     def _send_media(self, receiver: str, reply: Reply) -> None:
         kind = _MEDIA_KINDS[reply.type]

@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from common.http_server import HttpServer, shared_server
 from common.log import logger
-from common.wechat_callback import CallbackRefused, Envelope, check_clock, check_signature, log_refusal, parse_xml
+from common.wechat_callback import CallbackRefused, Envelope, log_refusal, open_wecom_callback
 from config import conf
 
 if TYPE_CHECKING:
@@ -85,14 +85,4 @@ class KfCallback:
 
     def open(self, query: dict, body: bytes) -> dict:
         """The inner message fields of a genuine callback; CallbackRefused otherwise."""
-        outer = parse_xml(body)
-        encrypt = outer.get("Encrypt")
-        if not isinstance(encrypt, str) or not encrypt:
-            raise CallbackRefused(400, "no Encrypt element")
-        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        check_signature(query.get("msg_signature", ""), self.envelope.token, timestamp, nonce, encrypt)
-        check_clock(timestamp)
-        fields = parse_xml(self.envelope.open(query.get("msg_signature", ""), timestamp, nonce, encrypt))
-        if str(fields.get("ToUserName") or "") != self.corp_id:
-            raise CallbackRefused(403, "the message is addressed to another corp id")
-        return fields
+        return open_wecom_callback(self.envelope, self.corp_id, query, body)

@@ -29,12 +29,7 @@ class WechatMPServiceChannel(WechatMPChannel):
         try:
             if reply.type in _TEXT_TYPES:
                 pieces = split_string_by_utf8_length(str(reply.content), TEXT_MAX_BYTES)
-                # One call after the other, so the pieces arrive in order. When the pipeline retries
-                # after a failed piece, those already delivered are not sent again (the count rides
-                # on the Reply, which the retry passes back).
-                for n in range(getattr(reply, "_wechatmp_pieces_sent", 0), len(pieces)):
-                    self._custom_send(user, "text", {"content": pieces[n]})
-                    reply._wechatmp_pieces_sent = n + 1
+                self.send_pieces(reply, pieces, lambda piece: self._custom_send(user, "text", {"content": piece}))
                 logger.info(f"[wechatmp_service] text sent to {user} in {len(pieces)} message(s)")
                 return
             for kind, media_id, permanent in self._upload_reply(reply, permanent=False):

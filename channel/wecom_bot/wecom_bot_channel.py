@@ -310,14 +310,14 @@ class WecomBotChannel(ChatChannel):
             self.callback.send(reply, context)
             return
         if reply.type in (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_):
-            self._send_text(str(reply.content), context)
+            self._send_text(str(reply.content), context, reply)
         elif reply.type in _KINDS:
             self._send_media(reply, context)
         else:
             raise NotImplementedError(f"the WeCom AI bot cannot send {reply.type}")
         logger.info(f"[wecom_bot] sent {reply.type} to {context.get('receiver')}")
 
-    def _send_text(self, text: str, context: Context) -> None:
+    def _send_text(self, text: str, context: Context, reply: Reply | None = None) -> None:
         cmsg = context.get("msg")
         answer = self.pump.oldest(context) if self.pump is not None else None
         if answer is not None:
@@ -328,8 +328,8 @@ class WecomBotChannel(ChatChannel):
                 if self._via_response_url(cmsg, text):
                     return
                 raise
-        for piece in pieces(text, STREAM_SAFE_BYTES):
-            self._respond(context, {"msgtype": "markdown", "markdown": {"content": piece}}, text_for_url=piece)
+        self.send_pieces(reply or Reply(ReplyType.TEXT, text), pieces(text, STREAM_SAFE_BYTES), lambda piece: self._respond(
+            context, {"msgtype": "markdown", "markdown": {"content": piece}}, text_for_url=piece))
 
     def _respond(self, context: Context, body: dict, text_for_url: str | None = None) -> None:
         """A reply on the message's req_id; pushed to the chat when the req_id cannot take it,

@@ -182,12 +182,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(base: str, timeout: float = 20) -> dict:
-    """Wait until `GET base/healthz` answers 200; return its JSON."""
+def wait_healthy(base: str, timeout: float = 20, daemon: "Daemon | None" = None) -> dict:
+    """Wait until `GET base/healthz` answers 200; return its JSON. With `daemon`, give up as soon
+    as it exits, kill it on failure, and show its stderr."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (daemon is None or daemon.proc.poll() is None):
         try:
             r = httpx.get(base + "/healthz", timeout=2)
             if r.status_code == 200:
@@ -195,6 +196,9 @@ def wait_healthy(base: str, timeout: float = 20) -> dict:
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
+    if daemon is not None:
+        daemon.kill()
+        raise AssertionError(f"the daemon's HTTP server never came up: {daemon.stderr()[-3000:]}")
     raise AssertionError("the web channel never became healthy")
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, run_app, write_config
+from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
 from tests.fakes.audio import make_amr
 from tests.fakes.wechat_platform import WeChatPlatformSimulator, WeComSender, hostile, random_aes_key
 
@@ -56,17 +56,8 @@ class App:
 
     def start(self) -> "App":
         self.daemon = Daemon(self.tmp_path, "--config", self.config())
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.daemon.proc.poll() is not None or time.monotonic() > deadline:
-                self.daemon.kill()
-                raise AssertionError(f"the callback server never came up: {self.daemon.stderr()[-3000:]}")
-            time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{self.port}", daemon=self.daemon)
+        return self
 
     def kill(self) -> None:
         if self.daemon is not None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import time
 
-import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, plugins_dir, run_app, user_lines, write_config
+from tests.e2e.daemon import Daemon, free_port, plugins_dir, run_app, user_lines, wait_healthy, write_config
 from tests.fakes.wechat_platform import OfficialAccountSender, WeChatPlatformSimulator, hostile, random_aes_key, \
     sha1_signature
 
@@ -50,17 +49,7 @@ class OA:
             wechatmp_api_base=self.sim.base_url, bot_type="", model="dify", dify_api_base=self.dify.base_url,
             dify_api_key="app-test", shutdown_timeout=3, **self.settings)
         self.process = Daemon(self.tmp_path, "--config", config, *self.args)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.process.proc.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise AssertionError(f"the callback server never came up: {self.process.stderr()[-3000:]}")
-            time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{self.port}", daemon=self.process)
         self.oa = OfficialAccountSender(f"http://127.0.0.1:{self.port}/wx", TOKEN, APPID, self.aes_key,
                                         original_id=GH, platform=self.sim)
 

@@ -6,11 +6,10 @@ import base64
 import hashlib
 import time
 
-import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, run_app, user_lines, write_config
+from tests.e2e.daemon import Daemon, free_port, run_app, user_lines, wait_healthy, write_config
 from tests.fakes.wecom_aibot.callback_driver import CallbackCrypto, CallbackDriver, WecomHost
 
 pytestmark = pytest.mark.slow
@@ -33,17 +32,8 @@ def start(tmp_path, dify, port: int, key: str, **settings) -> Daemon:
         dify_api_key="app-test", group_name_white_list=["ALL_GROUP"], shutdown_timeout=5, **settings,
     )
     process = Daemon(tmp_path, "--config", config)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.proc.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the callback server never came up: {process.stderr()[-3000:]}")
-        time.sleep(0.05)
+    wait_healthy(f"http://127.0.0.1:{port}", daemon=process)
+    return process
 
 
 @pytest.fixture

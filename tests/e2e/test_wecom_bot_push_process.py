@@ -15,11 +15,10 @@ import hashlib
 import os
 import time
 
-import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, plugins_dir, write_config
+from tests.e2e.daemon import Daemon, free_port, plugins_dir, wait_healthy, write_config
 from tests.fakes.wecom_aibot import AibotSimulator
 from tests.fakes.wecom_aibot.callback_driver import CallbackCrypto, CallbackDriver
 
@@ -297,17 +296,7 @@ def callback_daemon(tmp_path, dify):
         dify_api_base=dify.base_url, dify_api_key="app-test", group_name_white_list=["ALL_GROUP"], shutdown_timeout=5,
     )
     process = Daemon(tmp_path, "--config", config, "--plugins-dir", plugins_dir(tmp_path, ("timer_task",)))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.proc.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the callback server never came up: {process.stderr()[-3000:]}")
-        time.sleep(0.05)
+    wait_healthy(f"http://127.0.0.1:{port}", daemon=process)
     driver = CallbackDriver(f"http://127.0.0.1:{port}/wecombot", "callback-token", key, aibotid=BOT, bot_name="RobotA")
     yield process, driver
     driver.close()
