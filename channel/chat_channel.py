@@ -41,6 +41,11 @@ NOT_STORED_TEXT_ZH = "消息没能保存，这条没有收到：“{quote}”，
 NOT_STORED_TEXT_EN = "Your message could not be saved, so it was not taken: “{quote}”. Please send it again in a moment."
 # Characters of the refused message quoted in a refusal.
 REFUSAL_QUOTE_CHARS = 40
+# Sent instead of a second answer to a message whose answer was cut off by a crash after its
+# first part went out: answering again would repeat that part (a bot's second answer is not
+# the first one either), and saying nothing would leave the user with half an answer.
+INTERRUPTED_TEXT_ZH = "上一条消息的回答因程序重启而中断：“{quote}”，如需完整回答请再发一次"
+INTERRUPTED_TEXT_EN = "The answer to your message was cut off by a restart: “{quote}”. Send it again for the whole answer."
 
 
 def refusal_text(template_zh: str, template_en: str, content: Any, ctype: ContextType = ContextType.TEXT) -> str:
@@ -443,9 +448,14 @@ class ChatChannel(Channel):
         except Exception as e:
             logger.error(f"[chat] cannot read the messages kept from the last run: {e}")
             return 0
-        kept: list[tuple[str, Context, bool]] = []
-        answered = 0
+        kept: list[tuple[str, Context, bool, int]] = []
+        answered = interrupted = 0
         for item in items:
+            if item.replied == "final":
+                # Answered; the crash came before the inbox item was deleted.
+                answered += 1
+                self._inbox_done(item.id)
+                continue
             try:
                 context = inbox_record.context_from_record(item.record, self.record_to_message)
             except Exception as e:
@@ -459,6 +469,11 @@ class ChatChannel(Channel):
                 self._inbox_done(item.id)
                 continue
             context._inbox_id = item.id
+            if item.replied:
+                # Part of its answer went out before the crash: queued to tell the user, in order.
+                context._interrupted = True
+                context._replied = item.replied
+                interrupted += 1
             dedup = self._dedup_key(context.get("msg"))
             if dedup is not None:
                 # Its key may have expired while the daemon was down: a redelivery now must
@@ -470,7 +485,28 @@ class ChatChannel(Channel):
         if resumed or answered:
             logger.info(f"[chat] {resumed} message(s) accepted before the last stop queued again"
                         + (f", {answered} found answered already" if answered else ""))
+        if interrupted:
+            logger.warning(f"[chat] {interrupted} of them had part of their answer sent before the stop: "
+                           f"their users are told the answer was cut off instead of getting it twice")
         return resumed
+
+    def _note_reply_sent(self, context: Context) -> None:
+        """Mark the context's inbox item: a reply to it went out ("partial" for a part sent
+        while the answer is made, "final" for the answer), so a crash before the item is
+        deleted does not answer it twice (resume_inbox)."""
+        item_id = getattr(context, "_inbox_id", None)
+        store = conf().state_store
+        if item_id is None or store is None:
+            return
+        replied = "final" if getattr(context, "_final_reply", False) else "partial"
+        if getattr(context, "_replied", None) in (replied, "final"):
+            return
+        try:
+            store.inbox_mark(item_id, replied)
+            context._replied = replied
+        except Exception as e:
+            logger.warning(f"[chat] could not record that kept message {item_id} was answered "
+                           f"(a crash now would answer it again): {e}")
 
     def _inbox_done(self, item_id: int | None) -> None:
         if item_id is None:
@@ -542,10 +578,14 @@ class ChatChannel(Channel):
             return
         logger.debug("[chat] handling context: %s", context)
         try:
-            reply = self._generate_reply(context)
+            if getattr(context, "_interrupted", False):
+                reply = self._interrupted_reply(context)
+            else:
+                reply = self._generate_reply(context)
             if not self._worth_sending(reply):
                 return
             reply = self._decorate_reply(context, reply)
+            context._final_reply = True
             self._send_reply(context, reply)
         except Exception as e:
             chinese = is_chinese(str(context.content))
@@ -557,7 +597,15 @@ class ChatChannel(Channel):
                 logger.exception(f"[chat] handling a {context.type} message of session {context.get('session_id')} failed")
                 logger.debug(f"[chat] the message that failed: {context}")
                 text = "处理消息时出错了，请稍后再试" if chinese else "Something went wrong; please try again."
+            context._final_reply = True
             self._send(Reply(ReplyType.ERROR, "[ERROR]\n" + text), context)
+
+    @staticmethod
+    def _interrupted_reply(context: Context) -> Reply:
+        """What a message answered in part before a crash gets after the restart (resume_inbox)."""
+        logger.info(f"[chat] a message of session {context.get('session_id')} was answered in part before "
+                    f"the last stop: telling the user instead of answering again")
+        return Reply(ReplyType.TEXT, refusal_text(INTERRUPTED_TEXT_ZH, INTERRUPTED_TEXT_EN, context.content, context.type))
 
     def _generate_reply(self, context: Context, reply: Reply | None = None) -> Reply | None:
         # A fresh Reply each call (the original shared one default object between calls).
@@ -698,7 +746,6 @@ class ChatChannel(Channel):
         for attempt in range(attempts):
             try:
                 self.send(reply, context)
-                return True
             except NotImplementedError as e:
                 logger.error(f"[chat] this channel cannot send {reply.type}: {e}")
                 return False
@@ -706,6 +753,9 @@ class ChatChannel(Channel):
                 logger.error(f"[chat] send failed (attempt {attempt + 1} of {attempts}): {e}")
                 if attempt < len(self.SEND_RETRY_DELAYS):
                     time.sleep(self.SEND_RETRY_DELAYS[attempt])
+            else:
+                self._note_reply_sent(context)
+                return True
         logger.error(f"[chat] {reply.type} reply to {context.get('receiver')} given up after {attempts} attempts")
         logger.debug(f"[chat] the reply given up: {reply}")
         return False

@@ -6,7 +6,6 @@ import json
 import os
 from typing import Any
 
-from common.log import logger
 from common.wechat_api import WechatApi, WechatApiError
 from config import conf
 
@@ -57,10 +56,3 @@ def upload(api: WechatApi, kind: str, name: str, data: bytes, *, permanent: bool
         raise WechatApiError(None, f"no media_id in the answer {str(answer)[:200]}", path)
     return str(media_id)
 
-
-def delete_material(api: WechatApi, media_id: str) -> None:
-    try:
-        api.call("material/del_material", {"media_id": media_id})
-        logger.debug(f"[wechatmp] material {media_id} deleted")
-    except WechatApiError as e:  # the account's material library fills up slowly; not urgent
-        logger.warning(f"[wechatmp] material {media_id} could not be deleted: {e}")

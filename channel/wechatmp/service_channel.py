@@ -3,13 +3,11 @@ sent through the customer-service API (reference §1.7; verified service account
 within 48 h of the user's last message)."""
 from __future__ import annotations
 
-import threading
-
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 from channel.wechatmp import api as mp_api
 from channel.wechatmp.pending import TEXT_MAX_BYTES
-from channel.wechatmp.wechatmp_channel import MATERIAL_KEEP, WechatMPChannel
+from channel.wechatmp.wechatmp_channel import WechatMPChannel
 from common.log import logger
 from common.utils import split_string_by_utf8_length
 
@@ -36,7 +34,7 @@ class WechatMPServiceChannel(WechatMPChannel):
                 self._custom_send(user, kind, {"media_id": media_id})
                 logger.info(f"[wechatmp_service] {kind} sent to {user}")
                 if permanent:  # material was only needed for this message (the library is limited)
-                    threading.Timer(MATERIAL_KEEP, mp_api.delete_material, (self.api, media_id)).start()
+                    self.materials.shown(media_id)
         except Exception as e:
             line = mp_api.explain(e)
             if line is None:

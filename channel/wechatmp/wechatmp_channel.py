@@ -30,6 +30,7 @@ from channel.chat_message import ChatMessage
 from channel.wechatmp import api as mp_api
 from channel.wechatmp import reply_xml
 from channel.wechatmp.callback import Callback
+from channel.wechatmp.materials import MaterialLedger
 from channel.wechatmp.message import HANDLED_TYPES, WechatMPMessage
 from channel.wechatmp.pending import PendingReplies
 from channel.reply_media import read_reply_media
@@ -49,7 +50,6 @@ UNSUPPORTED_TEXT = "暂时看不懂这类消息，请发文字、语音或图片
 PREFIX_HINT = "请在消息前加上“{prefix}”，例如：{prefix}你好"
 MEDIA_MAX_BYTES = 10 * 1024 * 1024  # image and video material and media (reference §1.7)
 VOICE_PIECE_MS = 60 * 1000  # WeChat voice messages last at most 60 s
-MATERIAL_KEEP = 10.0  # seconds a replied material stays before it is deleted (reference §1.6)
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
 
 
@@ -79,6 +79,7 @@ class WechatMPChannel(ChatChannel):
         self.api = mp_api.make_api(appid, secret)
         self.callback = Callback(self, token, envelope)
         self._pending: PendingReplies | None = None
+        self._materials: MaterialLedger | None = None
         self._running: collections.Counter = collections.Counter()  # user -> questions being answered
         self._changed = threading.Condition()
         self._attempts: dict[str, tuple[int, float]] = {}  # message key -> (deliveries seen, first seen)
@@ -87,10 +88,12 @@ class WechatMPChannel(ChatChannel):
     def startup(self) -> None:
         # Messages accepted before the last stop are queued before new ones are taken.
         self.resume_inbox()
+        self.materials.start()  # deletes what the last run left as well
         self.callback.start()
 
     def stop(self) -> None:
         self.callback.stop()
+        self.materials.stop()
         super().stop()
 
     @property
@@ -99,6 +102,12 @@ class WechatMPChannel(ChatChannel):
             # The daemon always opens a store; a bare instance (a plugin's test) gets one in memory.
             self._pending = PendingReplies(conf().state_store or MemoryStore())
         return self._pending
+
+    @property
+    def materials(self) -> MaterialLedger:
+        if self._materials is None:
+            self._materials = MaterialLedger(self.pending.store, self.api)
+        return self._materials
 
     # ================================================================== a callback
     def answer(self, fields: dict[str, str], arrived: float) -> str | None:
@@ -202,7 +211,7 @@ class WechatMPChannel(ChatChannel):
         if kind == "text":
             return self._text(fields, payload)
         # The material was only needed for this reply (the account's library is limited).
-        threading.Timer(MATERIAL_KEEP, mp_api.delete_material, (self.api, payload)).start()
+        self.materials.shown(payload)
         return reply_xml.media_reply(user, fields.get("ToUserName", ""), kind, payload)
 
     @staticmethod
@@ -294,21 +303,29 @@ class WechatMPChannel(ChatChannel):
 
     def _upload_reply(self, reply: Reply, *, permanent: bool) -> list[tuple[str, str, bool]]:
         """(kind, media id, whether it is permanent material) of each piece of a media reply, uploaded.
-        Temporary media takes voice only as AMR or MP3: other voice goes as (permanent) material."""
+        Temporary media takes voice only as AMR or MP3: other voice goes as (permanent) material,
+        which is recorded for deletion (materials.py)."""
+        pieces = []
+        for kind, name, data in self._reply_files(reply):
+            keep = permanent or (kind == "voice" and not name.lower().endswith((".amr", ".mp3")))
+            media_id = mp_api.upload(self.api, kind, name, data, permanent=keep)
+            if keep:
+                self.materials.uploaded(media_id)
+            pieces.append((kind, media_id, keep))
+        return pieces
+
+    @staticmethod
+    def _reply_files(reply: Reply) -> list[tuple[str, str, bytes]]:
+        """(kind, file name, bytes) of each piece of a media reply."""
         if reply.type == ReplyType.VOICE:
-            pieces = []
-            for path, data in _voice_pieces(str(reply.content)):
-                keep = permanent or not path.lower().endswith((".amr", ".mp3"))
-                pieces.append(("voice", mp_api.upload(self.api, "voice", path, data, permanent=keep), keep))
-            return pieces
+            return [("voice", path, data) for path, data in _voice_pieces(str(reply.content))]
         if reply.type in (ReplyType.IMAGE, ReplyType.IMAGE_URL):
             data = _media_bytes(reply)
-            name = f"image.{mp_api.image_suffix(data)}"
-            return [("image", mp_api.upload(self.api, "image", name, data, permanent=permanent), permanent)]
+            return [("image", f"image.{mp_api.image_suffix(data)}", data)]
         if reply.type in (ReplyType.VIDEO, ReplyType.VIDEO_URL):
-            media_id = mp_api.upload(self.api, "video", "video.mp4", _media_bytes(reply), permanent=permanent)
-            return [("video", media_id, permanent)]
+            return [("video", "video.mp4", _media_bytes(reply))]
         raise NotImplementedError(f"an Official Account cannot send {reply.type}")
+
 
 def _media_bytes(reply: Reply) -> bytes:
     return read_reply_media(reply, MEDIA_MAX_BYTES)[0]

@@ -24,6 +24,9 @@ class InboxItem:
     session: str
     record: Any
     created: float
+    # Set by inbox_mark once a reply to it went out: "partial" (part of the answer, e.g. the
+    # first pieces of a streamed one) or "final" (the whole answer). None: nothing sent yet.
+    replied: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,11 @@ class StateStore(ABC):
         With ``dedup``, the key is recorded in the same transaction (as ``seen`` would) and
         None is returned, nothing stored, when the key is live already: a message id counts
         as seen only once its message is safely in the inbox."""
+
+    @abstractmethod
+    def inbox_mark(self, item_id: int, replied: str) -> bool:
+        """Record on an inbox item that a reply to it went out (InboxItem.replied), so the
+        next start after a crash does not answer it again. True if the item was there."""
 
     @abstractmethod
     def inbox_done(self, item_id: int) -> bool:

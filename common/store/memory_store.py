@@ -37,8 +37,8 @@ class MemoryStore(StateStore):
         self._kv: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._seen: dict[tuple[str, str], float] = {}
         self._queues: dict[tuple[str, str], list[str]] = {}
-        # id -> (channel, session, json text, created); dicts keep insertion (= id) order.
-        self._inbox: dict[int, tuple[str, str, str, float]] = {}
+        # id -> (channel, session, json text, created, replied); dicts keep insertion (= id) order.
+        self._inbox: dict[int, tuple[str, str, str, float, str | None]] = {}
         self._inbox_next = 1
 
     def _check_open(self) -> None:
@@ -154,8 +154,18 @@ class MemoryStore(StateStore):
                 self._seen[(dedup.namespace, dedup.key)] = now + dedup.ttl
             item_id = self._inbox_next
             self._inbox_next += 1
-            self._inbox[item_id] = (channel, session, text, now)
+            self._inbox[item_id] = (channel, session, text, now, None)
             return item_id
+
+    def inbox_mark(self, item_id: int, replied: str) -> bool:
+        check_key("replied", replied)
+        with self._lock:
+            self._check_open()
+            item = self._inbox.get(int(item_id))
+            if item is None:
+                return False
+            self._inbox[int(item_id)] = item[:4] + (replied,)
+            return True
 
     def inbox_done(self, item_id: int) -> bool:
         with self._lock:
@@ -167,8 +177,8 @@ class MemoryStore(StateStore):
         with self._lock:
             self._check_open()
             return [
-                InboxItem(item_id, ch, session, decode(text), created)
-                for item_id, (ch, session, text, created) in self._inbox.items()
+                InboxItem(item_id, ch, session, decode(text), created, replied)
+                for item_id, (ch, session, text, created, replied) in self._inbox.items()
                 if ch == channel
             ]
 

@@ -44,7 +44,7 @@ from common.store.base import (
     encode_users,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 # Another process (a second instance, a backup tool) may hold the write lock
 # briefly; wait for it rather than fail the user's message.
@@ -92,6 +92,8 @@ _SCHEMA_V2 = (
     )""",
     "CREATE INDEX inbox_channel ON inbox (channel, id)",
 )
+# v3: whether a reply to an inbox item went out already (InboxItem.replied).
+_SCHEMA_V3 = ("ALTER TABLE inbox ADD COLUMN replied TEXT",)
 _OUR_TABLES = {"user_data", "kv", "seen", "queue", "inbox"}
 
 
@@ -220,6 +222,9 @@ class SQLiteStore(StateStore):
                     conn.execute(statement)
             if version < 2:
                 for statement in _SCHEMA_V2:
+                    conn.execute(statement)
+            if version < 3:
+                for statement in _SCHEMA_V3:
                     conn.execute(statement)
             # Later schema versions add their steps here, one `if version < N` each.
             # PRAGMA user_version is transactional, so the schema and its
@@ -395,6 +400,11 @@ class SQLiteStore(StateStore):
             )
             return int(cursor.lastrowid)
 
+    def inbox_mark(self, item_id: int, replied: str) -> bool:
+        check_key("replied", replied)
+        with self._locked("inbox_mark") as conn:
+            return conn.execute("UPDATE inbox SET replied = ? WHERE id = ?", (replied, int(item_id))).rowcount > 0
+
     def inbox_done(self, item_id: int) -> bool:
         with self._locked("inbox_done") as conn:
             return conn.execute("DELETE FROM inbox WHERE id = ?", (int(item_id),)).rowcount > 0
@@ -403,9 +413,10 @@ class SQLiteStore(StateStore):
         check_key("channel", channel)
         with self._locked("inbox_items") as conn:
             rows = conn.execute(
-                "SELECT id, session, record, created FROM inbox WHERE channel = ? ORDER BY id", (channel,)
+                "SELECT id, session, record, created, replied FROM inbox WHERE channel = ? ORDER BY id", (channel,)
             ).fetchall()
-        return [InboxItem(item_id, channel, session, decode(record), created) for item_id, session, record, created in rows]
+        return [InboxItem(item_id, channel, session, decode(record), created, replied)
+                for item_id, session, record, created, replied in rows]
 
     def inbox_count(self, channel: str | None = None) -> int:
         with self._locked("inbox_count") as conn:

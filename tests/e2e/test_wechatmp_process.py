@@ -4,10 +4,12 @@ three deliveries, and plays the API server; the Dify simulator is the bot."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
 
+from channel.chat_channel import INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, plugins_dir, run_app, user_lines, wait_healthy, write_config
 from tests.fakes.wechat_platform import OfficialAccountSender, WeChatPlatformSimulator, hostile, random_aes_key, \
@@ -207,13 +209,31 @@ def test_slow_answer_is_fetched_after_a_restart(passive, dify):
     assert passive.questions() == ["难题"]
 
 
+@pytest.mark.parametrize("passive", [{"dify_stream_reply": True}], indirect=True)
+def test_a_crash_in_the_middle_of_a_streamed_answer_does_not_give_its_first_part_twice(passive, dify):
+    """The first paragraph of a streamed answer waits for the user when the daemon is killed.
+    After the restart the user gets that paragraph once, then a note that the answer was cut
+    off; Dify is not asked again (its new answer would repeat the first paragraph)."""
+    dify.push_events([{"event": "message", "answer": "第一段回答。\n\n"}, {"event": "message", "answer": "第二"}, 60])
+    asking = threading.Thread(target=passive.oa.text, args=("user-14", "流式的问题"), daemon=True)
+    asking.start()
+    wait_until(lambda: "text answer for user-14 waits" in passive.log(), timeout=10, what="the first paragraph")
+    passive.process.kill()  # SIGKILL in the middle of the stream
+    passive.start()
+    assert passive.oa.text("user-14", "继续").shown == "第一段回答。"
+    note = refusal_text(INTERRUPTED_TEXT_ZH, INTERRUPTED_TEXT_EN, "流式的问题")
+    assert passive.oa.text("user-14", "还有吗").shown == note
+    assert passive.questions() == ["流式的问题"]
+    assert passive.oa.text("user-14", "新问题").shown == dify.messages[-1]["answer"]
+
+
 def made(daemon: OA, kind: str) -> bytes:
     """The bytes the media_reply test plugin answered with."""
     with open(os.path.join(str(daemon.tmp_path), "tmp", f"media_reply-{kind}.bin"), "rb") as f:
         return f.read()
 
 
-def test_media_replies_are_uploaded_as_material_and_deleted_after(tmp_path, dify, sim):
+def test_media_replies_are_uploaded_as_material_and_deleted_after_even_across_a_crash(tmp_path, dify, sim):
     daemon = OA(tmp_path, dify, sim, "wechatmp", None, "--plugins-dir", plugins_dir(tmp_path, ("media_reply",)))
     try:
         shown = {kind: daemon.oa.text("user-11", kind).shown for kind in ("picture", "voice", "video")}
@@ -221,8 +241,12 @@ def test_media_replies_are_uploaded_as_material_and_deleted_after(tmp_path, dify
         for kind, (_msgtype, media_id) in shown.items():
             media = sim.media(media_id)
             assert media.permanent and media.data == made(daemon, kind)
-        # Deleted some seconds after they were shown (the account's material library is limited).
-        wait_until(lambda: all(sim.media(m).deleted for _, m in shown.values()), timeout=15, what="the deletions")
+        # Killed before the material is due for deletion: the next run deletes it (the account's
+        # material library is limited), some seconds after it was shown.
+        daemon.process.kill()
+        assert not any(sim.media(m).deleted for _, m in shown.values())
+        daemon.start()
+        wait_until(lambda: all(sim.media(m).deleted for _, m in shown.values()), timeout=20, what="the deletions")
         assert daemon.questions() == []
     finally:
         daemon.stop()

@@ -9,7 +9,8 @@ import pytest
 from bridge.bridge import Bridge
 from bridge.context import ContextType
 from bridge.reply import ReplyType
-from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, NOT_STORED_TEXT_EN, Produced, refusal_text
+from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, NOT_STORED_TEXT_EN, \
+    Produced, refusal_text
 from common.store import SQLiteStore
 from tests.fakes.recording_channel import RecordingChannel, make_msg
 
@@ -263,3 +264,64 @@ def test_a_refused_picture_is_named_by_its_kind_not_by_its_path_on_this_machine(
     finally:
         gated.gate.set()
     assert channel.wait_idle(10)
+
+
+class CrashAfterAnswerChannel(RecordingChannel):
+    """Dies (in effect) right after each answer went out: the inbox item is never deleted,
+    which is what a kill -9 between the send and the delete leaves behind."""
+
+    channel_type = "RecordingChannel"  # the inbox of the channel that starts next
+
+    def _inbox_done(self, item_id):
+        pass
+
+
+def test_a_message_answered_just_before_a_crash_is_not_answered_again(store, channels, logs):
+    first = channels(CrashAfterAnswerChannel)
+    first.receive(make_msg("answered once", msg_id="a1"))
+    assert first.wait_idle(10)
+    assert texts(first) == ["echo: answered once"]
+    assert [i.replied for i in store.inbox_items("RecordingChannel")] == ["final"]
+
+    second = channels()  # the next start
+    assert second.resume_inbox() == 0
+    assert second.wait_idle(10)
+    assert second.sent == []
+    assert store.inbox_count() == 0
+    assert "1 found answered already" in logs.text()
+
+
+@pytest.fixture
+def part_then_gate(settings):
+    from tests.fakes.gated_bot import PartThenGateBot
+
+    settings["bot_type"] = "tests.fakes.gated_bot:PartThenGateBot"
+    Bridge().reset_bot()
+    PartThenGateBot.gate.clear()
+    PartThenGateBot.started.clear()
+    yield PartThenGateBot
+    PartThenGateBot.gate.set()
+
+
+def test_a_message_cut_off_after_part_of_its_answer_is_not_answered_twice(store, channels, part_then_gate):
+    first = channels()
+    first.receive(make_msg("quiet", msg_id="p1"))
+    assert part_then_gate.started.wait(5)  # its first part went out, the rest is being made
+    first.halt()  # then the process dies: nothing more starts
+    first.receive(make_msg("next one", msg_id="p2"))  # kept in the inbox behind it
+    assert texts(first) == ["part: quiet"]
+    assert [i.replied for i in store.inbox_items("RecordingChannel")] == ["partial", None]
+
+    second = channels()  # the next start
+    assert second.resume_inbox() == 2
+    for _ in range(100):  # the note, then the next message's first part
+        if len(second.sent) >= 2:
+            break
+        second.wait_idle(0.05)
+    part_then_gate.gate.set()
+    assert second.wait_idle(10)
+    # The bot is not asked the cut-off question again (its part would come twice): the user
+    # is told, then the message behind it is answered.
+    assert texts(second) == [refusal_text(INTERRUPTED_TEXT_ZH, INTERRUPTED_TEXT_EN, "quiet"),
+                             "part: next one", "echo: next one"]
+    assert store.inbox_count() == 0

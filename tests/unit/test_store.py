@@ -288,8 +288,42 @@ def test_inbox_survives_reopen_and_v1_files_are_migrated(tmp_path: Path) -> None
         assert s.load_user_datas() == {"u1": {"k": 1}}
         item = s.inbox_add("web", "u1", {"q": "hello"})
     with SQLiteStore(str(path)) as s:
-        assert [(i.id, i.record) for i in s.inbox_items("web")] == [(item, {"q": "hello"})]
-        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert [(i.id, i.record, i.replied) for i in s.inbox_items("web")] == [(item, {"q": "hello"}, None)]
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_v2_inbox_rows_survive_the_v3_migration(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    from common.store.sqlite_store import _SCHEMA_V1, _SCHEMA_V2
+
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA_V1 + _SCHEMA_V2:
+        conn.execute(statement)
+    conn.execute("INSERT INTO inbox (channel, session, record, created) VALUES ('web', 'u1', '{\"q\": 1}', 5.0)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with SQLiteStore(str(path)) as s:
+        [item] = s.inbox_items("web")
+        assert (item.session, item.record, item.created, item.replied) == ("u1", {"q": 1}, 5.0, None)
+        assert s.inbox_mark(item.id, "partial")
+    with SQLiteStore(str(path)) as s:
+        assert [i.replied for i in s.inbox_items("web")] == ["partial"]
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_inbox_mark_records_a_reply_until_the_item_is_done(store: StateStore) -> None:
+    first = store.inbox_add("web", "u1", {"q": "a"})
+    second = store.inbox_add("web", "u1", {"q": "b"})
+    assert store.inbox_mark(first, "partial")
+    assert [(i.id, i.replied) for i in store.inbox_items("web")] == [(first, "partial"), (second, None)]
+    assert store.inbox_mark(first, "final")
+    assert [(i.id, i.replied) for i in store.inbox_items("web")] == [(first, "final"), (second, None)]
+    assert store.inbox_done(first)
+    assert not store.inbox_mark(first, "final")  # gone: nothing to mark
+    assert [(i.id, i.replied) for i in store.inbox_items("web")] == [(second, None)]
+    with pytest.raises(TypeError):
+        store.inbox_mark(second, 1)  # type: ignore[arg-type]
 
 
 # -- queues -----------------------------------------------------------------------------
@@ -361,7 +395,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn is not None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: enough for kill -9 in WAL mode
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # v2: the inbox
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3  # v2: the inbox; v3: its replied mark
     with SQLiteStore(str(tmp_path / "full.db"), synchronous="full") as s:
         assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL on request
 

@@ -78,3 +78,56 @@ def test_a_question_dropped_from_the_queue_is_not_waited_for(monkeypatch):
     channel.cancel_all_session()
     assert not channel._busy_with("o-2")
     channel.stop()
+
+
+def test_used_material_is_deleted_when_due_even_after_a_restart(tmp_path, settings):
+    """The ledger of permanent material (materials.py) against the platform simulator's API:
+    shown material goes after MATERIAL_KEEP, an answer never fetched after it expires, one still
+    waiting stays, a failed delete is tried again, and the records survive a restart."""
+    from channel.wechatmp.api import make_api, upload
+    from channel.wechatmp.materials import MATERIAL_KEEP, NAMESPACE, MaterialLedger
+    from channel.wechatmp.pending import KEEP_SECONDS
+    from tests.fakes.clock import FakeClock
+    from tests.fakes.wechat_platform import WeChatPlatformSimulator
+
+    sim = WeChatPlatformSimulator(oa_apps={"wx-app": "secret"}).start()
+    clock = FakeClock()
+    path = str(tmp_path / "state.db")
+    store = SQLiteStore(path, clock=clock)
+    try:
+        settings["wechatmp_api_base"] = sim.base_url
+        api = make_api("wx-app", "secret")
+        png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+        ledger = MaterialLedger(store, api, clock=clock)
+        shown, waiting, forgotten = (upload(api, "image", f"{n}.png", png, permanent=True) for n in range(3))
+        for media_id in (shown, waiting, forgotten):
+            ledger.uploaded(media_id)
+        PendingReplies(store).add("u1", "image", waiting)
+        ledger.shown(shown)
+        assert ledger.sweep() == 0  # nothing is due yet
+        clock.advance(MATERIAL_KEEP + 1)
+        assert ledger.sweep() == 1
+        assert [sim.media(m).deleted for m in (shown, waiting, forgotten)] == [True, False, False]
+
+        store.close()  # a restart
+        store = SQLiteStore(path, clock=clock)
+        ledger = MaterialLedger(store, api, clock=clock)
+        clock.advance(KEEP_SECONDS - 100)
+        PendingReplies(store).add("u1", "text", "later")  # the user's queue stays alive
+        clock.advance(200)  # past the due time of both unshown ones
+        sim.fail_next("material/del_material", -1)
+        assert ledger.sweep() == 0  # the delete failed: kept for the next sweep
+        assert ledger.sweep() == 1  # the forgotten one; the waiting one is still named by an answer
+        assert [sim.media(m).deleted for m in (waiting, forgotten)] == [False, True]
+
+        pending = PendingReplies(store)
+        assert pending.pop("u1") == ("image", waiting)  # fetched at last
+        ledger.shown(waiting)
+        ledger.uploaded("deleted-by-hand")  # gone already: the platform says 40007
+        clock.advance(KEEP_SECONDS + MATERIAL_KEEP + 1)
+        assert ledger.sweep() == 2
+        assert sim.media(waiting).deleted
+        assert store.items(NAMESPACE) == []
+    finally:
+        store.close()
+        sim.stop()
