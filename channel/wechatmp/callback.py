@@ -7,6 +7,7 @@ never reaches the channel. What the channel answers is sealed again when the req
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from common.http_server import HttpServer, shared_server
 from common.log import logger
-from common.wechat_callback import CallbackRefused, Envelope, check_clock, check_signature, log_refusal, parse_xml
+from common.wechat_callback import MAX_CLOCK_SKEW, CallbackRefused, Envelope, check_clock, check_signature, log_refusal, \
+    parse_xml
 from config import conf
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ MAX_BODY = 64 * 1024
 # of its own pool: on starlette's shared pool (40 threads) the 41st user waiting for a slow answer
 # queued past WeChat's 5 s cut. Waiting threads sleep on a condition; they cost stack, not CPU.
 PASSIVE_WAITS = 256
+# Plaintext mode: the body each signed URL came with, kept while its timestamp is accepted.
+SIGNED_BODIES = "wechatmp:signed_bodies"
 
 
 class Callback:
@@ -73,7 +77,10 @@ class Callback:
         arrived = time.monotonic()
         try:
             self._check_query(request)
-            fields, sealed = self._open(request.query_params, await request.body())
+            body = await request.body()
+            fields, sealed = self._open(request.query_params, body)
+            if not sealed:
+                await anyio.to_thread.run_sync(self._check_plain_body, request.query_params, body)
         except CallbackRefused as e:
             log_refusal("wechatmp", e)
             return PlainTextResponse("refused", status_code=e.status)
@@ -86,6 +93,26 @@ class Callback:
             q = request.query_params
             reply = self.envelope.seal(reply, q.get("nonce") or None, q.get("timestamp") or None)
         return Response(reply.encode("utf-8"), media_type="application/xml")
+
+    @staticmethod
+    def _check_plain_body(q, body: bytes) -> None:
+        """Plaintext mode: WeChat signs the URL, not the body, so a URL seen once (in a proxy's
+        log, say) could carry any body until its timestamp expires. Each signed URL is taken
+        with one body only; the same body again is WeChat's own re-delivery."""
+        store = conf().state_store
+        if store is None:
+            return
+        key = f"{q.get('signature', '')}:{q.get('timestamp', '')}:{q.get('nonce', '')}"
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            known = store.get(SIGNED_BODIES, key)
+            if known is None:
+                store.put(SIGNED_BODIES, key, digest, ttl=2 * MAX_CLOCK_SKEW)
+        except Exception as e:  # the message is still checked by its signature and clock
+            logger.warning(f"[wechatmp] could not check the body of a signed request against earlier ones: {e}")
+            return
+        if known is not None and known != digest:
+            raise CallbackRefused(403, "a signed URL seen before came with another body (a replay with a forged body)")
 
     def _open(self, q, body: bytes) -> tuple[dict[str, str], bool]:
         """The message's fields, and whether it came sealed (and the reply must be)."""

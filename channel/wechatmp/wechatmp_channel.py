@@ -51,6 +51,8 @@ PREFIX_HINT = "请在消息前加上“{prefix}”，例如：{prefix}你好"
 MEDIA_MAX_BYTES = 10 * 1024 * 1024  # image and video material and media (reference §1.7)
 VOICE_PIECE_MS = 60 * 1000  # WeChat voice messages last at most 60 s
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
+DELIVERY_NAMESPACE = "wechatmp:deliveries"
+DELIVERY_MEMORY = 120.0  # seconds a message's delivery count is kept (WeChat's three take about 15 s)
 
 
 def _setting(key: str) -> str:
@@ -82,7 +84,7 @@ class WechatMPChannel(ChatChannel):
         self._materials: MaterialLedger | None = None
         self._running: collections.Counter = collections.Counter()  # user -> questions being answered
         self._changed = threading.Condition()
-        self._attempts: dict[str, tuple[int, float]] = {}  # message key -> (deliveries seen, first seen)
+        self._delivery_lock = threading.Lock()  # one read-and-count of the delivery counts at a time
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -132,13 +134,17 @@ class WechatMPChannel(ChatChannel):
         return self._collect(fields, user, attempt, arrived)
 
     def _count_delivery(self, key: str) -> int:
-        now = time.monotonic()
-        with self._changed:
-            for old in [k for k, (_, t) in self._attempts.items() if now - t > 120]:
-                del self._attempts[old]
-            count, first = self._attempts.get(key, (0, now))
-            self._attempts[key] = (count + 1, first)
-            return count + 1
+        """Which delivery of the message `key` this is (1 to 3). Counted in the state store, so a
+        restart between two deliveries of one message still knows the third is the last."""
+        store = self.pending.store
+        with self._delivery_lock:
+            try:
+                count = int(store.get(DELIVERY_NAMESPACE, key) or 0) + 1
+                store.put(DELIVERY_NAMESPACE, key, count, ttl=DELIVERY_MEMORY)
+                return count
+            except Exception as e:  # counted as a first delivery: at worst it stays silent once more
+                logger.warning(f"[wechatmp] could not count the deliveries of message {key}: {e}")
+                return 1
 
     def _busy_with(self, user: str) -> bool:
         with self._changed:

@@ -75,7 +75,8 @@ def world(tmp_path_factory):
     with WeChatPlatformSimulator(wecom_apps={CORP: {SECRET: 1000002}}, kf_accounts={CORP: [KF]}) as sim, \
             DifyServer(api_key="app-test", mode="chat") as dify:
         sender = WeComSender(f"http://127.0.0.1:{port}/wxcomapp", TOKEN, key, CORP, agent_id=None, platform=sim)
-        process = start(folder, write_config(folder, **settings(sim, dify, port, key)), sender)
+        config = write_config(folder, **settings(sim, dify, port, key, voice_to_text="dify", speech_recognition=True))
+        process = start(folder, config, sender)
         try:
             yield World(folder, sim, dify, sender, process)
         finally:
@@ -267,6 +268,19 @@ def test_a_picture_is_fetched_when_the_next_question_needs_it(world):
     assert [u["content"] for u in uploads] == [png]
     [get] = [c for c in sim.calls("media/get") if c.query.get("media_id") == media_id]
     assert get.errcode is None  # served as a file
+
+
+def test_a_voice_clip_is_downloaded_transcribed_and_answered(world):
+    sim = world.sim
+    amr = b"#!AMR\n" + bytes([0x3C] + [0x55] * 31) * 50  # one second of AMR-NB 12.2 kbit/s frames
+    media_id = sim.add_media(CORP, "voice", amr, "v.amr")
+    world.dify.stt_text = "语音里问的事"
+    sim.kf_message(CORP, KF, "wmVoice", msgtype="voice", payload={"media_id": media_id})
+    world.sender.kf_notify(KF)
+    assert world.settled_texts("wmVoice", 1) == ["echo: 语音里问的事"]
+    [get] = [c for c in sim.calls("media/get") if c.query.get("media_id") == media_id]
+    assert get.errcode is None
+    assert world.dify.requests_to("/v1/audio-to-text")
 
 
 @pytest.mark.parametrize("missing", ["wechatcomapp_secret", "wechatcom_corp_id", "wechatcomapp_aes_key"])

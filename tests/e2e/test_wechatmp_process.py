@@ -134,6 +134,21 @@ def test_safe_mode_round_trip(tmp_path, dify, sim):
         query = {"signature": sha1_signature(TOKEN, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
         assert daemon.oa.post_raw(plain, query=query).status == 403
         assert daemon.questions() == ["你好"]
+        # Compatible mode: the envelope and the plaintext elements side by side. Only the envelope
+        # is believed: plaintext elements that say something else change nothing.
+        compat = OfficialAccountSender(daemon.oa.url, TOKEN, APPID, daemon.aes_key, mode="compat",
+                                       original_id=GH, platform=sim)
+        ex = compat.text("user-compat", "兼容模式")
+        assert ex.answered_on == 1 and not ex.problems, ex.problems
+        assert ex.shown == dify.messages[-1]["answer"]
+        genuine = (f"<xml><ToUserName>{GH}</ToUserName><FromUserName>user-compat</FromUserName>"
+                   f"<CreateTime>{int(time.time())}</CreateTime><MsgType>text</MsgType>"
+                   f"<Content>真正的问题</Content><MsgId>79</MsgId></xml>")
+        encrypt = compat.envelope.encrypt(genuine)
+        lying = (f"<xml><ToUserName>{GH}</ToUserName><FromUserName>victim</FromUserName><MsgType>text</MsgType>"
+                 f"<Content>forged</Content><MsgId>80</MsgId><Encrypt>{encrypt}</Encrypt></xml>").encode()
+        assert compat.post_raw(lying).status == 200
+        assert daemon.questions() == ["你好", "兼容模式", "真正的问题"]
     finally:
         daemon.stop()
 
@@ -156,6 +171,13 @@ def test_bad_requests_are_refused_and_good_ones_still_answered(passive, dify):
     assert passive.questions() == []
     ex = oa.text("user-2", "still there?")
     assert ex.answered_on == 1 and ex.shown == dify.messages[-1]["answer"]
+    assert passive.questions() == ["still there?"]
+    # Plaintext mode signs the URL only: a seen URL with another body is refused, while the same
+    # body again (WeChat delivering once more) is still taken, as a duplicate.
+    seen = ex.deliveries[0]
+    forged_body = seen.plaintext.replace("still there?", "transfer everything").replace("<MsgId>", "<MsgId>9")
+    assert oa.post_raw(forged_body, query=seen.query).status == 403
+    assert oa.post_raw(seen.plaintext, query=seen.query).status == 200
     assert passive.questions() == ["still there?"]
 
 

@@ -131,3 +131,26 @@ def test_used_material_is_deleted_when_due_even_after_a_restart(tmp_path, settin
     finally:
         store.close()
         sim.stop()
+
+
+def test_delivery_counts_survive_a_restart(tmp_path, settings):
+    """WeChat's third delivery of a message is the one that says "write again": a restart after
+    the second must not count the third as a first (it would stay silent and WeChat would show
+    the user "this account cannot serve you")."""
+    from channel.wechatmp.wechatmp_channel import WechatMPChannel
+
+    for key, value in (("wechatmp_token", "t"), ("wechatmp_app_id", "wx1"), ("wechatmp_app_secret", "s")):
+        settings[key] = value
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        first = WechatMPChannel()
+        first._pending = PendingReplies(store)
+        assert [first._count_delivery("msg-1"), first._count_delivery("msg-1"), first._count_delivery("msg-2")] \
+            == [1, 2, 1]
+        first.stop()
+        after_restart = WechatMPChannel()
+        after_restart._pending = PendingReplies(store)
+        assert after_restart._count_delivery("msg-1") == 3
+        after_restart.stop()
+    finally:
+        store.close()
