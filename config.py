@@ -271,9 +271,10 @@ _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_sessio
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
-            "web_media_max_bytes": 1024 * 1024}
+            "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
+_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout",
+                 "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
 

@@ -132,6 +132,7 @@ class DingTalkChannel(ChatChannel):
 
     def stop(self) -> None:
         self._stopping = True
+        self._resumed.set()  # an intake waiting for the resume returns (refusing) instead of hanging
         if self.conn is not None:
             self.conn.stop()
         if self.server is not None:

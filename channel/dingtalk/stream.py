@@ -1,8 +1,8 @@
 """The DingTalk Stream connection (reference/channel-protocols.md §5.2): ask the gateway for an
 endpoint and a single-use ticket, open the WebSocket, answer each frame with an ack.
 
-Built on dingtalk-stream's DingTalkStreamClient: its frame classes, its handlers and its routing
-of CALLBACK frames to a handler with the ack sent back (`route_message`) are used as they are.
+Built on dingtalk-stream's DingTalkStreamClient: its frame classes (parsing, acks), its handler
+registry and handlers (`raw_process` builds the ack; the ping echo) are used as they are.
 Its connection loop (`start` / `start_forever`) is replaced, because the daemon must own it:
 * it never ends (no way to stop it short of killing the process), so a daemon could not shut down;
 * it retries without a bound on a fixed 3 or 10 s beat, also when the gateway refuses the
@@ -13,8 +13,9 @@ Here: the gateway URL comes from `dingtalk_api_base`; every attempt takes a fres
 wait between attempts starts at 1 s and doubles up to `reconnect_max`, with jitter, and starts
 again after a connection that worked; a refused client id / secret ends the attempts and says
 why; a frame that is not JSON is logged and skipped; SYSTEM frames (ping, disconnect) are
-answered here (the SDK logs every ping as an unknown topic); websockets' own pings find a dead
-socket (the SDK's keepalive only sends them).
+answered here (the SDK logs every ping as an unknown topic); a callback's ack goes back on the
+socket the callback came in on; websockets' own pings find a dead socket (the SDK's keepalive only
+sends them).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Callable
 from urllib.parse import quote_plus
 
 import requests
-from dingtalk_stream import AckMessage, CallbackHandler, ChatbotMessage, Credential, DingTalkStreamClient
+from dingtalk_stream import AckMessage, CallbackHandler, CallbackMessage, ChatbotMessage, Credential, DingTalkStreamClient
 from dingtalk_stream.frames import Headers, SystemMessage
 from dingtalk_stream.version import VERSION_STRING
 
@@ -94,7 +95,9 @@ class StreamConnection(DingTalkStreamClient):
             self._thread.join(timeout=5)
 
     def _wake(self) -> None:
-        self._stopped_async.set()
+        stopped = getattr(self, "_stopped_async", None)
+        if stopped is not None:
+            stopped.set()
         ws = self.websocket
         if ws is not None:
             asyncio.ensure_future(ws.close())
@@ -233,25 +236,31 @@ class StreamConnection(DingTalkStreamClient):
         return False
 
     async def _route(self, ws, frame: dict) -> None:
+        """A CALLBACK frame to its handler (the SDK's), the ack back on the socket it came in on
+        (the SDK's route_message answers on whichever socket is current by then)."""
+        headers = frame.get("headers") if isinstance(frame.get("headers"), dict) else {}
         try:
-            await self.route_message(frame)
+            if frame.get("type") != CallbackMessage.TYPE:
+                raise ValueError(f"unexpected frame type {str(frame.get('type'))[:40]!r}")
+            message = CallbackMessage.from_dict(frame)
+            handler = self.callback_handler_map.get(message.headers.topic)
+            if handler is None:
+                logger.warning(f"[dingtalk] a callback of topic {str(message.headers.topic)[:100]!r} ignored")
+                ack = _ack(headers.get("messageId"), AckMessage.STATUS_NOT_IMPLEMENT, "unknown topic")
+            else:
+                ack = await handler.raw_process(message)
         except Exception as e:
-            # A frame the SDK cannot read (its data is no JSON, a field of the wrong type):
+            # A frame that cannot be read (its data is no JSON, a field of the wrong type):
             # refused with 400, and the connection goes on.
-            logger.warning(f"[dingtalk] a {frame.get('type')} frame refused: {type(e).__name__}: {e}: "
+            logger.warning(f"[dingtalk] a {str(frame.get('type'))[:40]} frame refused: {type(e).__name__}: {e}: "
                            f"{str(frame)[:200]}")
-            headers = frame.get("headers") if isinstance(frame.get("headers"), dict) else {}
-            if headers.get("messageId"):
-                ack = AckMessage()
-                ack.code = AckMessage.STATUS_BAD_REQUEST
-                ack.headers.message_id = headers["messageId"]
-                ack.headers.content_type = Headers.CONTENT_TYPE_APPLICATION_JSON
-                ack.message = "bad request"
-                ack.data = {"response": "bad request"}
-                try:
-                    await ws.send(json.dumps(ack.to_dict()))
-                except Exception:
-                    pass
+            ack = _ack(headers.get("messageId"), AckMessage.STATUS_BAD_REQUEST, "bad request")
+        if ack is None or not ack.headers.message_id:
+            return
+        try:
+            await ws.send(json.dumps(ack.to_dict()))
+        except Exception as e:
+            logger.info(f"[dingtalk] the ack of {ack.headers.message_id} was not sent (the connection closed): {e}")
 
     # ------------------------------------------------------------------ state
     def _set_state(self, state: str, reason: str) -> None:
@@ -266,3 +275,14 @@ class StreamConnection(DingTalkStreamClient):
             except Exception:
                 logger.exception("[dingtalk] state listener failed")
 
+
+def _ack(message_id, code: int, text: str) -> AckMessage | None:
+    if not message_id:
+        return None
+    ack = AckMessage()
+    ack.code = code
+    ack.headers.message_id = message_id
+    ack.headers.content_type = Headers.CONTENT_TYPE_APPLICATION_JSON
+    ack.message = text
+    ack.data = {"response": text}
+    return ack

@@ -165,6 +165,8 @@ def test_an_image_answer_is_uploaded_and_sent_through_the_robot_api(app, sim, di
 
 
 def test_an_expired_session_webhook_makes_the_answer_go_through_the_robot_api(app, sim, dify):
+    sim.expire_tokens()  # the daemon's cached token is refused now: it must fetch a new one, once
+    tokens_before = sim.token_calls
     sim.push_text(APP, "erin", "late answer", webhook_ttl_ms=-1000)
     sim.push_text(APP, "gus", "late in a group", group="cid-group-2", webhook_ttl_ms=-1000)
     wait_until(lambda: sim.deliveries(sender="erin") and sim.deliveries("cid-group-2"), what="the answers")
@@ -175,8 +177,12 @@ def test_an_expired_session_webhook_makes_the_answer_go_through_the_robot_api(ap
     sends = [s["json"] for s in sim.robot_sends if s["param"].get("content") in (p2p["text"], group["text"])]
     assert {s.get("openConversationId") for s in sends} == {None, "cid-group-2"}
     assert [s.get("userIds") for s in sends if "userIds" in s] == [["erin"]]
-    # Each request carried a token from /v1.0/oauth2/accessToken.
-    assert all(r["token"] in sim.tokens for r in sim.requests if r["path"].startswith("/v1.0/robot/"))
+    # One new token, fetched after the refusal and used for both sends.
+    assert sim.token_calls == tokens_before + 1
+    tokens = [r["token"] for r in sim.requests if r["path"].startswith("/v1.0/robot/") and r["json"] in sends]
+    valid = [t for t in tokens if t in sim.tokens]
+    assert len(valid) == 2 and len(set(valid)) == 1  # each send retried once with the one new token
+    assert len(tokens) <= 4
 
 
 def test_a_disconnect_mid_answer_still_delivers_it_once_and_reconnects_with_a_new_ticket(app, sim, dify):
