@@ -14,6 +14,7 @@ import pytest
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, write_config
 from tests.fakes.dingtalk import DingTalkSimulator
+from tests.fakes.dingtalk.payloads import rich_text_body
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +152,17 @@ def test_a_picture_goes_to_dify_with_the_next_question(app, sim, dify):
     assert PNG in [u["content"] for u in dify.uploads.values()]  # the very bytes the user sent
     chat = dify.requests_to("/v1/chat-messages")[-1]["json"]
     assert chat["query"] == "what is in the picture?" and chat["files"][0]["upload_file_id"] in dify.uploads
+
+
+def test_a_rich_text_with_a_picture_asks_dify_with_both(app, sim, dify):
+    other = PNG + b"rich"
+    body = rich_text_body(["what about", ("picture", sim.add_file(other)), "this one?"])
+    sim.push(APP, "richText", body, "lena")
+    wait_until(lambda: sim.texts(sender="lena"), what="the answer")
+    assert sim.texts(sender="lena") == ["echo: what about\nthis one?"]
+    chat = dify.requests_to("/v1/chat-messages")[-1]["json"]
+    [upload_id] = [i for i, u in dify.uploads.items() if u["content"] == other]
+    assert chat["files"][0]["upload_file_id"] == upload_id
 
 
 def test_an_image_answer_is_uploaded_and_sent_through_the_robot_api(app, sim, dify):
