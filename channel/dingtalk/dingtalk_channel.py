@@ -34,9 +34,11 @@ from common import fetch
 from common.log import logger
 from common.masking import mask_command
 from common.text import safe_data
+from common.utils import split_string_by_utf8_length
 from config import ConfigError, conf
 
 MEDIA_SEND_MAX = 20 * 1024 * 1024
+TEXT_PIECE_BYTES = 7_000  # JSON escapes at most double it
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".bmp": "image/bmp"}
 
@@ -207,7 +209,7 @@ class DingTalkChannel(ChatChannel):
         if not isinstance(cmsg, DingTalkMessage):
             raise NotImplementedError("a reply without the DingTalk message it answers")
         if reply.type in _TEXT_TYPES:
-            way = self._send_text(str(reply.content), context, cmsg)
+            way = self._send_text(str(reply.content), context, cmsg, reply)
         elif reply.type in (ReplyType.IMAGE, ReplyType.IMAGE_URL):
             way = self._send_media(reply, cmsg, "image")
         elif reply.type in (ReplyType.FILE, ReplyType.VOICE, ReplyType.VIDEO, ReplyType.VIDEO_URL):
@@ -216,7 +218,7 @@ class DingTalkChannel(ChatChannel):
             raise NotImplementedError(f"DingTalk cannot send {reply.type}")
         logger.info(f"[dingtalk] sent {reply.type} to {context.get('receiver')} ({way})")
 
-    def _send_text(self, text: str, context: Context, cmsg: DingTalkMessage) -> str:
+    def _send_text(self, text: str, context: Context, cmsg: DingTalkMessage, reply: Reply | None = None) -> str:
         if self.cards is not None:
             shown = self.cards.oldest(context)
             try:
@@ -230,7 +232,11 @@ class DingTalkChannel(ChatChannel):
                 if shown is not None:
                     raise  # the card is in the chat already: retried, not sent a second way
                 logger.warning(f"[dingtalk] the AI card was refused ({e}); sending the answer as text")
-        return self.replier.text(cmsg, text)
+        ways = []
+        # The robot API takes at most 15,000 bytes of msgParam (the JSON of the text, escapes included).
+        self.send_pieces(reply or Reply(ReplyType.TEXT, text), split_string_by_utf8_length(text, TEXT_PIECE_BYTES) or [text],
+                         lambda piece: ways.append(self.replier.text(cmsg, piece)))
+        return "+".join(sorted(set(ways))) or "nothing new"
 
     def _send_media(self, reply: Reply, cmsg: DingTalkMessage, kind: str) -> str:
         try:

@@ -197,6 +197,16 @@ def test_an_expired_session_webhook_makes_the_answer_go_through_the_robot_api(ap
     assert len(tokens) <= 4
 
 
+def test_a_long_answer_through_the_robot_api_goes_in_pieces_it_accepts(app, sim, dify):
+    answer = "".join(f"第{n}段：\"港口\"很忙，船来船往。\n" for n in range(700))  # ~26,000 bytes
+    dify.push_answer(answer, chunk_size=2000)
+    sim.push_text(APP, "mona", "讲个长故事", webhook_ttl_ms=-1000)
+    wait_until(lambda: "".join(sim.texts(sender="mona")).endswith("第699段：\"港口\"很忙，船来船往。"), what="the pieces")
+    sends = [s["json"] for s in sim.robot_sends if s["json"].get("userIds") == ["mona"]]
+    assert len(sends) > 1 and all(len(s["msgParam"].encode("utf-8")) <= 15000 for s in sends)
+    assert "".join(sim.texts(sender="mona")) == answer.strip()
+
+
 def test_a_disconnect_mid_answer_still_delivers_it_once_and_reconnects_with_a_new_ticket(app, sim, dify):
     text = "One. Two. Three. Four. Five. Six."
     dify.push_answer(text, chunk_size=3, chunk_delay=0.1)  # about 1.2 s of streaming
