@@ -8,6 +8,7 @@ Choices where the reference is silent:
   `invalidClientIdOrSecret` (gateway) / 400 `invalidClientIdOrSecret` (token);
 - an expired or unknown session webhook answers 200 `{"errcode": 300001, "errmsg": "session expired"}`;
 - the media upload answers `{"errcode": 0, "media_id": "@media-N"}`; an unknown token is errcode 40014;
+- the robot API refuses a msgParam over 15,000 bytes with 400 `invalidParameter.msgParam`;
 - `/v1.0/card/streaming` to an unknown outTrackId is 400 `cardNotExist`; an update after
   `isFinalize` is recorded as an error (`sim.errors`) and refused with 400.
 """
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from .payloads import now_ms
+
+MSG_PARAM_MAX = 15000  # bytes, the robot API's documented limit
 
 if TYPE_CHECKING:
     from .server import DingTalkSimulator
@@ -144,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         sim = self.sim
         if body.get("robotCode") not in sim.apps or not body.get("msgKey"):
             return self._reply(400, {"code": "invalidParameter", "message": "robotCode or msgKey"})
+        if len(str(body.get("msgParam") or "").encode("utf-8")) > MSG_PARAM_MAX:
+            return self._reply(400, {"code": "invalidParameter.msgParam", "message": "msgParam longer than 15000 bytes"})
         try:
             param = json.loads(body.get("msgParam") or "")
         except ValueError:

@@ -62,7 +62,7 @@ class DingTalkSimulator:
         handler = type("BoundHandler", (Handler,), {"sim": self})
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="dingtalk-sim-http", daemon=True).start()
+        threading.Thread(target=self._http.serve_forever, args=(0.05,), name="dingtalk-sim-http", daemon=True).start()
         self.stream.start()
         return self
 
