@@ -15,6 +15,7 @@ among text (richText) is kept with the text instead of only the first picture.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,8 +57,6 @@ class _Handler(ChatbotHandler):
         self.channel = channel
 
     async def process(self, callback: CallbackMessage):
-        import asyncio
-
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.channel.intake, self.channel.take, callback.data)
 

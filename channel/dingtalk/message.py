@@ -113,7 +113,9 @@ class DingTalkMessage(ChatMessage):
         super().__init__(data)
         self.data = data
         self.part = part
-        self.incoming = ChatbotMessage.from_dict(data)  # the SDK's reading of the fields
+        # The SDK's reading of the fields, under the original's attribute names (plugins read them).
+        self.incoming_message = ChatbotMessage.from_dict(data)
+        self.message_type = data.get("msgtype")
         msg_id = _text(data.get("msgId"))
         self.msg_id = msg_id if part.index == 0 else f"{msg_id}#{part.index}"
         created = data.get("createAt")

@@ -8,7 +8,6 @@ would see (`deliveries`) and every ack, request and card update.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
