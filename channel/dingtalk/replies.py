@@ -1,6 +1,6 @@
 """Sending answers to a DingTalk conversation (reference/channel-protocols.md §5.4).
 
-Text goes to the message's sessionWebhook while it is valid (no token needed; in a group it
+Text (as markdown when it has some) goes to the message's sessionWebhook while it is valid (no token needed; in a group it
 @-s the sender), else through the robot API (one-to-one `oToMessages/batchSend`, group
 `groupMessages/send`). Pictures and files are uploaded (`/media/upload`) and sent through the
 robot API, which takes a media id (the session webhook has no picture or file message).
@@ -15,10 +15,12 @@ import requests
 from channel.dingtalk.api import DingTalkApi, DingTalkApiError
 from channel.dingtalk.message import DingTalkMessage
 from common.log import logger
+from common.utils import remove_markdown_symbol
 
 # A webhook this close to its expiry is not used: the answer could arrive after it.
 WEBHOOK_MARGIN_MS = 30_000
 WEBHOOK_TIMEOUT = (5.0, 20.0)
+MARKDOWN_TITLE_CHARS = 20  # the title shows in the chat list and notifications
 
 
 class WebhookRefused(Exception):
@@ -33,9 +35,16 @@ class Replier:
 
     # ------------------------------------------------------------------ text
     def text(self, cmsg: DingTalkMessage, text: str) -> str:
-        """Send a text; returns the way it went ("webhook" or "robot")."""
+        """Send a text, as markdown when it has some (DingTalk shows a text message's markdown
+        raw); returns the way it went ("webhook" or "robot")."""
+        plain = remove_markdown_symbol(text)
+        markdown = plain != text
+        title = (plain.strip().split("\n", 1)[0][:MARKDOWN_TITLE_CHARS] or "answer") if markdown else ""
         if self.webhook_usable(cmsg):
-            body = {"msgtype": "text", "text": {"content": text}}
+            if markdown:
+                body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+            else:
+                body = {"msgtype": "text", "text": {"content": text}}
             if cmsg.is_group and cmsg.sender_staff_id:
                 body["at"] = {"atUserIds": [cmsg.sender_staff_id], "isAtAll": False}
             try:
@@ -44,7 +53,10 @@ class Replier:
             except WebhookRefused as e:
                 logger.info(f"[dingtalk] the session webhook of message {cmsg.msg_id} refused the answer ({e}); "
                             f"sending through the robot API")
-        self.robot(cmsg, "sampleText", {"content": text})
+        if markdown:
+            self.robot(cmsg, "sampleMarkdown", {"title": title, "text": text})
+        else:
+            self.robot(cmsg, "sampleText", {"content": text})
         return "robot"
 
     @staticmethod

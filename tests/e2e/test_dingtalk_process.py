@@ -197,6 +197,20 @@ def test_an_expired_session_webhook_makes_the_answer_go_through_the_robot_api(ap
     assert len(tokens) <= 4
 
 
+def test_a_markdown_answer_goes_as_markdown_on_the_webhook_and_the_robot_api(app, sim, dify):
+    answer = "**Steps**\n\n1. open the app\n2. tap `Send`\n\n- done"
+    dify.push_answer(answer)
+    sim.push_text(APP, "nina", "how?")
+    dify.push_answer(answer)
+    sim.push_text(APP, "owen", "how?", webhook_ttl_ms=-1000)
+    wait_until(lambda: sim.deliveries(sender="nina") and sim.deliveries(sender="owen"), what="the answers")
+    [webhook] = sim.deliveries(sender="nina")
+    [robot] = sim.deliveries(sender="owen")
+    assert (webhook["via"], webhook["msgtype"], webhook["text"]) == ("webhook", "markdown", answer)
+    assert (robot["via"], robot["msgtype"], robot["text"]) == ("robot", "sampleMarkdown", answer)
+    assert robot["param"]["title"] == "Steps"
+
+
 def test_a_long_answer_through_the_robot_api_goes_in_pieces_it_accepts(app, sim, dify):
     answer = "".join(f"第{n}段：\"港口\"很忙，船来船往。\n" for n in range(700))  # ~26,000 bytes
     dify.push_answer(answer, chunk_size=2000)

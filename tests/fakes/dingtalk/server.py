@@ -224,7 +224,8 @@ class DingTalkSimulator:
                 body = send["json"]
                 conv = body.get("openConversationId") or "cid-p2p-" + (body.get("userIds") or [""])[0]
                 out.append({"via": "robot", "conversation": conv, "msgtype": body["msgKey"],
-                            "text": send["param"].get("content"), "param": send["param"], "at": []})
+                            "text": send["param"].get("content", send["param"].get("text")), "param": send["param"],
+                            "at": []})
             for track, card in self.cards.items():
                 space = card["create"].get("openSpaceId", "")
                 kind, _, target = space.rpartition("//")[2].partition(".")
