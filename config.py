@@ -38,7 +38,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服). Not built yet (start-up says so): wx, wxy, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), dingtalk (a DingTalk robot, Stream mode). Not built yet (start-up says so): wx, wxy, feishu. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -230,7 +230,13 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "feishu_bot_name": ("", "Feishu bot name a group @mention must match."),
     "dingtalk_client_id": ("", "DingTalk client id."),
     "dingtalk_client_secret": ("", "DingTalk client secret."),
-    "dingtalk_card_enabled": (False, "DingTalk: answer with AI cards."),
+    "dingtalk_card_enabled": (False, "DingTalk: answer with AI cards; a streamed Dify answer grows in its card (updated at most every dingtalk_card_interval seconds) and the card is finished with the whole text."),
+    "dingtalk_card_template_id": ("382e4302-551d-4880-bf29-a30acfab2e71.schema", "DingTalk: the AI card template (its content variable is `msgContent`); the default is the AI markdown card of dingtalk-stream, which the original used. New."),
+    "dingtalk_card_interval": (0.5, "DingTalk: at least this many seconds between two streaming updates of one AI card (DingTalk throttles card updates). New."),
+    "dingtalk_api_base": ("https://api.dingtalk.com", "DingTalk: root of the OpenAPI (token, Stream gateway, robot messages, files, cards); another value only for a proxy or a test simulator. New."),
+    "dingtalk_oapi_base": ("https://oapi.dingtalk.com", "DingTalk: root of the older API used for media uploads (`/media/upload`); another value only for a proxy or a test simulator. New."),
+    "dingtalk_health_port": (0, "DingTalk: port of an HTTP server answering GET /healthz with the Stream connection's state (0: none; Stream mode needs no port otherwise). New."),
+    "dingtalk_reconnect_max": (60.0, "DingTalk: longest wait in seconds between two attempts to reconnect the Stream connection (the wait starts at 1 s and doubles, with jitter). New."),
     "gewechat_base_url": ("", "gewechat server URL (channel not ported)."),
     "gewechat_download_url": ("", "gewechat download URL (channel not ported)."),
     "gewechat_token": ("", "gewechat token (channel not ported)."),
@@ -265,9 +271,10 @@ _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_sessio
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
-            "web_media_max_bytes": 1024 * 1024}
+            "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout")
+_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout",
+                 "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
 

@@ -22,7 +22,7 @@ CHANNELS: dict[str, str | None] = {
     "wework": "channel.wework.wework_channel:WeworkChannel",
     "wecom_bot": "channel.wecom_bot.wecom_bot_channel:WecomBotChannel",
     "feishu": None,
-    "dingtalk": None,
+    "dingtalk": "channel.dingtalk.dingtalk_channel:DingTalkChannel",
 }
 
 

@@ -7,7 +7,8 @@ once the port is listening, or raises `HttpServerError` with one line for the us
 
 Every server answers `GET /healthz`: 200 `{"state": "running", "channel": ..., "queue": n}`
 while running, 503 while starting or stopping, and 503 `"degraded"` while the store write probe
-(`set_store_probe`) says the state store cannot write. Request bodies are capped (413 JSON);
+(`set_store_probe`) says the state store cannot write or, for a channel that dials out to its
+platform, while its connection is down (`set_connection_probe`, also shown as "connection"). Request bodies are capped (413 JSON);
 connections, request heads and their timing are limited by common/http_guard.
 """
 from __future__ import annotations
@@ -114,6 +115,7 @@ class HttpServer:
         self._routes: list[_RouteSpec] = []
         self._status: Callable[[], int] | None = None
         self._store_probe: Callable[[], str | None] | None = None
+        self._connection_probe: Callable[[], tuple[str, str, bool]] | None = None
         self._stopping_hooks: list[Callable[[], None]] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -139,6 +141,11 @@ class HttpServer:
         """`/healthz` answers 503 "degraded" while `probe()` names a problem (None: fine).
         It runs in a worker thread: it may write to disk."""
         self._store_probe = probe
+
+    def set_connection_probe(self, probe: Callable[[], tuple[str, str, bool]]) -> None:
+        """`/healthz` reports the platform connection of a channel that dials out: `probe()`
+        gives (state, reason, usable); 503 "degraded" while it is not usable."""
+        self._connection_probe = probe
 
     def watch_store(self, store: Any) -> None:
         """`/healthz` answers 503 "degraded" while `store` cannot write (every channel that
@@ -188,6 +195,16 @@ class HttpServer:
             except Exception:
                 queue = -1
         body: dict[str, Any] = {"state": self.state, "channel": self.channel, "queue": queue}
+        if self._connection_probe is not None:
+            try:
+                connection, reason, usable = self._connection_probe()
+            except Exception as e:  # noqa: BLE001 - a broken probe is a problem too
+                connection, reason, usable = "unknown", f"the connection probe failed: {e}", False
+            body["connection"] = connection
+            if not usable:
+                body["connection_reason"] = reason
+                if self.state == RUNNING:
+                    body["state"] = DEGRADED
         if self.state == RUNNING and self._store_probe is not None:
             try:
                 problem = await run_in_threadpool(self._store_probe)

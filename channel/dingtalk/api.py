@@ -1,0 +1,144 @@
+"""A small client of the DingTalk OpenAPI (reference/channel-protocols.md §5.3, §5.4): access
+token, JSON calls, the robot's file download and the media upload.
+
+Written here rather than taken from dingtalk-stream (0.24.3, read for this): its HTTP helpers
+read the API root once, at import, from an environment variable, have no timeouts, log a failure
+and return None (so a refused reply looks like a sent one), and upload to a hard-coded host.
+This client:
+
+* takes its hosts from `dingtalk_api_base` and `dingtalk_oapi_base`;
+* fetches the token under a lock, keeps it until a minute before it expires, and after a 401 /
+  an invalid-token answer fetches a new one and retries the call once;
+* raises DingTalkApiError with the HTTP status and DingTalk's code and message.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+import requests
+
+from common.log import logger
+
+CALL_TIMEOUT = (5.0, 20.0)  # connect, read
+TOKEN_PATH = "/v1.0/oauth2/accessToken"
+# Codes of a token the platform no longer takes (the OpenAPI answers them with HTTP 401).
+TOKEN_CODES = {"InvalidAuthentication", "Forbidden.AccessDenied.AccessTokenPermissionDenied"}
+# Old-API errcodes of an invalid or expired token.
+OAPI_TOKEN_ERRCODES = {40014, 42001, 88}
+
+
+class DingTalkApiError(Exception):
+    def __init__(self, status: int | None, code: Any, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: HTTP {status}: {code} {message}".strip() if path else f"HTTP {status}: {code} {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+
+    @property
+    def token_refused(self) -> bool:
+        return self.status == 401 or self.code in TOKEN_CODES or self.code in OAPI_TOKEN_ERRCODES
+
+
+class CredentialsRefused(DingTalkApiError):
+    """The client id / secret pair was refused: retrying cannot help."""
+
+
+class DingTalkApi:
+    def __init__(self, client_id: str, client_secret: str, api_base: str, oapi_base: str,
+                 session: requests.Session | None = None) -> None:
+        self.client_id = client_id
+        self._secret = client_secret
+        self.api_base = str(api_base).rstrip("/")
+        self.oapi_base = str(oapi_base).rstrip("/")
+        self.http = session or requests.Session()
+        self.http.trust_env = False  # the hosts are settings; no proxy from the environment
+        self._token = ""
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ token
+    def token(self, stale: str = "") -> str:
+        """The current token; a new one when there is none, it is about to expire, or it is
+        `stale` (refused just now)."""
+        with self._lock:
+            if self._token and self._token != stale and time.time() < self._expires_at - 60:
+                return self._token
+            try:
+                r = self.http.post(self.api_base + TOKEN_PATH, json={"appKey": self.client_id, "appSecret": self._secret},
+                                   timeout=CALL_TIMEOUT)
+            except requests.RequestException as e:
+                raise DingTalkApiError(None, "", f"the access token could not be fetched: {e}", TOKEN_PATH) from None
+            data = _json(r)
+            if r.status_code != 200 or not data.get("accessToken"):
+                code, message = data.get("code", ""), str(data.get("message") or r.text[:200])
+                error = CredentialsRefused if 400 <= r.status_code < 500 else DingTalkApiError
+                raise error(r.status_code, code, f"access token refused: {message} (check dingtalk_client_id and "
+                                                 f"dingtalk_client_secret, the AppKey and AppSecret of the app)", TOKEN_PATH)
+            self._token = str(data["accessToken"])
+            self._expires_at = time.time() + float(data.get("expireIn") or 7200)
+            logger.info(f"[dingtalk] fetched an access token (valid {int(self._expires_at - time.time())} s)")
+            return self._token
+
+    # ------------------------------------------------------------------ calls
+    def call(self, path: str, payload: dict, method: str = "POST") -> dict:
+        """One OpenAPI call (`/v1.0/...`) with the token in its header; JSON in and out."""
+        def attempt(token: str) -> dict:
+            try:
+                r = self.http.request(method, self.api_base + path, json=payload, timeout=CALL_TIMEOUT,
+                                      headers={"x-acs-dingtalk-access-token": token})
+            except requests.RequestException as e:
+                raise DingTalkApiError(None, "", f"not reachable: {e}", path) from None
+            data = _json(r)
+            if r.status_code >= 400:
+                raise DingTalkApiError(r.status_code, data.get("code", ""), str(data.get("message") or r.text[:200]), path)
+            return data
+
+        return self._with_token(path, attempt)
+
+    def upload(self, kind: str, name: str, data: bytes, mime: str) -> str:
+        """Upload a file to the old API's `/media/upload`; returns its media_id."""
+        path = "/media/upload"
+
+        def attempt(token: str) -> str:
+            try:
+                r = self.http.post(self.oapi_base + path, params={"access_token": token, "type": kind},
+                                   files={"media": (name, data, mime)}, timeout=(5.0, 60.0))
+            except requests.RequestException as e:
+                raise DingTalkApiError(None, "", f"not reachable: {e}", path) from None
+            answer = _json(r)
+            code = answer.get("errcode") or 0
+            if r.status_code >= 400 or code or not answer.get("media_id"):
+                raise DingTalkApiError(r.status_code, code, str(answer.get("errmsg") or r.text[:200]), path)
+            return str(answer["media_id"])
+
+        return self._with_token(path, attempt)
+
+    def download_url(self, download_code: str, robot_code: str) -> str:
+        """The temporary URL of a file a user sent the robot (`downloadCode` of the message)."""
+        data = self.call("/v1.0/robot/messageFiles/download", {"downloadCode": download_code, "robotCode": robot_code})
+        url = data.get("downloadUrl")
+        if not isinstance(url, str) or not url:
+            raise DingTalkApiError(200, "", f"no downloadUrl in {str(data)[:200]}", "/v1.0/robot/messageFiles/download")
+        return url
+
+    def _with_token(self, path: str, attempt: Callable[[str], Any]) -> Any:
+        token = self.token()
+        try:
+            return attempt(token)
+        except DingTalkApiError as e:
+            if not e.token_refused:
+                raise
+            logger.info(f"[dingtalk] {path}: the access token was refused ({e.status} {e.code}); fetching a new one")
+            return attempt(self.token(stale=token))
+
+
+def _json(r: requests.Response) -> dict:
+    try:
+        data = json.loads(r.content.decode("utf-8", "replace"), strict=False)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
