@@ -1,0 +1,265 @@
+"""`python app.py` with channel_type wx (personal WeChat through iLink) against the iLink simulator
+(tests/fakes/ilink) and the Dify simulator, as real processes.
+
+One daemon serves the module (starting one costs seconds): the tests run in file order, the first
+one logs it in, the last ones restart it and kill it, on the same data folder.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+
+import pytest
+
+from sandbox.dify_server import DifyServer
+from tests.e2e.daemon import Daemon, run_app, user_lines, write_config
+from tests.fakes.ilink import IlinkSimulator
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2
+MEDIA_MAX = 64 * 1024
+
+
+class Env:
+    def __init__(self, folder, sim: IlinkSimulator, dify: DifyServer) -> None:
+        self.folder = folder
+        self.sim = sim
+        self.dify = dify
+        self.daemon: Daemon | None = None
+
+    def config(self, **extra) -> str:
+        settings = dict(
+            channel_type="wx", wx_ilink_api_base=self.sim.entry_url, wx_ilink_cdn_base=self.sim.cdn_url,
+            wx_ilink_poll_timeout=2, wx_ilink_retry_delay=0.2, wx_media_max_bytes=MEDIA_MAX,
+            bot_type="", model="dify", dify_api_base=self.dify.base_url, dify_api_key="app-test",
+            allowed_internal_hosts=["127.0.0.1"], image_recognition=True, shutdown_timeout=2,
+            group_name_white_list=["ALL_GROUP"],  # meaningless on iLink: reported at start
+        )
+        settings.update(extra)
+        return write_config(self.folder, **settings)
+
+    def start(self, **extra) -> Daemon:
+        self.daemon = Daemon(self.folder, "--config", self.config(**extra))
+        return self.daemon
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(str(self.folder), "run.log"), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log_count(self, needle: str, count: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(needle) >= count:
+                return
+            if self.daemon is not None and self.daemon.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited: {self.daemon.stderr()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"run.log never showed {needle!r} {count} time(s); log tail: {self.log()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    sim = IlinkSimulator(hold=0.3).start()
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        environment = Env(tmp_path_factory.mktemp("wx"), sim, dify)
+        try:
+            yield environment
+        finally:
+            if environment.daemon is not None:
+                environment.daemon.kill()
+            sim.stop()
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def dify_queries(dify) -> list[str]:
+    return [r["json"]["query"] for r in dify.requests_to("/v1/chat-messages")]
+
+
+def test_first_run_shows_a_qr_and_logs_in_after_the_scan(env):
+    sim = env.sim
+    env.start()
+    first = sim.wait_qr(timeout=20)
+    png = os.path.join(str(env.folder), "tmp", "login.png")
+    env.wait_log_count("scan the QR with WeChat", 1)
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "█" in "".join(env.daemon.stdout)  # drawn in the terminal
+    assert f"/qr/{first}" in env.log()  # and its link logged
+    sim.set_status(first, "expired")  # the QR ran out: a new one is shown
+    second = sim.wait_qr(after=1)
+    sim.set_status(second, "scaned")
+    env.wait_log_count("QR scanned", 1)
+    sim.confirm(second)
+    env.wait_log_count("[wx] ready, handling messages", 1)
+    wait_until(lambda: sim.polls, "the first getupdates")
+    # The host WeChat named at login is used from then on.
+    polls = [prefix for prefix, endpoint in sim.calls if endpoint == "getupdates"]
+    assert polls and set(polls) == {"/api"}
+    assert {p for p, e in sim.calls if e.startswith("get_")} == {"/entry"}
+    assert env.log().count("these group settings are ignored: group_name_white_list") == 1
+
+
+def test_a_private_question_is_answered_with_its_context_token(env):
+    sim = env.sim
+    first = sim.push_text("alice@im.wechat", "hello")
+    [sent] = sim.wait_sent("alice@im.wechat")
+    assert sent.texts == ["echo: hello"]
+    assert sent.context_token == first["context_token"]
+    second = sim.push_text("alice@im.wechat", "and again")
+    sent = sim.wait_sent("alice@im.wechat", 2)[1]
+    assert sent.texts == ["echo: and again"] and sent.context_token == second["context_token"]
+    assert not sim.errors, sim.errors
+
+
+def test_an_image_goes_with_the_next_question(env):
+    sim, dify = env.sim, env.dify
+    uploads_before = len(dify.requests_to("/v1/files/upload"))
+    sim.push_image("carol@im.wechat", PNG, key_style="b64raw")
+    sim.push_text("carol@im.wechat", "what is in the picture?")
+    [sent] = sim.wait_sent("carol@im.wechat")
+    assert sent.texts == ["echo: what is in the picture?"]
+    uploads = dify.requests_to("/v1/files/upload")[uploads_before:]
+    assert len(uploads) == 1 and PNG in uploads[0]["body"]  # the decrypted picture went to Dify
+    assert dify.requests_to("/v1/chat-messages")[-1]["json"]["files"]
+
+
+def test_a_voice_message_is_answered_from_its_transcript(env):
+    env.sim.push_voice("dave@im.wechat", "天气怎么样")
+    [sent] = env.sim.wait_sent("dave@im.wechat")
+    assert sent.texts == ["echo: 天气怎么样"]
+    assert dify_queries(env.dify)[-1] == "天气怎么样"
+
+
+def test_a_file_in_the_answer_is_uploaded_and_sent_as_a_file(env):
+    sim, dify = env.sim, env.dify
+    report = b"quarterly report\n" * 200
+    dify.add_file("/files/report.txt", report, "text/plain")
+    dify.push_answer(f"here it is [report.txt]({dify.host_url}/files/report.txt)")
+    sim.push_text("gina@im.wechat", "send me the report")
+    deadline = time.monotonic() + 15
+    files = []
+    while not files and time.monotonic() < deadline:
+        files = [i["file_item"] for s in sim.sent_to("gina@im.wechat") for i in s.items if i["type"] == 4]
+        time.sleep(0.05)
+    assert len(files) == 1, (sim.sent_to("gina@im.wechat"), sim.errors)
+    assert files[0]["file_name"] == "report.txt"
+    assert sim.media_of(files[0]["media"]) == report
+    assert not sim.errors, sim.errors
+
+
+def test_a_duplicate_update_is_handled_once(env):
+    sim = env.sim
+    once = sim.push_text("frank@im.wechat", "once only")
+    sim.wait_sent("frank@im.wechat")
+    sim.push(copy.deepcopy(once))  # the platform delivers it again
+    sim.push_text("frank@im.wechat", "next one")
+    sim.wait_sent("frank@im.wechat", 2)
+    time.sleep(0.5)
+    assert sim.texts_to("frank@im.wechat") == ["echo: once only", "echo: next one"]
+    assert dify_queries(env.dify).count("once only") == 1
+
+
+def test_a_failed_send_is_logged_and_retried(env):
+    sim = env.sim
+    sim.fail_next_send(ret=-1, errmsg="system busy")
+    sim.push_text("henry@im.wechat", "retry me")
+    sim.wait_sent("henry@im.wechat", timeout=20)
+    time.sleep(0.3)
+    assert sim.texts_to("henry@im.wechat") == ["echo: retry me"]
+    log = env.log()
+    assert "send failed (attempt 1 of 3)" in log and "system busy" in log
+
+
+def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
+    sim = env.sim
+    sim.inject_updates_answer(b"<html>502 Bad Gateway</html>")
+    sim.push("not an object")
+    sim.push({"message_type": 1, "message_id": 1, "item_list": [{"type": 1, "text_item": {"text": "who?"}}]})
+    sim.push({"from_user_id": "ivan@im.wechat", "message_type": 1, "message_id": 2, "item_list": "nonsense"})
+    sim.push_image("ivan@im.wechat", PNG, key_style="b64hex", broken=True)
+    sim.push_file("ivan@im.wechat", "huge.bin", b"x" * (MEDIA_MAX + 1))
+    sim.push_text("ivan@im.wechat", "still there?")
+    sent = sim.wait_sent("ivan@im.wechat", 3)
+    time.sleep(0.3)
+    texts = sim.texts_to("ivan@im.wechat")
+    assert len(texts) == 3 and texts[-1] == "echo: still there?", texts
+    assert "could not be received" in texts[0] and "too large" in texts[1], texts
+    assert all(s.context_token == sim.context_tokens["ivan@im.wechat"] for s in sent)
+    log = env.log()
+    assert "not JSON" in log and "a malformed update skipped" in log
+    assert "could not be received" in log and "over wx_media_max_bytes" in log
+    assert env.daemon.proc.poll() is None
+    assert not [e for e in sim.errors if "sendmessage" in e], sim.errors
+
+
+def test_an_expired_token_leads_to_a_new_qr_login(env):
+    sim = env.sim
+    shown = len(sim.qrs)
+    sim.expire_token()
+    qr = sim.wait_qr(after=shown)
+    env.wait_log_count("login expired (-14)", 1)
+    token = sim.confirm(qr)
+    env.wait_log_count("logged in as bot", 2)
+    sim.push_text("judy@im.wechat", "after the new login")
+    [sent] = sim.wait_sent("judy@im.wechat")
+    assert sent.texts == ["echo: after the new login"] and sent.token == token
+
+
+def test_a_restart_keeps_the_login_and_cursor_and_replays_nothing(env):
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    shown, sent_before = len(sim.qrs), len(sim.sent)
+    polls_before, delivered_before = len(sim.polls), dict(sim.deliveries)
+    env.start(channel_type="weixin")  # the alias shares the login
+    env.wait_log_count("using the saved login", 1)
+    sim.push_text("kate@im.wechat", "after the restart")
+    sim.wait_sent("kate@im.wechat")
+    time.sleep(0.5)
+    assert len(sim.qrs) == shown  # no new scan
+    assert sim.polls[polls_before]["get_updates_buf"]  # went on from the kept cursor
+    assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before  # no replay
+    assert len(sim.sent) == sent_before + 1
+
+
+def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
+    sim, dify = env.sim, env.dify
+    delivered_before = dict(sim.deliveries)
+    dify.push_answer("the slow answer", latency=30)
+    asked = len(dify.requests_to("/v1/chat-messages"))
+    sim.push_text("leo@im.wechat", "answer me once")
+    deadline = time.monotonic() + 15
+    while len(dify.requests_to("/v1/chat-messages")) == asked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(dify.requests_to("/v1/chat-messages")) > asked, "Dify was never asked"
+    env.daemon.proc.send_signal(signal.SIGKILL)
+    env.daemon.wait(10)
+    assert sim.sent_to("leo@im.wechat") == []
+    env.start()
+    sim.wait_sent("leo@im.wechat", timeout=20)
+    time.sleep(1.0)
+    assert sim.texts_to("leo@im.wechat") == ["echo: answer me once"]
+    assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before
+
+
+def test_gewechat_stops_start_up_naming_the_channels_that_work(tmp_path):
+    result = run_app(tmp_path, "--config", write_config(tmp_path, channel_type="gewechat"))
+    assert result.returncode == 2
+    [line] = user_lines(result.stderr)
+    assert "gewechat" in line and "shut down" in line
+    assert all(f"`{name}`" in line for name in ("wx", "wxy", "wework"))
