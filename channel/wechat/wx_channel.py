@@ -257,6 +257,10 @@ class WxChannel(ChatChannel):
             if part.ctype != ContextType.TEXT:
                 path = self._fetch_media(cmsg, context)
                 if path is None:
+                    # The user was told; a re-delivery is not fetched (and told) again.
+                    dedup = context.__dict__.pop("_pending_dedup", None)
+                    if dedup is not None:
+                        self._remember(dedup)
                     continue
                 cmsg.content = context.content = path
             if self.produce(context) in (Produced.NOT_STORED, Produced.STOPPING):

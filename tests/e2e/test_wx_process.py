@@ -120,9 +120,16 @@ def test_a_private_question_is_answered_with_its_context_token(env):
     [sent] = sim.wait_sent("alice@im.wechat")
     assert sent.texts == ["echo: hello"]
     assert sent.context_token == first["context_token"]
-    second = sim.push_text("alice@im.wechat", "and again")
-    sent = sim.wait_sent("alice@im.wechat", 2)[1]
-    assert sent.texts == ["echo: and again"] and sent.context_token == second["context_token"]
+    # An answer that comes after the user wrote again carries the newer token.
+    env.dify.push_answer("a slow answer", latency=1.0)
+    asked = len(env.dify.requests_to("/v1/chat-messages"))
+    sim.push_text("alice@im.wechat", "slow one")
+    wait_until(lambda: len(env.dify.requests_to("/v1/chat-messages")) > asked, "Dify to be asked")
+    newer = sim.push_text("alice@im.wechat", "and again")
+    wait_until(lambda: sim.context_tokens["alice@im.wechat"] == newer["context_token"], "the newer message taken")
+    slow, again = sim.wait_sent("alice@im.wechat", 3)[1:]
+    assert slow.texts == ["a slow answer"] and again.texts == ["echo: and again"]
+    assert slow.context_token == again.context_token == newer["context_token"]
     assert not sim.errors, sim.errors
 
 
@@ -199,7 +206,7 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     texts = sim.texts_to("ivan@im.wechat")
     assert len(texts) == 3 and texts[-1] == "echo: still there?", texts
     assert "could not be received" in texts[0] and "too large" in texts[1], texts
-    assert all(s.context_token == sim.context_tokens["ivan@im.wechat"] for s in sent)
+    assert sent[-1].context_token == sim.context_tokens["ivan@im.wechat"]  # each was the newest when sent
     log = env.log()
     assert "not JSON" in log and "a malformed update skipped" in log
     assert "could not be received" in log and "over wx_media_max_bytes" in log
