@@ -169,6 +169,29 @@ def test_a_file_in_the_answer_is_uploaded_and_sent_as_a_file(env):
     assert not sim.errors, sim.errors
 
 
+def test_a_picture_in_the_answer_is_uploaded_and_sent_as_an_image(env):
+    sim, dify = env.sim, env.dify
+    dify.add_file("/files/chart.png", PNG, "image/png")
+    dify.push_answer(f"the chart ![chart]({dify.host_url}/files/chart.png)")
+    sim.push_text("gus@im.wechat", "draw it")
+    wait_until(lambda: [i for s in sim.sent_to("gus@im.wechat") for i in s.items if i["type"] == 2], "the image")
+    [image] = [i["image_item"] for s in sim.sent_to("gus@im.wechat") for i in s.items if i["type"] == 2]
+    assert sim.media_of(image["media"]) == PNG
+    assert not sim.errors, sim.errors
+
+
+def test_a_closed_reply_window_is_named_in_the_log_and_not_retried(env):
+    sim = env.sim
+    failures_before = env.log().count("send failed (attempt")
+    sim.fail_next_send(ret=-2, errmsg="")
+    sim.push_text("ivy@im.wechat", "too late")
+    env.wait_log_count("the reply window is closed", 1)
+    sim.push_text("ivy@im.wechat", "in time")
+    sim.wait_sent("ivy@im.wechat")
+    assert sim.texts_to("ivy@im.wechat") == ["echo: in time"]  # the refused one was not sent again
+    assert env.log().count("send failed (attempt") == failures_before
+
+
 def test_a_duplicate_update_is_handled_once(env):
     sim = env.sim
     once = sim.push_text("frank@im.wechat", "once only")
