@@ -27,18 +27,21 @@ import threading
 
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
+from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.reply_media import read_reply_media, with_extension
 from channel.wechat import ilink_media
 from channel.wechat.ilink_api import (UPLOAD_FILE, UPLOAD_IMAGE, UPLOAD_VIDEO, IlinkClient, IlinkError,
                                       MediaTooLarge)
 from channel.wechat.ilink_login import Credentials, QrLogin
+from channel.wechat.instance_lock import AlreadyRunning, InstanceLock
 from channel.wechat.wx_message import USER_MESSAGE, Malformed, Part, WxMessage, message_id, parts_of, sender_of
 from common import fetch
 from common.log import logger
 from common.tmp_dir import unique_tmp_path
-from config import SETTINGS, conf
+from config import SETTINGS, conf, get_appdata_dir
 
+LOCK_FILE = "wx.lock"
 LOGIN_NAMESPACE = "wx:login"
 LOGIN_KEY = "account"
 CURSOR_NAMESPACE = "wx:cursor"
@@ -105,9 +108,16 @@ class WxChannel(ChatChannel):
         self._logged_in = threading.Event()
         self._tokens: dict[str, str] = {}
         self._thread: threading.Thread | None = None
+        self._lock: InstanceLock | None = None
 
     # ================================================================== lifecycle
     def startup(self) -> None:
+        self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
+        try:
+            self._lock.acquire()
+        except AlreadyRunning:
+            raise ChannelError(f"another daemon is running with this WeChat login (it holds "
+                               f"{self._lock.path}); stop it first, or give this one its own appdata_dir") from None
         self._report_ignored_settings()
         self._thread = threading.Thread(target=self._run, name="wx-ilink", daemon=True)
         self._thread.start()
@@ -115,6 +125,8 @@ class WxChannel(ChatChannel):
     def stop(self) -> None:
         self._stopping.set()
         super().stop()
+        if self._lock is not None:
+            self._lock.release()
 
     @property
     def state(self) -> str:

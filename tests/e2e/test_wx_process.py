@@ -114,6 +114,17 @@ def test_first_run_shows_a_qr_and_logs_in_after_the_scan(env):
     assert env.log().count("these group settings are ignored: group_name_white_list") == 1
 
 
+def test_a_second_daemon_on_the_same_login_refuses_to_start(env):
+    second = Daemon(env.folder, "--config", env.config())
+    try:
+        assert second.wait(30) == 1
+    finally:
+        second.kill()
+    [line] = user_lines(second.stderr())
+    assert "another daemon is running with this WeChat login" in line
+    assert env.daemon.proc.poll() is None
+
+
 def test_a_private_question_is_answered_with_its_context_token(env):
     sim = env.sim
     first = sim.push_text("alice@im.wechat", "hello")
