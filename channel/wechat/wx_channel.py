@@ -88,6 +88,13 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     return pieces
 
 
+def shown(msg: object) -> str:
+    """An update as the log shows it: without its context_token (a reply credential)."""
+    if isinstance(msg, dict):
+        msg = {k: ("***" if k == "context_token" else v) for k, v in msg.items()}
+    return str(msg)[:300]
+
+
 class WxChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE: list = []
     # The bot is a contact of its own: whatever is said to it is meant for it.
@@ -197,15 +204,16 @@ class WxChannel(ChatChannel):
             cursor = self._store_get(CURSOR_NAMESPACE, CURSOR_KEY) or ""
             try:
                 answer = self.client.get_updates(cursor, self.poll_wait)
-            except IlinkError as e:
-                if e.expired:
+            except Exception as e:
+                if isinstance(e, IlinkError) and e.expired:
                     if not self._expired():
                         return
                     failures = 0
                     continue
                 failures += 1
                 delay = min(RETRY_MAX, self.retry_delay * 2 ** (failures - 1))
-                logger.error(f"[wx] receiving failed ({e}); trying again in {delay:g} s")
+                logger.error(f"[wx] receiving failed ({e if isinstance(e, IlinkError) else repr(e)}); "
+                             f"trying again in {delay:g} s")
                 self._stopping.wait(delay)
                 continue
             if failures:
@@ -240,7 +248,7 @@ class WxChannel(ChatChannel):
                 if not self.take(msg):
                     return False
             except Exception:
-                logger.exception(f"[wx] an update could not be handled: {str(msg)[:300]}")
+                logger.exception(f"[wx] an update could not be handled: {shown(msg)}")
         return True
 
     def take(self, msg: object) -> bool:
@@ -254,7 +262,7 @@ class WxChannel(ChatChannel):
             msg_id = message_id(msg)
             parts = parts_of(msg)
         except Malformed as e:
-            logger.warning(f"[wx] a malformed update skipped: {e}: {str(msg)[:200]}")
+            logger.warning(f"[wx] a malformed update skipped: {e}: {shown(msg)}")
             return True
         for n, part in enumerate(parts):
             cmsg = WxMessage(msg, part, self.creds.bot_id if self.creds else "", first=n == 0)

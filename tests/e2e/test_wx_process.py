@@ -231,7 +231,8 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     sim.inject_updates_answer(b"<html>502 Bad Gateway</html>")
     sim.push("not an object")
     sim.push({"message_type": 1, "message_id": 1, "item_list": [{"type": 1, "text_item": {"text": "who?"}}]})
-    sim.push({"from_user_id": "ivan@im.wechat", "message_type": 1, "message_id": 2, "item_list": "nonsense"})
+    sim.push({"from_user_id": "ivan@im.wechat", "message_type": 1, "message_id": 2, "item_list": "nonsense",
+              "context_token": "ctx-in-a-malformed-update"})
     sim.push_image("ivan@im.wechat", PNG, key_style="b64hex", broken=True)
     sim.push_file("ivan@im.wechat", "huge.bin", b"x" * (MEDIA_MAX + 1))
     sim.push_text("ivan@im.wechat", "still there?")
@@ -244,6 +245,7 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     log = env.log()
     assert "not JSON" in log and "a malformed update skipped" in log
     assert "could not be received" in log and "over wx_media_max_bytes" in log
+    assert "ctx-in-a-malformed-update" not in log  # a reply credential stays out of the log
     assert env.daemon.proc.poll() is None
     assert not [e for e in sim.errors if "sendmessage" in e], sim.errors
 
