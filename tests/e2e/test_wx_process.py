@@ -15,6 +15,7 @@ import pytest
 
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, run_app, user_lines, write_config
+from tests.fakes.audio import make_silk
 from tests.fakes.ilink import IlinkSimulator
 
 pytestmark = pytest.mark.slow
@@ -37,6 +38,7 @@ class Env:
             bot_type="", model="dify", dify_api_base=self.dify.base_url, dify_api_key="app-test",
             allowed_internal_hosts=["127.0.0.1"], image_recognition=True, shutdown_timeout=2,
             group_name_white_list=["ALL_GROUP"],  # meaningless on iLink: reported at start
+            speech_recognition=True, voice_to_text="dify",
         )
         settings.update(extra)
         return write_config(self.folder, **settings)
@@ -161,6 +163,18 @@ def test_a_voice_message_is_answered_from_its_transcript(env):
     [sent] = env.sim.wait_sent("dave@im.wechat")
     assert sent.texts == ["echo: 天气怎么样"]
     assert dify_queries(env.dify)[-1] == "天气怎么样"
+
+
+def test_a_voice_message_without_a_transcript_is_transcribed_from_its_audio(env, tmp_path):
+    env.dify.stt_text = "语音里的问题"
+    with open(make_silk(str(tmp_path / "voice.silk"), tencent=True), "rb") as f:
+        audio = f.read()
+    env.sim.push_voice("dora@im.wechat", audio=audio)
+    [sent] = env.sim.wait_sent("dora@im.wechat")
+    assert sent.texts == ["echo: 语音里的问题"]
+    [stt] = env.dify.requests_to("/v1/audio-to-text")
+    [part] = stt["files"].values()
+    assert part["content"][:4] == b"RIFF"  # the decrypted SILK, converted to WAV
 
 
 def test_a_file_in_the_answer_is_uploaded_and_sent_as_a_file(env):

@@ -185,10 +185,13 @@ class IlinkSimulator:
     def push_text(self, user: str, text: str) -> dict:
         return self.push(self._message(user, [{"type": 1, "text_item": {"text": text}}]))
 
-    def push_voice(self, user: str, transcript: str) -> dict:
-        media = self.store_media(b"#!SILK_V3" + b"\x00" * 40)[0]
-        return self.push(self._message(user, [{"type": 3, "voice_item": {
-            "media": media, "encode_type": 6, "sample_rate": 24000, "playtime": 1200, "text": transcript}}]))
+    def push_voice(self, user: str, transcript: str = "", audio: bytes = b"#!SILK_V3") -> dict:
+        """A voice message: WeChat's transcript when given (it usually is), and the SILK audio."""
+        media = self.store_media(audio)[0]
+        voice = {"media": media, "encode_type": 6, "sample_rate": 24000, "playtime": 1200}
+        if transcript:
+            voice["text"] = transcript
+        return self.push(self._message(user, [{"type": 3, "voice_item": voice}]))
 
     def push_image(self, user: str, data: bytes, key_style: str = "hex", *, broken: bool = False) -> dict:
         """An image; `key_style` picks where and how its key is spelled (crypto.spell_key);
