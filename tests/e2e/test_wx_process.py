@@ -7,6 +7,7 @@ one logs it in, the last ones restart it and kill it, on the same data folder.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, run_app, user_lines, write_config
+from tests.e2e.daemon import Daemon, plugins_dir, run_app, user_lines, write_config
 from tests.fakes.audio import make_silk
 from tests.fakes.ilink import IlinkSimulator
 
@@ -44,7 +45,8 @@ class Env:
         return write_config(self.folder, **settings)
 
     def start(self, **extra) -> Daemon:
-        self.daemon = Daemon(self.folder, "--config", self.config(**extra))
+        plugins = plugins_dir(self.folder, names=("media_probe",))  # answers files and videos
+        self.daemon = Daemon(self.folder, "--config", self.config(**extra), "--plugins-dir", plugins)
         return self.daemon
 
     def log(self) -> str:
@@ -175,6 +177,18 @@ def test_a_voice_message_without_a_transcript_is_transcribed_from_its_audio(env,
     [stt] = env.dify.requests_to("/v1/audio-to-text")
     [part] = stt["files"].values()
     assert part["content"][:4] == b"RIFF"  # the decrypted SILK, converted to WAV
+
+
+def test_files_and_videos_reach_plugins_decrypted(env):
+    sim = env.sim
+    document, video = b"%PDF-1.4 notes\n" * 300, b"\x00\x00\x00\x18ftypmp42" + bytes(3000)
+    sim.push_file("fred@im.wechat", "notes.pdf", document)
+    sim.push_video("fred@im.wechat", video)
+    sim.wait_sent("fred@im.wechat", 2)
+    assert sim.texts_to("fred@im.wechat") == [
+        f"file {len(document)} bytes sha256 {hashlib.sha256(document).hexdigest()}",
+        f"video {len(video)} bytes sha256 {hashlib.sha256(video).hexdigest()}",
+    ]
 
 
 def test_a_file_in_the_answer_is_uploaded_and_sent_as_a_file(env):

@@ -208,6 +208,11 @@ class IlinkSimulator:
         return self.push(self._message(user, [{"type": 4, "file_item": {
             "media": media, "file_name": name, "len": str(len(data)), "md5": hashlib.md5(data).hexdigest()}}]))
 
+    def push_video(self, user: str, data: bytes) -> dict:
+        media = self.store_media(data)[0]
+        return self.push(self._message(user, [{"type": 5, "video_item": {
+            "media": media, "video_size": len(data), "play_length": 3, "video_md5": hashlib.md5(data).hexdigest()}}]))
+
     def store_media(self, data: bytes, *, broken: bool = False, key_style: str = "b64hex") -> tuple[dict, bytes]:
         key = crypto.new_key()
         blob = crypto.encrypt(data, key)
