@@ -116,3 +116,27 @@ def test_a_message_needs_an_id():
     with pytest.raises(Malformed):
         message_id({"from_user_id": "u"})
     assert message_id({"seq": 9}) == "9"
+
+
+def test_weixin_is_the_same_channel_as_wx_and_keeps_its_state_name(settings):
+    from channel.channel_factory import create_channel
+    from channel.wechat.wx_channel import WxChannel
+
+    for name in ("wx", "weixin"):
+        channel = create_channel(name)
+        try:
+            assert isinstance(channel, WxChannel) and channel.channel_type == "wx"
+        finally:
+            channel.stop()
+
+
+def test_gewechat_is_refused_by_the_factory_and_the_config_naming_what_works():
+    from channel.channel_factory import ChannelError, create_channel
+    from config import ConfigError, check_value
+
+    for refuse, error in ((lambda: create_channel("gewechat"), ChannelError),
+                          (lambda: check_value("channel_type", "gewechat"), ConfigError)):
+        with pytest.raises(error) as caught:
+            refuse()
+        assert "shut down" in str(caught.value)
+        assert all(f"`{name}`" in str(caught.value) for name in ("wx", "wxy", "wework"))
