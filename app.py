@@ -106,7 +106,7 @@ def start_channel(channel_name: str) -> None:
 
     channel = channel_factory.create_channel(channel_name)
     _channel = channel
-    if channel_name in PLUGIN_CHANNELS:
+    if channel.channel_type in PLUGIN_CHANNELS:
         from plugins import PluginManager
 
         PluginManager().load_plugins()

@@ -21,6 +21,7 @@ import re
 import threading
 from typing import Any
 
+from common import const
 from common.log import logger, set_debug
 from common.masking import mask_value
 from common.original_settings import ORIGINAL_TABLE
@@ -38,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), dingtalk (a DingTalk robot, Stream mode). Not built yet (start-up says so): wx, wxy, feishu. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login). Not built yet (start-up says so): wxy, feishu. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -209,6 +210,12 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wecom_bot_aes_key": ("", "WeCom AI bot, callback mode: the EncodingAESKey (43 characters); it also decrypts the media of callbacks. New."),
     "wecom_bot_host": ("0.0.0.0", "WeCom AI bot, callback mode: address the callback server listens on. New."),
     "wecom_bot_port": (9892, "WeCom AI bot, callback mode: port of the callback server (path /wecombot). New."),
+    "wx_ilink_api_base": ("https://ilinkai.weixin.qq.com", "Personal WeChat (channel wx / weixin): root of Tencent's iLink bot API, used for the QR login; after the login the host WeChat names is used (and kept with the login). Another value only for a proxy or a test simulator. New."),
+    "wx_ilink_cdn_base": ("https://novac2c.cdn.weixin.qq.com/c2c", "Personal WeChat: root of the iLink CDN that carries pictures, voice, files and videos (AES-128 encrypted). Another value only for a proxy or a test simulator. New."),
+    "wx_ilink_poll_timeout": (35, "Personal WeChat: seconds one long poll (new messages, the login QR's status) may wait for WeChat's answer; WeChat holds a poll about 35 s. New."),
+    "wx_ilink_retry_delay": (2, "Personal WeChat: seconds before receiving is tried again after a failure; doubled after each failure in a row, up to 30 s. New."),
+    "wx_ilink_login_timeout": (480, "Personal WeChat: seconds a QR login may take (new QR codes are shown as they expire); then a new login is offered 5 minutes later. New."),
+    "wx_media_max_bytes": (20 * 1024 * 1024, "Personal WeChat: largest picture, voice, file or video taken in or sent out, in bytes; a larger one is refused and the user told. New."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
     "wechatmp_token": ("", "Official Account callback token."),
     "wechatmp_port": (8080, "Official Account callback port: WeChat POSTs to http://<host>:<port>/wx (listening on 0.0.0.0)."),
@@ -267,14 +274,15 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
-                 "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout")
+                 "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout",
+                 "wx_ilink_login_timeout", "wx_media_max_bytes")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
             "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wework_init_wait", "dify_max_retries", "dify_connect_timeout", "dify_read_timeout", "shutdown_timeout",
-                 "dingtalk_card_interval", "dingtalk_health_port")
+_NOT_NEGATIVE = ("wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
+                 "dify_read_timeout", "shutdown_timeout", "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
 
@@ -297,7 +305,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wx_ilink_login_timeout") else (int,)
     return (type(default),)
 
 
@@ -326,6 +334,8 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         )
     if key in _AT_LEAST_ONE and value < 1:
         raise ConfigError(f"{setting} must be at least 1, got {value}")
+    if key == "channel_type" and value in const.GONE_CHANNELS:
+        raise ConfigError(f"{setting}: {const.GONE_CHANNELS[value]}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {shown(value)}")
     if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):

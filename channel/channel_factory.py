@@ -12,7 +12,7 @@ from common import const
 # name -> "module:Class", or None while the channel is not built yet.
 CHANNELS: dict[str, str | None] = {
     "terminal": "channel.terminal.terminal_channel:TerminalChannel",
-    "wx": None,
+    "wx": "channel.wechat.wx_channel:WxChannel",
     "wxy": None,
     "web": "channel.web.web_channel:WebChannel",
     "wechatmp": "channel.wechatmp.wechatmp_channel:WechatMPChannel",
@@ -26,15 +26,22 @@ CHANNELS: dict[str, str | None] = {
 }
 
 
+# Other names for a channel: the channel runs (and keeps its state) under its main name.
+ALIASES: dict[str, str] = {"weixin": "wx"}
+
+
 class ChannelError(Exception):
     """The configured channel cannot be started. The message is meant for the user."""
 
 
 def available_channels() -> list[str]:
-    return [name for name, target in CHANNELS.items() if target]
+    return [name for name, target in CHANNELS.items() if target] + list(ALIASES)
 
 
 def create_channel(channel_type: str):
+    channel_type = ALIASES.get(channel_type, channel_type)
+    if channel_type in const.GONE_CHANNELS:
+        raise ChannelError(f"channel '{channel_type}': {const.GONE_CHANNELS[channel_type]}")
     if channel_type not in CHANNELS:
         raise ChannelError(
             "unknown channel_type '{}'; valid names: {}".format(channel_type, ", ".join(const.CHANNEL_NAMES))

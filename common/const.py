@@ -157,6 +157,13 @@ MODEL_LIST = [
 FEISHU = "feishu"
 DINGTALK = "dingtalk"
 
+# Ours: channel names of the original that can no longer work, with what start-up says instead.
+GONE_CHANNELS: dict[str, str] = {
+    "gewechat": "the gewechat service has shut down upstream, so this channel cannot work any more; use `wx` "
+                "(personal WeChat through Tencent's official iLink bot API, QR login), `wxy` (wechaty) or `wework` "
+                "(the WeCom PC client) instead",
+}
+
 # Ours: the channels plugins are loaded for at start-up (gewechat and wcf are
 # not part of this port).
 CHANNEL_NAMES: tuple[str, ...] = (

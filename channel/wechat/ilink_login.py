@@ -1,0 +1,169 @@
+"""QR login to the iLink bot API (reference/personal-wechat.md §1.3).
+
+A QR is fetched and shown three ways: drawn in the terminal (stdout), saved as tmp/login.png,
+and its link written to the log. Its status is then long-polled until the phone confirms:
+
+* `wait` / `scaned`: keep polling (the scan is logged once);
+* `expired`: a new QR, up to `refreshes` times;
+* `need_verifycode`: the phone shows a code, which the user types in the terminal; polled again
+  with it. `verify_code_blocked`: too many wrong codes, a new QR;
+* `scaned_but_redirect`: keep polling at `redirect_host`;
+* `binded_redirect`: this WeChat has the bot bound already; taken as a login when the answer
+  carries a token, else a new QR;
+* `confirmed`: the bot token, the bot's id, the API host to use from now on, the user's id.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from channel.wechat.ilink_api import IlinkClient, IlinkError
+from common.log import logger
+from common.tmp_dir import TmpDir
+
+LOGIN_PNG = "login.png"
+
+
+@dataclass
+class Credentials:
+    token: str
+    base_url: str
+    bot_id: str
+    user_id: str
+
+    def to_record(self) -> dict:
+        return {"token": self.token, "base_url": self.base_url, "bot_id": self.bot_id, "user_id": self.user_id}
+
+    @classmethod
+    def from_record(cls, record: object) -> "Credentials | None":
+        if not isinstance(record, dict) or not isinstance(record.get("token"), str) or not record["token"]:
+            return None
+        return cls(record["token"], str(record.get("base_url") or ""), str(record.get("bot_id") or ""),
+                   str(record.get("user_id") or ""))
+
+
+def _credentials(answer: dict, fallback_base: str) -> Credentials | None:
+    token = answer.get("bot_token")
+    if not isinstance(token, str) or not token:
+        return None
+    return Credentials(token, str(answer.get("baseurl") or fallback_base), str(answer.get("ilink_bot_id") or ""),
+                       str(answer.get("ilink_user_id") or ""))
+
+
+def show_qr(content: str) -> str:
+    """Draw the QR in the terminal and save it as tmp/login.png; returns the PNG's path."""
+    import qrcode
+
+    path = os.path.join(TmpDir().path(), LOGIN_PNG)
+    try:
+        qr = qrcode.QRCode(border=1)
+        qr.add_data(content)
+        qr.make(fit=True)
+        qr.print_ascii(out=sys.stdout, invert=True)
+        sys.stdout.flush()
+    except Exception as e:  # a console that cannot draw it still has the PNG and the link
+        logger.warning(f"[wx] the QR could not be drawn in the terminal: {e}")
+    try:
+        qrcode.make(content).save(path)
+    except Exception as e:
+        logger.warning(f"[wx] the QR could not be saved as {path}: {e}")
+    return path
+
+
+def read_code_from_terminal() -> str:
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.strip()
+
+
+class QrLogin:
+    def __init__(self, client: IlinkClient, *, wait: float, timeout: float, refreshes: int = 10,
+                 stop: threading.Event | None = None, read_code: Callable[[], str] = read_code_from_terminal) -> None:
+        self.client = client
+        self.wait = wait
+        self.timeout = timeout
+        self.refreshes = refreshes
+        self.stop = stop or threading.Event()
+        self.read_code = read_code
+
+    def run(self) -> Credentials | None:
+        """Credentials once a QR is confirmed; None when none was within `timeout` s or after
+        `refreshes` new QRs (or on stop)."""
+        deadline = time.monotonic() + self.timeout
+        for shown in range(self.refreshes + 1):
+            if self.stop.is_set() or time.monotonic() >= deadline:
+                return None
+            try:
+                qr = self.client.get_qrcode()
+            except IlinkError as e:
+                logger.error(f"[wx] no login QR from WeChat: {e}")
+                self.stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))
+                continue
+            link = str(qr.get("qrcode_img_content") or qr["qrcode"])
+            path = show_qr(link)
+            logger.info(f"[wx] scan the QR with WeChat to log in (shown above, saved as {path}; link: {link})")
+            creds = self._poll(qr["qrcode"], deadline)
+            if creds is not None:
+                return creds
+            if shown < self.refreshes:
+                logger.info("[wx] showing a new login QR")
+        logger.error(f"[wx] no login after {self.refreshes + 1} QR codes")
+        return None
+
+    def _poll(self, qrcode: str, deadline: float) -> Credentials | None:
+        host: str | None = None
+        code = ""
+        scanned = False
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                answer = self.client.qrcode_status(qrcode, self.wait, host, code)
+            except IlinkError as e:
+                logger.warning(f"[wx] login status not read: {e}")
+                self.stop.wait(1.0)
+                continue
+            code = ""
+            status = answer.get("status")
+            if status == "confirmed":
+                creds = _credentials(answer, host or self.client.api_base)
+                if creds is None:
+                    logger.error("[wx] the login was confirmed but WeChat sent no bot token; a new QR follows")
+                    return None
+                logger.info(f"[wx] logged in as bot {creds.bot_id} for WeChat user {creds.user_id}")
+                return creds
+            if status == "scaned":
+                if not scanned:
+                    logger.info("[wx] QR scanned; confirm the login on the phone")
+                    scanned = True
+            elif status == "expired":
+                logger.info("[wx] the login QR expired")
+                return None
+            elif status == "need_verifycode":
+                logger.warning("[wx] WeChat asks for the verification code shown on the phone: type it in this "
+                               "terminal and press Enter")
+                code = self.read_code()
+                if not code:
+                    logger.error("[wx] no verification code was typed; a new QR follows")
+                    return None
+                continue
+            elif status == "verify_code_blocked":
+                logger.error("[wx] too many wrong verification codes; a new QR follows")
+                return None
+            elif status == "scaned_but_redirect":
+                redirect = answer.get("redirect_host")
+                if isinstance(redirect, str) and redirect:
+                    host = redirect
+                    logger.info(f"[wx] the login goes on at {redirect}")
+            elif status == "binded_redirect":
+                creds = _credentials(answer, host or self.client.api_base)
+                if creds is not None:
+                    logger.info(f"[wx] this WeChat has the bot bound already; logged in as bot {creds.bot_id}")
+                    return creds
+                logger.warning("[wx] this WeChat has the bot bound already but WeChat sent no token; a new QR follows")
+                return None
+            elif status != "wait":
+                logger.debug(f"[wx] login status {status!r}")
+            self.stop.wait(0.2)
+        return None
