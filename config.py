@@ -38,7 +38,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服). Not built yet (start-up says so): wx, wxy, feishu, dingtalk. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark). Not built yet (start-up says so): wx, wxy, dingtalk. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -227,7 +227,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "feishu_app_id": ("", "Feishu app id."),
     "feishu_app_secret": ("", "Feishu app secret."),
     "feishu_token": ("", "Feishu verification token."),
-    "feishu_bot_name": ("", "Feishu bot name a group @mention must match."),
+    "feishu_bot_name": ("", "Feishu bot name a group @mention must match when the bot's open id cannot be read from the API (it is, at start)."),
+    "feishu_encrypt_key": ("", "Feishu: the app's Encrypt Key (Events and callbacks page). When set, events must be encrypted and signed (X-Lark-Signature), and others are refused. New."),
+    "feishu_event_mode": ("http", "Feishu: `http` (Feishu POSTs events to `/` on feishu_port) or `websocket` (the daemon connects out over Feishu's long connection; no public URL needed). New."),
+    "feishu_api_base": ("https://open.feishu.cn", "Feishu: root of the OpenAPI and of the long connection's endpoint (`https://open.larksuite.com` for Lark); another value only for a proxy or a test simulator. New."),
     "dingtalk_client_id": ("", "DingTalk client id."),
     "dingtalk_client_secret": ("", "DingTalk client secret."),
     "dingtalk_card_enabled": (False, "DingTalk: answer with AI cards."),
@@ -277,6 +280,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dify_response_mode": ("streaming", "blocking"),
     "state_store": ("sqlite", "memory"),
     "wecom_bot_mode": ("websocket", "callback"),
+    "feishu_event_mode": ("http", "websocket"),
 }
 
 _LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}
