@@ -114,7 +114,8 @@ class FeishuSimulator:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, name="feishu-sim", daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="feishu-sim",
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
