@@ -217,12 +217,24 @@ class FeishuChannel(ChatChannel):
 
         def send_one(numbered: tuple[int, str]) -> None:
             n, piece = numbered
-            if n == 0 and card:
-                self._update_card(card, piece)
+            if n == 0 and card is not None:
+                self._finish_card(card, piece, context)
             else:
                 self._deliver(context, *cards.message_body(piece))
 
         self.send_pieces(reply, list(enumerate(pieces)), send_one)
+
+    def _finish_card(self, card, text: str, context: Context) -> None:
+        if text == card.shown:
+            return  # the card shows it already
+        try:
+            self._update_card(card.message_id, text)
+        except FeishuApiError as e:
+            if e.code is None:
+                raise  # not reachable: the pipeline's retry tries the card again
+            # The card cannot take it (withdrawn, too old to edit...): the answer goes as a new message.
+            logger.warning(f"[feishu] card {card.message_id} not updated ({e.code}); sending the answer anew")
+            self._deliver(context, *cards.message_body(text))
 
     def _send_image(self, reply: Reply, context: Context) -> None:
         try:

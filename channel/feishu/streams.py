@@ -55,9 +55,9 @@ class CardStreams:
         self._update(card.message_id, text)
         card.shown = text
 
-    def finish(self, context: Any) -> str | None:
-        """The message id of the context's oldest open card, now closed (its final text is the
-        caller's to write), or None when none is open."""
+    def finish(self, context: Any) -> Card | None:
+        """The context's oldest open card, now closed (its final text is the caller's to write),
+        or None when none is open."""
         with self._lock:
             cards = self._cards.get(id(context))
             if not cards:
@@ -65,7 +65,7 @@ class CardStreams:
             stream_id = next(iter(cards))
             card = cards.pop(stream_id)
         logger.debug(f"[feishu] card {card.message_id} finished")
-        return card.message_id
+        return card
 
     def forget(self, context: Any) -> None:
         with self._lock:
