@@ -8,6 +8,7 @@ crash, plain mode and the long connection each start their own.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 
@@ -16,6 +17,7 @@ import pytest
 
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
+from tests.fakes.feishu import crypto
 from tests.fakes.feishu import EventSender, FeishuSimulator, envelope, mention, message_event, new_message_id, text_event
 
 pytestmark = pytest.mark.slow
@@ -113,8 +115,12 @@ def test_forged_malformed_stale_and_huge_requests_are_refused_and_nothing_is_pro
     assert app.sender.post(b"{not json", {"Content-Type": "application/json"}).status == 400
     body, headers = app.sender.seal(envelope(text_event(victim, "tampered"), TOKEN))
     assert app.sender.post(body.replace(b'"}', b'A"}'), headers).status == 401  # signature no longer matches
+    # Unencrypted while a key is set, even signed with it: Feishu encrypts everything then.
     plain = json.dumps(envelope(text_event(victim, "plaintext"), TOKEN)).encode()
-    assert app.sender.post(plain, {"Content-Type": "application/json"}).status == 401  # unencrypted with a key set
+    stamp, nonce = str(int(time.time())), "n1"
+    signed = {"X-Lark-Request-Timestamp": stamp, "X-Lark-Request-Nonce": nonce,
+              "X-Lark-Signature": crypto.sign(stamp, nonce, ENCRYPT_KEY, plain)}
+    assert app.sender.post(plain, signed).status == 401
     stale = app.sender.send(text_event(victim, "replayed"), timestamp=int(time.time()) - 3600)
     assert stale.status == 403
     assert app.sender.post(b'{"encrypt":"' + b"A" * (600 * 1024) + b'"}').status == 413
@@ -234,6 +240,25 @@ def test_a_refused_token_is_replaced_and_a_send_error_is_logged_then_retried(app
     app.daemon.wait_for_log("rate limit for this chat")
     time.sleep(0.3)
     assert sim.texts(jack) == ["echo: are you there?"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit on another process")
+def test_a_message_the_store_cannot_take_is_refused_so_feishu_pushes_it_again(app, sim, dify):
+    import resource
+
+    nina = user()
+    event = text_event(nina, "keep me")
+    pid = app.daemon.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, hard))  # every write fails, as on a full disk
+    try:
+        assert app.sender.send(event).status == 503  # not a 200 that would lose it
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert app.sender.send(event).status == 200  # Feishu's re-push is taken
+    assert texts_to(sim, nina, 1) == ["echo: keep me"]
+    time.sleep(0.3)
+    assert sim.texts(nina) == ["echo: keep me"]  # the 503 was the refusal: nothing told to the user
 
 
 # ---------------------------------------------------------------------------------------------- own daemons

@@ -73,7 +73,10 @@ def test_forged_stale_and_malformed_requests_are_refused():
     assert refusal(*sealed(payload, forge_signature=True)) == 401
     assert refusal(*sealed(envelope(text_event("ou_a", "hi"), "guessed"))) == 401
     assert refusal(*sealed({"challenge": "c", "token": "guessed", "type": "url_verification"})) == 401
-    assert refusal(json.dumps(payload).encode(), {}) == 401  # plaintext while a key is set
+    plain = json.dumps(payload).encode()
+    signed = {**headers, "X-Lark-Signature": signature(headers["X-Lark-Request-Timestamp"],
+                                                       headers["X-Lark-Request-Nonce"], KEY, plain)}
+    assert refusal(plain, signed) == 401  # plaintext while a key is set, even signed with it
     assert refusal(body, headers, key="") == 400  # encrypted while no key is set
     assert refusal(b"{not json", headers) == 400
     assert refusal(b"[1, 2]", headers, key="") == 400
