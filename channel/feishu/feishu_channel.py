@@ -29,7 +29,7 @@ from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.feishu import cards
-from channel.feishu.api import FeishuApi, FeishuApiError
+from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
 from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
 from channel.feishu.streams import CardStreams
 from channel.reply_media import read_reply_media, with_extension
@@ -111,6 +111,8 @@ class FeishuChannel(ChatChannel):
             info = data.get("bot") if isinstance(data.get("bot"), dict) else {}
             open_id = str(info.get("open_id") or "")
         except FeishuApiError as e:
+            if e.path == TOKEN_PATH and e.code is not None:
+                raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret: {e.msg} (code {e.code})") from None
             logger.warning(f"[feishu] the bot's own id could not be read ({e}); a group @ is recognised by "
                            f"feishu_bot_name ({self.bot.name!r}) instead")
             open_id, info = "", {}

@@ -13,12 +13,25 @@ a thread of its own with a loop of its own, and stopping ends that loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 from channel.chat_channel import Produced
 from common.log import logger
 
 MESSAGE_EVENT = "im.message.receive_v1"
+
+
+class _ToOurLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.log(record.levelno, f"[feishu] lark: {record.getMessage()}")
+
+
+def _forward_lark_log() -> None:
+    """lark-oapi logs to stdout through a handler of its own: its records go to run.log instead."""
+    lark_log = logging.getLogger("Lark")
+    lark_log.handlers = [_ToOurLog()]
+    lark_log.propagate = False
 
 
 class NotAccepted(Exception):
@@ -44,6 +57,7 @@ class LongConnection:
         import lark_oapi.ws.client as ws_client
         from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 
+        _forward_lark_log()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         ws_client.loop = loop  # the client schedules everything on this module global

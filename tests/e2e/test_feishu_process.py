@@ -212,6 +212,17 @@ def test_an_image_answer_is_uploaded_and_sent_as_an_image(app, sim, dify):
     assert upload.body["image_type"][1] == b"message"
 
 
+def test_a_file_answer_is_uploaded_and_sent_as_a_file(app, sim, dify):
+    olga = user()
+    pdf = b"%PDF-1.4 report"
+    dify.add_file("/files/report.pdf", pdf, "application/pdf")
+    dify.push_answer(f"[report]({dify.host_url}/files/report.pdf)")
+    app.sender.send(text_event(olga, "send me the report"))
+    sim.wait(lambda: any(s.msg_type == "file" for s in sim.sent(olga)))
+    [sent] = [s for s in sim.sent(olga) if s.msg_type == "file"]
+    assert sim.files[sent.content["file_key"]] == ("report.pdf", pdf)
+
+
 def test_markdown_goes_as_a_card_and_a_long_answer_in_pieces_in_order(app, sim, dify):
     hana, ivan = user(), user()
     dify.push_answer("**重要** 记住这一点")
@@ -319,7 +330,7 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
         app.kill()
 
 
-def test_missing_credentials_stop_start_up_with_one_line(tmp_path, sim, dify):
+def test_missing_or_refused_credentials_stop_start_up_with_one_line(tmp_path, sim, dify):
     app = App(tmp_path, sim, dify)
     config = app.config()
     with open(config, encoding="utf-8") as f:
@@ -330,3 +341,9 @@ def test_missing_credentials_stop_start_up_with_one_line(tmp_path, sim, dify):
     result = run_app(tmp_path, "--config", config, timeout=30)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "feishu_token" in result.stderr
+    data.update(feishu_token=TOKEN, feishu_app_secret="not-the-secret")
+    with open(config, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    result = run_app(tmp_path, "--config", config, timeout=30)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "feishu_app_secret" in result.stderr
