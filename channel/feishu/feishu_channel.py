@@ -30,6 +30,7 @@ from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.feishu import cards
 from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
+from channel.feishu.chat_names import ChatNames
 from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
 from channel.feishu.streams import CardStreams
 from channel.reply_media import read_reply_media, with_extension
@@ -73,6 +74,7 @@ class FeishuChannel(ChatChannel):
         self.api: FeishuApi | None = None
         self.bot = BotIdentity(name=_setting("feishu_bot_name"))
         self.streams = CardStreams(self._create_card, self._update_card)
+        self.chat_names: ChatNames | None = None
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
 
@@ -88,6 +90,7 @@ class FeishuChannel(ChatChannel):
         self.api = FeishuApi(_setting("feishu_api_base") or "https://open.feishu.cn", _setting("feishu_app_id"),
                              _setting("feishu_app_secret"))
         self._learn_bot_identity()
+        self.chat_names = ChatNames(self.api)
         if self.mode == "http":
             from channel.feishu.webhook import FeishuWebhook
 
@@ -152,6 +155,8 @@ class FeishuChannel(ChatChannel):
         results = []
         for index in range(len(parts)):
             cmsg = FeishuMessage(event, index, self.bot, self._download)
+            if cmsg.is_group and self.chat_names is not None:
+                cmsg.other_user_nickname = self.chat_names.name(cmsg.chat_id)
             context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
             results.append(self.produce(context))
         return results
@@ -167,13 +172,17 @@ class FeishuChannel(ChatChannel):
     # ================================================================== the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:
         if isinstance(cmsg, FeishuMessage):
-            return {"feishu": cmsg.event, "part": cmsg.index, "path": "" if cmsg.part.text else cmsg.content}
+            return {"feishu": cmsg.event, "part": cmsg.index, "path": "" if cmsg.part.text else cmsg.content,
+                    "group_name": cmsg.other_user_nickname if cmsg.is_group else ""}
         return super().message_to_record(cmsg)
 
     def record_to_message(self, record: dict) -> ChatMessage:
         if "feishu" in record:
-            return FeishuMessage(record["feishu"], int(record.get("part") or 0), self.bot, self._download,
+            cmsg = FeishuMessage(record["feishu"], int(record.get("part") or 0), self.bot, self._download,
                                  str(record.get("path") or ""))
+            if cmsg.is_group and record.get("group_name"):
+                cmsg.other_user_nickname = str(record["group_name"])
+            return cmsg
         return super().record_to_message(record)
 
     def _handle(self, context: Context) -> None:

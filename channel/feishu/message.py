@@ -190,7 +190,7 @@ class FeishuMessage(ChatMessage):
         self.to_user_nickname = bot.name
         self.my_msg = sender.get("sender_type") == "app"
         if self.is_group:
-            # Events carry no group name: group_name_white_list matches the chat id (oc_...).
+            # Events carry no group name: the channel puts it in (chat_names.py); the chat id until then.
             self.other_user_id = self.other_user_nickname = self.chat_id
         else:
             self.other_user_id = self.from_user_id

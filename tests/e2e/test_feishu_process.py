@@ -57,7 +57,7 @@ class App:
             feishu_token=TOKEN, feishu_encrypt_key=self.encrypt_key, feishu_port=self.port,
             feishu_api_base=self.sim.base_url, bot_type="", model="dify", dify_api_base=self.dify.base_url,
             dify_api_key="app-test", shutdown_timeout=2, allowed_internal_hosts=["127.0.0.1"],
-            group_name_white_list=["ALL_GROUP"], **self.settings)
+            **{"group_name_white_list": ["ALL_GROUP"], **self.settings})
 
     def start(self) -> "App":
         self.daemon = Daemon(self.folder, "--config", self.config())
@@ -73,7 +73,9 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, sim, dify):
-    application = App(tmp_path_factory.mktemp("feishu"), sim, dify, image_recognition=True).start()
+    # Groups by name: Feishu events carry only chat ids, the daemon reads the names.
+    application = App(tmp_path_factory.mktemp("feishu"), sim, dify, image_recognition=True,
+                      group_name_white_list=["Team"]).start()
     yield application
     application.kill()
 
@@ -155,10 +157,12 @@ def test_a_repeated_event_and_a_repeated_message_id_are_answered_once(app, sim, 
 
 
 def test_a_group_message_is_answered_with_the_reply_api_only_when_the_bot_is_mentioned(app, sim, dify):
-    chat, carol = group(), user()
+    chat, elsewhere, carol = group(), group(), user()
+    sim.chat_names.update({chat: "Team", elsewhere: "Elsewhere"})  # only "Team" is in group_name_white_list
     other = mention("@_user_1", "ou_" + "d" * 32, "Dave")
     ignored = [text_event(carol, "nobody asked you", chat_id=chat),
-               text_event(carol, "@_user_1 not you either", chat_id=chat, mentions=[other])]
+               text_event(carol, "@_user_1 not you either", chat_id=chat, mentions=[other]),
+               text_event(carol, "@_user_1 wrong group", chat_id=elsewhere, mentions=[at_bot(sim)])]
     for event in ignored:
         assert app.sender.send(event).status == 200
     asked = text_event(carol, "@_user_1 what time is it @_user_2", chat_id=chat,
@@ -171,7 +175,9 @@ def test_a_group_message_is_answered_with_the_reply_api_only_when_the_bot_is_men
     answered = {s.target for s in sim.sent()}
     assert chat not in answered and not any(e["message"]["message_id"] in answered for e in ignored)
     assert "what time is it @Dave" in questions(dify)
-    assert not any("nobody asked" in q or "not you" in q for q in questions(dify))
+    assert not any(word in q for q in questions(dify) for word in ("nobody asked", "not you", "wrong group"))
+    # The name was read once for each group, not for every message.
+    assert len([c for c in sim.calls("chat") if c.path.endswith(chat)]) == 1
 
 
 def test_an_image_is_downloaded_and_goes_with_the_next_question(app, sim, dify):

@@ -5,7 +5,7 @@ written from the reference, never from product code.
     sim.base_url                  # http://127.0.0.1:<port>  (feishu_api_base)
 
 Routes: tenant token, bot/v3/info, message create / reply / PATCH (card update), image and file
-upload, resource download, and the long connection's endpoint with a WebSocket server that speaks
+upload, resource download, group info (`chat_names`), and the long connection's endpoint with a WebSocket server that speaks
 lark's protobuf frames (ws_server.py). Tests read `calls()`, `sent()` (every message as the chat
 would show it, with the updates of a card), steer with `fail_next`, `revoke_tokens`,
 `add_resource`, and push events over the long connection with `push_event`.
@@ -88,6 +88,7 @@ class FeishuSimulator:
         self._sent: dict[str, Sent] = {}
         self._uuids: dict[str, tuple[str, float]] = {}
         self._faults: list[_Fault] = []
+        self.chat_names: dict[str, str] = {}  # chat id -> group name (im/v1/chats)
         self.resources: dict[tuple[str, str], bytes] = {}
         self.images: dict[str, bytes] = {}
         self.files: dict[str, tuple[str, bytes]] = {}
@@ -252,6 +253,11 @@ class FeishuSimulator:
             return self._upload_image(body)
         if route == "file":
             return self._upload_file(body)
+        if route == "chat":
+            name = self.chat_names.get(args[0])
+            if name is None:
+                return 400, {"code": 232011, "msg": "chat not found or the bot is not in it"}
+            return 200, {"code": 0, "msg": "success", "data": {"name": name, "chat_mode": "group", "owner_id": ""}}
         if route == "resource":
             data = self.resources.get((args[0], args[1]))
             if data is None:
@@ -361,6 +367,7 @@ _ROUTES = [
     ("POST", re.compile(r"^/open-apis/im/v1/messages/([^/]+)/reply/?$"), "reply"),
     ("PATCH", re.compile(r"^/open-apis/im/v1/messages/([^/]+)/?$"), "patch"),
     ("POST", re.compile(r"^/open-apis/im/v1/images/?$"), "image"),
+    ("GET", re.compile(r"^/open-apis/im/v1/chats/([^/]+)/?$"), "chat"),
     ("POST", re.compile(r"^/open-apis/im/v1/files/?$"), "file"),
     ("GET", re.compile(r"^/open-apis/im/v1/messages/([^/]+)/resources/([^/]+)/?$"), "resource"),
     ("POST", re.compile(r"^/callback/ws/endpoint/?$"), "ws_endpoint"),
