@@ -75,10 +75,11 @@ class FeishuApi:
 
     # ------------------------------------------------------------------ calls
     def call(self, method: str, path: str, payload: dict | None = None, *, params: dict | None = None,
-             files: dict | None = None, form: dict | None = None) -> dict:
+             files: dict | None = None, form: dict | None = None, timeout: tuple[float, float] = CALL_TIMEOUT) -> dict:
         """One API call with the token; the answer's JSON (code 0). Retried once with a new token
         when the platform refuses the token."""
-        return self._with_token(path, lambda token: self._send(method, path, token, payload, params, files, form))
+        return self._with_token(path, lambda token: self._send(method, path, token, payload, params, files, form,
+                                                               timeout))
 
     def download(self, path: str, params: dict, max_bytes: int) -> bytes:
         """The bytes of a resource; FeishuApiError when the platform answers an error or the
@@ -96,18 +97,18 @@ class FeishuApi:
             return attempt(self.token(stale=token))
 
     def _send(self, method: str, path: str, token: str, payload: dict | None, params: dict | None,
-              files: dict | None, form: dict | None) -> dict:
+              files: dict | None, form: dict | None, timeout: tuple[float, float]) -> dict:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             if files:
                 r = self.http.request(method, self.base + path, params=params, data=form, files=files,
-                                      headers=headers, timeout=CALL_TIMEOUT)
+                                      headers=headers, timeout=timeout)
             else:
                 body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
                 if body is not None:
                     headers["Content-Type"] = "application/json; charset=utf-8"
                 r = self.http.request(method, self.base + path, params=params, data=body, headers=headers,
-                                      timeout=CALL_TIMEOUT)
+                                      timeout=timeout)
         except requests.RequestException as e:
             raise FeishuApiError(None, f"not reachable: {e}", path) from None
         return _answer(r.status_code, r.content, path)

@@ -14,6 +14,8 @@ from common.log import logger
 
 KEEP_NAME = 3600.0
 RETRY_AFTER = 300.0
+# Read while Feishu waits for its acknowledgement (3 s): a slow answer gives up, the chat id stands in.
+LOOKUP_TIMEOUT = (1.0, 1.0)
 MAX_CHATS = 10000
 
 
@@ -30,7 +32,7 @@ class ChatNames:
         if known is not None and known[1] > now:
             return known[0]
         try:
-            data = self.api.call("GET", f"/open-apis/im/v1/chats/{chat_id}")
+            data = self.api.call("GET", f"/open-apis/im/v1/chats/{chat_id}", timeout=LOOKUP_TIMEOUT)
             name, keep = str((data.get("data") or {}).get("name") or chat_id), KEEP_NAME
         except FeishuApiError as e:
             logger.warning(f"[feishu] the name of group {chat_id} could not be read ({e}); the group rules see "

@@ -45,6 +45,7 @@ class LongConnection:
         self.app_secret = app_secret
         self.domain = domain
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.client = None
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -65,10 +66,11 @@ class LongConnection:
         handler = EventDispatcherHandler.builder("", "").register_p2_customized_event(MESSAGE_EVENT, self._on_message).build()
         client = ws_client.Client(self.app_id, self.app_secret, event_handler=handler, domain=self.domain,
                                   log_level=lark_oapi.LogLevel.WARNING)
+        self.client = client
         try:
             client.start()
-        except RuntimeError:
-            pass  # the loop was stopped: the daemon is stopping
+        except (RuntimeError, asyncio.CancelledError):
+            pass  # stop() ended it: the daemon is stopping
         except Exception as e:
             logger.error(f"[feishu] the long connection ended: {e}")
 
@@ -84,7 +86,27 @@ class LongConnection:
             raise NotAccepted("the message could not be stored")
 
     def stop(self) -> None:
-        if self.loop is not None and self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
         if self.thread is not None:
             self.thread.join(5)
+
+    async def _shutdown(self) -> None:
+        """On the client's loop: its reader and pinger cancelled, the socket closed, and last the
+        wait in start(), which ends the thread; nothing reconnects or logs a closed loop on the way out."""
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        waiting = [task for task in others if getattr(task.get_coro(), "__name__", "") == "_select"]
+        workers = [task for task in others if task not in waiting]
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        conn = getattr(self.client, "_conn", None)
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        for task in waiting:
+            task.cancel()

@@ -8,6 +8,7 @@ crash, plain mode and the long connection each start their own.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import uuid
@@ -332,6 +333,9 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
         assert texts_to(sim, mia, 1) == ["echo: over the long connection"]
         time.sleep(0.3)
         assert len(sim.sent(mia)) == 1
+        app.daemon.proc.send_signal(signal.SIGTERM)  # a clean stop closes the connection
+        assert app.daemon.wait(15) == 0
+        assert "Traceback" not in app.daemon.stderr() and "loop is closed" not in app.daemon.stderr()
     finally:
         app.kill()
 
