@@ -32,6 +32,7 @@ class LongConnectionServer:
         self.port = 0
         self.loop = asyncio.new_event_loop()
         self.connections: list[Any] = []
+        self.accepted = 0  # connections taken so far
         self.connected = threading.Event()
         self.pings = 0
         self._answers: dict[str, Future] = {}
@@ -64,6 +65,7 @@ class LongConnectionServer:
 
     async def _serve(self, websocket) -> None:
         self.connections.append(websocket)
+        self.accepted += 1
         self.connected.set()
         try:
             async for raw in websocket:
@@ -83,6 +85,12 @@ class LongConnectionServer:
             self.connections.remove(websocket)
             if not self.connections:
                 self.connected.clear()
+
+    def drop(self) -> None:
+        """Close every connection, as a Feishu gateway restart would: the client must come back."""
+        for websocket in list(self.connections):
+            asyncio.run_coroutine_threadsafe(websocket.close(), self.loop).result(5)
+        self.connected.clear()
 
     def push(self, payload: dict, timeout: float = 5.0) -> dict:
         if not self.connected.wait(timeout):
