@@ -66,8 +66,7 @@ class FeishuApi:
             if not isinstance(data, dict) or data.get("code") != 0 or not data.get("tenant_access_token"):
                 code = data.get("code") if isinstance(data, dict) else None
                 msg = data.get("msg") if isinstance(data, dict) else str(data)[:200]
-                raise FeishuApiError(code, f"tenant access token refused: {msg} (check feishu_app_id and "
-                                           f"feishu_app_secret)", TOKEN_PATH)
+                raise FeishuApiError(code, f"tenant access token refused: {msg}", TOKEN_PATH)
             self._token = str(data["tenant_access_token"])
             self._expires_at = time.time() + float(data.get("expire") or 7200)
             logger.info(f"[feishu] fetched a tenant access token (valid {int(self._expires_at - time.time())} s)")

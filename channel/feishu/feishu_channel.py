@@ -115,7 +115,8 @@ class FeishuChannel(ChatChannel):
             open_id = str(info.get("open_id") or "")
         except FeishuApiError as e:
             if e.path == TOKEN_PATH and e.code is not None:
-                raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret: {e.msg} (code {e.code})") from None
+                raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret ({e.msg}, code {e.code}): copy "
+                                  f"both from the app's Credentials page") from None
             logger.warning(f"[feishu] the bot's own id could not be read ({e}); a group @ is recognised by "
                            f"feishu_bot_name ({self.bot.name!r}) instead")
             open_id, info = "", {}
