@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from bridge.context import ContextType
 from channel.chat_message import ChatMessage

@@ -13,13 +13,11 @@ import sys
 import time
 import uuid
 
-import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
-from tests.fakes.feishu import crypto
-from tests.fakes.feishu import EventSender, FeishuSimulator, envelope, mention, message_event, new_message_id, text_event
+from tests.fakes.feishu import EventSender, FeishuSimulator, crypto, envelope, mention, message_event, text_event
 
 pytestmark = pytest.mark.slow
 
