@@ -24,7 +24,7 @@ import hashlib
 import io
 from typing import Any
 
-from bridge.context import Context
+from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
@@ -156,6 +156,10 @@ class FeishuChannel(ChatChannel):
         results = []
         for index in range(len(parts)):
             cmsg = FeishuMessage(event, index, self.bot, self._download)
+            if cmsg.ctype == ContextType.VOICE and not conf().get(
+                    "group_speech_recognition" if cmsg.is_group else "speech_recognition"):
+                logger.debug(f"[feishu] voice message {cmsg.msg_id} skipped (speech recognition is off)")
+                continue
             if cmsg.is_group and self.chat_names is not None:
                 cmsg.other_user_nickname = self.chat_names.name(cmsg.chat_id)
             context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)

@@ -23,7 +23,7 @@ from common.tmp_dir import unique_tmp_path
 
 MEDIA_MAX_BYTES = 30 * 1024 * 1024
 RESOURCE_PATH = "/open-apis/im/v1/messages/{message_id}/resources/{file_key}"
-# (resource key, the resources API's `type`) -> file suffix of the download
+# the resources API's `type` -> file suffix of the download (a file's comes from its name)
 _SUFFIX = {"image": ".png", "file": ""}
 
 Downloader = Callable[[str, str, str, int], bytes]  # (message_id, file_key, type, max_bytes) -> bytes
@@ -146,6 +146,9 @@ def parts_of(event: dict, bot: BotIdentity) -> tuple[list[Part], bool]:
         parts = _post_parts(data, mentions, bot, hits)
     elif kind == "image" and data.get("image_key"):
         parts = [Part(ContextType.IMAGE, key=str(data["image_key"]), kind="image")]
+    elif kind == "audio" and data.get("file_key"):
+        # Feishu voice clips are Opus; the file goes to the voice_to_text engine as it is.
+        parts = [Part(ContextType.VOICE, key=str(data["file_key"]), kind="file", name="voice.opus")]
     elif kind == "file" and data.get("file_key"):
         parts = [Part(ContextType.FILE, key=str(data["file_key"]), kind="file", name=str(data.get("file_name") or ""))]
     else:

@@ -55,7 +55,13 @@ def test_images_and_files_download_when_prepared(tmp_path):
     assert open(msg.content, "rb").read() == b"%PDF-1.4"
 
 
-@pytest.mark.parametrize("kind, content", [("audio", {"file_key": "a"}), ("sticker", {"file_key": "s"}),
+def test_a_voice_clip_is_a_voice_message():
+    [part], _ = parts_of(message_event("ou_a", "audio", {"file_key": "file_v", "duration": 3000}), BOT)
+    assert part.ctype == ContextType.VOICE and part.key == "file_v" and part.kind == "file"
+    assert FeishuMessage(message_event("ou_a", "audio", {"file_key": "file_v"}), 0, BOT).content.endswith(".opus")
+
+
+@pytest.mark.parametrize("kind, content", [("share_chat", {"chat_id": "oc_x"}), ("sticker", {"file_key": "s"}),
                                            ("post", {"content": [[]]}), ("image", {})])
 def test_unhandled_messages_are_named(kind, content):
     with pytest.raises(UnsupportedMessage):
