@@ -291,11 +291,14 @@ class FeishuChannel(ChatChannel):
         """Send one message in answer to the context's message; its message id. A group message
         is answered with the reply API, anything else is sent to the receiver."""
         cmsg = context.get("msg")
-        # Feishu keeps a send's uuid for an hour: a retry of a send that did arrive is not shown twice.
+        # Feishu keeps a send's uuid for an hour: a retry of a send that did arrive is not shown
+        # twice. The content is part of it: a different message in the same place (a notice sent
+        # instead of an answer after a restart) must not be taken for the earlier one.
         sequence = getattr(context, "_feishu_sent", 0)
         body: dict[str, Any] = {"msg_type": msg_type, "content": content}
         if isinstance(cmsg, FeishuMessage):
-            body["uuid"] = hashlib.sha256(f"{cmsg.msg_id}/{sequence}".encode()).hexdigest()[:40]
+            seed = f"{cmsg.msg_id}/{sequence}/{msg_type}/{content}".encode("utf-8", "surrogatepass")
+            body["uuid"] = hashlib.sha256(seed).hexdigest()[:40]
         if isinstance(cmsg, FeishuMessage) and cmsg.is_group:
             answer = self._call("POST", f"/open-apis/im/v1/messages/{cmsg.message_id}/reply", body)
         else:

@@ -244,18 +244,28 @@ def test_markdown_goes_as_a_card_and_a_long_answer_in_pieces_in_order(app, sim, 
     assert all(len(json.dumps(s.content, ensure_ascii=False).encode()) < 30 * 1024 for s in sim.sent(ivan))
 
 
-def test_a_refused_token_is_replaced_and_a_send_error_is_logged_then_retried(app, sim, dify):
-    jack = user()
+def test_send_failures_a_refused_token_a_refused_send_and_a_lost_answer_each_end_in_one_message(app, sim, dify):
+    # Together, so the pipeline's retries (3 s later) run at the same time.
+    jack, pia = user(), user()
     fetched = len([c for c in sim.calls("token") if c.code == 0])
     sim.revoke_tokens()  # the platform no longer takes the token the daemon holds
-    sim.fail_next("create", 230020, "rate limited in this chat")
+    sim.fail_next("create", 230020, "rate limited in this chat")  # refused: sent again later
+    sim.lose_answer_next("create")  # arrived, but the daemon sees a 502: sent again with the same uuid
     app.sender.send(text_event(jack, "are you there?"))
+    app.sender.send(text_event(pia, "say it once"))
     assert texts_to(sim, jack, 1, timeout=20) == ["echo: are you there?"]
+    assert texts_to(sim, pia, 1, timeout=20) == ["echo: say it once"]
+
+    def retried() -> int:  # messages sent more than once, each time with the same uuid
+        uuids = [(c.body or {}).get("uuid") for c in sim.calls("create") if (c.body or {}).get("receive_id") in (jack, pia)]
+        return len({u for u in uuids if uuids.count(u) > 1})
+
+    sim.wait(lambda: retried() == 2)
     assert len([c for c in sim.calls("token") if c.code == 0]) == fetched + 1
     app.daemon.wait_for_log("230020")
     app.daemon.wait_for_log("rate limit for this chat")
     time.sleep(0.3)
-    assert sim.texts(jack) == ["echo: are you there?"]
+    assert sim.texts(jack) == ["echo: are you there?"] and sim.texts(pia) == ["echo: say it once"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit on another process")

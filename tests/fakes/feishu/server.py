@@ -148,6 +148,12 @@ class FeishuSimulator:
         with self._cond:
             self._faults.extend(_Fault(route, code, msg, status) for _ in range(times))
 
+    def lose_answer_next(self, route: str, times: int = 1) -> None:
+        """The next call of `route` takes effect, but its answer is lost on the way back (a 502
+        from a gateway): the client cannot tell it arrived."""
+        with self._cond:
+            self._faults.extend(_Fault(route, 0, "lost", 502) for _ in range(times))
+
     def revoke_tokens(self) -> None:
         """Every token issued so far is refused from now on (99991663)."""
         with self._cond:
@@ -225,11 +231,9 @@ class FeishuSimulator:
         return None
 
     def _answer(self, route: str, args: tuple, query: dict, body: Any, authorization: str) -> tuple[int, Any]:
-        fault = self._fault(route)
-        if fault is not None:
-            return fault.status, {"code": fault.code, "msg": fault.msg}
         if route == "token":
-            return self._issue_token(body)
+            fault = self._fault(route)
+            return (fault.status, {"code": fault.code, "msg": fault.msg}) if fault else self._issue_token(body)
         if route == "ws_endpoint":
             return self._ws_endpoint(body)
         token = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else ""
@@ -239,6 +243,16 @@ class FeishuSimulator:
             expiry = self._tokens.get(token)
         if expiry is None or expiry < time.time():
             return 400, {"code": INVALID_TOKEN, "msg": "Invalid access token for authorization"}
+        # Injected faults answer authenticated calls, as the platform's own errors would.
+        fault = self._fault(route)
+        if fault is not None and fault.msg == "lost":
+            self._answer_now(route, args, query, body)
+            return fault.status, b"<html>502 Bad Gateway</html>"
+        if fault is not None:
+            return fault.status, {"code": fault.code, "msg": fault.msg}
+        return self._answer_now(route, args, query, body)
+
+    def _answer_now(self, route: str, args: tuple, query: dict, body: Any) -> tuple[int, Any]:
         if route == "bot_info":
             if not self.bot_info:
                 return 400, {"code": 99991672, "msg": "Access denied"}
