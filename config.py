@@ -39,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login). Not built yet (start-up says so): wxy, feishu. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login). Not built yet (start-up says so): wxy. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -230,11 +230,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wechatcomapp_agent_id": ("", "WeCom app agent id."),
     "wechatcomapp_aes_key": ("", "WeCom app EncodingAESKey."),
     "wechatcom_api_base": ("https://qyapi.weixin.qq.com", "WeCom app and customer service: root of the server API (`/cgi-bin/...` is added); another value only for a proxy or a test simulator. New."),
-    "feishu_port": (9891, "Feishu event callback port."),
+    "feishu_port": (9891, "Feishu event callback port (path `/`; feishu_event_mode http)."),
     "feishu_app_id": ("", "Feishu app id."),
     "feishu_app_secret": ("", "Feishu app secret."),
-    "feishu_token": ("", "Feishu verification token."),
-    "feishu_bot_name": ("", "Feishu bot name a group @mention must match."),
+    "feishu_token": ("", "Feishu: the Verification Token of the app's event subscription; required with feishu_event_mode http, where every request must carry it."),
+    "feishu_bot_name": ("", "Feishu bot name a group @mention must match when the bot's open id cannot be read from the API (it is, at start)."),
+    "feishu_encrypt_key": ("", "Feishu: the app's Encrypt Key (Events and callbacks page). When set, events must be encrypted and signed (X-Lark-Signature), and others are refused. New."),
+    "feishu_event_mode": ("http", "Feishu: `http` (Feishu POSTs events to `/` on feishu_port) or `websocket` (the daemon connects out over Feishu's long connection; no public URL needed). New."),
+    "feishu_api_base": ("https://open.feishu.cn", "Feishu: root of the OpenAPI and of the long connection's endpoint (`https://open.larksuite.com` for Lark); another value only for a proxy or a test simulator. New."),
     "dingtalk_client_id": ("", "DingTalk client id."),
     "dingtalk_client_secret": ("", "DingTalk client secret."),
     "dingtalk_card_enabled": (False, "DingTalk: answer with AI cards; a streamed Dify answer grows in its card (updated at most every dingtalk_card_interval seconds) and the card is finished with the whole text."),
@@ -292,6 +295,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dify_response_mode": ("streaming", "blocking"),
     "state_store": ("sqlite", "memory"),
     "wecom_bot_mode": ("websocket", "callback"),
+    "feishu_event_mode": ("http", "websocket"),
 }
 
 _LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}

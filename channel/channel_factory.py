@@ -21,7 +21,7 @@ CHANNELS: dict[str, str | None] = {
     "wechatcom_service": "channel.wechatcs.wechatcs_channel:WechatComServiceChannel",
     "wework": "channel.wework.wework_channel:WeworkChannel",
     "wecom_bot": "channel.wecom_bot.wecom_bot_channel:WecomBotChannel",
-    "feishu": None,
+    "feishu": "channel.feishu.feishu_channel:FeishuChannel",
     "dingtalk": "channel.dingtalk.dingtalk_channel:DingTalkChannel",
 }
 

@@ -132,12 +132,12 @@ def test_wrong_type_exits_2_naming_key_and_type(tmp_path):
 
 
 def test_channel_not_built_yet_stops_start_up(tmp_path):
-    config = write_config(tmp_path, channel_type="feishu")
+    config = write_config(tmp_path, channel_type="wxy")
     daemon = run_app(tmp_path, "--config", config, input="")
     out, err = daemon.stdout, daemon.stderr
     assert daemon.returncode == 1
     [line] = user_lines(err)
-    assert line.startswith("start-up failed: channel 'feishu' is not available in this version yet; available now: ")
+    assert line.startswith("start-up failed: channel 'wxy' is not available in this version yet; available now: ")
     assert "terminal" in line.rpartition(": ")[2]
 
 

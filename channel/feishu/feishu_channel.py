@@ -1,0 +1,320 @@
+"""Channel `feishu`: a Feishu (Lark) self-built app's bot (reference/channel-protocols.md §4).
+
+Two ways in, chosen by `feishu_event_mode`:
+* `http` (default): Feishu POSTs events to `/` on the shared HTTP server (port `feishu_port`),
+  checked by crypto.py (token, and with an Encrypt Key the signature, clock and decryption);
+  webhook.py.
+* `websocket`: the daemon connects out with lark-oapi's long-connection client; no public URL
+  is needed; long_connection.py.
+
+Either way an `im.message.receive_v1` event is turned into ChatMessages (message.py) and goes
+through the pipeline's durable accept: each message is in the state store's inbox before the
+platform gets its acknowledgement, and a message id seen in the last 8 hours (Feishu re-pushes
+for about 7.1 h) is processed once. Feishu follows the same rules as every channel (prefixes,
+group white list, @ in groups); the original forced its own settings here and skipped them.
+
+Out (api.py): a private chat is answered with the create API (receive_id_type open_id), a group
+with the reply API on the message that asked. Markdown goes as a card, other text as `text`
+(cards.py); images and files are uploaded first. With `dify_stream_reply` the answer grows in
+one card replaced in place (streams.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+from bridge.context import Context, ContextType
+from bridge.reply import Reply, ReplyType
+from channel.chat_channel import ChatChannel, Produced
+from channel.chat_message import ChatMessage
+from channel.feishu import cards
+from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
+from channel.feishu.chat_names import ChatNames
+from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
+from channel.feishu.streams import CardStreams
+from channel.reply_media import read_reply_media, with_extension
+from common import fetch
+from common.log import logger
+from common.store import DedupKey
+from common.text import safe_data
+from common.utils import compress_imgfile
+from config import ConfigError, conf
+
+MESSAGE_EVENT = "im.message.receive_v1"
+# Feishu re-pushes an unacknowledged event for about 7.1 hours (15 s, 5 min, 1 h, 6 h).
+DEDUP_TTL_SECONDS = 8 * 3600
+IMAGE_MAX_BYTES = 10 * 1024 * 1024  # the image upload's limit
+FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
+_TEXT_TYPES = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_)
+_FILE_TYPES = (ReplyType.FILE, ReplyType.VIDEO, ReplyType.VIDEO_URL, ReplyType.VOICE)
+# code -> what the operator should know (the reply is lost; the log says why).
+_SEND_ERRORS = {
+    230002: "the bot is not in this chat",
+    230011: "the message being answered was withdrawn",
+    230013: "the user is outside the app's availability range",
+    230020: "Feishu's rate limit for this chat was hit",
+    99991400: "Feishu's rate limit was hit",
+    99991672: "the app lacks a permission (im:message, im:message:send_as_bot or im:resource)",
+}
+
+
+def _setting(key: str) -> str:
+    return str(conf().get(key) or "").strip()
+
+
+class FeishuChannel(ChatChannel):
+    NOT_SUPPORT_REPLYTYPE: list = []
+    # A message the store could not take is refused to Feishu (503 / an error frame), which pushes it again.
+    NOT_STORED_IN_RESPONSE = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = _setting("feishu_event_mode") or "http"
+        self.api: FeishuApi | None = None
+        self.bot = BotIdentity(name=_setting("feishu_bot_name"))
+        self.streams = CardStreams(self._create_card, self._update_card)
+        self.chat_names: ChatNames | None = None
+        self.webhook = None  # webhook.FeishuWebhook in http mode
+        self.connection = None  # long_connection.LongConnection in websocket mode
+
+    # ================================================================== lifecycle
+    def startup(self) -> None:
+        if self.mode not in ("http", "websocket"):
+            raise ConfigError(f"feishu_event_mode must be http or websocket (got {self.mode!r})")
+        needed = ["feishu_app_id", "feishu_app_secret"] + (["feishu_token"] if self.mode == "http" else [])
+        missing = [key for key in needed if not _setting(key)]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set for channel_type feishu (from the app's "
+                              f"Credentials page and its Events and callbacks page in the Feishu developer console)")
+        self.api = FeishuApi(_setting("feishu_api_base") or "https://open.feishu.cn", _setting("feishu_app_id"),
+                             _setting("feishu_app_secret"))
+        self._learn_bot_identity()
+        self.chat_names = ChatNames(self.api)
+        if self.mode == "http":
+            from channel.feishu.webhook import FeishuWebhook
+
+            self.webhook = FeishuWebhook(self, int(conf().get("feishu_port") or 9891), _setting("feishu_token"),
+                                         _setting("feishu_encrypt_key"))
+            # Messages accepted before the last stop come first, before new events are taken.
+            self.resume_inbox()
+            self.webhook.start()
+            return
+        from channel.feishu.long_connection import LongConnection
+
+        self.resume_inbox()
+        self.connection = LongConnection(self, _setting("feishu_app_id"), _setting("feishu_app_secret"),
+                                         self.api.base)
+        self.connection.start()
+
+    def _learn_bot_identity(self) -> None:
+        """The bot's open id, which a group @ must carry (feishu_bot_name is the fallback)."""
+        try:
+            data = self.api.call("GET", "/open-apis/bot/v3/info")
+            info = data.get("bot") if isinstance(data.get("bot"), dict) else {}
+            open_id = str(info.get("open_id") or "")
+        except FeishuApiError as e:
+            if e.path == TOKEN_PATH and e.code is not None:
+                raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret ({e.msg}, code {e.code}): copy "
+                                  f"both from the app's Credentials page") from None
+            logger.warning(f"[feishu] the bot's own id could not be read ({e}); a group @ is recognised by "
+                           f"feishu_bot_name ({self.bot.name!r}) instead")
+            open_id, info = "", {}
+        self.bot = BotIdentity(open_id=open_id, name=self.bot.name or str(info.get("app_name") or ""))
+        self.user_id = open_id or None
+        self.name = self.bot.name or None
+        if not open_id and not self.bot.name:
+            logger.warning("[feishu] neither the bot's open id nor feishu_bot_name is known: group @s cannot be told apart")
+        else:
+            logger.info(f"[feishu] bot {self.bot.name or '(no name)'} {open_id}")
+
+    def stop(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop()
+        if self.connection is not None:
+            self.connection.stop()
+        super().stop()
+
+    # ================================================================== events in
+    def take_event(self, envelope: dict) -> list[Produced]:
+        """One checked event envelope (schema 2.0) through the pipeline: what became of each of
+        its messages. Called before the platform gets its acknowledgement."""
+        header = envelope.get("header") if isinstance(envelope.get("header"), dict) else {}
+        event_type = header.get("event_type")
+        if event_type != MESSAGE_EVENT:
+            logger.debug(f"[feishu] event {event_type} ignored")
+            return []
+        event = safe_data(envelope.get("event"))
+        if not isinstance(event, dict):
+            return []
+        try:
+            parts, _ = parts_of(event, self.bot)
+        except UnsupportedMessage as e:
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            logger.info(f"[feishu] message {message.get('message_id')} skipped: {e}")
+            return []
+        results = []
+        for index in range(len(parts)):
+            cmsg = FeishuMessage(event, index, self.bot, self._download)
+            if cmsg.ctype == ContextType.VOICE and not conf().get(
+                    "group_speech_recognition" if cmsg.is_group else "speech_recognition"):
+                logger.debug(f"[feishu] voice message {cmsg.msg_id} skipped (speech recognition is off)")
+                continue
+            if cmsg.is_group and self.chat_names is not None:
+                cmsg.other_user_nickname = self.chat_names.name(cmsg.chat_id)
+            context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
+            results.append(self.produce(context))
+        return results
+
+    def _dedup_key(self, cmsg) -> DedupKey | None:
+        key = super()._dedup_key(cmsg)
+        return None if key is None else DedupKey(key.namespace, key.key, max(key.ttl, DEDUP_TTL_SECONDS))
+
+    def _download(self, message_id: str, file_key: str, kind: str, max_bytes: int) -> bytes:
+        return self.api.download(RESOURCE_PATH.format(message_id=message_id, file_key=file_key), {"type": kind},
+                                 max_bytes)
+
+    # ================================================================== the inbox
+    def message_to_record(self, cmsg: ChatMessage) -> dict:
+        if isinstance(cmsg, FeishuMessage):
+            return {"feishu": cmsg.event, "part": cmsg.index, "path": "" if cmsg.part.text else cmsg.content,
+                    "group_name": cmsg.other_user_nickname if cmsg.is_group else ""}
+        return super().message_to_record(cmsg)
+
+    def record_to_message(self, record: dict) -> ChatMessage:
+        if "feishu" in record:
+            cmsg = FeishuMessage(record["feishu"], int(record.get("part") or 0), self.bot, self._download,
+                                 str(record.get("path") or ""))
+            if cmsg.is_group and record.get("group_name"):
+                cmsg.other_user_nickname = str(record["group_name"])
+            return cmsg
+        return super().record_to_message(record)
+
+    def _handle(self, context: Context) -> None:
+        try:
+            super()._handle(context)
+        finally:
+            if context is not None:
+                self.streams.forget(context)
+
+    # ================================================================== answers out
+    def can_show_partial(self, context: Context) -> bool:
+        return isinstance(context.get("msg"), FeishuMessage) and bool(conf().get("dify_stream_reply"))
+
+    def show_partial(self, context: Context, stream_id: str, text: str) -> None:
+        self.streams.show(context, stream_id, text)
+
+    def _create_card(self, context: Context, text: str) -> str:
+        return self._deliver(context, "interactive", cards.card_content(text))
+
+    def _update_card(self, message_id: str, text: str) -> None:
+        self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", {"content": cards.card_content(text)})
+
+    def send(self, reply: Reply, context: Context) -> None:
+        if reply.type in _TEXT_TYPES:
+            self._send_text(str(reply.content), context, reply)
+        elif reply.type in (ReplyType.IMAGE, ReplyType.IMAGE_URL):
+            self._send_image(reply, context)
+        elif reply.type in _FILE_TYPES:
+            self._send_file(reply, context)
+        else:
+            raise NotImplementedError(f"Feishu cannot send {reply.type}")
+        logger.info(f"[feishu] sent {reply.type} to {context.get('receiver')}")
+
+    def _send_text(self, text: str, context: Context, reply: Reply | None = None) -> None:
+        reply = reply or Reply(ReplyType.TEXT, text)
+        if reply.type == ReplyType.TEXT and not hasattr(reply, "_feishu_card"):
+            # The card the answer grew in takes its final text (kept on the reply for a retry).
+            reply._feishu_card = self.streams.finish(context)
+        card = getattr(reply, "_feishu_card", None)
+        pieces = cards.pieces(text)
+        if len(pieces) > 1:
+            logger.info(f"[feishu] a text of {len(text)} characters goes in {len(pieces)} pieces")
+
+        def send_one(numbered: tuple[int, str]) -> None:
+            n, piece = numbered
+            if n == 0 and card is not None:
+                self._finish_card(card, piece, context)
+            else:
+                self._deliver(context, *cards.message_body(piece))
+
+        self.send_pieces(reply, list(enumerate(pieces)), send_one)
+
+    def _finish_card(self, card, text: str, context: Context) -> None:
+        if text == card.shown:
+            return  # the card shows it already
+        try:
+            self._update_card(card.message_id, text)
+        except FeishuApiError as e:
+            if e.code is None:
+                raise  # not reachable: the pipeline's retry tries the card again
+            # The card cannot take it (withdrawn, too old to edit...): the answer goes as a new message.
+            logger.warning(f"[feishu] card {card.message_id} not updated ({e.code}); sending the answer anew")
+            self._deliver(context, *cards.message_body(text))
+
+    def _send_image(self, reply: Reply, context: Context) -> None:
+        try:
+            data, name = read_reply_media(reply, IMAGE_MAX_BYTES, "image")
+        except (fetch.FetchError, OSError) as e:
+            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
+            self._send_text(str(reply.content), context)
+            return
+        if len(data) > IMAGE_MAX_BYTES:
+            data = compress_imgfile(io.BytesIO(data), IMAGE_MAX_BYTES - 1).getvalue()
+        uploaded = self._call("POST", "/open-apis/im/v1/images", form={"image_type": "message"},
+                              files={"image": (with_extension(name, data, ".png"), data)})
+        image_key = (uploaded.get("data") or {}).get("image_key")
+        if not image_key:
+            raise FeishuApiError(None, "the image upload gave no image_key", "/open-apis/im/v1/images")
+        self._deliver(context, "image", cards.json_content({"image_key": image_key}))
+
+    def _send_file(self, reply: Reply, context: Context) -> None:
+        try:
+            data, name = read_reply_media(reply, FILE_MAX_BYTES, "file")
+        except (fetch.FetchError, OSError) as e:
+            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
+            self._send_text(str(reply.content), context)
+            return
+        if len(data) > FILE_MAX_BYTES:
+            logger.warning(f"[feishu] a {reply.type} of more than {FILE_MAX_BYTES} bytes cannot be uploaded")
+            self._send_text("文件太大，无法发送 (the file is too large to send)", context)
+            return
+        name = with_extension(name, data, ".bin")
+        uploaded = self._call("POST", "/open-apis/im/v1/files", form={"file_type": "stream", "file_name": name},
+                              files={"file": (name, data)})
+        file_key = (uploaded.get("data") or {}).get("file_key")
+        if not file_key:
+            raise FeishuApiError(None, "the file upload gave no file_key", "/open-apis/im/v1/files")
+        self._deliver(context, "file", cards.json_content({"file_key": file_key}))
+
+    def _deliver(self, context: Context, msg_type: str, content: str) -> str:
+        """Send one message in answer to the context's message; its message id. A group message
+        is answered with the reply API, anything else is sent to the receiver."""
+        cmsg = context.get("msg")
+        # Feishu keeps a send's uuid for an hour: a retry of a send that did arrive is not shown
+        # twice. The content is part of it: a different message in the same place (a notice sent
+        # instead of an answer after a restart) must not be taken for the earlier one.
+        sequence = getattr(context, "_feishu_sent", 0)
+        body: dict[str, Any] = {"msg_type": msg_type, "content": content}
+        if isinstance(cmsg, FeishuMessage):
+            seed = f"{cmsg.msg_id}/{sequence}/{msg_type}/{content}".encode("utf-8", "surrogatepass")
+            body["uuid"] = hashlib.sha256(seed).hexdigest()[:40]
+        if isinstance(cmsg, FeishuMessage) and cmsg.is_group:
+            answer = self._call("POST", f"/open-apis/im/v1/messages/{cmsg.message_id}/reply", body)
+        else:
+            receiver = str(context.get("receiver") or "")
+            if not receiver:
+                raise ValueError("no receiver for the reply")
+            id_type = "chat_id" if receiver.startswith("oc_") else "open_id"
+            answer = self._call("POST", "/open-apis/im/v1/messages", {"receive_id": receiver, **body},
+                                params={"receive_id_type": id_type})
+        context._feishu_sent = sequence + 1
+        return str((answer.get("data") or {}).get("message_id") or "")
+
+    def _call(self, method: str, path: str, payload: dict | None = None, **kwargs: Any) -> dict:
+        try:
+            return self.api.call(method, path, payload, **kwargs)
+        except FeishuApiError as e:
+            hint = _SEND_ERRORS.get(e.code or 0)
+            logger.error(f"[feishu] {method} {e}{': ' + hint if hint else ''}")
+            raise

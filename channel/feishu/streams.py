@@ -1,0 +1,111 @@
+"""Answers shown growing in one Feishu card, replaced in place (PATCH im/v1/messages/{id}).
+
+The first text of an answer creates a card (as the reply would have been sent); later texts
+replace the card's content, at most one PATCH per UPDATE_INTERVAL per card (Feishu allows 5
+updates a second per message). A text that comes sooner is held and written when the interval
+is over (a timer), unless a newer one replaced it first, so a pause in the answer (an agent's
+tool call) still shows everything written before it. The finished text always lands: `finish`
+closes the card (nothing held is written after that) and hands it to the sender, which writes
+the final text into it.
+
+An answer can need several cards: when the bot sends a part of it (an image between two
+paragraphs), the text after it grows in a new card (PartialAnswer.next_answer gives it a new
+stream id).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from common.log import logger
+
+UPDATE_INTERVAL = 0.3  # seconds between two updates of one card
+CARD_MAX_BYTES = 20000  # a growing text beyond this stays as it is until the end
+
+
+@dataclass
+class Card:
+    message_id: str
+    shown: str
+    updated: float
+    held: str | None = None  # a text waiting for the interval to pass
+    closed: bool = False
+    timer: threading.Timer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one update of the card at a time
+
+
+class CardStreams:
+    def __init__(self, create: Callable[[Any, str], str], update: Callable[[str, str], None]) -> None:
+        """`create(context, text)` sends a new card and returns its message id;
+        `update(message_id, text)` replaces a card's text."""
+        self._create = create
+        self._update = update
+        self._cards: dict[int, dict[str, Card]] = {}  # id(context) -> stream id -> card, oldest first
+        self._lock = threading.Lock()
+
+    def show(self, context: Any, stream_id: str, text: str) -> None:
+        with self._lock:
+            card = self._cards.get(id(context), {}).get(stream_id)
+        if card is None:
+            message_id = self._create(context, text)
+            with self._lock:
+                self._cards.setdefault(id(context), {})[stream_id] = Card(message_id, text, time.monotonic())
+            return
+        with card.lock:
+            if card.closed or text == card.shown or len(text.encode("utf-8")) > CARD_MAX_BYTES:
+                return
+            wait = UPDATE_INTERVAL - (time.monotonic() - card.updated)
+            if wait > 0:
+                card.held = text
+                if card.timer is None:
+                    card.timer = threading.Timer(wait, self._write_held, (card,))
+                    card.timer.daemon = True
+                    card.timer.start()
+                return
+            self._write(card, text)
+
+    def _write(self, card: Card, text: str) -> None:
+        """With card.lock held."""
+        card.updated = time.monotonic()
+        card.held = None
+        self._update(card.message_id, text)
+        card.shown = text
+
+    def _write_held(self, card: Card) -> None:
+        with card.lock:
+            card.timer = None
+            if card.closed or card.held is None:
+                return
+            try:
+                self._write(card, card.held)
+            except Exception as e:  # the next text, or the finished one, tries again
+                logger.warning(f"[feishu] card {card.message_id} not updated: {e}")
+
+    def finish(self, context: Any) -> Card | None:
+        """The context's oldest open card, now closed (its final text is the caller's to write),
+        or None when none is open."""
+        with self._lock:
+            cards = self._cards.get(id(context))
+            if not cards:
+                return None
+            card = cards.pop(next(iter(cards)))
+        self._close(card)
+        logger.debug(f"[feishu] card {card.message_id} finished")
+        return card
+
+    def forget(self, context: Any) -> None:
+        with self._lock:
+            cards = self._cards.pop(id(context), {})
+        for card in cards.values():
+            self._close(card)
+
+    @staticmethod
+    def _close(card: Card) -> None:
+        # Under the card's lock: an update on its way lands before the final text is written.
+        with card.lock:
+            card.closed = True
+            if card.timer is not None:
+                card.timer.cancel()
+                card.timer = None
