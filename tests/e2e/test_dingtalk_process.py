@@ -99,7 +99,7 @@ def cards(tmp_path_factory, sim, dify):
     folder = tmp_path_factory.mktemp("dingtalk-cards")
     # No group list at all (a config written for the original): start-up warns.
     daemon = start(folder, sim, dify, len(sim.connections(CARD_APP)), app_id=CARD_APP, dingtalk_card_enabled=True,
-                   dingtalk_card_interval=0.3, group_name_white_list=[], dingtalk_reconnect_max=2)
+                   dingtalk_card_interval=0.3, group_name_white_list=[], dingtalk_reconnect_max=4)
     try:
         text = "This answer is shown, then its final text cannot be delivered."
         dify.push_answer(text, chunk_size=8, chunk_delay=0.02)
@@ -182,15 +182,37 @@ def test_a_card_whose_status_cannot_be_set_is_finalized_once_and_not_sent_again(
     assert not sim.errors, sim.errors  # (checked again after the retries would have come: see the cut-off test)
 
 
+def test_a_card_created_for_an_answer_is_finished_on_a_retry_not_replaced_by_text(cards, sim, dify):
+    dify.push_error(400, "invalid_param", "bad input")  # an error answer: nothing was shown growing
+    sim.fail_finalize("uma", count=1)  # the card is created, its finalize refused once
+    sim.push_text(CARD_APP, "uma", "this fails")
+    wait_until(lambda: [d for d in sim.deliveries(sender="uma") if d["via"] == "card"], what="the card")
+    wait_until(lambda: card_of(sim, "uma").get("refused_finalizes"), what="the refused finalize")
+    time.sleep(0.3)
+    assert [d["via"] for d in sim.deliveries(sender="uma")] == ["card"]  # not sent as text as well
+    # (the retry, 3 s later, finishes this card: checked in the cut-off test)
+
+
 def test_a_reconnect_closed_at_once_makes_the_waits_grow(cards, sim):
     """A connection DingTalk closes at once did not work: the wait is not reset to the first."""
+    log = os.path.join(cards.daemon.folder, "run.log")
+    with open(log, encoding="utf-8") as f:
+        start_at = len(f.read())
+    pattern = re.compile(r"reconnecting to DingTalk in ([\d.]+) s")
+
+    def delays() -> list[float]:
+        with open(log, encoding="utf-8") as f:
+            return [float(x) for x in pattern.findall(f.read()[start_at:])]
+
     sim.close_at_once.add(CARD_APP)
     try:
         sim.drop(CARD_APP)  # after a connection that brought messages: the first wait (0.5-1 s)
-        # Then each socket is closed at once: the next wait is the second step (1-2 s), not the first again.
-        wait_for_log_match(cards.daemon, r"reconnecting to DingTalk in (1\.\d|2\.0) s", timeout=5)
+        # Then each socket is closed at once: the waits go on growing (1-2 s, 2-4 s), not back to the first.
+        wait_until(lambda: len(delays()) >= 3, timeout=8, what="three waits")
     finally:
         sim.close_at_once.discard(CARD_APP)
+    first, second, third = delays()[:3]
+    assert first <= 1.0 and second + third >= 2.5, delays()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -206,6 +228,15 @@ def test_a_private_text_is_acked_and_answered_on_the_session_webhook(app, sim, d
     sim.wait(lambda: sim.ping_echoed(ping), 5, "the ping echo")
     health = httpx.get(app.health, timeout=5)
     assert health.status_code == 200 and health.json()["connection"] == "connected"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads the Linux socket table")
+def test_the_health_port_listens_on_loopback_only_by_default(app):
+    port = int(app.health.rsplit(":", 1)[1].split("/", 1)[0])
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        listening = [line.split()[1] for line in f.readlines()[1:] if line.split()[3] == "0A"]
+    [address] = [a for a in listening if int(a.split(":")[1], 16) == port]
+    assert address.split(":")[0] == "0100007F"  # 127.0.0.1, not 0.0.0.0
 
 
 def test_a_voice_message_is_answered_from_dingtalks_transcript(app, sim, dify):
@@ -476,7 +507,7 @@ def test_a_crash_mid_card_and_a_stop_lose_nothing_and_answer_nothing_twice(tmp_p
         sim.push_text(APP, "luke", "write slowly")
         wait_until(lambda: [d for d in sim.deliveries(sender="luke") if d["text"]], what="the card growing")
         daemon.kill()  # SIGKILL
-        daemon = start(tmp_path, sim, dify, len(sim.connections(APP)), **cards_on)
+        daemon = start(tmp_path, sim, dify, len(sim.connections(APP)), shutdown_timeout=1.5, **cards_on)
         wait_until(lambda: sim.texts(sender="kate") and len(sim.deliveries(sender="luke")) >= 2, timeout=20,
                    what="the answers after the restart")
         time.sleep(0.5)
@@ -503,10 +534,10 @@ def test_a_crash_mid_card_and_a_stop_lose_nothing_and_answer_nothing_twice(tmp_p
             late = frame["headers"]["messageId"]
         except Exception:
             pass  # closed already
+        time.sleep(0.3)
+        assert late is None or (sim.ack(late) or {}).get("code") != 200, sim.ack(late)
         sim.wait(lambda: not conn.open, 1.5, "the Stream closed while the running answer still has time")
-        assert daemon.proc.poll() is None  # still in its grace period (shutdown_timeout 2 s)
-        time.sleep(0.2)
-        assert late is None or (sim.ack(late) or {}).get("code") != 200
+        assert daemon.proc.poll() is None  # still in its grace period (shutdown_timeout 1.5 s)
         assert daemon.wait(10) == 0
     finally:
         daemon.kill()
@@ -523,6 +554,10 @@ def test_a_card_whose_final_text_cannot_be_delivered_is_finished_as_cut_off(card
     assert cards.cut_off_text.startswith(final["content"][: -len(CUT_OFF_EN)].strip())  # what it showed, then the note
     assert record["instance_updates"][-1]["cardData"]["cardParamMap"]["flowStatus"] == "5"  # failed, not finished
     assert [d["via"] for d in sim.deliveries(sender="cutter")] == ["card"]
+    # The card whose finalize was refused once (an earlier test) was finished by the retry, once.
+    uma = card_of(sim, "uma")
+    assert [u["isFinalize"] for u in uma["updates"]] == [True] and "Dify could not" in uma["updates"][-1]["content"]
+    assert [d["via"] for d in sim.deliveries(sender="uma")] == ["card"]
     # The card whose status could not be set (an earlier test) was still finalized only once.
     assert [u["isFinalize"] for u in card_of(sim, "ivan")["updates"]].count(True) == 1
     assert not sim.errors, sim.errors
