@@ -246,6 +246,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "dingtalk_api_base": ("https://api.dingtalk.com", "DingTalk: root of the OpenAPI (token, Stream gateway, robot messages, files, cards); another value only for a proxy or a test simulator. New."),
     "dingtalk_oapi_base": ("https://oapi.dingtalk.com", "DingTalk: root of the older API used for media uploads (`/media/upload`); another value only for a proxy or a test simulator. New."),
     "dingtalk_health_port": (0, "DingTalk: port of an HTTP server answering GET /healthz with the Stream connection's state (0: none; Stream mode needs no port otherwise). New."),
+    "dingtalk_health_host": ("127.0.0.1", "DingTalk: address the /healthz server of dingtalk_health_port listens on (127.0.0.1: this machine only; 0.0.0.0 for a probe from elsewhere). New."),
     "dingtalk_reconnect_max": (60.0, "DingTalk: longest wait in seconds between two attempts to reconnect the Stream connection (the wait starts at 1 s and doubles, with jitter). New."),
     "gewechat_base_url": ("", "gewechat server URL (channel not ported)."),
     "gewechat_download_url": ("", "gewechat download URL (channel not ported)."),

@@ -377,7 +377,7 @@ class ChatChannel(Channel):
             logger.error(f"[chat] message of session {session_id} refused: the state store could not save it: {e}")
             if not (self.REFUSAL_IN_RESPONSE or self.NOT_STORED_IN_RESPONSE):
                 text = refusal_text(NOT_STORED_TEXT_ZH, NOT_STORED_TEXT_EN, context.content, context.type)
-                self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.ERROR, text)))
+                self._send_refusal(context, Reply(ReplyType.ERROR, text))
             return Produced.NOT_STORED
         if admission:
             logger.debug(f"[chat] message queued for session {session_id}")
@@ -393,8 +393,13 @@ class ChatChannel(Channel):
             logger.warning(f"[chat] queue of session {session_id} is full, telling the user")
         if not self.REFUSAL_IN_RESPONSE:
             text = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, context.content, context.type)
-            self._send_reply(context, self._decorate_reply(context, Reply(ReplyType.TEXT, text)))
+            self._send_refusal(context, Reply(ReplyType.TEXT, text))
         return Produced.BUSY
+
+    def _send_refusal(self, context: Context, reply: Reply) -> None:
+        """Tell the user their message was not taken (busy, not saved). A channel whose intake
+        must not wait for the send (and its retries) sends it elsewhere."""
+        self._send_reply(context, self._decorate_reply(context, reply))
 
     def _persister(self, context: Context, session_id: str, dedup: DedupKey | None):
         """The store write submit() runs once the context fits in the queues, or None

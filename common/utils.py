@@ -127,6 +127,30 @@ def split_string_by_utf8_length(string: str, max_length: int, max_split: int = 0
     return pieces
 
 
+# Characters Windows refuses in a file name (and control characters).
+_UNSAFE_NAME_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+# Most file systems take 255 bytes per name; tmp/ names get a 33-byte uuid prefix too.
+SAFE_NAME_MAX_BYTES = 150
+
+
+def safe_file_name(name: Any, default: str = "file", max_bytes: int = SAFE_NAME_MAX_BYTES) -> str:
+    """A file name a user or platform sent, usable on Windows and Linux: no folders, no
+    reserved characters, at most `max_bytes` bytes in UTF-8 (the limits of file systems are
+    in bytes: 100 CJK characters are 300), the extension kept."""
+    base = os.path.basename(str(name or "").replace("\\", "/"))
+    base = _UNSAFE_NAME_CHARS.sub("_", base).strip(" .")
+    if not base:
+        return default
+    if len(base.encode("utf-8")) <= max_bytes:
+        return base
+    stem, ext = os.path.splitext(base)
+    if len(ext.encode("utf-8")) > max_bytes // 4:
+        stem, ext = base, ""
+    room = max_bytes - len(ext.encode("utf-8"))
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+    return (stem + ext) if stem else default
+
+
 def get_path_suffix(path: str) -> str:
     """The extension of a URL's (or a local path's) last segment, without the
     dot and without any query or fragment: ``.../a.PNG?x=1`` -> ``"PNG"``."""

@@ -8,7 +8,10 @@ This client:
 
 * takes its hosts from `dingtalk_api_base` and `dingtalk_oapi_base`;
 * fetches the token under a lock, keeps it until a minute before it expires, and after a 401 /
-  an invalid-token answer fetches a new one and retries the call once;
+  an invalid-token answer fetches a new one and retries the call once (a missing permission
+  scope is not an invalid token: it is logged as such and not retried);
+* counts a token-call refusal as bad credentials only for HTTP 400/401/403 (a 429 or 408 is
+  passing trouble);
 * raises DingTalkApiError with the HTTP status and DingTalk's code and message.
 """
 from __future__ import annotations
@@ -25,7 +28,13 @@ from common.log import logger
 CALL_TIMEOUT = (5.0, 20.0)  # connect, read
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
 # Codes of a token the platform no longer takes (the OpenAPI answers them with HTTP 401).
-TOKEN_CODES = {"InvalidAuthentication", "Forbidden.AccessDenied.AccessTokenPermissionDenied"}
+# Not `Forbidden.AccessDenied.AccessTokenPermissionDenied`: that one names a permission scope the
+# app lacks, which a new token does not have either (see MISSING_SCOPE_CODE).
+TOKEN_CODES = {"InvalidAuthentication"}
+MISSING_SCOPE_CODE = "Forbidden.AccessDenied.AccessTokenPermissionDenied"
+# HTTP statuses of the token call that mean the client id / secret were refused; others (429,
+# 408, 5xx) are passing trouble, retried later.
+CREDENTIAL_STATUSES = (400, 401, 403)
 # Old-API errcodes of an invalid or expired token.
 OAPI_TOKEN_ERRCODES = {40014, 42001, 88}
 
@@ -40,6 +49,8 @@ class DingTalkApiError(Exception):
 
     @property
     def token_refused(self) -> bool:
+        if self.code == MISSING_SCOPE_CODE:
+            return False
         return self.status == 401 or self.code in TOKEN_CODES or self.code in OAPI_TOKEN_ERRCODES
 
 
@@ -75,7 +86,8 @@ class DingTalkApi:
             data = _json(r)
             if r.status_code != 200 or not data.get("accessToken"):
                 code, message = data.get("code", ""), str(data.get("message") or r.text[:200])
-                error = CredentialsRefused if 400 <= r.status_code < 500 else DingTalkApiError
+                refused = r.status_code in CREDENTIAL_STATUSES or code == "invalidClientIdOrSecret"
+                error = CredentialsRefused if refused else DingTalkApiError
                 raise error(r.status_code, code, f"access token refused: {message} (check dingtalk_client_id and "
                                                  f"dingtalk_client_secret, the AppKey and AppSecret of the app)", TOKEN_PATH)
             self._token = str(data["accessToken"])
@@ -94,7 +106,11 @@ class DingTalkApi:
                 raise DingTalkApiError(None, "", f"not reachable: {e}", path) from None
             data = _json(r)
             if r.status_code >= 400:
-                raise DingTalkApiError(r.status_code, data.get("code", ""), str(data.get("message") or r.text[:200]), path)
+                error = DingTalkApiError(r.status_code, data.get("code", ""), str(data.get("message") or r.text[:200]), path)
+                if error.code == MISSING_SCOPE_CODE:
+                    logger.error(f"[dingtalk] {path}: the app lacks a permission ({error.message}); grant it in the "
+                                 f"DingTalk developer console (app -> permissions); a new token would not help")
+                raise error
             return data
 
         return self._with_token(path, attempt)

@@ -13,15 +13,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from bridge.context import Context
-from channel.dingtalk.api import DingTalkApi
+from bridge.bridge import is_chinese
+from channel.dingtalk.api import DingTalkApi, DingTalkApiError
 from channel.dingtalk.message import DingTalkMessage
 from common.log import logger
 
 CONTENT_KEY = "msgContent"
 # flowStatus of dingtalk-stream's AI card templates (AICardStatus).
 PROCESSING, INPUTING, FINISHED, FAILED = "1", "2", "3", "5"
+ANSWER_KEY = ""  # the card of an answer that was not shown growing
+CUT_OFF_ZH = "（回答没有发完：出错中断了，请再问一次）"
+CUT_OFF_EN = "(The answer was cut off by an error; please ask again.)"
 
 
 @dataclass
@@ -31,12 +36,17 @@ class Card:
     shown: str = ""
     sent: str = ""
     last_update: float = 0.0
+    finalized: bool = False  # the streaming finalize went through: never sent again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class CardPump:
-    def __init__(self, api: DingTalkApi, template_id: str, interval: float) -> None:
+    def __init__(self, api: DingTalkApi, template_id: str, interval: float,
+                 on_shown: Callable[[Context], None] | None = None) -> None:
+        """`on_shown(context)`: a card for the context is in the chat (called once it is created,
+        before its text grows), so a crash from then on must not answer the message again."""
         self.api = api
+        self.on_shown = on_shown
         self.template_id = template_id
         self.interval = max(0.0, float(interval))
         self._open: dict[int, dict[str, Card]] = {}  # id(context) -> stream_id -> card, oldest first
@@ -51,7 +61,11 @@ class CardPump:
             card = self.create(cmsg)
             with self._lock:
                 self._open.setdefault(id(context), {})[stream_id] = card
+            if self.on_shown is not None:
+                self.on_shown(context)
         with card.lock:
+            if card.finalized:
+                return
             card.shown = text
             if time.monotonic() - card.last_update < self.interval:
                 return  # the next update (or the finish) carries it
@@ -86,6 +100,8 @@ class CardPump:
             "outTrackId": card.out_track_id, "guid": uuid.uuid4().hex, "key": CONTENT_KEY, "content": text,
             "isFull": True, "isFinalize": final, "isError": False,
         }, method="PUT")
+        if final:
+            card.finalized = True
         card.sent = text
         card.last_update = time.monotonic()
 
@@ -95,29 +111,46 @@ class CardPump:
             cards = self._open.get(id(context)) or {}
             return next(iter(cards.items()), None)
 
-    def finish(self, context: Context, stream_id: str | None, card: Card, text: str) -> None:
-        """Finish `card` with the whole `text`; it is then closed."""
+    def finish(self, context: Context | None, stream_id: str | None, card: Card, text: str,
+               status: str = FINISHED) -> None:
+        """Finish `card` with the whole `text`; it is then closed. Safe to call again after a
+        failure: a card finalized already is not finalized twice (DingTalk refuses that)."""
         with card.lock:
-            self._stream(card, text, final=True)
-            self.api.call("/v1.0/card/instances", {
-                "outTrackId": card.out_track_id,
-                "cardData": {"cardParamMap": {"flowStatus": FINISHED, CONTENT_KEY: text}},
-            }, method="PUT")
-        if stream_id is not None:
+            if not card.finalized:
+                self._stream(card, text, final=True)
+            try:
+                # The template's status only changes how the card looks (its spinner): the text
+                # is in the card already, so a failure here is logged, not retried.
+                self.api.call("/v1.0/card/instances", {
+                    "outTrackId": card.out_track_id,
+                    "cardData": {"cardParamMap": {"flowStatus": status, CONTENT_KEY: text}},
+                }, method="PUT")
+            except DingTalkApiError as e:
+                logger.warning(f"[dingtalk] AI card {card.out_track_id}: its status was not set ({e}); its text is final")
+        if context is not None and stream_id is not None:
             with self._lock:
                 (self._open.get(id(context)) or {}).pop(stream_id, None)
 
-    def answer(self, cmsg: DingTalkMessage, text: str) -> None:
-        """A card for an answer that was not shown growing: created and finished at once."""
+    def answer(self, context: Context, cmsg: DingTalkMessage, text: str) -> None:
+        """A card for an answer that was not shown growing: created, then finished. Once it is
+        created it is kept with the context, so a retry finishes that card instead of making
+        another (or sending the text another way)."""
         card = self.create(cmsg)
-        self.finish(None, None, card, text)  # type: ignore[arg-type]
+        with self._lock:
+            self._open.setdefault(id(context), {})[ANSWER_KEY] = card
+        self.finish(context, ANSWER_KEY, card, text)
 
     def close(self, context: Context) -> None:
-        """The context is done: a card that got no finished text is finished with what it shows."""
+        """The context is done: a card that got no finished text (its final reply could not be
+        sent) is finished with what it shows and a note that the answer was cut off, in the
+        failed status: it must not look complete."""
         with self._lock:
             cards = self._open.pop(id(context), {})
         for card in cards.values():
+            if card.finalized:
+                continue
+            note = CUT_OFF_ZH if is_chinese(str(context.content)) else CUT_OFF_EN
             try:
-                self.finish(context, None, card, card.shown)
+                self.finish(None, None, card, (card.shown.rstrip() + "\n\n" + note).strip(), status=FAILED)
             except Exception as e:
                 logger.warning(f"[dingtalk] AI card {card.out_track_id} could not be finished: {e}")

@@ -41,6 +41,14 @@ from config import ConfigError, conf
 MEDIA_SEND_MAX = 20 * 1024 * 1024
 TEXT_PIECE_BYTES = 7_000  # JSON escapes at most double it
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.TEXT_, ReplyType.INFO, ReplyType.ERROR)
+_URL_TYPES = (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL)
+MEDIA_FAILED_TEXT = "文件没能发送 (the file could not be sent)"
+# Robot messages being taken at once (read from the socket, not yet acknowledged): past this the
+# reader waits, so a flood holds in DingTalk's socket instead of this process's memory.
+MAX_IN_FLIGHT = 100
+# Refusals (busy, not saved) waiting to be sent; past this a refusal is logged and dropped (the
+# message itself was refused to DingTalk).
+MAX_PENDING_REFUSALS = 50
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".bmp": "image/bmp"}
 
 
@@ -75,6 +83,9 @@ class DingTalkChannel(ChatChannel):
         self.cards: CardPump | None = None
         self.server = None
         self.intake = ThreadPoolExecutor(1, thread_name_prefix="dingtalk-intake")
+        self.refusals = ThreadPoolExecutor(1, thread_name_prefix="dingtalk-refusal")
+        self._refusal_lock = threading.Lock()
+        self._refusals_pending = 0
         self._resumed = threading.Event()
         self._stopping = False
 
@@ -95,9 +106,15 @@ class DingTalkChannel(ChatChannel):
             logger.warning(f"[dingtalk] no access token yet ({e}); replies fetch one when DingTalk is reachable")
         self.replier = Replier(self.api)
         if conf().get("dingtalk_card_enabled"):
-            self.cards = CardPump(self.api, _setting("dingtalk_card_template_id"), float(conf().get("dingtalk_card_interval")))
+            # A card in the chat is part of the answer sent: a crash from then on must not answer
+            # the message again (a second card would hold a second answer, the first left
+            # "processing"); the inbox item is marked, and a restart sends the cut-off note instead.
+            self.cards = CardPump(self.api, _setting("dingtalk_card_template_id"), float(conf().get("dingtalk_card_interval")),
+                                  on_shown=self._note_reply_sent)
         self.conn = StreamConnection(Credential(self.client_id, secret), _Handler(self), api_base,
-                                     reconnect_max=float(conf().get("dingtalk_reconnect_max")))
+                                     reconnect_max=float(conf().get("dingtalk_reconnect_max")),
+                                     max_in_flight=MAX_IN_FLIGHT)
+        self._warn_if_no_group_allowed()
         self._start_health()
         state = self.conn.begin()
         if state == AUTH_REFUSED:
@@ -110,13 +127,24 @@ class DingTalkChannel(ChatChannel):
         self._resumed.set()
         logger.info("[dingtalk] ready, handling messages")
 
+    @staticmethod
+    def _warn_if_no_group_allowed() -> None:
+        """The original forced group_name_white_list to ALL_GROUP on DingTalk; here the rules are
+        every channel's, so a config written for it may let no group in. Said once, not forced."""
+        if conf().get("group_name_white_list") or conf().get("group_name_keyword_white_list"):
+            return
+        logger.warning('[dingtalk] group_name_white_list and group_name_keyword_white_list are empty: every group '
+                       'message is ignored. The original answered all groups on DingTalk; to do so here set '
+                       '"group_name_white_list": ["ALL_GROUP"] (or list the group titles)')
+
     def _start_health(self) -> None:
         port = int(conf().get("dingtalk_health_port") or 0)
         if not port:
             return
         from common.http_server import shared_server
 
-        self.server = shared_server("0.0.0.0", port, channel=self.channel_type or "dingtalk")
+        host = _setting("dingtalk_health_host") or "127.0.0.1"
+        self.server = shared_server(host, port, channel=self.channel_type or "dingtalk")
         self.server.set_queue_probe(self.dispatcher.pending)
         self.server.watch_store(conf().state_store)
         self.server.set_connection_probe(self._connection)
@@ -131,6 +159,41 @@ class DingTalkChannel(ChatChannel):
     def state(self) -> str:
         return self.conn.state if self.conn is not None else "not started"
 
+    def stop_accepting(self) -> None:
+        """The first step of a stop: close the Stream before the pipeline waits for running
+        answers, so no robot message arrives that could only be refused (DingTalk does not
+        push a robot message again). Answers still go out, over HTTP."""
+        self._stopping = True
+        self._resumed.set()
+        if self.conn is not None:
+            self.conn.stop()
+        super().stop_accepting()
+
+    def _send_refusal(self, context: Context, reply: Reply) -> None:
+        """Busy / not-saved refusals go out on a thread of their own: the intake thread takes
+        the next message meanwhile (and is never held by the send's retries)."""
+        with self._refusal_lock:
+            if self._refusals_pending >= MAX_PENDING_REFUSALS:
+                logger.warning(f"[dingtalk] {self._refusals_pending} refusals waiting to be sent; this one is dropped "
+                               f"(its message was refused to DingTalk)")
+                return
+            self._refusals_pending += 1
+
+        def send() -> None:
+            try:
+                ChatChannel._send_refusal(self, context, reply)
+            except Exception as e:
+                logger.warning(f"[dingtalk] a refusal was not sent: {e}")
+            finally:
+                with self._refusal_lock:
+                    self._refusals_pending -= 1
+
+        try:
+            self.refusals.submit(send)
+        except RuntimeError:  # stopped
+            with self._refusal_lock:
+                self._refusals_pending -= 1
+
     def stop(self) -> None:
         self._stopping = True
         self._resumed.set()  # an intake waiting for the resume returns (refusing) instead of hanging
@@ -139,6 +202,7 @@ class DingTalkChannel(ChatChannel):
         if self.server is not None:
             self.server.stop()
         self.intake.shutdown(wait=False, cancel_futures=True)
+        self.refusals.shutdown(wait=False)
         super().stop()
 
     # ================================================================== messages in
@@ -165,8 +229,10 @@ class DingTalkChannel(ChatChannel):
             logger.debug(f"[dingtalk] {'group' if cmsg.is_group else 'private'} {cmsg.ctype} message "
                          f"{cmsg.msg_id}: {mask_command(cmsg.content) if cmsg.ctype == ContextType.TEXT else ''}")
             context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
-            if self.produce(context) is Produced.NOT_STORED:
-                return AckMessage.STATUS_SYSTEM_EXCEPTION, "not stored"
+            produced = self.produce(context)
+            if produced not in (Produced.ACCEPTED, Produced.DUPLICATE, Produced.IGNORED):
+                # Not stored (busy, the store failed, stopping): never acknowledged as taken.
+                return AckMessage.STATUS_SYSTEM_EXCEPTION, produced.value
         return AckMessage.STATUS_OK, "OK"
 
     def _download_url(self, download_code: str, robot_code: str) -> str:
@@ -225,10 +291,10 @@ class DingTalkChannel(ChatChannel):
                     stream_id, card = shown
                     self.cards.finish(context, stream_id, card, text)
                 else:
-                    self.cards.answer(cmsg, text)
+                    self.cards.answer(context, cmsg, text)
                 return "card"
             except DingTalkApiError as e:
-                if shown is not None:
+                if shown is not None or self.cards.oldest(context) is not None:
                     raise  # the card is in the chat already: retried, not sent a second way
                 logger.warning(f"[dingtalk] the AI card was refused ({e}); sending the answer as text")
         ways = []
@@ -241,8 +307,13 @@ class DingTalkChannel(ChatChannel):
         try:
             data, name = read_reply_media(reply, MEDIA_SEND_MAX, "image" if kind == "image" else "file")
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[dingtalk] {reply.type} not fetched ({e}); sending the link")
-            return self.replier.text(cmsg, str(reply.content))
+            if reply.type in _URL_TYPES:
+                logger.warning(f"[dingtalk] {reply.type} not fetched ({e}); sending the link")
+                return self.replier.text(cmsg, str(reply.content))
+            # A local file (its path means nothing to the user, and says where things are here).
+            logger.error(f"[dingtalk] {reply.type} reply could not be read ({type(e).__name__}: {e}); "
+                         f"the user is told it could not be sent")
+            return self.replier.text(cmsg, MEDIA_FAILED_TEXT)
         if len(data) > MEDIA_SEND_MAX:
             return self.replier.text(cmsg, "文件太大，无法发送 (the file is too large to send)")
         name = with_extension(name, data, ".png" if kind == "image" else ".bin")

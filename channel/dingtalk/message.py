@@ -20,6 +20,7 @@ from channel.chat_message import ChatMessage
 from common import fetch
 from common.log import logger
 from common.tmp_dir import unique_tmp_path
+from common.utils import safe_file_name
 
 MEDIA_MAX_BYTES = 20 * 1024 * 1024
 _SUFFIX = {ContextType.IMAGE: ".png", ContextType.VIDEO: ".mp4", ContextType.FILE: ""}
@@ -140,7 +141,9 @@ class DingTalkMessage(ChatMessage):
         if part.ctype in _SUFFIX:
             suffix = _SUFFIX[part.ctype]
             if part.ctype == ContextType.FILE and part.file_name:
-                suffix = "-" + part.file_name[-100:]
+                # The user's name, made safe: in bytes (a name of 100 CJK characters is 300 bytes,
+                # over the file system's 255) and without characters Windows refuses.
+                suffix = "-" + safe_file_name(part.file_name)
             self.content = path or unique_tmp_path(suffix)
             if downloader is not None:
                 self._prepare_fn = lambda: self._download(downloader)

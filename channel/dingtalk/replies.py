@@ -1,7 +1,7 @@
 """Sending answers to a DingTalk conversation (reference/channel-protocols.md §5.4).
 
-Text (as markdown when it has some) goes to the message's sessionWebhook while it is valid (no token needed; in a group it
-@-s the sender), else through the robot API (one-to-one `oToMessages/batchSend`, group
+Text (as markdown when it has some) goes to the message's sessionWebhook while it is valid and on a
+DingTalk host (no token needed; in a group it @-s the sender), else through the robot API (one-to-one `oToMessages/batchSend`, group
 `groupMessages/send`). Pictures and files are uploaded (`/media/upload`) and sent through the
 robot API, which takes a media id (the session webhook has no picture or file message).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -59,13 +60,35 @@ class Replier:
             self.robot(cmsg, "sampleText", {"content": text})
         return "robot"
 
-    @staticmethod
-    def webhook_usable(cmsg: DingTalkMessage) -> bool:
-        return bool(cmsg.session_webhook) and time.time() * 1000 < cmsg.webhook_expires_ms - WEBHOOK_MARGIN_MS
+    def webhook_usable(self, cmsg: DingTalkMessage) -> bool:
+        if not cmsg.session_webhook or time.time() * 1000 >= cmsg.webhook_expires_ms - WEBHOOK_MARGIN_MS:
+            return False
+        if not self.webhook_allowed(cmsg.session_webhook):
+            logger.warning(f"[dingtalk] message {cmsg.msg_id}: its sessionWebhook is not on a DingTalk host "
+                           f"({str(cmsg.session_webhook)[:100]!r}); not used, answering through the robot API")
+            return False
+        return True
+
+    def webhook_allowed(self, url: str) -> bool:
+        """Whether `url` is on one of the configured DingTalk hosts (dingtalk_api_base,
+        dingtalk_oapi_base), with their scheme and port: the answer (and whatever the user said)
+        is never posted to a URL a frame could name freely."""
+        try:
+            target = urlsplit(url)
+            port = target.port
+        except ValueError:
+            return False
+        for base in (self.api.api_base, self.api.oapi_base):
+            allowed = urlsplit(base)
+            if (target.scheme, (target.hostname or "").lower(), port) == \
+                    (allowed.scheme, (allowed.hostname or "").lower(), allowed.port) and target.scheme in ("https", "http"):
+                return True  # https for DingTalk's own; http only where a setting chose it (a proxy, a simulator)
+        return False
 
     def _webhook(self, url: str, body: dict) -> None:
         try:
-            r = self.http.post(url, json=body, timeout=WEBHOOK_TIMEOUT)
+            # No redirects: a redirect could lead the answer anywhere.
+            r = self.http.post(url, json=body, timeout=WEBHOOK_TIMEOUT, allow_redirects=False)
         except requests.RequestException as e:
             raise ConnectionError(f"the session webhook is not reachable: {e}") from None
         try:
@@ -75,7 +98,7 @@ class Replier:
         code = data.get("errcode", 0) if isinstance(data, dict) else 0
         if r.status_code >= 500:
             raise ConnectionError(f"the session webhook answered HTTP {r.status_code}")
-        if r.status_code >= 400 or code:
+        if r.status_code >= 300 or code:
             raise WebhookRefused(f"HTTP {r.status_code}, errcode {code} {str(data.get('errmsg', ''))[:100]}")
 
     # ------------------------------------------------------------------ robot API

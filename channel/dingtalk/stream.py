@@ -11,8 +11,10 @@ Its connection loop (`start` / `start_forever`) is replaced, because the daemon 
 * `open_connection` has no timeout and reads its URL from a class attribute fixed at import.
 Here: the gateway URL comes from `dingtalk_api_base`; every attempt takes a fresh ticket; the
 wait between attempts starts at 1 s and doubles up to `reconnect_max`, with jitter, and starts
-again after a connection that worked; a refused client id / secret ends the attempts and says
-why; a frame that is not JSON is logged and skipped; SYSTEM frames (ping, disconnect) are
+again after a connection that worked (stayed up STABLE_AFTER s or brought a frame: one closed at
+once does not count); a refused client id / secret ends the attempts at start-up and says why,
+while after a start that worked it is retried at `reconnect_max` with an ERROR each time; at most
+`max_in_flight` callbacks are taken at once (then the reading waits); a frame that is not JSON is logged and skipped; SYSTEM frames (ping, disconnect) are
 answered here (the SDK logs every ping as an unknown topic); a callback's ack goes back on the
 socket the callback came in on; websockets' own pings find a dead socket (the SDK's keepalive only
 sends them).
@@ -40,6 +42,9 @@ GATEWAY_PATH = "/v1.0/gateway/connections/open"
 OPEN_TIMEOUT = 10.0
 MAX_FRAME = 4 * 1024 * 1024
 BACKOFF_FIRST = 1.0
+# A connection counts as working (the waits start again from the first) once it stayed up this
+# long or brought a message; one that DingTalk closes at once does not.
+STABLE_AFTER = 30.0
 
 # States, as /healthz and the log show them.
 CONNECTING, CONNECTED, AUTH_REFUSED, STOPPED = "connecting", "connected", "login refused", "stopped"
@@ -47,7 +52,7 @@ CONNECTING, CONNECTED, AUTH_REFUSED, STOPPED = "connecting", "connected", "login
 
 class StreamConnection(DingTalkStreamClient):
     def __init__(self, credential: Credential, handler: CallbackHandler, api_base: str, *,
-                 reconnect_max: float = 60.0, ping_interval: float = 20.0,
+                 reconnect_max: float = 60.0, ping_interval: float = 20.0, max_in_flight: int = 100,
                  on_state: Callable[[str, str], None] | None = None) -> None:
         quiet = logging.getLogger("dingtalk_stream.client")
         super().__init__(credential, logger=quiet)
@@ -55,6 +60,8 @@ class StreamConnection(DingTalkStreamClient):
         self.register_callback_handler(ChatbotMessage.TOPIC, handler)
         self.reconnect_max = max(0.05, float(reconnect_max))
         self.ping_interval = ping_interval
+        self.max_in_flight = max(1, int(max_in_flight))
+        self._got_frame = False  # the current connection brought a frame
         self.on_state = on_state
         self.state = CONNECTING
         self.reason = "not connected yet"
@@ -163,21 +170,33 @@ class StreamConnection(DingTalkStreamClient):
             return
         delays = self._delays()
         while not self._stop.is_set():
+            refused = False
             try:
                 connection = await asyncio.to_thread(self.open_connection)
             except PermissionError as e:
-                logger.error(f"[dingtalk] {e}; not retrying")
-                self._set_state(AUTH_REFUSED, str(e))
-                return
+                if self.connections == 0:
+                    # At start-up a refusal means wrong settings: start-up stops and says why.
+                    logger.error(f"[dingtalk] {e}; not retrying")
+                    self._set_state(AUTH_REFUSED, str(e))
+                    return
+                # After a start that worked (a secret rotated, a passing refusal): a daemon that
+                # gave up would run on deaf. Keep trying, slowly, and say so each time.
+                self.reason = str(e)
+                logger.error(f"[dingtalk] {e}; the daemon receives no messages until DingTalk takes the "
+                             f"credentials again, retrying every {self.reconnect_max:g} s")
+                connection, refused = None, True
             if connection is not None and not self._stop.is_set():
                 uri = f'{connection["endpoint"]}?ticket={quote_plus(str(connection["ticket"]))}'
                 worked = False
+                opened = 0.0
+                self._got_frame = False
                 try:
                     async with websockets.connect(uri, open_timeout=OPEN_TIMEOUT, close_timeout=2, max_size=MAX_FRAME,
                                                   ping_interval=self.ping_interval, ping_timeout=self.ping_interval,
                                                   user_agent_header="dify-on-wechat") as ws:
                         self.websocket = ws
                         worked = True
+                        opened = time.monotonic()
                         with self._changed:
                             self.connections += 1
                         self._set_state(CONNECTED, f"connection {self.connections} open")
@@ -189,11 +208,11 @@ class StreamConnection(DingTalkStreamClient):
                         logger.warning(f"[dingtalk] Stream connection {'lost' if worked else 'failed'}: {self.reason}")
                 finally:
                     self.websocket = None
-                if worked:
+                if worked and (self._got_frame or time.monotonic() - opened >= STABLE_AFTER):
                     delays = self._delays()  # it worked: the waits start again from the first
             if self._stop.is_set():
                 return
-            delay = next(delays)
+            delay = self.reconnect_max * random.uniform(0.8, 1.0) if refused else next(delays)
             self._set_state(CONNECTING, f"reconnecting in {delay:.1f} s ({self.reason})")
             logger.warning(f"[dingtalk] reconnecting to DingTalk in {delay:.1f} s")
             try:
@@ -203,6 +222,9 @@ class StreamConnection(DingTalkStreamClient):
 
     async def _read(self, ws) -> None:
         tasks: set[asyncio.Task] = set()
+        # At most max_in_flight callbacks taken at once: past that the reading waits, and the
+        # rest stays in the socket (DingTalk's side) rather than piling up here.
+        slots = asyncio.Semaphore(self.max_in_flight)
         async for raw in ws:
             try:
                 frame = json.loads(raw)
@@ -214,10 +236,13 @@ class StreamConnection(DingTalkStreamClient):
             if frame.get("type") == SystemMessage.TYPE:
                 if await self._system(ws, frame):
                     return
+                self._got_frame = True
                 continue
+            self._got_frame = True
+            await slots.acquire()
             task = asyncio.create_task(self._route(ws, frame))
             tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
         logger.info(f"[dingtalk] Stream connection closed by DingTalk ({ws.close_code} {ws.close_reason or ''})".strip())
 
     async def _system(self, ws, frame: dict) -> bool:

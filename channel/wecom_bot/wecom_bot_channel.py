@@ -51,6 +51,7 @@ _KINDS = {ReplyType.IMAGE: "image", ReplyType.IMAGE_URL: "image", ReplyType.FILE
           ReplyType.VIDEO: "video", ReplyType.VIDEO_URL: "video", ReplyType.VOICE: "file"}
 MEDIA_FAILED_TEXT = "收到的文件没能下载，请再发一次 (the file could not be downloaded; please send it again)"
 TOO_BIG_TEXT = "文件太大，无法发送 (the file is too large to send)"
+MEDIA_FAILED_TEXT = "文件没能发送 (the file could not be sent)"
 _SUFFIXES = {"image": ".png", "video": ".mp4", "file": ""}
 
 
@@ -378,8 +379,13 @@ class WecomBotChannel(ChatChannel):
         try:
             data, name = self._media_bytes(reply, kind)
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[wecom_bot] {reply.type} not fetched ({e}); sending the link")
-            self._send_text(str(reply.content), context)
+            if reply.type in (ReplyType.IMAGE_URL, ReplyType.VIDEO_URL):
+                logger.warning(f"[wecom_bot] {reply.type} not fetched ({e}); sending the link")
+                self._send_text(str(reply.content), context)
+            else:
+                # A local file: its path means nothing to the user (and says where things are here).
+                logger.error(f"[wecom_bot] {reply.type} reply could not be read ({type(e).__name__}: {e})")
+                self._send_text(MEDIA_FAILED_TEXT, context)
             return
         if not fits(kind, len(data)) and kind != "file" and fits("file", len(data)):
             kind = "file"  # too big for its own type: still deliverable as a file

@@ -35,6 +35,9 @@ ACK_TIMEOUT = 5.0
 SUBSCRIBE_TIMEOUT = 10.0
 MAX_MISSED_PONGS = 2
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+# A login counts as working (the back-off starts again) once the connection stayed up this long
+# or brought a frame after the login: one WeCom closes at once must not be retried every second.
+STABLE_AFTER = 30.0
 AUTH_FAILED = 853000
 MAX_FRAME = 4 * 1024 * 1024
 
@@ -258,7 +261,7 @@ class LongConnection:
                 outcome = "error"
             if self._stop.is_set() or self.state in (TAKEN_OVER, AUTH_REFUSED):
                 return
-            if outcome == "subscribed":
+            if outcome == "stable":
                 delays = self._backoff()  # it worked for a while: start the back-off again
             delay = next(delays)
             self._set_state(CONNECTING, f"reconnecting in {delay:.1f} s")
@@ -272,8 +275,9 @@ class LongConnection:
             yield base * random.uniform(0.5, 1.0)  # jitter: many daemons do not retry in step
 
     def _session(self) -> str:
-        """One socket: connect, subscribe, read until it ends. Returns "subscribed" when the
-        login worked before the end, else "failed"."""
+        """One socket: connect, subscribe, read until it ends. Returns "stable" when the login
+        worked and the connection then brought a frame or stayed up STABLE_AFTER s, "brief" when
+        it ended before, else "failed"."""
         from websockets.sync.client import connect
 
         try:
@@ -287,8 +291,10 @@ class LongConnection:
         try:
             if not self._subscribe(ws):
                 return "failed"
+            since = time.monotonic()
+            self._frames_read = 0
             self._read(ws)
-            return "subscribed"
+            return "stable" if self._frames_read or time.monotonic() - since >= STABLE_AFTER else "brief"
         finally:
             with self._lock:
                 if self._ws is ws:
@@ -376,6 +382,7 @@ class LongConnection:
             except ValueError:
                 logger.warning(f"[wecom_bot] a frame that is not JSON ignored: {str(raw)[:200]!r}")
                 continue
+            self._frames_read += 1
             cmd = frame.get("cmd")
             if not cmd:
                 req_id = _req_id(frame)

@@ -34,6 +34,7 @@ from bridge.context import ContextType
 from channel.chat_message import ChatMessage
 from common.log import logger
 from common.tmp_dir import TmpDir, unique_tmp_path
+from common.utils import safe_file_name  # noqa: F401 - shared; imported from here by older code
 from voice.audio_convert import sil_to_wav
 
 # Inbound notification ids (the values of ntwork.const.notify_type).
@@ -133,21 +134,6 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-_UNSAFE_NAME_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
-
-
-def safe_file_name(name: Any, default: str = "file") -> str:
-    """A file name WeCom sent, usable on Windows and Linux (no folders, no reserved characters)."""
-    base = os.path.basename(str(name or "").replace("\\", "/"))
-    base = _UNSAFE_NAME_CHARS.sub("_", base).strip(" .")
-    if not base:
-        return default
-    stem, ext = os.path.splitext(base)
-    if len(base) > 120:  # Windows paths are limited; keep the extension
-        base = stem[: 120 - len(ext)] + ext
-    return base
 
 
 def cdn_download(wework: Any, cdn: dict, save_path: str, file_type: int) -> None:

@@ -142,3 +142,15 @@ def test_markdown_helpers_stay_linear_on_hostile_input(payload):
     remove_markdown_symbol(payload)
     parse_markdown_media(payload)
     assert time.perf_counter() - started < 1.0
+
+
+def test_safe_file_name_is_capped_in_utf8_bytes_and_usable_on_windows():
+    from common.utils import safe_file_name
+
+    long_cjk = "报告" * 50 + ".pdf"  # 100 CJK characters: 300 bytes, over most file systems' 255
+    name = safe_file_name(long_cjk)
+    assert len(name.encode("utf-8")) <= 150 and name.endswith(".pdf") and name.startswith("报告")
+    assert safe_file_name('a<b>c:d"e|f?g*h.txt') == "a_b_c_d_e_f_g_h.txt"
+    assert safe_file_name("..\\..\\evil.txt") == "evil.txt" and safe_file_name(" . ") == "file"
+    # A cut never splits a character.
+    assert safe_file_name("é" * 200).encode("utf-8").decode("utf-8") == "é" * 75

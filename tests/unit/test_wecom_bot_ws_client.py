@@ -439,10 +439,23 @@ def test_backoff_starts_over_after_a_successful_login(sim, make_bot, monkeypatch
     before = bot.delays()
     assert len(before) == 3 and before[2] >= 0.2  # it grew while the login failed
     number = sim.live_connection(BOT)
+    sim.push_text(BOT, "u1", "hi")  # the connection worked: it brought a message
+    until(lambda: bot.callbacks.items, what="the message")
     sim.drop(BOT)
     sim.wait_subscribed(BOT, timeout=5, after=number)
     until(lambda: len(bot.delays()) == 4, what="the reconnect after the drop")
     assert bot.delays()[3] <= 0.1  # the first step again, not the fourth (0.4-0.8 s)
+
+
+def test_a_login_that_is_closed_at_once_does_not_start_the_backoff_over(sim, make_bot, monkeypatch):
+    monkeypatch.setattr(ws_client, "BACKOFF_FIRST", 0.1)  # steps of 0.05-0.1, 0.1-0.2, 0.2-0.4 s ...
+    bot = make_bot(sim)
+    number = sim.wait_subscribed(BOT, timeout=5)
+    for n in range(3):  # WeCom takes the login, then closes before anything else comes
+        sim.drop(BOT)
+        number = sim.wait_subscribed(BOT, timeout=5, after=number)
+    until(lambda: len(bot.delays()) == 3, what="three reconnects")
+    assert bot.delays()[2] >= 0.2  # it grew (0.2-0.4 s), not 0.05-0.1 s each time
 
 
 # ---------------------------------------------------------------------------------------------- the end

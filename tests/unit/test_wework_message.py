@@ -200,4 +200,4 @@ def test_login_names():
 def test_safe_file_name():
     assert safe_file_name("") == "file"
     assert safe_file_name("a/b/c.txt") == "c.txt"
-    assert len(safe_file_name("x" * 300 + ".pdf")) == 120 and safe_file_name("x" * 300 + ".pdf").endswith(".pdf")
+    assert len(safe_file_name("x" * 300 + ".pdf")) == 150 and safe_file_name("x" * 300 + ".pdf").endswith(".pdf")

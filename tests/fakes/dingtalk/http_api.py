@@ -10,7 +10,8 @@ Choices where the reference is silent:
 - the media upload answers `{"errcode": 0, "media_id": "@media-N"}`; an unknown token is errcode 40014;
 - the robot API refuses a msgParam over 15,000 bytes with 400 `invalidParameter.msgParam`;
 - `/v1.0/card/streaming` to an unknown outTrackId is 400 `cardNotExist`; an update after
-  `isFinalize` is recorded as an error (`sim.errors`) and refused with 400.
+  `isFinalize` is recorded as an error (`sim.errors`) and refused with 400; each accepted update
+  is recorded with its arrival time (`at`, monotonic).
 """
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ class Handler(BaseHTTPRequestHandler):
         sim = self.sim
         with sim.lock:
             sim.token_calls += 1
+            key = str(body.get("appKey"))
+            sim.token_calls_by_app[key] = sim.token_calls_by_app.get(key, 0) + 1
             good = sim.apps.get(body.get("appKey")) == body.get("appSecret") and body.get("appKey") is not None
             if good:
                 token = "tok-" + uuid.uuid4().hex
@@ -223,7 +226,14 @@ class Handler(BaseHTTPRequestHandler):
             if card["finalized"]:
                 sim.errors.append(("update after finalize", body))
                 return self._reply(400, {"code": "cardFinalized", "message": "the card was finalized"})
-            card["updates"].append(body)
+            space = str(card["create"].get("openSpaceId", ""))
+            failing = [k for k, n in sim.finalize_failures.items() if n > 0 and space.endswith(k)]
+            if body.get("isFinalize") and failing:
+                sim.finalize_failures[failing[0]] -= 1
+                card["refused_finalizes"] = card.get("refused_finalizes", 0) + 1
+                sim.changed.notify_all()
+                return self._reply(500, {"code": "ServiceUnavailable", "message": "injected"})
+            card["updates"].append({**body, "at": time.monotonic()})
             if body.get("isFinalize"):
                 card["finalized"] = True
             sim.changed.notify_all()
@@ -238,6 +248,7 @@ class Handler(BaseHTTPRequestHandler):
             if card is None:
                 return self._reply(400, {"code": "cardNotExist", "message": "unknown outTrackId"})
             card["instance_updates"].append(body)
+            card["instance_attempts"] = card.get("instance_attempts", 0) + 1
             sim.changed.notify_all()
         self._reply(200, {"success": True})
 

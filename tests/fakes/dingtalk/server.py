@@ -36,10 +36,15 @@ class DingTalkSimulator:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.refuse_connections = False
+        # Client ids whose sockets the server closes right after the handshake (accepts, then drops).
+        self.close_at_once: set[str] = set()
+        # openSpaceId ending -> how many card finalizes (`isFinalize`) to refuse with 500.
+        self.finalize_failures: dict[str, int] = {}
         # records
         self.tickets: dict[str, dict] = {}
         self.tokens: dict[str, float] = {}
         self.token_calls = 0
+        self.token_calls_by_app: dict[str, int] = {}
         self.gateway_calls: list[dict] = []
         self.requests: list[dict] = []
         self.acks: dict[str, list[dict]] = {}
@@ -90,6 +95,12 @@ class DingTalkSimulator:
         return f"ws://127.0.0.1:{self.stream.port}/connect"
 
     # ------------------------------------------------------------------ injection
+    def fail_finalize(self, target: str, count: int = 1) -> None:
+        """Refuse (500) the next `count` finalizing updates of cards delivered to `target` (a staff
+        id or a group's conversation id)."""
+        with self.lock:
+            self.finalize_failures["." + target] = count
+
     def fail_next(self, path: str, status: int = 500, body: Optional[dict] = None, count: int = 1) -> None:
         """The next `count` requests to `path` get `status` and `body`."""
         with self.lock:

@@ -81,6 +81,9 @@ class StreamServer:
                               uuid.uuid4().hex, ws)
             self.connections.append(conn)
             sim.changed.notify_all()
+            at_once = conn.client_id in sim.close_at_once
+        if at_once:
+            self.close(conn, abrupt=False)
         try:
             for raw in ws:
                 self._on_frame(conn, raw)

@@ -1,5 +1,6 @@
 # encoding:utf-8
-# A plugin that answers "picture", "voice" or "video" with such a reply (the way drawing, TTS and
+# A plugin that answers "picture", "voice" or "video" with such a reply ("lost file": a file reply
+# whose file does not exist) (the way drawing, TTS and
 # video plugins do), so a channel's media sending can be tested without a model that makes media.
 # The bytes are made here and written to tmp/media_reply-<kind>.bin for the test to compare.
 import io
@@ -41,6 +42,11 @@ class MediaReply(Plugin):
 
     def on_handle_context(self, e_context: EventContext):
         context = e_context["context"]
+        if context.type == ContextType.TEXT and context.content == "lost file":
+            # A file reply whose file is gone by the time it is sent (a plugin's tmp file cleaned up).
+            e_context["reply"] = Reply(ReplyType.FILE, os.path.join(TmpDir().path(), "gone", "secret-report.pdf"))
+            e_context.action = EventAction.BREAK_PASS
+            return
         if context.type != ContextType.TEXT or context.content not in ("picture", "voice", "video"):
             return
         folder = TmpDir().path()
