@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import sys
@@ -107,11 +108,20 @@ def _checkout_files() -> dict[str, tuple[int, int]]:
     return files
 
 
+def _xdist_worker(config) -> bool:
+    """True in a pytest-xdist worker: the controller checks the checkout for the whole run (before
+    the workers start, after they all finished), so the workers do not race each other's tests."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
+    if _xdist_worker(session.config):
+        return
     session.config._checkout_before = _checkout_files()
 
 
 def pytest_sessionfinish(session, exitstatus):
+    _hand_figures_to_controller(session.config)
     before = getattr(session.config, "_checkout_before", None)
     if before is None or session.config.getoption("collectonly"):
         return
@@ -126,7 +136,108 @@ def pytest_sessionfinish(session, exitstatus):
         message = "the tests left the checkout changed: " + ", ".join(changed)
         if reporter is not None:
             reporter.ensure_newline()
+            if getattr(reporter._tw, "width_of_current_line", 0):  # after xdist's progress dots
+                reporter.line("")
             reporter.write_line(message, red=True)
         else:
             print(message, file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- the reliability figures (tests/reliability) -----------------------------------------------
+# The proofs add their figures to harness.Figures in the process that ran them. With pytest-xdist
+# each worker hands its figures to the controller when it finishes (workeroutput), and the
+# controller prints them all at the end of the run; without xdist the one process prints its own.
+
+def _hand_figures_to_controller(config) -> None:
+    """In an xdist worker: give the figures it collected to the controller."""
+    harness = sys.modules.get("tests.reliability.harness")
+    if harness is not None and harness.Figures.data and _xdist_worker(config):
+        config.workeroutput["reliability_figures"] = json.dumps(harness.Figures.data, ensure_ascii=False,
+                                                                default=str)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """On the xdist controller: take the figures of a worker that finished."""
+    data = getattr(node, "workeroutput", {}).get("reliability_figures")
+    if data:
+        from tests.reliability.harness import Figures
+
+        for proof, values in json.loads(data).items():
+            Figures.add(proof, **values)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    harness = sys.modules.get("tests.reliability.harness")
+    if _xdist_worker(config) or harness is None or not harness.Figures.data:
+        return
+    figures = harness.Figures
+    figures.data = dict(sorted(figures.data.items()))  # the same order whichever worker ran a proof
+    path = figures.write()
+    terminalreporter.section("reliability figures")
+    for proof, values in figures.data.items():
+        shown = ", ".join(f"{k}={v}" for k, v in values.items())
+        terminalreporter.write_line(f"{proof}: {shown}")
+    terminalreporter.write_line(f"(written to {path})")
+
+
+# --- the order under pytest-xdist ---------------------------------------------------------------
+# pytest.ini runs the modules on several workers (--dist loadfile: a module stays on one worker, in
+# its own order, with its module fixtures once). A module starts when a worker is free, in the
+# order below, so the longest ones go first and many short ones fill the end: the proofs in
+# tests/reliability (the soak alone waits 45 s), then tests/e2e; then the modules holding an `alone`
+# test, when the other workers run short tests that it waits for; then integration and unit.
+# Without xdist the order stays pytest's.
+
+_DIRECTORY_ORDER = ("tests/reliability/", "tests/e2e/", None, "tests/integration/", "tests/unit/")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _xdist_worker(config):
+        return
+    module = lambda item: item.nodeid.split("::")[0]  # noqa: E731
+    with_alone = {module(item) for item in items if item.get_closest_marker("alone") is not None}
+
+    def rank(item) -> int:
+        path = module(item)
+        if path in with_alone:
+            return _DIRECTORY_ORDER.index(None)
+        for n, folder in enumerate(_DIRECTORY_ORDER):
+            if folder and path.startswith(folder):
+                return n
+        return len(_DIRECTORY_ORDER)
+
+    items.sort(key=rank)  # stable: modules and tests keep their order within a rank
+
+
+# --- tests that run alone ----------------------------------------------------------------------
+# Under pytest-xdist (pytest.ini: -n) modules run at the same time on several workers. A test
+# marked `alone` runs while no other test runs: each test holds a shared lock on a file in the
+# run's temporary folder, an `alone` test the exclusive one; a turnstile lets a waiting `alone`
+# test in before tests that ask after it. Without xdist this does nothing.
+
+@pytest.fixture(autouse=True)
+def _alone_or_shared(request, tmp_path_factory):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; `alone` is not kept there
+        fcntl = None
+    if fcntl is None or not _xdist_worker(request.config):
+        yield
+        return
+    folder = tmp_path_factory.getbasetemp().parent  # one folder for all the workers of the run
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(folder / "alone.turnstile", "a") as turnstile, open(folder / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -142,6 +142,10 @@ class Daemon:
         self._err_reader.join(10)
         return "".join(self._stderr)
 
+    def stderr_so_far(self) -> str:
+        """What the daemon wrote to stderr until now, while it runs."""
+        return "".join(self._stderr)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -174,12 +178,45 @@ def run_app(folder, *args: str, input: str = "", env: dict | None = None, timeou
     )
 
 
+_PORTS_FROM = 10000  # the lowest port free_port() hands out
+_next_port: int | None = None
+
+
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's ephemeral ports begin (Linux; the IANA 49152 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
+    """A port nothing listens on at 127.0.0.1, for a daemon to take (or for a test to find closed).
+
+    Taken below the kernel's ephemeral range, where neither bind(0) (the simulators) nor outgoing
+    connections take theirs: a connection opened in the second before the daemon binds, or while
+    a test restarts it on the same port, cannot hold it. Under pytest-xdist each worker hands out
+    its own slice, in turn, so two tests running at once never get the same port."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _next_port
+    end = max(_ephemeral_ports_start(), _PORTS_FROM + 1000)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    worker = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").lstrip("gw") or 0) % workers
+    size = (end - _PORTS_FROM) // workers
+    low = _PORTS_FROM + worker * size
+    if _next_port is None or not low <= _next_port < low + size:
+        _next_port = low + (os.getpid() * 7919) % size  # another run's slice position differs
+    for _ in range(size):
+        port, _next_port = _next_port, low + (_next_port + 1 - low) % size
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + size - 1}")
 
 
 def wait_healthy(base: str, timeout: float = 20, daemon: "Daemon | None" = None) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from bridge.bridge import Bridge
 from bridge.reply import ReplyType
 from sandbox.dify_server import DifyServer
+from tests.e2e.daemon import free_port  # nothing listens there, and no other test takes it meanwhile
 from tests.fakes.audio import make_amr, make_mp3, make_silk, make_wav
 from voice.dify.dify_voice import DifyVoice
 
@@ -46,12 +47,6 @@ def _only_upload(server) -> dict:
     calls = server.requests_to("/v1/audio-to-text")
     assert len(calls) == 1
     return calls[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- speech to text -----------------------------------------------------------------------------------------
@@ -166,7 +161,7 @@ def test_nothing_recognised(dify, tmp_path):
 
 def test_connection_refused(settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings["dify_api_base"] = f"http://127.0.0.1:{_free_port()}/v1"
+    settings["dify_api_base"] = f"http://127.0.0.1:{free_port()}/v1"
     settings["dify_api_key"] = KEY
     settings["dify_error_reply"] = ""
     settings["dify_max_retries"] = 0  # the shared client's retries are tested with the client

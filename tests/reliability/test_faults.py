@@ -18,6 +18,7 @@ import time
 import pytest
 
 from sandbox.dify_server import PING, DifyServer
+from tests.e2e.daemon import free_port
 from tests.reliability.harness import (
     API_KEY, FileServer, Figures, WebApp, WebUser, folder_size, restart_dify,
 )
@@ -27,7 +28,8 @@ DOWN_SECONDS = float(os.environ.get("RELIABILITY_DIFY_DOWN", "5"))
 
 @pytest.fixture
 def dify():
-    server = DifyServer(api_key=API_KEY, mode="chat").start()
+    # on a port of its own (tests/e2e/daemon.free_port): test_dify_down_then_back starts it again there
+    server = DifyServer(api_key=API_KEY, mode="chat", port=free_port()).start()
     yield server
     server.stop()
 

@@ -24,6 +24,7 @@ from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.utils import check_signature
 
+from tests.e2e.daemon import free_port
 from tests.fakes.clock import FakeClock
 from tests.fakes.wechat_platform import (
     SERVICE_UNAVAILABLE,
@@ -773,9 +774,7 @@ def test_a_trickling_answer_is_cut_too(daemons):
 
 
 def test_refused_connection_is_retried_then_given_up():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens there, and no other test takes it meanwhile
     oa = OfficialAccountSender(f"http://127.0.0.1:{port}/wx", TOKEN, APPID, timeout=0.5)
     ex = oa.text("o1", "anyone?")
     assert [dl.outcome for dl in ex.deliveries] == ["failed"] * 3 and ex.deliveries[0].error

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 
@@ -27,6 +26,7 @@ from channel.wecom_bot.ws_client import (
     NotConnected,
     parse_frame,
 )
+from tests.e2e.daemon import free_port
 from tests.fakes.clock import FakeClock
 from tests.fakes.wecom_aibot import AibotSimulator
 
@@ -187,9 +187,7 @@ def test_an_unanswered_login_is_tried_again(make_sim, make_bot, monkeypatch):
 
 
 def test_an_unreachable_server_keeps_being_tried(make_bot, sim):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there, and no other test takes it meanwhile
     bot = make_bot(sim, start=False, url=f"ws://127.0.0.1:{port}")
     assert bot.conn.start(wait=0.2) == CONNECTING
     until(lambda: len(bot.delays()) >= 3, what="three reconnect attempts")
