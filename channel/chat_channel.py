@@ -498,7 +498,9 @@ class ChatChannel(Channel):
     def _note_reply_sent(self, context: Context) -> None:
         """Mark the context's inbox item: a reply to it went out ("partial" for a part sent
         while the answer is made, "final" for the answer), so a crash before the item is
-        deleted does not answer it twice (resume_inbox)."""
+        deleted does not answer it twice (resume_inbox). Called when send() returned: a channel
+        whose send() only hands the reply to something that delivers or stores it later must
+        override this (and say in already_answered what was answered)."""
         item_id = getattr(context, "_inbox_id", None)
         store = conf().state_store
         if item_id is None or store is None:

@@ -205,7 +205,11 @@ class FeishuChannel(ChatChannel):
         self.streams.show(context, stream_id, text)
 
     def _create_card(self, context: Context, text: str) -> str:
-        return self._deliver(context, "interactive", cards.card_content(text))
+        message_id = self._deliver(context, "interactive", cards.card_content(text))
+        # Part of the answer is in the chat now: after a crash the message is not asked again
+        # (a second card would repeat it); the restart sends the cut-off note instead.
+        self._note_reply_sent(context)
+        return message_id
 
     def _update_card(self, message_id: str, text: str) -> None:
         self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", {"content": cards.card_content(text)})

@@ -424,6 +424,12 @@ class WebChannel(ChatChannel):
         name (the end of a partial answer) is not kept in the history."""
         return self._write(user_id, [(_payload(rtype, content, extra, reply_to), event)])[0]
 
+    def _note_reply_sent(self, context: Context) -> None:
+        """Not on send: send() holds the last reply until the handling ends (_finish), which
+        writes it with the message's answered mark in one store write; already_answered reads
+        that mark. Marking the inbox item here would call a message answered before its answer
+        is stored, and a crash in between would lose the answer."""
+
     def already_answered(self, context: Context) -> bool:
         """True when the message of `context` was answered to the end (its final event is in
         the store): a message resumed after a crash is then not answered twice."""

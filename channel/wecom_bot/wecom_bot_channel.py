@@ -256,6 +256,12 @@ class WecomBotChannel(ChatChannel):
             self.callback.expect(cmsg)
         return cmsg
 
+    def _note_reply_sent(self, context: Context) -> None:
+        # In callback mode send() only adds to the answer WeCom fetches on its next refresh; it
+        # is stored when the handling ends (callback.handled), and _mark_answered comes after.
+        if self.callback is None:
+            super()._note_reply_sent(context)
+
     def already_answered(self, context: Context) -> bool:
         cmsg = context.get("msg")
         return isinstance(cmsg, WecomBotMessage) and self.answered(str(cmsg.msg_id or ""))

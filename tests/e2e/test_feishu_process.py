@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from channel.chat_channel import INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
 from tests.fakes.feishu import EventSender, FeishuSimulator, crypto, envelope, mention, message_event, text_event
@@ -311,20 +312,34 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
 
 def test_a_message_acknowledged_before_a_crash_is_answered_once_after_the_restart(tmp_path, sim, dify):
     # Plain mode (no Encrypt Key): the challenge and events come as plaintext JSON.
-    app = App(tmp_path, sim, dify, encrypt_key="", dify_read_timeout=60, dify_answer_timeout=60).start()
+    app = App(tmp_path, sim, dify, encrypt_key="", dify_read_timeout=60, dify_answer_timeout=60,
+              dify_stream_reply=True).start()
     try:
         assert app.sender.challenge("plain-1").json == {"challenge": "plain-1"}
-        lena = user()
+        lena, mona = user(), user()
         dify.push_hang(30)
         asked = len(questions(dify))
         assert app.sender.send(text_event(lena, "do not lose me")).status == 200
         sim.wait(lambda: len(questions(dify)) > asked, timeout=15)
+        # mona's answer is growing in its card when the process dies.
+        dify.push_answer("A long answer, still being written when the daemon dies. " * 3, chunk_size=4,
+                         chunk_delay=0.1)
+        assert app.sender.send(text_event(mona, "write slowly")).status == 200
+        # Updated once: the card's creation was answered, so the daemon knows it is in the chat.
+        sim.wait(lambda: sim.sent(mona) and sim.sent(mona)[0].updates, timeout=15)
         app.daemon.proc.kill()  # SIGKILL: after the ack, before the answer
         app.daemon.proc.wait(10)
         app.start()
         assert texts_to(sim, lena, 1, timeout=20) == ["echo: do not lose me"]
+        sim.wait(lambda: len(sim.sent(mona)) >= 2, timeout=20)
         time.sleep(0.5)
         assert sim.texts(lena) == ["echo: do not lose me"]
+        # The part of mona's answer in the chat is not given again: Dify is not asked a second
+        # time, and she is told the answer was cut off.
+        assert questions(dify).count("write slowly") == 1
+        card, note = sim.sent(mona)
+        assert card.msg_type == "interactive" and card.text
+        assert note.text == refusal_text(INTERRUPTED_TEXT_ZH, INTERRUPTED_TEXT_EN, "write slowly")
     finally:
         app.kill()
 

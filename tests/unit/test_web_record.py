@@ -354,3 +354,29 @@ def test_a_refused_post_takes_out_of_the_history_only_the_question_it_added(gate
                                         "msg_id": "u:m1"})
     assert channel._take("u", "asked", "u:m1") is Produced.BUSY
     assert questions("u") == ["u:m1"]
+
+
+def test_a_held_reply_does_not_count_as_sent_in_the_inbox(gated_channel, monkeypatch):
+    """The web channel holds a reply until the handling ends and stores it then: the pipeline's
+    inbox mark ("a reply went out") must wait for that, or a crash in between loses the answer
+    (the next start would skip the message as answered)."""
+    from channel.web import web_channel
+    from config import conf
+
+    monkeypatch.setattr(web_channel, "HOLD_MAX", 60.0)  # the part stays held while the bot waits
+    channel, store = gated_channel
+    book = conf().user_data_book
+    book.attach(store)  # the inbox lives in the state store
+    try:
+        channel.channel_type = "web"
+        assert channel._take("eve", "hello", "eve:m1")
+        assert PartThenGateBot.started.wait(5)
+        time.sleep(0.2)  # the part was handed to send() and is held
+        assert stored_events(store, "eve") == []
+        assert [i.replied for i in store.inbox_items("web")] == [None]
+        PartThenGateBot.gate.set()
+        assert channel.wait_idle(10)
+        assert store.inbox_items("web") == []
+        assert channel.already_answered(message_context("eve", "eve:m1")) is True
+    finally:
+        book._store = None
