@@ -4,8 +4,10 @@ The original takes any `user_id` (missing: "default_user") and uses it as it is 
 URL paths, logs and dict keys. We take any text too, and make it safe where it is
 used instead of refusing it: percent-encoded in URLs we build, control characters
 escaped in logs, text (never HTML) on the page. Refused only: no text at all,
-more than MAX_ID_CHARS characters (the original had no cap), and text that cannot
-be stored (lone surrogates from a JSON `\\ud800`).
+more than MAX_ID_CHARS characters (the original had no cap), text that cannot
+be stored (lone surrogates from a JSON `\\ud800`), and NUL (PostgreSQL, where Dify keeps
+its users, refuses it in text, so such a user could never be answered; C code downstream
+cuts text at it).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ def parse_id(value: Any, what: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise BadId(f"{what} is not valid Unicode text") from None
+    if "\0" in text:
+        raise BadId(f"{what} must not contain NUL characters")
     if what == "user_id" and text in DOT_SEGMENTS:
         # A user id is a URL path segment (/sse/<id>, /history/<id>, /media/<id>/...), and
         # browsers resolve "." and ".." away before sending, encoded or not: such a user

@@ -68,11 +68,6 @@ def refused(status: int | None, response: bytes) -> bool:
     return False
 
 
-# Alone: the two NUL cases (sse-nul-user, user-id-nul) pass because the daemon drops its answer
-# when it sees the client's end of input first; with other tests loading the CPU, the daemon's
-# 200 sometimes goes out first (seen under pytest-xdist) and the case fails. Run as before
-# pytest-xdist, with no other test at the same time.
-@pytest.mark.alone
 def test_web_corpus_refused_while_good_traffic_continues(tmp_path, dify):
     cases = corpus("web")
     outcomes: dict[str, str] = {}
