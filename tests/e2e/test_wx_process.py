@@ -103,7 +103,8 @@ def test_first_run_shows_a_qr_and_logs_in_after_the_scan(env):
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "█" in "".join(env.daemon.stdout)  # drawn in the terminal
-    assert f"/qr/{first}" in env.log()  # and its link logged
+    # Its link is a login credential while it lives: never in the log (reference §1.8).
+    assert f"/qr/{first}" not in env.log() and first not in env.log()
     sim.set_status(first, "expired")  # the QR ran out: a new one is shown
     second = sim.wait_qr(after=1)
     sim.set_status(second, "scaned")
