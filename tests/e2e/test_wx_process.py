@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shutil
 import signal
 import time
 
@@ -161,6 +162,45 @@ def test_an_image_goes_with_the_next_question(env):
     assert dify.requests_to("/v1/chat-messages")[-1]["json"]["files"]
 
 
+def test_an_image_while_tmp_cannot_be_written_is_not_lost_silently(env):
+    # tmp/ replaced by a file (a broken deployment, a full disk): the picture cannot be saved.
+    tmp = os.path.join(str(env.folder), "tmp")
+    os.rename(tmp, tmp + ".away")
+    try:
+        with open(tmp, "w") as f:
+            f.write("not a folder")
+        env.sim.push_image("tina@im.wechat", PNG)
+        [sent] = env.sim.wait_sent("tina@im.wechat")
+    finally:
+        os.remove(tmp)
+        os.rename(tmp + ".away", tmp)
+    assert "tmp/ folder is not writable" in sent.texts[0], sent.texts
+    assert env.daemon.proc.poll() is None
+
+
+def test_a_cdn_failing_for_a_moment_is_tried_again(env):
+    sim, dify = env.sim, env.dify
+    uploads_before = len(dify.requests_to("/v1/files/upload"))
+    sim.fail_downloads(1, status=503)
+    sim.push_image("cora@im.wechat", PNG)
+    sim.push_text("cora@im.wechat", "and this picture?")
+    [sent] = sim.wait_sent("cora@im.wechat")
+    assert sent.texts == ["echo: and this picture?"]  # not "send it again"
+    uploads = dify.requests_to("/v1/files/upload")[uploads_before:]
+    assert len(uploads) == 1 and PNG in uploads[0]["body"]
+
+
+def test_a_slow_file_does_not_hold_up_other_messages(env):
+    sim = env.sim
+    sim.delay_downloads(4.0)
+    sim.push_file("sam@im.wechat", "slow.pdf", b"%PDF-1.4 slow\n" * 10)
+    started = time.monotonic()
+    sim.push_text("sue@im.wechat", "are you there?")
+    [sent] = sim.wait_sent("sue@im.wechat")
+    assert sent.texts == ["echo: are you there?"]
+    assert time.monotonic() - started < 3.0  # not behind the 4 s download
+
+
 def test_a_voice_message_is_answered_from_its_transcript(env):
     env.sim.push_voice("dave@im.wechat", "天气怎么样")
     [sent] = env.sim.wait_sent("dave@im.wechat")
@@ -183,8 +223,9 @@ def test_a_voice_message_without_a_transcript_is_transcribed_from_its_audio(env,
 def test_files_and_videos_reach_plugins_decrypted(env):
     sim = env.sim
     document, video = b"%PDF-1.4 notes\n" * 300, b"\x00\x00\x00\x18ftypmp42" + bytes(3000)
-    sim.push_file("fred@im.wechat", "notes.pdf", document)
-    sim.push_video("fred@im.wechat", video)
+    with sim.batch():  # one update batch: each answer carries the newest token when it is sent
+        sim.push_file("fred@im.wechat", "notes.pdf", document)
+        sim.push_video("fred@im.wechat", video)
     sim.wait_sent("fred@im.wechat", 2)
     assert sim.texts_to("fred@im.wechat") == [
         f"file {len(document)} bytes sha256 {hashlib.sha256(document).hexdigest()}",
@@ -246,13 +287,20 @@ def test_a_duplicate_update_is_handled_once(env):
 
 def test_a_failed_send_is_logged_and_retried(env):
     sim = env.sim
-    sim.fail_next_send(ret=-1, errmsg="system busy")
+    sim.fail_next_send(ret=-1, errmsg="system busy", to="henry@im.wechat")
+    # A send that arrived but whose answer was lost: the retry carries the same client_id,
+    # by which WeChat can tell it from a second message.
+    sim.fail_next_send(to="hank@im.wechat", taken=True)
     sim.push_text("henry@im.wechat", "retry me")
+    sim.push_text("hank@im.wechat", "answer me once")
     sim.wait_sent("henry@im.wechat", timeout=20)
+    first, retry = sim.wait_sent("hank@im.wechat", 2, timeout=20)
     time.sleep(0.3)
     assert sim.texts_to("henry@im.wechat") == ["echo: retry me"]
     log = env.log()
     assert "send failed (attempt 1 of 3)" in log and "system busy" in log
+    assert first.texts == retry.texts == ["echo: answer me once"]
+    assert first.client_id == retry.client_id
 
 
 def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
@@ -280,16 +328,47 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
 
 
 def test_an_expired_token_leads_to_a_new_qr_login(env):
+    sim, dify = env.sim, env.dify
+    shown = len(sim.qrs)
+    old_token = sim.sent[-1].token
+    # A question whose answer is made while the login is gone: it waits for the new login.
+    dify.push_answer("answered after the scan", latency=0.5)
+    asked = len(dify.requests_to("/v1/chat-messages"))
+    sim.push_text("jack@im.wechat", "in flight")
+    wait_until(lambda: len(dify.requests_to("/v1/chat-messages")) > asked, "Dify to be asked")
+    sim.expire_token()
+    qr = sim.wait_qr(after=shown)
+    assert sim.local_tokens(qr) == [old_token]  # offered back, as the official client does
+    # A hostile status answer (nesting that blows Python's parser) must not end the WeChat thread.
+    sim.inject_status_answer(b'{"status": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+    wait_until(lambda: not sim.status_answers, "the hostile status answer to be read")
+    env.wait_log_count("login expired (-14)", 1)
+    env.wait_log_count("waits for the new login", 1)
+    token = sim.confirm(qr)
+    env.wait_log_count("logged in as bot", 2)
+    [waited] = sim.wait_sent("jack@im.wechat")
+    assert waited.texts == ["echo: in flight"] or waited.texts == ["answered after the scan"]
+    assert waited.token == token
+    sim.push_text("judy@im.wechat", "after the new login")
+    [sent] = sim.wait_sent("judy@im.wechat")
+    assert sent.texts == ["echo: after the new login"] and sent.token == token
+    assert "RecursionError" not in env.log()
+
+
+def test_a_login_by_another_wechat_starts_receiving_afresh(env):
     sim = env.sim
     shown = len(sim.qrs)
     sim.expire_token()
     qr = sim.wait_qr(after=shown)
-    env.wait_log_count("login expired (-14)", 1)
-    token = sim.confirm(qr)
-    env.wait_log_count("logged in as bot", 2)
-    sim.push_text("judy@im.wechat", "after the new login")
-    [sent] = sim.wait_sent("judy@im.wechat")
-    assert sent.texts == ["echo: after the new login"] and sent.token == token
+    polls_before = len(sim.polls)
+    sim.bot_id = "beef@im.bot"  # someone else scans: another bot, messages to it from now on
+    sim.confirm(qr)
+    env.wait_log_count("logged in as another bot", 1)
+    sim.push_text("zoe@im.wechat", "hello new bot")
+    [sent] = sim.wait_sent("zoe@im.wechat")
+    assert sent.texts == ["echo: hello new bot"]
+    assert sim.polls[polls_before]["get_updates_buf"] == ""  # not the other bot's cursor
+    assert not [e for e in sim.errors if "cursor" in e], sim.errors
 
 
 def test_a_restart_keeps_the_login_and_cursor_and_replays_nothing(env):
@@ -319,13 +398,24 @@ def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     while len(dify.requests_to("/v1/chat-messages")) == asked and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(dify.requests_to("/v1/chat-messages")) > asked, "Dify was never asked"
+    # A file queued behind it: kept in the inbox with its CDN reference, not a tmp/ file.
+    document = b"%PDF-1.4 kept\n" * 100
+    kept = sim.push_file("leo@im.wechat", "kept.pdf", document)
+    polls = len(sim.polls)
+    wait_until(lambda: sim.deliveries.get(str(kept["message_id"])) and len(sim.polls) > polls + 1,
+               "the file to be taken and the cursor to pass it")
     env.daemon.proc.send_signal(signal.SIGKILL)
     env.daemon.wait(10)
     assert sim.sent_to("leo@im.wechat") == []
+    # The janitor (or an operator) empties tmp/ while the daemon is down.
+    tmp = os.path.join(str(env.folder), "tmp")
+    shutil.rmtree(tmp)
+    os.mkdir(tmp)
     env.start()
-    sim.wait_sent("leo@im.wechat", timeout=20)
+    sim.wait_sent("leo@im.wechat", 2, timeout=20)
     time.sleep(1.0)
-    assert sim.texts_to("leo@im.wechat") == ["echo: answer me once"]
+    assert sim.texts_to("leo@im.wechat") == [
+        "echo: answer me once", f"file {len(document)} bytes sha256 {hashlib.sha256(document).hexdigest()}"]
     assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before
 
 
