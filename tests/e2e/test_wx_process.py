@@ -163,19 +163,27 @@ def test_an_image_goes_with_the_next_question(env):
 
 
 def test_an_image_while_tmp_cannot_be_written_is_not_lost_silently(env):
+    sim, dify = env.sim, env.dify
+    uploads_before = len(dify.requests_to("/v1/files/upload"))
     # tmp/ replaced by a file (a broken deployment, a full disk): the picture cannot be saved.
     tmp = os.path.join(str(env.folder), "tmp")
     os.rename(tmp, tmp + ".away")
     try:
         with open(tmp, "w") as f:
             f.write("not a folder")
-        env.sim.push_image("tina@im.wechat", PNG)
-        [sent] = env.sim.wait_sent("tina@im.wechat")
+        sim.push_image("tina@im.wechat", PNG)
+        time.sleep(1.0)
     finally:
         os.remove(tmp)
         os.rename(tmp + ".away", tmp)
-    assert "tmp/ folder is not writable" in sent.texts[0], sent.texts
-    assert env.daemon.proc.poll() is None
+    sim.push_text("tina@im.wechat", "what is in it?")
+    sent = sim.wait_sent("tina@im.wechat")
+    wait_until(lambda: any(t.startswith("echo: what is in it?") for t in sim.texts_to("tina@im.wechat")), "the answer")
+    # Either the user was told, or the picture was taken once tmp/ was back: never lost silently.
+    told = any("tmp/ folder is not writable" in t for t in sim.texts_to("tina@im.wechat"))
+    uploads = dify.requests_to("/v1/files/upload")[uploads_before:]
+    assert told or (uploads and PNG in uploads[0]["body"]), (sim.texts_to("tina@im.wechat"), len(uploads))
+    assert sent and env.daemon.proc.poll() is None
 
 
 def test_a_cdn_failing_for_a_moment_is_tried_again(env):
@@ -417,6 +425,21 @@ def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     assert sim.texts_to("leo@im.wechat") == [
         "echo: answer me once", f"file {len(document)} bytes sha256 {hashlib.sha256(document).hexdigest()}"]
     assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before
+
+
+def test_a_cursor_that_cannot_be_read_stops_the_daemon_instead_of_replaying(env):
+    import sqlite3
+
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    delivered_before = dict(sim.deliveries)
+    with sqlite3.connect(os.path.join(str(env.folder), "data", "state.db")) as db:
+        assert db.execute("UPDATE kv SET value = 'not json {' WHERE namespace = 'wx:cursor'").rowcount == 1
+    env.start()
+    assert env.daemon.wait(20) == 4  # EXIT_PLATFORM_LOST: a supervisor sees it, nothing is replayed
+    assert "could not read the receiving cursor" in env.log()
+    assert sim.deliveries == delivered_before
 
 
 def test_gewechat_stops_start_up_naming_the_channels_that_work(tmp_path):
