@@ -226,3 +226,31 @@ def test_no_confirmation_after_every_refresh_gives_up(sim, login):
             sim.set_status(sim.wait_qr(after=n), "expired")
 
     assert login(script, refreshes=2) is None and len(sim.qrs) == 3
+
+
+# ---------------------------------------------------------------------- the product's sends
+def test_a_reply_file_that_cannot_be_read_is_not_sent_as_its_local_path(sim, settings, tmp_path):
+    from bridge.context import Context, ContextType
+    from bridge.reply import Reply, ReplyType
+    from channel.wechat.wx_channel import READ_FAILED_TEXT, WxChannel
+    from channel.wechat.wx_message import WxMessage, parts_of
+
+    token = logged_in(sim)
+    msg = sim.push_text("u@im.wechat", "send me the file")
+    bot_call(sim, "getupdates", {"get_updates_buf": ""}, token)  # delivered: its context_token is the newest
+    channel = WxChannel()
+    try:
+        channel.creds = Credentials(token, sim.api_url, sim.bot_id, sim.owner)
+        channel.client = IlinkClient(sim.api_url, sim.cdn_url, token)
+        channel._logged_in.set()
+        cmsg = WxMessage(msg, parts_of(msg)[0], sim.bot_id, first=True)
+        context = Context(ContextType.TEXT, "send me the file", {"receiver": "u@im.wechat", "msg": cmsg})
+        missing = str(tmp_path / "gone" / "secret-report.pdf")
+        channel.send(Reply(ReplyType.FILE, missing), context)
+        channel.send(Reply(ReplyType.IMAGE_URL, "http://127.0.0.2:9/chart.png"), context)
+    finally:
+        channel.stop()
+    texts = sim.texts_to("u@im.wechat")
+    assert texts[0] == READ_FAILED_TEXT and missing not in texts[0]  # a path on this machine means nothing there
+    assert texts[1] == "http://127.0.0.2:9/chart.png"  # a link the user can still open
+    assert not sim.errors, sim.errors
