@@ -335,6 +335,29 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     assert not [e for e in sim.errors if "sendmessage" in e], sim.errors
 
 
+def state_db(env, sql: str) -> None:
+    """A statement on the daemon's state database, as a fault the store then meets (a trigger
+    that refuses writes stands for a full disk or a broken database)."""
+    import sqlite3
+
+    with sqlite3.connect(os.path.join(str(env.folder), "data", "state.db")) as db:
+        db.execute(sql)
+
+
+def test_a_message_the_store_refuses_keeps_the_cursor_before_it(env):
+    sim = env.sim
+    state_db(env, "CREATE TRIGGER refuse_nora BEFORE INSERT ON inbox WHEN NEW.session = 'nora@im.wechat' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    try:
+        msg = sim.push_text("nora@im.wechat", "keep me")
+        wait_until(lambda: sim.deliveries.get(str(msg["message_id"]), 0) >= 2, "a second delivery")
+    finally:
+        state_db(env, "DROP TRIGGER refuse_nora")
+    [sent] = sim.wait_sent("nora@im.wechat")
+    time.sleep(0.3)
+    assert sent.texts == ["echo: keep me"] and len(sim.sent_to("nora@im.wechat")) == 1  # no refusal notice
+
+
 def test_an_expired_token_leads_to_a_new_qr_login(env):
     sim, dify = env.sim, env.dify
     shown = len(sim.qrs)
@@ -425,6 +448,26 @@ def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     assert sim.texts_to("leo@im.wechat") == [
         "echo: answer me once", f"file {len(document)} bytes sha256 {hashlib.sha256(document).hexdigest()}"]
     assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before
+
+
+def test_a_crash_after_a_message_was_stored_but_before_the_cursor_was_saved(env):
+    sim, dify = env.sim, env.dify
+    state_db(env, "CREATE TRIGGER keep_cursor BEFORE INSERT ON kv WHEN NEW.namespace = 'wx:cursor' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    dify.push_answer("never sent", latency=30)
+    asked = len(dify.requests_to("/v1/chat-messages"))
+    msg = sim.push_text("max@im.wechat", "in the window")
+    wait_until(lambda: len(dify.requests_to("/v1/chat-messages")) > asked, "Dify to be asked")
+    env.wait_log_count("could not save wx:cursor", 1)
+    env.daemon.proc.send_signal(signal.SIGKILL)
+    env.daemon.wait(10)
+    state_db(env, "DROP TRIGGER keep_cursor")
+    env.start()
+    # The saved cursor is before the message: it comes again, is recognised, and answered once.
+    wait_until(lambda: sim.deliveries.get(str(msg["message_id"])) == 2, "the re-delivery")
+    sim.wait_sent("max@im.wechat")
+    time.sleep(0.5)
+    assert sim.texts_to("max@im.wechat") == ["echo: in the window"]
 
 
 def test_a_cursor_that_cannot_be_read_stops_the_daemon_instead_of_replaying(env):
