@@ -554,23 +554,31 @@ class WxChannel(ChatChannel):
         return own if isinstance(own, str) else ""
 
     # ================================================================== sending
-    def _wait_login(self, user: str) -> IlinkClient:
-        """The client once logged in. While a re-login waits for its scan, the answer waits too
-        (up to wx_ilink_login_timeout; at a stop it waits for the process to end, so its inbox
-        item stays for the next start)."""
-        if self._logged_in.is_set() and self.client is not None:
+    def _wait_login(self, user: str, stale: IlinkClient | None = None) -> IlinkClient:
+        """The client once logged in (with `stale`: once logged in again, with another client
+        than that one). While a re-login waits for its scan, the answer waits too (up to
+        wx_ilink_login_timeout; at a stop it waits for the process to end, so its inbox item
+        stays for the next start)."""
+        def ready() -> bool:
+            return self._logged_in.is_set() and self.client is not None and self.client is not stale
+
+        if ready():
             return self.client
         logger.warning(f"[wx] not logged in to WeChat: the reply to {user} waits for the new login")
         deadline = time.monotonic() + self.login_timeout
-        while not self._logged_in.wait(0.5):
+        while not ready():
             if time.monotonic() >= deadline and not self._stopping.is_set():
                 raise RuntimeError(f"not logged in to WeChat after {self.login_timeout:g} s")
+            self._logged_in.wait(0.5)
+            if self._logged_in.is_set() and not ready():
+                time.sleep(0.5)  # logged in still with the stale client: the poll thread finds out soon
         return self.client
 
     def send(self, reply: Reply, context: Context) -> None:
         user = str(context.get("receiver") or "")
+        stale: IlinkClient | None = None
         for attempt in (1, 2):
-            client = self._wait_login(user)
+            client = self._wait_login(user, stale)
             token = self._token_for(user, context)
             if not token:
                 logger.error(f"[wx] no context_token for {user}: WeChat only takes replies to someone who wrote to "
@@ -588,8 +596,9 @@ class WxChannel(ChatChannel):
                     raise
                 logger.error("[wx] WeChat says the login expired (-14) while sending; the reply waits for the "
                              "new login")
-                if self.client is client:
-                    self._logged_in.clear()  # the poll thread's next call gets -14 too and logs in again
+                # The poll thread's next call gets -14 too and logs in again; the send waits for
+                # a login other than this one (bounded, as above).
+                stale = client
         logger.info(f"[wx] sent {reply.type} to {user}")
 
     @staticmethod
