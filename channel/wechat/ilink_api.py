@@ -5,7 +5,8 @@ HTTPS and JSON. The QR calls carry no token; every bot call is a POST with the b
 anything else raises IlinkError, whose `expired` says the token is stale (-14) and whose
 `window_closed` says the reply window is closed or the bot is rate-limited (-2).
 
-Every call has a timeout, downloads a size cap and a total deadline; the token is never logged.
+Every call has a timeout, downloads (common.fetch, from the configured CDN host only) a size cap
+and a total deadline; the token is never logged.
 """
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ import base64
 import json
 import random
 import secrets
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from channel.wechat import ilink_media
-from common.deadline import Deadline
+from common import fetch
 from common.json_limits import loads_limited
 
 EXPIRED = -14
@@ -195,27 +195,20 @@ class IlinkClient:
             url = self.cdn_base + "download?encrypted_query_param=" + quote(param, safe="")
         else:
             raise IlinkError(None, "the media reference has no address", path)
-        chunks, size = [], 0
-        with Deadline(deadline) as watch:
-            try:
-                with self.http.get(url, timeout=(CONNECT_TIMEOUT, CALL_TIMEOUT), stream=True) as r:
-                    watch.attach(r)
-                    if r.status_code >= 400:
-                        raise IlinkError(None, f"HTTP {r.status_code}", path, transient=r.status_code >= 500)
-                    declared = r.headers.get("Content-Length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise MediaTooLarge(max_bytes, path)
-                    for chunk in r.iter_content(64 * 1024):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise MediaTooLarge(max_bytes, path)
-                        chunks.append(chunk)
-            except requests.RequestException as e:
-                if watch.expired:
-                    raise IlinkError(None, f"the download took longer than {deadline:g} s", path,
-                                     transient=True) from None
-                raise IlinkError(None, f"not reachable: {type(e).__name__}", path, transient=True) from None
-        return b"".join(chunks)
+        # Through common.fetch: a size cap, a total deadline, a bounded number of downloads at
+        # once, and every redirect checked (the configured CDN host is allowed even when internal).
+        try:
+            data, _ = fetch.fetch_bytes(url, max_bytes, extra_hosts=[urlsplit(self.cdn_base).hostname or ""],
+                                        timeout=deadline)
+        except fetch.FetchTooLarge:
+            raise MediaTooLarge(max_bytes, path) from None
+        except fetch.FetchHTTPError as e:
+            raise IlinkError(None, f"HTTP {e.status}", path, transient=e.status >= 500 or e.status == 429) from None
+        except fetch.FetchRefused as e:
+            raise IlinkError(None, f"refused: {e}", path) from None
+        except fetch.FetchError as e:  # no connection, a timeout, every download slot taken
+            raise IlinkError(None, f"not received: {type(e).__name__}", path, transient=True) from None
+        return data
 
     def upload(self, data: bytes, media_type: int, to_user: str) -> dict:
         """Encrypt and upload `data`; the `media` reference a message carries, plus the sizes
