@@ -213,7 +213,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wx_ilink_api_base": ("https://ilinkai.weixin.qq.com", "Personal WeChat (channel wx / weixin): root of Tencent's iLink bot API, used for the QR login; after the login the host WeChat names is used (and kept with the login). Another value only for a proxy or a test simulator. New."),
     "wx_ilink_cdn_base": ("https://novac2c.cdn.weixin.qq.com/c2c", "Personal WeChat: root of the iLink CDN that carries pictures, voice, files and videos (AES-128 encrypted). Another value only for a proxy or a test simulator. New."),
     "wx_ilink_poll_timeout": (35, "Personal WeChat: seconds one long poll (new messages, the login QR's status) may wait for WeChat's answer; WeChat holds a poll about 35 s. New."),
-    "wx_ilink_retry_delay": (2, "Personal WeChat: seconds before receiving is tried again after a failure; doubled after each failure in a row, up to 30 s. New."),
+    "wx_ilink_retry_delay": (2, "Personal WeChat: seconds before receiving is tried again after a failure (at least 0.5); doubled after each failure in a row, up to 30 s. New."),
     "wx_ilink_login_timeout": (480, "Personal WeChat: seconds a QR login may take (new QR codes are shown as they expire); then a new login is offered 5 minutes later. New."),
     "wx_media_max_bytes": (20 * 1024 * 1024, "Personal WeChat: largest picture, voice, file or video taken in or sent out, in bytes; a larger one is refused and the user told. New."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),

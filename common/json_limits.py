@@ -17,11 +17,12 @@ class JsonTooDeep(ValueError):
     """The text is JSON nested deeper than allowed. The message is one line for the client."""
 
 
-def loads_limited(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+def loads_limited(text: str | bytes, max_depth: int = MAX_DEPTH, *, strict: bool = True) -> Any:
     """`json.loads(text)`, refusing nesting deeper than `max_depth` with JsonTooDeep (other
-    invalid text raises ValueError as json.loads does)."""
+    invalid text raises ValueError as json.loads does). `strict=False` lets control characters
+    stand in strings (json.loads' own switch)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=strict)
     except RecursionError:
         raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
     if depth(value, max_depth) > max_depth:

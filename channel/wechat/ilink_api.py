@@ -5,7 +5,8 @@ HTTPS and JSON. The QR calls carry no token; every bot call is a POST with the b
 anything else raises IlinkError, whose `expired` says the token is stale (-14) and whose
 `window_closed` says the reply window is closed or the bot is rate-limited (-2).
 
-Every call has a timeout, downloads a size cap and a total deadline; the token is never logged.
+Every call has a timeout, downloads (common.fetch, from the configured CDN host only) a size cap
+and a total deadline; the token is never logged.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import base64
 import json
 import random
 import secrets
-from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from channel.wechat import ilink_media
-from common.deadline import Deadline
+from common import fetch
+from common.json_limits import loads_limited
 
 EXPIRED = -14
 WINDOW = -2
@@ -33,11 +34,15 @@ UPLOAD_IMAGE, UPLOAD_VIDEO, UPLOAD_FILE, UPLOAD_VOICE = 1, 2, 3, 4
 
 
 class IlinkError(Exception):
-    def __init__(self, ret: int | None, errmsg: str, path: str = "") -> None:
+    """`transient`: the call may work when tried again (the host was not reachable, took too
+    long, or answered 5xx); a refusal (4xx, a non-zero ret) is not."""
+
+    def __init__(self, ret: int | None, errmsg: str, path: str = "", transient: bool = False) -> None:
         super().__init__(f"{path}: ret {ret}: {errmsg}" if ret is not None else f"{path}: {errmsg}")
         self.ret = ret
         self.errmsg = errmsg
         self.path = path
+        self.transient = transient
 
     @property
     def expired(self) -> bool:
@@ -46,6 +51,10 @@ class IlinkError(Exception):
     @property
     def window_closed(self) -> bool:
         return self.ret == WINDOW
+
+
+def new_client_id() -> str:
+    return secrets.token_hex(8)
 
 
 class MediaTooLarge(IlinkError):
@@ -82,9 +91,11 @@ class IlinkClient:
     @staticmethod
     def _answer(r: requests.Response, path: str) -> dict:
         try:
-            data = json.loads(r.content.decode("utf-8", "replace"), strict=False)
+            # Bounded nesting: a hostile answer must not raise RecursionError in the poll thread.
+            data = loads_limited(r.content.decode("utf-8", "replace"), strict=False)
         except ValueError:
-            raise IlinkError(None, f"HTTP {r.status_code}, not JSON: {r.text[:120]!r}", path) from None
+            raise IlinkError(None, f"HTTP {r.status_code}, not JSON: {r.text[:120]!r}", path,
+                             transient=r.status_code >= 500) from None
         if not isinstance(data, dict):
             raise IlinkError(None, f"HTTP {r.status_code}, unexpected answer {str(data)[:120]}", path)
         code = data.get("ret") or data.get("errcode") or 0
@@ -95,7 +106,7 @@ class IlinkClient:
         if code:
             raise IlinkError(code, str(data.get("errmsg") or ""), path)
         if r.status_code >= 400:
-            raise IlinkError(None, f"HTTP {r.status_code}", path)
+            raise IlinkError(None, f"HTTP {r.status_code}", path, transient=r.status_code >= 500)
         return data
 
     def post(self, path: str, body: dict, timeout: float = CALL_TIMEOUT) -> dict:
@@ -106,15 +117,33 @@ class IlinkClient:
         except requests.Timeout:
             raise
         except requests.RequestException as e:
-            raise IlinkError(None, f"not reachable: {type(e).__name__}", path) from None
+            raise IlinkError(None, f"not reachable: {type(e).__name__}", path, transient=True) from None
         return self._answer(r, path)
 
+    def same_cdn(self, url: str) -> bool:
+        """Whether `url` is on the configured CDN host: an address an update or an answer names
+        is fetched (or posted to) only there, never wherever it points."""
+        try:
+            mine, theirs = urlsplit(self.cdn_base), urlsplit(url)
+        except ValueError:
+            return False
+        return (theirs.scheme, (theirs.hostname or "").lower(), theirs.port) == (
+            mine.scheme, (mine.hostname or "").lower(), mine.port)
+
     # ------------------------------------------------------------------ login
-    def get_qrcode(self) -> dict:
+    def get_qrcode(self, local_tokens: list[str] | None = None) -> dict:
+        """A new login QR. With `local_tokens` (tokens issued to this client before), asked by
+        POST as the official client does, so WeChat can answer that the bot is bound already."""
         path = "ilink/bot/get_bot_qrcode"
         try:
-            r = self.http.get(self.api_base + path, params={"bot_type": 3}, headers=self._app_headers(),
-                              timeout=(CONNECT_TIMEOUT, CALL_TIMEOUT))
+            if local_tokens:
+                r = self.http.post(self.api_base + path, params={"bot_type": 3},
+                                   data=json.dumps({"local_token_list": local_tokens[:10]}).encode("utf-8"),
+                                   headers={**self._app_headers(), "Content-Type": "application/json"},
+                                   timeout=(CONNECT_TIMEOUT, CALL_TIMEOUT))
+            else:
+                r = self.http.get(self.api_base + path, params={"bot_type": 3}, headers=self._app_headers(),
+                                  timeout=(CONNECT_TIMEOUT, CALL_TIMEOUT))
         except requests.RequestException as e:
             raise IlinkError(None, f"not reachable: {type(e).__name__}", path) from None
         data = self._answer(r, path)
@@ -144,13 +173,15 @@ class IlinkClient:
         except requests.Timeout:
             return {"msgs": [], "get_updates_buf": cursor}
 
-    def send_message(self, to_user: str, items: list[dict], context_token: str) -> None:
-        msg = {"from_user_id": "", "to_user_id": to_user, "client_id": secrets.token_hex(8), "message_type": 2,
+    def send_message(self, to_user: str, items: list[dict], context_token: str, client_id: str = "") -> None:
+        """`client_id`: the same for every try of one message (a try whose answer was lost may
+        have been delivered; the id lets WeChat tell the retry from a new message)."""
+        msg = {"from_user_id": "", "to_user_id": to_user, "client_id": client_id or new_client_id(), "message_type": 2,
                "message_state": 2, "item_list": items, "context_token": context_token}
         try:
             self.post("ilink/bot/sendmessage", {"msg": msg})
         except requests.Timeout:
-            raise IlinkError(None, "no answer in time", "ilink/bot/sendmessage") from None
+            raise IlinkError(None, "no answer in time", "ilink/bot/sendmessage", transient=True) from None
 
     # ------------------------------------------------------------------ media
     def download(self, media: dict, max_bytes: int, deadline: float = 60.0) -> bytes:
@@ -158,32 +189,26 @@ class IlinkClient:
         path = "download"
         full = media.get("full_url") if isinstance(media.get("full_url"), str) else ""
         param = media.get("encrypt_query_param")
-        if full:
+        if full and self.same_cdn(full):
             url = full
         elif isinstance(param, str) and param:
             url = self.cdn_base + "download?encrypted_query_param=" + quote(param, safe="")
         else:
             raise IlinkError(None, "the media reference has no address", path)
-        chunks, size = [], 0
-        with Deadline(deadline) as watch:
-            try:
-                with self.http.get(url, timeout=(CONNECT_TIMEOUT, CALL_TIMEOUT), stream=True) as r:
-                    watch.attach(r)
-                    if r.status_code >= 400:
-                        raise IlinkError(None, f"HTTP {r.status_code}", path)
-                    declared = r.headers.get("Content-Length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise MediaTooLarge(max_bytes, path)
-                    for chunk in r.iter_content(64 * 1024):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise MediaTooLarge(max_bytes, path)
-                        chunks.append(chunk)
-            except requests.RequestException as e:
-                if watch.expired:
-                    raise IlinkError(None, f"the download took longer than {deadline:g} s", path) from None
-                raise IlinkError(None, f"not reachable: {type(e).__name__}", path) from None
-        return b"".join(chunks)
+        # Through common.fetch: a size cap, a total deadline, a bounded number of downloads at
+        # once, and every redirect checked (the configured CDN host is allowed even when internal).
+        try:
+            data, _ = fetch.fetch_bytes(url, max_bytes, extra_hosts=[urlsplit(self.cdn_base).hostname or ""],
+                                        timeout=deadline)
+        except fetch.FetchTooLarge:
+            raise MediaTooLarge(max_bytes, path) from None
+        except fetch.FetchHTTPError as e:
+            raise IlinkError(None, f"HTTP {e.status}", path, transient=e.status >= 500 or e.status == 429) from None
+        except fetch.FetchRefused as e:
+            raise IlinkError(None, f"refused: {e}", path) from None
+        except fetch.FetchError as e:  # no connection, a timeout, every download slot taken
+            raise IlinkError(None, f"not received: {type(e).__name__}", path, transient=True) from None
+        return data
 
     def upload(self, data: bytes, media_type: int, to_user: str) -> dict:
         """Encrypt and upload `data`; the `media` reference a message carries, plus the sizes
@@ -198,7 +223,7 @@ class IlinkClient:
         })
         full = answer.get("upload_full_url") if isinstance(answer.get("upload_full_url"), str) else ""
         param = answer.get("upload_param")
-        if full:
+        if full and self.same_cdn(full):
             url = full
         elif isinstance(param, str) and param:
             url = (self.cdn_base + "upload?encrypted_query_param=" + quote(param, safe="")

@@ -1,15 +1,19 @@
 """QR login to the iLink bot API (reference/personal-wechat.md §1.3).
 
-A QR is fetched and shown three ways: drawn in the terminal (stdout), saved as tmp/login.png,
-and its link written to the log. Its status is then long-polled until the phone confirms:
+A QR is fetched and shown two ways: drawn in the terminal (stdout) and saved as tmp/login.png.
+Its link is a login credential while it lives, so the log only says that a QR was shown and
+where the PNG is (reference §1.8: never log tokens or QR values). When a token was issued
+before, the QR is asked for with it (`local_token_list`, as the official client does). Its
+status is then long-polled until the phone confirms:
 
 * `wait` / `scaned`: keep polling (the scan is logged once);
 * `expired`: a new QR, up to `refreshes` times;
 * `need_verifycode`: the phone shows a code, which the user types in the terminal; polled again
   with it. `verify_code_blocked`: too many wrong codes, a new QR;
 * `scaned_but_redirect`: keep polling at `redirect_host`;
-* `binded_redirect`: this WeChat has the bot bound already; taken as a login when the answer
-  carries a token, else a new QR;
+* `binded_redirect`: this WeChat has the bot bound already: the login of the token sent in
+  `local_token_list` goes on (the reference describes no token in this answer); without one,
+  a new QR;
 * `confirmed`: the bot token, the bot's id, the API host to use from now on, the user's id.
 """
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from channel.wechat.ilink_api import IlinkClient, IlinkError
@@ -30,7 +34,7 @@ LOGIN_PNG = "login.png"
 
 @dataclass
 class Credentials:
-    token: str
+    token: str = field(repr=False)  # a credential: never in a log line
     base_url: str
     bot_id: str
     user_id: str
@@ -81,8 +85,12 @@ def read_code_from_terminal() -> str:
 
 class QrLogin:
     def __init__(self, client: IlinkClient, *, wait: float, timeout: float, refreshes: int = 10,
-                 stop: threading.Event | None = None, read_code: Callable[[], str] = read_code_from_terminal) -> None:
+                 stop: threading.Event | None = None, read_code: Callable[[], str] = read_code_from_terminal,
+                 previous: Credentials | None = None) -> None:
         self.client = client
+        # The last login (dropped when WeChat called its token stale): its token goes in
+        # local_token_list, and it is the login that goes on after `binded_redirect`.
+        self.previous = previous
         self.wait = wait
         self.timeout = timeout
         self.refreshes = refreshes
@@ -97,14 +105,14 @@ class QrLogin:
             if self.stop.is_set() or time.monotonic() >= deadline:
                 return None
             try:
-                qr = self.client.get_qrcode()
+                qr = self.client.get_qrcode([self.previous.token] if self.previous else None)
             except IlinkError as e:
                 logger.error(f"[wx] no login QR from WeChat: {e}")
                 self.stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))
                 continue
             link = str(qr.get("qrcode_img_content") or qr["qrcode"])
             path = show_qr(link)
-            logger.info(f"[wx] scan the QR with WeChat to log in (shown above, saved as {path}; link: {link})")
+            logger.info(f"[wx] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")
             creds = self._poll(qr["qrcode"], deadline)
             if creds is not None:
                 return creds
@@ -157,11 +165,12 @@ class QrLogin:
                     host = redirect
                     logger.info(f"[wx] the login goes on at {redirect}")
             elif status == "binded_redirect":
-                creds = _credentials(answer, host or self.client.api_base)
-                if creds is not None:
-                    logger.info(f"[wx] this WeChat has the bot bound already; logged in as bot {creds.bot_id}")
-                    return creds
-                logger.warning("[wx] this WeChat has the bot bound already but WeChat sent no token; a new QR follows")
+                if self.previous is not None:
+                    logger.info(f"[wx] this WeChat has the bot bound already; the login of bot "
+                                f"{self.previous.bot_id} goes on")
+                    return self.previous
+                logger.warning("[wx] this WeChat has the bot bound already, but no earlier login is known here; "
+                               "a new QR follows")
                 return None
             elif status != "wait":
                 logger.debug(f"[wx] login status {status!r}")

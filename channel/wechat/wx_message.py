@@ -8,21 +8,31 @@ A message holds a list of items; each item becomes one part for the pipeline:
 * 2 image -> IMAGE (kept for the next question), 4 file -> FILE, 5 video -> VIDEO;
 * 3 voice -> TEXT of WeChat's own transcript when there is one, else VOICE (the SILK audio,
   transcribed by the configured engine).
+
+A media part names its file in tmp/ from the start (plugins see the path at ON_RECEIVE_MESSAGE)
+and is fetched from the CDN when someone calls ``prepare()`` (the worker, before handling): the
+poll thread never waits for a download, and a message kept over a restart still holds its CDN
+reference (message_record / from_record) rather than a file the janitor may have removed.
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from bridge.context import ContextType
 from channel.chat_message import ChatMessage
 from common.text import safe_text
+from common.tmp_dir import unique_tmp_path
 
 USER_MESSAGE = 1
 TEXT, IMAGE, VOICE, FILE, VIDEO = 1, 2, 3, 4, 5
 _KINDS = {IMAGE: "image", VOICE: "voice", FILE: "file", VIDEO: "video"}
 _QUOTE_NAMES = {IMAGE: "[图片]", VOICE: "[语音]", FILE: "[文件]", VIDEO: "[视频]"}
+# WeChat pictures are JPEG (the name is chosen before the bytes are seen).
+_SUFFIX = {"image": ".jpg", "voice": ".silk", "video": ".mp4", "file": ""}
 
 
 class Malformed(ValueError):
@@ -125,11 +135,27 @@ def parts_of(msg: dict) -> list[Part]:
     return parts
 
 
+def media_suffix(part: Part) -> str:
+    """The ending of the tmp/ file a media part is written to: a file keeps its (cleaned) name."""
+    if part.kind == "file":
+        name = re.sub(r"[\x00-\x1f<>:\"|?*/\\]", "_", os.path.basename(part.file_name.replace("\\", "/")))[:120]
+        return "-" + name if name else ""
+    return _SUFFIX.get(part.kind, "")
+
+
+# (the message) -> writes its media file at message.content, raising on failure.
+Fetcher = Callable[["WxMessage"], None]
+
+
 class WxMessage(ChatMessage):
     """One part of an iLink message, as the pipeline sees it."""
 
-    def __init__(self, msg: dict, part: Part, bot_id: str, first: bool) -> None:
+    def __init__(self, msg: dict, part: Part, bot_id: str, first: bool, *, path: str | None = None,
+                 fetch: Fetcher | None = None) -> None:
         super().__init__(msg)
+        self.raw = msg
+        self.first = first
+        self.bot_id = bot_id
         sender = sender_of(msg)
         base_id = message_id(msg)
         self.msg_id = base_id if first else f"{base_id}#{part.index}"
@@ -144,3 +170,23 @@ class WxMessage(ChatMessage):
         token = msg.get("context_token")
         self.context_token = token if isinstance(token, str) else ""
         self.part = part
+        if part.ctype != ContextType.TEXT:
+            self.content = path or unique_tmp_path(media_suffix(part))
+            if fetch is not None:
+                self._prepare_fn = lambda: fetch(self)
+
+    @property
+    def has_media(self) -> bool:
+        return self.part.ctype != ContextType.TEXT
+
+    def to_record(self) -> dict:
+        """What rebuilds this message after a restart (with the CDN reference, not a file)."""
+        return {"wx": self.raw, "part": self.part.index, "first": self.first, "bot": self.bot_id,
+                "path": self.content if self.has_media else None}
+
+    @classmethod
+    def from_record(cls, record: dict, fetch: Fetcher | None) -> "WxMessage":
+        raw = record["wx"]
+        [part] = [p for p in parts_of(raw) if p.index == record["part"]]
+        return cls(raw, part, str(record.get("bot") or ""), bool(record.get("first")), path=record.get("path"),
+                   fetch=fetch)

@@ -109,8 +109,9 @@ ADMIN_COMMANDS: dict[str, Command] = {
 }
 
 # Commands whose help line is not shown on channels where user ids change at every
-# login (itchat): an id read there cannot go into admin_users.
-_UNSTABLE_ID_CHANNELS = ("wx",)
+# login (the original's itchat `wx`): an id read there cannot go into admin_users.
+# `wx` is now Tencent's iLink bot, whose user ids (`<id>@im.wechat`) are stable, so none is.
+_UNSTABLE_ID_CHANNELS: tuple[str, ...] = ()
 
 TEMP_PASSWORD_LENGTH = 12
 # No 0/O, 1/l/I: the password is read from a log and typed on a phone.

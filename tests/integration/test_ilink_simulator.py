@@ -10,8 +10,8 @@ import threading
 import pytest
 import requests
 
-from channel.wechat.ilink_api import IlinkClient
-from channel.wechat.ilink_login import QrLogin
+from channel.wechat.ilink_api import IlinkClient, IlinkError
+from channel.wechat.ilink_login import Credentials, QrLogin
 from tests.fakes.ilink import IlinkSimulator, crypto
 
 
@@ -127,10 +127,11 @@ def test_injected_answers_and_malformed_updates_come_out_as_they_are(sim):
 def login(sim, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # tmp/login.png lands here
 
-    def run(script, read_code=lambda: "", refreshes=3):
+    def run(script, read_code=lambda: "", refreshes=3, previous=None):
         threading.Thread(target=script, daemon=True).start()
         client = IlinkClient(sim.entry_url, sim.cdn_url)
-        return QrLogin(client, wait=1, timeout=15, refreshes=refreshes, read_code=read_code).run()
+        return QrLogin(client, wait=1, timeout=15, refreshes=refreshes, read_code=read_code,
+                       previous=previous).run()
 
     return run
 
@@ -173,14 +174,50 @@ def test_a_redirect_moves_the_status_poll_to_the_named_host(sim, login):
     assert sim.calls[-1] == ("/moved", "get_qrcode_status")
 
 
-def test_an_already_bound_bot_logs_in_with_the_token_sent(sim, login):
+def test_an_already_bound_bot_goes_on_with_the_token_offered(sim, login):
+    # Reference §1.3: the QR is asked for with local_token_list; `binded_redirect` carries no
+    # token, so the client goes on with the one it offered.
+    old = logged_in(sim)
+    sim.expire_token()
+    previous = Credentials(old, sim.api_url, sim.bot_id, sim.owner)
+
     def script():
-        qr = sim.wait_qr()
-        sim.tokens.add("bound-token")
-        sim.set_status(qr, "binded_redirect", bot_token="bound-token", ilink_bot_id="b@im.bot")
+        qr = sim.wait_qr(after=1)
+        assert sim.local_tokens(qr) == [old]
+        sim.set_status(qr, "binded_redirect")
+
+    creds = login(script, previous=previous)
+    assert creds is previous
+    assert bot_call(sim, "getupdates", {"get_updates_buf": ""}, old)["ret"] == 0  # valid again
+
+
+def test_binded_redirect_without_an_earlier_login_brings_a_new_qr(sim, login):
+    def script():
+        sim.set_status(sim.wait_qr(), "binded_redirect")
+        sim.confirm(sim.wait_qr(after=1))
 
     creds = login(script)
-    assert creds is not None and creds.token == "bound-token" and creds.bot_id == "b@im.bot"
+    assert creds is not None and len(sim.qrs) == 2 and sim.local_tokens(sim.qrs[0].qrcode) == []
+
+
+def test_a_media_address_off_the_cdn_host_is_not_fetched(sim):
+    media, key = sim.store_media(b"picture bytes")
+    client = IlinkClient(sim.api_url, sim.cdn_url)
+    # An update naming another host (here one nothing listens on) is read from the CDN instead.
+    data = client.download({**media, "full_url": "http://127.0.0.2:9/steal"}, 1 << 20)
+    assert crypto.decrypt(data, key) == b"picture bytes"
+    with pytest.raises(IlinkError) as raised:
+        client.download({"full_url": "http://127.0.0.2:9/steal"}, 1 << 20)
+    assert "no address" in str(raised.value)
+
+
+def test_a_cursor_belongs_to_its_bot(sim):
+    first = logged_in(sim)
+    cursor = bot_call(sim, "getupdates", {"get_updates_buf": ""}, first)["get_updates_buf"]
+    sim.bot_id = "other@im.bot"
+    second = logged_in(sim)
+    assert bot_call(sim, "getupdates", {"get_updates_buf": cursor}, second)["ret"] == -1
+    assert bot_call(sim, "getupdates", {"get_updates_buf": ""}, second)["ret"] == 0
 
 
 def test_no_confirmation_after_every_refresh_gives_up(sim, login):
@@ -189,3 +226,31 @@ def test_no_confirmation_after_every_refresh_gives_up(sim, login):
             sim.set_status(sim.wait_qr(after=n), "expired")
 
     assert login(script, refreshes=2) is None and len(sim.qrs) == 3
+
+
+# ---------------------------------------------------------------------- the product's sends
+def test_a_reply_file_that_cannot_be_read_is_not_sent_as_its_local_path(sim, settings, tmp_path):
+    from bridge.context import Context, ContextType
+    from bridge.reply import Reply, ReplyType
+    from channel.wechat.wx_channel import READ_FAILED_TEXT, WxChannel
+    from channel.wechat.wx_message import WxMessage, parts_of
+
+    token = logged_in(sim)
+    msg = sim.push_text("u@im.wechat", "send me the file")
+    bot_call(sim, "getupdates", {"get_updates_buf": ""}, token)  # delivered: its context_token is the newest
+    channel = WxChannel()
+    try:
+        channel.creds = Credentials(token, sim.api_url, sim.bot_id, sim.owner)
+        channel.client = IlinkClient(sim.api_url, sim.cdn_url, token)
+        channel._logged_in.set()
+        cmsg = WxMessage(msg, parts_of(msg)[0], sim.bot_id, first=True)
+        context = Context(ContextType.TEXT, "send me the file", {"receiver": "u@im.wechat", "msg": cmsg})
+        missing = str(tmp_path / "gone" / "secret-report.pdf")
+        channel.send(Reply(ReplyType.FILE, missing), context)
+        channel.send(Reply(ReplyType.IMAGE_URL, "http://127.0.0.2:9/chart.png"), context)
+    finally:
+        channel.stop()
+    texts = sim.texts_to("u@im.wechat")
+    assert texts[0] == READ_FAILED_TEXT and missing not in texts[0]  # a path on this machine means nothing there
+    assert texts[1] == "http://127.0.0.2:9/chart.png"  # a link the user can still open
+    assert not sim.errors, sim.errors

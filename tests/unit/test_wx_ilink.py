@@ -140,3 +140,62 @@ def test_gewechat_is_refused_by_the_factory_and_the_config_naming_what_works():
             refuse()
         assert "shut down" in str(caught.value)
         assert all(f"`{name}`" in str(caught.value) for name in ("wx", "wxy", "wework"))
+
+
+def test_a_login_never_shows_its_token_and_a_logged_update_hides_keys_and_addresses():
+    from channel.wechat.ilink_login import Credentials
+    from channel.wechat.wx_channel import shown
+
+    creds = Credentials("tok-secret", "https://api", "b@im.bot", "u@im.wechat")
+    assert "tok-secret" not in repr(creds) and "b@im.bot" in repr(creds)
+    update = {"from_user_id": "u", "context_token": "ctx-secret", "item_list": [{"type": 2, "image_item": {
+        "aeskey": "00" * 16, "media": {"encrypt_query_param": "param-secret", "aes_key": "key-secret",
+                                       "full_url": "https://cdn/secret"}}}]}
+    line = shown(update)
+    assert not [s for s in ("ctx-secret", "00" * 16, "param-secret", "key-secret", "cdn/secret") if s in line]
+    assert "'from_user_id': 'u'" in line
+
+
+def test_retry_delay_has_a_floor_and_group_only_settings_are_named(settings):
+    from channel.wechat.wx_channel import GROUP_ONLY_SETTINGS, RETRY_MIN, WxChannel
+
+    settings["wx_ilink_retry_delay"] = 0
+    channel = WxChannel()
+    try:
+        assert channel.retry_delay == RETRY_MIN == 0.5
+    finally:
+        channel.stop()
+    assert {"group_chat_suffix", "group_userid_black_list"} <= set(GROUP_ONLY_SETTINGS)
+
+
+def test_the_instance_lock_tells_another_holder_from_an_unusable_folder(tmp_path):
+    from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+
+    first = InstanceLock(str(tmp_path / "wx.lock"))
+    first.acquire()
+    try:
+        with pytest.raises(AlreadyRunning):  # a second open file: flock/locking conflict as between processes
+            InstanceLock(str(tmp_path / "wx.lock")).acquire()
+    finally:
+        first.release()
+    again = InstanceLock(str(tmp_path / "wx.lock"))
+    again.acquire()  # released explicitly: free again
+    again.release()
+    with pytest.raises(LockUnavailable) as caught:
+        InstanceLock(str(tmp_path / "missing" / "wx.lock")).acquire()
+    assert "appdata_dir" in str(caught.value)
+
+
+def test_a_media_part_names_its_file_up_front_and_survives_a_record_round_trip():
+    msg = {"from_user_id": "u", "message_id": 5, "message_type": 1, "context_token": "c", "item_list": [
+        {"type": 1, "text_item": {"text": "see"}},
+        {"type": 4, "file_item": {"media": {"encrypt_query_param": "p", "aes_key": "k"}, "file_name": "a/b.pdf"}}]}
+    fetched = []
+    text_part, file_part = parts_of(msg)
+    cmsg = WxMessage(msg, file_part, "b@im.bot", first=False, fetch=fetched.append)
+    assert cmsg.content.endswith("-b.pdf") and cmsg.msg_id == "5#1"  # a path for plugins at once
+    again = WxMessage.from_record(cmsg.to_record(), fetched.append)
+    assert (again.content, again.msg_id, again.part.media, again.bot_id) == (
+        cmsg.content, cmsg.msg_id, file_part.media, "b@im.bot")
+    again.prepare()
+    assert fetched == [again]  # fetched only when asked

@@ -17,7 +17,13 @@ configured with (`<base>/entry`, where the QR login happens) and the host WeChat
 Bot calls with a token that is not valid (never issued, or expired by `expire_token`) get
 `{"ret": -14}`. An empty cursor reads the update log from its start (a fresh sync), so a client
 that forgets its cursor is given old messages again; `deliveries` counts how often each message
-went out.
+went out. A cursor belongs to the bot it was given to (getupdates is a call of one bot): another
+bot's cursor is refused (`ret -1`).
+
+A QR asked for by POST with `local_token_list` (reference §1.3, the official client) remembers
+those tokens; `set_status(qr, "binded_redirect")` then answers without a token (the reference
+describes none) and makes the listed tokens that this server issued valid again: the client goes
+on with its own.
 """
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ class _Qr:
     extra: dict = field(default_factory=dict)
     verify_code: str = ""
     polls: int = 0
+    local_tokens: list = field(default_factory=list)
 
 
 class IlinkSimulator:
@@ -69,6 +76,7 @@ class IlinkSimulator:
         self._cond = threading.Condition()
         self.qrs: list[_Qr] = []
         self.tokens: set[str] = set()
+        self.token_bots: dict[str, str] = {}  # every token issued -> its bot
         self.log: list[dict] = []  # the update log; a cursor is a position in it
         self.deliveries: dict[str, int] = {}
         # user -> the newest context_token given out with a message: what a reply must carry
@@ -79,6 +87,9 @@ class IlinkSimulator:
         self.polls: list[dict] = []  # getupdates bodies
         self.send_failures: list[dict] = []  # injected answers for the next sendmessage calls
         self.update_answers: list[bytes] = []  # injected raw answers for the next getupdates calls
+        self.status_answers: list[bytes] = []  # injected raw answers for the next QR status polls
+        self.download_failures: list[int] = []  # HTTP statuses for the next CDN downloads
+        self.download_delays: list[float] = []  # seconds the next CDN downloads are held
         self.uploads: dict[str, dict] = {}  # upload_param -> getuploadurl body
         self.cdn: dict[str, bytes] = {}  # download param -> ciphertext
         self.cdn_keys: dict[str, bytes] = {}  # download param -> key (files uploaded by the bot)
@@ -138,16 +149,40 @@ class IlinkSimulator:
             qr.status, qr.extra = status, extra
             if status == "need_verifycode":
                 qr.verify_code = str(extra.pop("code", "123456"))
+            if status == "binded_redirect":
+                self.tokens.update(t for t in qr.local_tokens if t in self.token_bots)
             self._cond.notify_all()
 
-    def confirm(self, qrcode: str) -> str:
-        """The phone confirms the login: a new bot token, returned."""
+    def confirm(self, qrcode: str, bot_id: str | None = None) -> str:
+        """The phone confirms the login: a new bot token, returned. `bot_id`: another WeChat
+        scanned, which binds another bot."""
         token = "tok-" + secrets.token_hex(8)
+        bot = bot_id or self.bot_id
         with self._cond:
             self.tokens.add(token)
-        self.set_status(qrcode, "confirmed", bot_token=token, ilink_bot_id=self.bot_id, baseurl=self.api_url,
+            self.token_bots[token] = bot
+        self.set_status(qrcode, "confirmed", bot_token=token, ilink_bot_id=bot, baseurl=self.api_url,
                         ilink_user_id=self.owner)
         return token
+
+    def local_tokens(self, qrcode: str) -> list:
+        with self._cond:
+            return list(self._qr(qrcode).local_tokens)
+
+    def inject_status_answer(self, body: bytes) -> None:
+        """The next QR status poll is answered with `body` as it is (HTTP 200)."""
+        with self._cond:
+            self.status_answers.append(body)
+
+    def delay_downloads(self, seconds: float, count: int = 1) -> None:
+        """The next `count` CDN downloads are answered after `seconds` (a slow file)."""
+        with self._cond:
+            self.download_delays.extend([seconds] * count)
+
+    def fail_downloads(self, count: int = 1, status: int = 503) -> None:
+        """The next `count` CDN downloads fail with HTTP `status` (a passing CDN fault)."""
+        with self._cond:
+            self.download_failures.extend([status] * count)
 
     def expire_token(self) -> None:
         """Every token issued so far turns stale: bot calls get -14."""
@@ -166,6 +201,11 @@ class IlinkSimulator:
         raise KeyError(qrcode)
 
     # ================================================================== inbound messages
+    def batch(self):
+        """`with sim.batch(): ...`: the messages pushed inside go out in one getupdates answer
+        (a poll waiting meanwhile sees them only at the end)."""
+        return self._cond
+
     def push(self, msg: Any) -> Any:
         """Append any update (even a malformed one) to the log."""
         with self._cond:
@@ -174,6 +214,7 @@ class IlinkSimulator:
         return msg
 
     def _message(self, user: str, items: list, message_id: int | None = None) -> dict:
+        """A user's message to the bot `bot_id` names now (a test may switch it)."""
         with self._cond:
             self._next_id += 1
             mid = message_id if message_id is not None else self._next_id
@@ -233,9 +274,12 @@ class IlinkSimulator:
             self.update_answers.append(body)
 
     # ================================================================== outbound
-    def fail_next_send(self, ret: int = -1, errmsg: str = "system error", status: int = 200) -> None:
+    def fail_next_send(self, ret: int = -1, errmsg: str = "system error", status: int = 200, *,
+                       to: str | None = None, taken: bool = False) -> None:
+        """The next sendmessage (to `to`, else any) fails. `taken`: the message is delivered
+        (recorded in `sent`) but the answer is an HTTP 502 page, as when a gateway loses it."""
         with self._cond:
-            self.send_failures.append({"ret": ret, "errmsg": errmsg, "status": status})
+            self.send_failures.append({"ret": ret, "errmsg": errmsg, "status": status, "to": to, "taken": taken})
 
     def sent_to(self, user: str) -> list[Sent]:
         with self._cond:
@@ -273,12 +317,17 @@ class IlinkSimulator:
         with self._cond:
             self.calls.append((prefix, endpoint))
         if endpoint == "get_bot_qrcode":
-            qr = _Qr("qr-" + secrets.token_hex(6))
+            listed = body.get("local_token_list") if isinstance(body, dict) else None
+            qr = _Qr("qr-" + secrets.token_hex(6),
+                     local_tokens=[t for t in listed if isinstance(t, str)] if isinstance(listed, list) else [])
             with self._cond:
                 self.qrs.append(qr)
                 self._cond.notify_all()
             return 200, {"qrcode": qr.qrcode, "qrcode_img_content": f"{self.base_url}/qr/{qr.qrcode}"}, {}
         if endpoint == "get_qrcode_status":
+            with self._cond:
+                if self.status_answers:
+                    return 200, self.status_answers.pop(0), {}
             return 200, self._status(query), {}
         if not isinstance(body, dict) or not isinstance(body.get("base_info"), dict):
             self.errors.append(f"{endpoint}: body without base_info: {str(body)[:200]}")
@@ -287,7 +336,7 @@ class IlinkSimulator:
         if token is None:
             return 200, {"ret": -14, "errcode": -14, "errmsg": "session timeout"}, {}
         if endpoint == "getupdates":
-            return self._getupdates(body)
+            return self._getupdates(body, self.token_bots.get(token, self.bot_id))
         if endpoint == "sendmessage":
             return self._sendmessage(body, token)
         if endpoint == "getuploadurl":
@@ -318,7 +367,7 @@ class IlinkSimulator:
                 self._cond.wait(deadline - time.monotonic())
             return {"ret": 0, "status": qr.status, **qr.extra}
 
-    def _getupdates(self, body: dict) -> tuple[int, Any, dict]:
+    def _getupdates(self, body: dict, bot: str) -> tuple[int, Any, dict]:
         with self._cond:
             self.polls.append(body)
             if self.update_answers:
@@ -327,22 +376,30 @@ class IlinkSimulator:
         position = 0
         if cursor:
             try:
-                position = int(json.loads(base64.urlsafe_b64decode(cursor.encode()))["p"])
+                decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+                position = int(decoded["p"])
             except Exception:
                 self.errors.append(f"getupdates: a cursor never given out: {cursor!r}")
+                return 200, {"ret": -1, "errmsg": "bad get_updates_buf"}, {}
+            if decoded.get("b") != bot:
+                self.errors.append(f"getupdates: bot {bot} sent the cursor of bot {decoded.get('b')}")
                 return 200, {"ret": -1, "errmsg": "bad get_updates_buf"}, {}
         deadline = time.monotonic() + self.hold
         with self._cond:
             while len(self.log) <= position and time.monotonic() < deadline and self.tokens:
                 self._cond.wait(deadline - time.monotonic())
-            msgs = copy.deepcopy(self.log[position:])
+            # Each bot gets the messages sent to it (an update that names no bot, e.g. a
+            # malformed one, goes to every bot).
+            msgs = copy.deepcopy([m for m in self.log[position:]
+                                  if not isinstance(m, dict) or m.get("to_user_id") in (None, bot)])
             for msg in msgs:
                 if isinstance(msg, dict) and "message_id" in msg:
                     key = str(msg["message_id"])
                     self.deliveries[key] = self.deliveries.get(key, 0) + 1
                 if isinstance(msg, dict) and isinstance(msg.get("context_token"), str):
                     self.context_tokens[str(msg.get("from_user_id"))] = msg["context_token"]
-            new = base64.urlsafe_b64encode(json.dumps({"p": len(self.log), "n": secrets.token_hex(3)}).encode())
+            new = base64.urlsafe_b64encode(json.dumps({"p": len(self.log), "b": bot,
+                                                       "n": secrets.token_hex(3)}).encode())
         return 200, {"ret": 0, "msgs": msgs, "get_updates_buf": new.decode(),
                      "longpolling_timeout_ms": int(self.hold * 1000)}, {}
 
@@ -353,10 +410,16 @@ class IlinkSimulator:
             self.errors.append("sendmessage: " + problem)
             return 200, {"ret": -1, "errmsg": problem}, {}
         with self._cond:
-            if self.send_failures:
-                failure = self.send_failures.pop(0)
-                return failure["status"], {"ret": failure["ret"], "errmsg": failure["errmsg"]}, {}
-            self.sent.append(Sent(msg["to_user_id"], msg["item_list"], msg["context_token"], msg["client_id"], token))
+            failure = next((f for f in self.send_failures if f["to"] in (None, msg["to_user_id"])), None)
+            if failure is not None:
+                self.send_failures.remove(failure)
+            if failure is None or failure["taken"]:
+                self.sent.append(Sent(msg["to_user_id"], msg["item_list"], msg["context_token"], msg["client_id"],
+                                      token))
+        if failure is not None and failure["taken"]:
+            return 502, b"<html>502 Bad Gateway</html>", {}
+        if failure is not None:
+            return failure["status"], {"ret": failure["ret"], "errmsg": failure["errmsg"]}, {}
         return 200, {"ret": 0}, {}
 
     def _check_send(self, msg: Any) -> str:
@@ -460,6 +523,12 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/c2c/download" and method == "GET":
             with sim._cond:
                 blob = sim.cdn.get((query.get("encrypted_query_param") or [""])[0])
+                failure = sim.download_failures.pop(0) if sim.download_failures else None
+                delay = sim.download_delays.pop(0) if sim.download_delays else 0.0
+            if delay:
+                time.sleep(delay)
+            if failure is not None:
+                return self._reply(failure, b"", {})
             if blob is None:
                 return self._reply(404, b"", {})
             self.send_response(200)
