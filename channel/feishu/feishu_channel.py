@@ -63,6 +63,15 @@ def _setting(key: str) -> str:
     return str(conf().get(key) or "").strip()
 
 
+def _card_key(context: Context) -> tuple[str, str] | None:
+    """The message a growing card answers: (chat id, message id and part). Every context made
+    for that message (the voice path's second one) finds the card; no other does."""
+    cmsg = context.get("msg")
+    if not isinstance(cmsg, FeishuMessage):
+        return None
+    return cmsg.chat_id, cmsg.msg_id
+
+
 class FeishuChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE: list = []
     # A message the store could not take is refused to Feishu (503 / an error frame), which pushes it again.
@@ -73,7 +82,7 @@ class FeishuChannel(ChatChannel):
         self.mode = _setting("feishu_event_mode") or "http"
         self.api: FeishuApi | None = None
         self.bot = BotIdentity(name=_setting("feishu_bot_name"))
-        self.streams = CardStreams(self._create_card, self._update_card)
+        self.streams = CardStreams(self._create_card, self._update_card, _card_key)
         self.chat_names: ChatNames | None = None
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
@@ -191,11 +200,18 @@ class FeishuChannel(ChatChannel):
         return super().record_to_message(record)
 
     def _handle(self, context: Context) -> None:
+        cmsg = context.get("msg") if context is not None else None
+        if isinstance(cmsg, FeishuMessage):
+            # A voice message is answered under a second context (the transcribed text) carrying
+            # this message: a card created there marks this context's inbox item.
+            cmsg.answering = context
         try:
             super()._handle(context)
         finally:
             if context is not None:
                 self.streams.forget(context)
+            if isinstance(cmsg, FeishuMessage):
+                cmsg.answering = None
 
     # ================================================================== answers out
     def can_show_partial(self, context: Context) -> bool:
@@ -208,7 +224,7 @@ class FeishuChannel(ChatChannel):
         message_id = self._deliver(context, "interactive", cards.card_content(text))
         # Part of the answer is in the chat now: after a crash the message is not asked again
         # (a second card would repeat it); the restart sends the cut-off note instead.
-        self._note_reply_sent(context)
+        self._note_reply_sent(getattr(context.get("msg"), "answering", None) or context)
         return message_id
 
     def _update_card(self, message_id: str, text: str) -> None:

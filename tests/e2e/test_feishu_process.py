@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN, ENCRYPT_KEY = "verification-token-1", "encrypt-key-1"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x02" * 64
+WAV = (b"RIFF" + (36 + 1600).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+       + bytes.fromhex("01000100401f0000803e000002001000") + b"data" + (1600).to_bytes(4, "little") + b"\x00" * 1600)
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +292,7 @@ def test_a_message_the_store_cannot_take_is_refused_so_feishu_pushes_it_again(ap
 
 # ---------------------------------------------------------------------------------------------- own daemons
 def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dify):
-    app = App(tmp_path, sim, dify, dify_stream_reply=True).start()
+    app = App(tmp_path, sim, dify, dify_stream_reply=True, speech_recognition=True, voice_to_text="dify").start()
     try:
         kate = user()
         answer = "这是一个慢慢写出来的回答，" * 12
@@ -306,6 +308,26 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
         assert all(answer.startswith(t) for t in texts) and texts[-1] == answer
         times = [at for at, _ in card.updates]
         assert all(sum(1 for t in times if s <= t < s + 1) <= 5 for s in times)  # <= 5 updates a second
+        # A voice message is answered under a second context (the transcribed text): its card
+        # still takes the final answer, which is not sent again as a message; and the next
+        # user's answer goes to that user's chat only.
+        luke, maya = user(), user()
+        dify.stt_text = "语音里的问题"
+        voice = message_event(luke, "audio", {"file_key": "file_voice_1", "duration": 1200})
+        sim.add_resource(voice["message"]["message_id"], "file_voice_1", WAV)  # Opus on Feishu; WAV here
+        spoken = "语音问题的回答，慢慢地写出来。" * 6
+        dify.push_answer(spoken, chunk_size=6, chunk_delay=0.03)
+        assert app.sender.send(voice).status == 200
+        try:
+            sim.wait(lambda: sim.sent(luke) and sim.sent(luke)[0].text == spoken, timeout=20)
+        except TimeoutError:
+            raise AssertionError(str(sim.texts(luke)) + app.daemon.stderr()[-3000:])
+        app.sender.send(text_event(maya, "我是下一个"))
+        sim.wait(lambda: sim.texts(maya) == ["echo: 我是下一个"], timeout=15)
+        time.sleep(0.4)
+        [voice_card] = sim.sent(luke)
+        assert voice_card.msg_type == "interactive" and voice_card.text == spoken and voice_card.updates
+        assert sim.texts(maya) == ["echo: 我是下一个"]
     finally:
         app.kill()
 
