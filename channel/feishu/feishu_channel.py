@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bridge.context import Context, ContextType
@@ -46,6 +48,8 @@ MESSAGE_EVENT = "im.message.receive_v1"
 DEDUP_TTL_SECONDS = 8 * 3600
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # the image upload's limit
 FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
+# Refusals (busy) waiting to be sent; past this one is logged and dropped.
+MAX_PENDING_REFUSALS = 50
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_)
 _FILE_TYPES = (ReplyType.FILE, ReplyType.VIDEO, ReplyType.VIDEO_URL, ReplyType.VOICE)
 # code -> what the operator should know (the reply is lost; the log says why).
@@ -86,6 +90,9 @@ class FeishuChannel(ChatChannel):
         self.chat_names: ChatNames | None = None
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
+        self.refusals = ThreadPoolExecutor(1, thread_name_prefix="feishu-refusal")
+        self._refusal_lock = threading.Lock()
+        self._refusals_pending = 0
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -142,7 +149,34 @@ class FeishuChannel(ChatChannel):
             self.webhook.stop()
         if self.connection is not None:
             self.connection.stop()
+        self.refusals.shutdown(wait=False)
         super().stop()
+
+    def _send_refusal(self, context: Context, reply: Reply) -> None:
+        """A busy refusal goes out on a thread of its own: the event is acknowledged at once
+        (Feishu waits 3 s, then pushes it again: a send with the pipeline's 3 s / 6 s retries
+        before the 200 would bring the event back, and the refusal with it), and the request
+        thread is not held."""
+        with self._refusal_lock:
+            if self._refusals_pending >= MAX_PENDING_REFUSALS:
+                logger.warning(f"[feishu] {self._refusals_pending} refusals waiting to be sent; this one is dropped")
+                return
+            self._refusals_pending += 1
+
+        def send() -> None:
+            try:
+                ChatChannel._send_refusal(self, context, reply)
+            except Exception as e:
+                logger.warning(f"[feishu] a refusal was not sent: {e}")
+            finally:
+                with self._refusal_lock:
+                    self._refusals_pending -= 1
+
+        try:
+            self.refusals.submit(send)
+        except RuntimeError:  # stopped
+            with self._refusal_lock:
+                self._refusals_pending -= 1
 
     # ================================================================== events in
     def take_event(self, envelope: dict) -> list[Produced]:

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from channel.chat_channel import INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
+from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
 from tests.fakes.feishu import EventSender, FeishuSimulator, crypto, envelope, mention, message_event, text_event
@@ -76,8 +76,9 @@ class App:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, sim, dify):
     # Groups by name: Feishu events carry only chat ids, the daemon reads the names.
+    # One message of a session may wait behind the one being answered: the busy test's third is refused.
     application = App(tmp_path_factory.mktemp("feishu"), sim, dify, image_recognition=True,
-                      group_name_white_list=["Team"]).start()
+                      group_name_white_list=["Team"], session_queue_size=1).start()
     yield application
     application.kill()
 
@@ -269,6 +270,21 @@ def test_send_failures_a_refused_token_a_refused_send_and_a_lost_answer_each_end
     app.daemon.wait_for_log("rate limit for this chat")
     time.sleep(0.3)
     assert sim.texts(jack) == ["echo: are you there?"] and sim.texts(pia) == ["echo: say it once"]
+
+
+def test_a_busy_refusal_is_sent_after_the_acknowledgement_once(app, sim, dify):
+    quinn = user()
+    dify.push_hang(1.5)
+    asked = len(questions(dify))
+    assert app.sender.send(text_event(quinn, "first, answered slowly")).status == 200
+    sim.wait(lambda: len(questions(dify)) > asked)
+    assert app.sender.send(text_event(quinn, "second, waits its turn")).status == 200
+    sim.delay_next("create", 1.5)  # the refusal's send is slow: the acknowledgement must not wait for it
+    refused = app.sender.send(text_event(quinn, "third, one too many"))
+    assert refused.status == 200 and refused.elapsed < 1.0
+    busy = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, "third, one too many")
+    sim.wait(lambda: busy in sim.texts(quinn) and "echo: second, waits its turn" in sim.texts(quinn), timeout=15)
+    assert sim.texts(quinn).count(busy) == 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit on another process")
