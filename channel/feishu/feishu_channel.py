@@ -32,7 +32,7 @@ from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.feishu import cards
 from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
-from channel.feishu.chat_names import ChatNames
+from channel.feishu.chat_names import ChatNames, NameUnknown
 from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
 from channel.feishu.streams import CardStreams
 from channel.reply_media import read_reply_media, with_extension
@@ -65,6 +65,16 @@ _SEND_ERRORS = {
 
 def _setting(key: str) -> str:
     return str(conf().get(key) or "").strip()
+
+
+def group_names_needed() -> bool:
+    """Whether a group rule names groups: only then is a group's name read (events carry only
+    its chat id, which stands in for the name otherwise)."""
+    config = conf()
+    white = list(config.get("group_name_white_list") or [])
+    keywords = list(config.get("group_name_keyword_white_list") or [])
+    shared = list(config.get("group_chat_in_one_session") or [])
+    return ("ALL_GROUP" not in white and bool(white or keywords)) or ("ALL_GROUP" not in shared and bool(shared))
 
 
 def _card_key(context: Context) -> tuple[str, str] | None:
@@ -197,14 +207,24 @@ class FeishuChannel(ChatChannel):
             logger.info(f"[feishu] message {message.get('message_id')} skipped: {e}")
             return []
         results = []
+        group_name = None
+        message = event.get("message") or {}
+        if message.get("chat_type") == "group" and self.chat_names is not None and group_names_needed():
+            try:
+                group_name = self.chat_names.name(str(message.get("chat_id") or ""))
+            except NameUnknown as e:
+                logger.warning(f"[feishu] message {message.get('message_id')} refused for now: the name of group "
+                               f"{message.get('chat_id')} is needed for the group rules and could not be read ({e}); "
+                               f"Feishu pushes it again")
+                return [Produced.NOT_STORED]
         for index in range(len(parts)):
             cmsg = FeishuMessage(event, index, self.bot, self._download)
             if cmsg.ctype == ContextType.VOICE and not conf().get(
                     "group_speech_recognition" if cmsg.is_group else "speech_recognition"):
                 logger.debug(f"[feishu] voice message {cmsg.msg_id} skipped (speech recognition is off)")
                 continue
-            if cmsg.is_group and self.chat_names is not None:
-                cmsg.other_user_nickname = self.chat_names.name(cmsg.chat_id)
+            if cmsg.is_group and group_name is not None:
+                cmsg.other_user_nickname = group_name
             context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
             results.append(self.produce(context))
         return results

@@ -183,6 +183,20 @@ def test_a_group_message_is_answered_with_the_reply_api_only_when_the_bot_is_men
     assert len([c for c in sim.calls("chat") if c.path.endswith(chat)]) == 1
 
 
+def test_a_group_name_not_read_in_time_refuses_the_event_so_feishu_pushes_it_again(app, sim, dify):
+    chat, rita = group(), user()
+    sim.chat_names[chat] = "Team"
+    sim.delay_next("chat", 2.0)  # slower than Feishu's patience allows
+    asked = text_event(rita, "@_user_1 is the name known now", chat_id=chat, mentions=[at_bot(sim)])
+    first = app.sender.send(asked)
+    assert first.status == 503 and first.elapsed < 2.5  # not taken with the chat id for its name (dropped)
+    sim.wait(lambda: [c for c in sim.calls("chat") if c.path.endswith(chat)], timeout=10)
+    assert app.sender.send(asked).status == 200  # Feishu's push again: the name was kept meanwhile
+    message_id = asked["message"]["message_id"]
+    assert texts_to(sim, message_id, 1) == ["echo: is the name known now"]
+    assert len([c for c in sim.calls("chat") if c.path.endswith(chat)]) == 1
+
+
 def test_an_image_is_downloaded_and_goes_with_the_next_question(app, sim, dify):
     erin = user()
     image = message_event(erin, "image", {"image_key": "img_in_1"})
@@ -344,6 +358,12 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
         [voice_card] = sim.sent(luke)
         assert voice_card.msg_type == "interactive" and voice_card.text == spoken and voice_card.updates
         assert sim.texts(maya) == ["echo: 我是下一个"]
+        # No group rule names groups here (ALL_GROUP): a group's name is not read at all.
+        chat = group()
+        asked = text_event(maya, "@_user_1 in a group", chat_id=chat, mentions=[at_bot(sim)])
+        assert app.sender.send(asked).status == 200
+        sim.wait(lambda: sim.texts(asked["message"]["message_id"]) == ["echo: in a group"], timeout=15)
+        assert not [c for c in sim.calls("chat") if c.path.endswith(chat)]
     finally:
         app.kill()
 
