@@ -418,6 +418,14 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
         sim.wait(lambda: sim.ws.accepted == 2 and sim.ws.connected.is_set(), timeout=15)
         assert sim.push_event(envelope(text_event(mia, "after the reconnect"), ""))["code"] == 200
         assert texts_to(sim, mia, 2) == ["echo: over the long connection", "echo: after the reconnect"]
+        # The gateway refuses the reconnects for a while (lark gives up at once on that code):
+        # the daemon opens the connection again itself, with a back-off.
+        sim.fail_next("ws_endpoint", 1000040350, "exceed connection limit", status=200, times=2)
+        sim.ws.drop()
+        sim.wait(lambda: sim.ws.accepted == 3 and sim.ws.connected.is_set(), timeout=15)
+        assert sim.push_event(envelope(text_event(mia, "after the refusals"), ""))["code"] == 200
+        assert texts_to(sim, mia, 3)[2] == "echo: after the refusals"
+        app.daemon.wait_for_log("the daemon opens it again")
         if sys.platform.startswith("linux"):  # a message the store cannot take gets an error answer: pushed again
             import resource
 
@@ -429,7 +437,7 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
             finally:
                 resource.prlimit(app.daemon.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
             assert sim.push_event(envelope(kept, ""))["code"] == 200
-            assert texts_to(sim, mia, 3)[2] == "echo: keep me too"
+            assert texts_to(sim, mia, 4)[3] == "echo: keep me too"
         app.daemon.proc.send_signal(signal.SIGTERM)  # a clean stop closes the connection
         assert app.daemon.wait(15) == 0
         stderr = app.daemon.stderr()

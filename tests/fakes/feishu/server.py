@@ -247,7 +247,8 @@ class FeishuSimulator:
             fault = self._fault(route)
             return (fault.status, {"code": fault.code, "msg": fault.msg}) if fault else self._issue_token(body)
         if route == "ws_endpoint":
-            return self._ws_endpoint(body)
+            fault = self._fault(route)  # e.g. 1000040350, too many connections: lark takes it as final
+            return (fault.status, {"code": fault.code, "msg": fault.msg}) if fault else self._ws_endpoint(body)
         token = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else ""
         if not token:
             return 400, {"code": MISSING_TOKEN, "msg": "Missing access token for authorization"}
