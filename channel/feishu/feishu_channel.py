@@ -24,6 +24,7 @@ import hashlib
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 from typing import Any
 
 from bridge.context import Context, ContextType
@@ -39,6 +40,7 @@ from channel.reply_media import read_reply_media, with_extension
 from common import fetch
 from common.log import logger
 from common.store import DedupKey
+from common.token_bucket import TokenBucket
 from common.text import safe_data
 from common.utils import compress_imgfile
 from config import ConfigError, conf
@@ -48,6 +50,11 @@ MESSAGE_EVENT = "im.message.receive_v1"
 DEDUP_TTL_SECONDS = 8 * 3600
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # the image upload's limit
 FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
+# Feishu takes about 50 card updates a second from one app (and 5 a second per card, streams.py):
+# past that, the updates in between are skipped (held), a finished text waits for its turn.
+CARD_UPDATES_PER_SECOND = 50
+FINAL_UPDATE_WAIT = 5.0
+RATE_LIMITS = {99991400, 230020}  # the app's, the chat's: the pipeline's retry sends again later
 # Refusals (busy) waiting to be sent; past this one is logged and dropped.
 MAX_PENDING_REFUSALS = 50
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_)
@@ -101,6 +108,7 @@ class FeishuChannel(ChatChannel):
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
         self.refusals = ThreadPoolExecutor(1, thread_name_prefix="feishu-refusal")
+        self.card_updates = TokenBucket(60 * CARD_UPDATES_PER_SECOND, burst=CARD_UPDATES_PER_SECOND)
         self._refusal_lock = threading.Lock()
         self._refusals_pending = 0
 
@@ -281,8 +289,15 @@ class FeishuChannel(ChatChannel):
         self._note_reply_sent(getattr(context.get("msg"), "answering", None) or context)
         return message_id
 
-    def _update_card(self, message_id: str, text: str) -> None:
-        self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", {"content": cards.card_content(text)})
+    def _update_card(self, message_id: str, text: str, final: bool = False) -> bool:
+        """Replace a card's text; False when an update in between is skipped (the app's budget)."""
+        if not self.card_updates.get_token(FINAL_UPDATE_WAIT if final else 0):
+            if not final:
+                return False
+            logger.warning(f"[feishu] the card update budget is spent; updating card {message_id} anyway")
+        self._call("PATCH", f"/open-apis/im/v1/messages/{quote(message_id, safe='')}",
+                   {"content": cards.card_content(text)})
+        return True
 
     def send(self, reply: Reply, context: Context) -> None:
         if reply.type in _TEXT_TYPES:
@@ -318,10 +333,10 @@ class FeishuChannel(ChatChannel):
         if text == card.shown:
             return  # the card shows it already
         try:
-            self._update_card(card.message_id, text)
+            self._update_card(card.message_id, text, final=True)
         except FeishuApiError as e:
-            if e.code is None:
-                raise  # not reachable: the pipeline's retry tries the card again
+            if e.code is None or e.code in RATE_LIMITS:
+                raise  # not reachable, or too soon: the pipeline's retry tries the card again
             # The card cannot take it (withdrawn, too old to edit...): the answer goes as a new message.
             logger.warning(f"[feishu] card {card.message_id} not updated ({e.code}); sending the answer anew")
             self._deliver(context, *cards.message_body(text))

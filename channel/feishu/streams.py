@@ -48,7 +48,8 @@ class CardStreams:
     def __init__(self, create: Callable[[Any, str], str], update: Callable[[str, str], None],
                  key: Callable[[Any], tuple[str, Hashable] | None]) -> None:
         """`create(context, text)` sends a new card and returns its message id;
-        `update(message_id, text)` replaces a card's text; `key(context)` is (chat id, message
+        `update(message_id, text)` replaces a card's text (False: skipped for the app's rate
+        limit, the text is held and written later); `key(context)` is (chat id, message
         id) of the message the context answers, or None (no card for it)."""
         self._create = create
         self._update = update
@@ -84,7 +85,15 @@ class CardStreams:
         """With card.lock held."""
         card.updated = time.monotonic()
         card.held = None
-        self._update(card.message_id, text)
+        if self._update(card.message_id, text) is False:
+            # The app's update budget is spent: held for the next interval (the finished text
+            # is never skipped, it waits for its turn).
+            card.held = text
+            if card.timer is None:
+                card.timer = threading.Timer(UPDATE_INTERVAL, self._write_held, (card,))
+                card.timer.daemon = True
+                card.timer.start()
+            return
         card.shown = text
 
     def _write_held(self, card: Card) -> None:

@@ -341,6 +341,14 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
         # A voice message is answered under a second context (the transcribed text): its card
         # still takes the final answer, which is not sent again as a message; and the next
         # user's answer goes to that user's chat only.
+        # A finished text refused for a rate limit is written into the card later (the pipeline's
+        # retry), not sent again as a second message.
+        nora = user()
+        limited = "限流之后才写完的回答，" * 4
+        dify.push_answer(limited, chunk_size=len(limited) // 2, chunk_delay=0.1)
+        sim.fail_next("patch", 99991400, "request trigger frequency limit")
+        app.sender.send(text_event(nora, "限流"))
+        sim.wait(lambda: [c for c in sim.calls("patch") if c.code == 99991400], timeout=15)
         luke, maya = user(), user()
         dify.stt_text = "语音里的问题"
         voice = message_event(luke, "audio", {"file_key": "file_voice_1", "duration": 1200})
@@ -364,6 +372,10 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
         assert app.sender.send(asked).status == 200
         sim.wait(lambda: sim.texts(asked["message"]["message_id"]) == ["echo: in a group"], timeout=15)
         assert not [c for c in sim.calls("chat") if c.path.endswith(chat)]
+        sim.wait(lambda: sim.sent(nora) and sim.sent(nora)[0].text == limited, timeout=15)
+        time.sleep(0.2)
+        [limited_card] = sim.sent(nora)
+        assert limited_card.msg_type == "interactive"
     finally:
         app.kill()
 
