@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 import base64
@@ -28,6 +27,7 @@ import binascii
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from common.json_limits import loads_limited
 from common.wechat_callback import CallbackRefused, check_clock
 
 TIMESTAMP_HEADER = "X-Lark-Request-Timestamp"
@@ -66,9 +66,10 @@ def _same(given: Any, expected: str) -> bool:
 
 def _json_object(raw: bytes | str, what: str) -> dict:
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackRefused(400, f"the {what} is not JSON") from None
+        # Bounded nesting: `[` * 200000 raised RecursionError (a 500) before any check.
+        data = loads_limited(raw)
+    except (ValueError, UnicodeDecodeError):  # JsonTooDeep is a ValueError
+        raise CallbackRefused(400, f"the {what} is not JSON (or nested too deep)") from None
     if not isinstance(data, dict):
         raise CallbackRefused(400, f"the {what} is not a JSON object")
     return data

@@ -118,6 +118,7 @@ def test_forged_malformed_stale_and_huge_requests_are_refused_and_nothing_is_pro
     assert app.sender.send(text_event(victim, "forged signature"), forge_signature=True).status == 401
     assert app.sender.send(text_event(victim, "wrong token"), token="guessed").status == 401
     assert app.sender.post(b"{not json", {"Content-Type": "application/json"}).status == 400
+    assert app.sender.post(b"[" * 200000, {"Content-Type": "application/json"}).status == 400  # not a 500
     body, headers = app.sender.seal(envelope(text_event(victim, "tampered"), TOKEN))
     assert app.sender.post(body.replace(b'"}', b'A"}'), headers).status == 401  # signature no longer matches
     # Unencrypted while a key is set, even signed with it: Feishu encrypts everything then.
