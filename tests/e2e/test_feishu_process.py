@@ -110,6 +110,11 @@ def test_url_verification_is_answered_only_with_the_right_token(app):
     assert answered.status == 200 and answered.json == {"challenge": "c-123"}
     refused = app.sender.challenge("c-456", token="guessed")
     assert refused.status == 401 and b"c-456" not in refused.body
+    # Unsigned (as the console may send it): the challenge is answered, never an event.
+    unsigned = app.sender.challenge("c-789", signed=False)
+    assert unsigned.status == 200 and unsigned.json == {"challenge": "c-789"}
+    assert app.sender.challenge("c-000", token="guessed", signed=False).status == 401
+    assert app.sender.send(text_event(user(), "unsigned event"), signed=False).status == 401
 
 
 def test_forged_malformed_stale_and_huge_requests_are_refused_and_nothing_is_processed(app, sim, dify):
