@@ -55,6 +55,7 @@ FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
 CARD_UPDATES_PER_SECOND = 50
 FINAL_UPDATE_WAIT = 5.0
 RATE_LIMITS = {99991400, 230020}  # the app's, the chat's: the pipeline's retry sends again later
+BOT_INFO_RETRY = 60.0  # seconds between two reads of the bot's open id while it is unknown
 # Refusals (busy) waiting to be sent; past this one is logged and dropped.
 MAX_PENDING_REFUSALS = 50
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_)
@@ -108,6 +109,7 @@ class FeishuChannel(ChatChannel):
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
         self.refusals = ThreadPoolExecutor(1, thread_name_prefix="feishu-refusal")
+        self._stopped = threading.Event()
         self.card_updates = TokenBucket(60 * CARD_UPDATES_PER_SECOND, burst=CARD_UPDATES_PER_SECOND)
         self._refusal_lock = threading.Lock()
         self._refusals_pending = 0
@@ -152,8 +154,10 @@ class FeishuChannel(ChatChannel):
                 raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret ({e.msg}, code {e.code}): copy "
                                   f"both from the app's Credentials page") from None
             logger.warning(f"[feishu] the bot's own id could not be read ({e}); a group @ is recognised by "
-                           f"feishu_bot_name ({self.bot.name!r}) instead")
+                           f"feishu_bot_name ({self.bot.name!r}) until it is (tried again every "
+                           f"{BOT_INFO_RETRY:g} s)")
             open_id, info = "", {}
+            self._retry_bot_identity()
         self.bot = BotIdentity(open_id=open_id, name=self.bot.name or str(info.get("app_name") or ""))
         self.user_id = open_id or None
         self.name = self.bot.name or None
@@ -162,7 +166,30 @@ class FeishuChannel(ChatChannel):
         else:
             logger.info(f"[feishu] bot {self.bot.name or '(no name)'} {open_id}")
 
+    def _retry_bot_identity(self) -> None:
+        """Read the bot's open id again, once a minute, until it is known (a transient failure at
+        start must not leave group @s unrecognised for the life of the process)."""
+
+        def retry() -> None:
+            while not self._stopped.wait(BOT_INFO_RETRY):
+                try:
+                    data = self.api.call("GET", "/open-apis/bot/v3/info")
+                except FeishuApiError as e:
+                    logger.debug(f"[feishu] the bot's own id still cannot be read: {e}")
+                    continue
+                info = data.get("bot") if isinstance(data.get("bot"), dict) else {}
+                open_id = str(info.get("open_id") or "")
+                if open_id:
+                    self.bot = BotIdentity(open_id=open_id, name=self.bot.name or str(info.get("app_name") or ""))
+                    self.user_id = open_id
+                    self.name = self.bot.name or None
+                    logger.info(f"[feishu] the bot's own id is known now: {open_id}")
+                    return
+
+        threading.Thread(target=retry, name="feishu-bot-info", daemon=True).start()
+
     def stop(self) -> None:
+        self._stopped.set()
         if self.webhook is not None:
             self.webhook.stop()
         if self.connection is not None:
