@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 from typing import Any
 
+from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel, Produced
@@ -55,6 +56,8 @@ FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
 CARD_UPDATES_PER_SECOND = 50
 FINAL_UPDATE_WAIT = 5.0
 RATE_LIMITS = {99991400, 230020}  # the app's, the chat's: the pipeline's retry sends again later
+MEDIA_FAILED_TEXT = ("文件没能发送", "The file could not be sent.")
+FILE_TOO_LARGE_TEXT = ("文件太大，无法发送", "The file is too large to send.")
 BOT_INFO_RETRY = 60.0  # seconds between two reads of the bot's open id while it is unknown
 # Refusals (busy) waiting to be sent; past this one is logged and dropped.
 MAX_PENDING_REFUSALS = 50
@@ -73,6 +76,10 @@ _SEND_ERRORS = {
 
 def _setting(key: str) -> str:
     return str(conf().get(key) or "").strip()
+
+
+def _in_language(context: Context, texts: tuple[str, str]) -> str:
+    return texts[0] if is_chinese(str(context.content)) else texts[1]
 
 
 def group_names_needed() -> bool:
@@ -269,8 +276,8 @@ class FeishuChannel(ChatChannel):
         return None if key is None else DedupKey(key.namespace, key.key, max(key.ttl, DEDUP_TTL_SECONDS))
 
     def _download(self, message_id: str, file_key: str, kind: str, max_bytes: int) -> bytes:
-        return self.api.download(RESOURCE_PATH.format(message_id=message_id, file_key=file_key), {"type": kind},
-                                 max_bytes)
+        path = RESOURCE_PATH.format(message_id=quote(message_id, safe=""), file_key=quote(file_key, safe=""))
+        return self.api.download(path, {"type": kind}, max_bytes)
 
     # ================================================================== the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:
@@ -368,12 +375,23 @@ class FeishuChannel(ChatChannel):
             logger.warning(f"[feishu] card {card.message_id} not updated ({e.code}); sending the answer anew")
             self._deliver(context, *cards.message_body(text))
 
+    def _media_not_read(self, reply: Reply, context: Context, error: Exception) -> None:
+        """A picture or file that could not be read: a link is sent as a link; a local file
+        (its path, or a stream's repr, means nothing to the user and says where things are
+        here) becomes a short note in the user's language."""
+        if isinstance(reply.content, str) and reply.content.startswith(("http://", "https://")):
+            logger.warning(f"[feishu] {reply.type} not fetched ({error}); sending the link instead")
+            self._deliver(context, *cards.message_body(reply.content))
+            return
+        logger.error(f"[feishu] {reply.type} reply could not be read ({type(error).__name__}: {error}); "
+                     f"the user is told it could not be sent")
+        self._deliver(context, *cards.message_body(_in_language(context, MEDIA_FAILED_TEXT)))
+
     def _send_image(self, reply: Reply, context: Context) -> None:
         try:
             data, name = read_reply_media(reply, IMAGE_MAX_BYTES, "image")
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
-            self._send_text(str(reply.content), context)
+            self._media_not_read(reply, context, e)
             return
         if len(data) > IMAGE_MAX_BYTES:
             data = compress_imgfile(io.BytesIO(data), IMAGE_MAX_BYTES - 1).getvalue()
@@ -388,12 +406,11 @@ class FeishuChannel(ChatChannel):
         try:
             data, name = read_reply_media(reply, FILE_MAX_BYTES, "file")
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
-            self._send_text(str(reply.content), context)
+            self._media_not_read(reply, context, e)
             return
         if len(data) > FILE_MAX_BYTES:
             logger.warning(f"[feishu] a {reply.type} of more than {FILE_MAX_BYTES} bytes cannot be uploaded")
-            self._send_text("文件太大，无法发送 (the file is too large to send)", context)
+            self._deliver(context, *cards.message_body(_in_language(context, FILE_TOO_LARGE_TEXT)))
             return
         name = with_extension(name, data, ".bin")
         uploaded = self._call("POST", "/open-apis/im/v1/files", form={"file_type": "stream", "file_name": name},
@@ -416,7 +433,7 @@ class FeishuChannel(ChatChannel):
             seed = f"{cmsg.msg_id}/{sequence}/{msg_type}/{content}".encode("utf-8", "surrogatepass")
             body["uuid"] = hashlib.sha256(seed).hexdigest()[:40]
         if isinstance(cmsg, FeishuMessage) and cmsg.is_group:
-            answer = self._call("POST", f"/open-apis/im/v1/messages/{cmsg.message_id}/reply", body)
+            answer = self._call("POST", f"/open-apis/im/v1/messages/{quote(cmsg.message_id, safe='')}/reply", body)
         else:
             receiver = str(context.get("receiver") or "")
             if not receiver:

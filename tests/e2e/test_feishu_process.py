@@ -266,6 +266,12 @@ def test_markdown_goes_as_a_card_and_a_long_answer_in_pieces_in_order(app, sim, 
     pieces = sim.texts(ivan)
     assert len(pieces) > 1 and "".join(pieces) == answer
     assert all(len(json.dumps(s.content, ensure_ascii=False).encode()) < 30 * 1024 for s in sim.sent(ivan))
+    # Quotes and backslashes double once escaped: the cap is on the escaped size.
+    quoted = '"\\' * 15000
+    dify.push_answer(quoted, chunk_size=4000)
+    app.sender.send(text_event(hana, "quotes"))
+    sim.wait(lambda: "".join(sim.texts(hana)[1:]) == quoted, timeout=20)
+    assert all(len(json.dumps(s.content, ensure_ascii=False).encode()) < 30 * 1024 for s in sim.sent(hana))
 
 
 def test_send_failures_a_refused_token_a_refused_send_and_a_lost_answer_each_end_in_one_message(app, sim, dify):
