@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 from typing import Any
@@ -56,6 +57,7 @@ FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
 CARD_UPDATES_PER_SECOND = 50
 FINAL_UPDATE_WAIT = 5.0
 RATE_LIMITS = {99991400, 230020}  # the app's, the chat's: the pipeline's retry sends again later
+RATE_LIMIT_PAUSE = 1.0
 MEDIA_FAILED_TEXT = ("文件没能发送", "The file could not be sent.")
 FILE_TOO_LARGE_TEXT = ("文件太大，无法发送", "The file is too large to send.")
 BOT_INFO_RETRY = 60.0  # seconds between two reads of the bot's open id while it is unknown
@@ -367,7 +369,16 @@ class FeishuChannel(ChatChannel):
         if text == card.shown:
             return  # the card shows it already
         try:
-            self._update_card(card.message_id, text, final=True)
+            try:
+                self._update_card(card.message_id, text, final=True)
+            except FeishuApiError as e:
+                if e.code not in RATE_LIMITS:
+                    raise
+                # Feishu's limits are per second: one more try after a pause, then the pipeline's retries.
+                logger.info(f"[feishu] card {card.message_id}: rate limited ({e.code}), trying again in "
+                            f"{RATE_LIMIT_PAUSE:g} s")
+                time.sleep(RATE_LIMIT_PAUSE)
+                self._update_card(card.message_id, text, final=True)
         except FeishuApiError as e:
             if e.code is None or e.code in RATE_LIMITS:
                 raise  # not reachable, or too soon: the pipeline's retry tries the card again
