@@ -21,11 +21,14 @@ class TokenBucket:
         tpm: int,
         timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        burst: int | None = None,
     ) -> None:
+        """`burst`: at most this many tokens saved up (default `tpm`): a per-second limit is
+        `TokenBucket(60 * n, burst=n)`."""
         if int(tpm) <= 0:
             raise ValueError(f"tpm must be a positive number, got {tpm!r}")
-        self.capacity = int(tpm)
-        self.rate = self.capacity / 60.0  # tokens per second
+        self.capacity = int(tpm) if burst is None else max(1, int(burst))
+        self.rate = int(tpm) / 60.0  # tokens per second
         self.timeout = timeout
         self._clock = clock
         self._tokens = float(self.capacity)
@@ -40,12 +43,14 @@ class TokenBucket:
             self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
         self._last = now
 
-    def get_token(self) -> bool:
-        """Take a token, waiting up to ``timeout`` seconds (forever if None).
+    def get_token(self, timeout: float | None | object = ...) -> bool:
+        """Take a token, waiting up to ``timeout`` seconds (forever if None; the bucket's
+        ``timeout`` when not given).
 
         False when the wait timed out or the bucket was closed.
         """
-        deadline = None if self.timeout is None else self._clock() + self.timeout
+        timeout = self.timeout if timeout is ... else timeout
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while not self._closed:
                 self._refill()

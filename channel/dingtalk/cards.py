@@ -40,6 +40,11 @@ class Card:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _key(context: Context) -> tuple[str, str]:
+    cmsg = context.get("msg")
+    return str(getattr(cmsg, "conversation_id", "") or ""), str(getattr(cmsg, "msg_id", "") or "")
+
+
 class CardPump:
     def __init__(self, api: DingTalkApi, template_id: str, interval: float,
                  on_shown: Callable[[Context], None] | None = None) -> None:
@@ -49,18 +54,21 @@ class CardPump:
         self.on_shown = on_shown
         self.template_id = template_id
         self.interval = max(0.0, float(interval))
-        self._open: dict[int, dict[str, Card]] = {}  # id(context) -> stream_id -> card, oldest first
+        # (conversation id, message id) -> stream_id -> card, oldest first. Kept by the message, not
+        # by id(context): a second context made for the same message (the voice path) finds its
+        # card, and an address Python reuses never hands a card to another chat's answer.
+        self._open: dict[tuple, dict[str, Card]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ growing
     def show(self, context: Context, stream_id: str, text: str) -> None:
         cmsg = context.get("msg")
         with self._lock:
-            card = self._open.setdefault(id(context), {}).get(stream_id)
+            card = self._open.setdefault(_key(context), {}).get(stream_id)
         if card is None:
             card = self.create(cmsg)
             with self._lock:
-                self._open.setdefault(id(context), {})[stream_id] = card
+                self._open.setdefault(_key(context), {})[stream_id] = card
             if self.on_shown is not None:
                 self.on_shown(context)
         with card.lock:
@@ -108,7 +116,7 @@ class CardPump:
     # ------------------------------------------------------------------ finishing
     def oldest(self, context: Context) -> tuple[str, Card] | None:
         with self._lock:
-            cards = self._open.get(id(context)) or {}
+            cards = self._open.get(_key(context)) or {}
             return next(iter(cards.items()), None)
 
     def finish(self, context: Context | None, stream_id: str | None, card: Card, text: str,
@@ -129,7 +137,7 @@ class CardPump:
                 logger.warning(f"[dingtalk] AI card {card.out_track_id}: its status was not set ({e}); its text is final")
         if context is not None and stream_id is not None:
             with self._lock:
-                (self._open.get(id(context)) or {}).pop(stream_id, None)
+                (self._open.get(_key(context)) or {}).pop(stream_id, None)
 
     def answer(self, context: Context, cmsg: DingTalkMessage, text: str) -> None:
         """A card for an answer that was not shown growing: created, then finished. Once it is
@@ -137,7 +145,7 @@ class CardPump:
         another (or sending the text another way)."""
         card = self.create(cmsg)
         with self._lock:
-            self._open.setdefault(id(context), {})[ANSWER_KEY] = card
+            self._open.setdefault(_key(context), {})[ANSWER_KEY] = card
         self.finish(context, ANSWER_KEY, card, text)
 
     def close(self, context: Context) -> None:
@@ -145,7 +153,7 @@ class CardPump:
         sent) is finished with what it shows and a note that the answer was cut off, in the
         failed status: it must not look complete."""
         with self._lock:
-            cards = self._open.pop(id(context), {})
+            cards = self._open.pop(_key(context), {})
         for card in cards.values():
             if card.finalized:
                 continue

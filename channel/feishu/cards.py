@@ -45,6 +45,25 @@ def message_body(text: str) -> tuple[str, str]:
     return "text", text_content(text)
 
 
+def _escaped_bytes(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass")) - 2
+
+
 def pieces(text: str, max_bytes: int = PIECE_MAX_BYTES) -> list[str]:
-    """`text` in pieces of at most max_bytes UTF-8 bytes, in order (never empty)."""
-    return split_string_by_utf8_length(text, max_bytes) or [text]
+    """`text` in pieces of at most max_bytes UTF-8 bytes once JSON-escaped, in order (never
+    empty): a text of quotes and backslashes doubles when escaped (control characters grow
+    sixfold), and the card's 30 KB cap is on the escaped body."""
+    result: list[str] = []
+    for piece in split_string_by_utf8_length(text, max_bytes) or [text]:
+        if _escaped_bytes(piece) <= max_bytes:
+            result.append(piece)
+            continue
+        start, size = 0, 0
+        for n, char in enumerate(piece):
+            grown = _escaped_bytes(char)
+            if size + grown > max_bytes and n > start:
+                result.append(piece[start:n])
+                start, size = n, 0
+            size += grown
+        result.append(piece[start:])
+    return result

@@ -22,21 +22,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 from typing import Any
 
+from bridge.bridge import is_chinese
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.feishu import cards
 from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
-from channel.feishu.chat_names import ChatNames
+from channel.feishu.chat_names import ChatNames, NameUnknown
 from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
 from channel.feishu.streams import CardStreams
 from channel.reply_media import read_reply_media, with_extension
 from common import fetch
 from common.log import logger
 from common.store import DedupKey
+from common.token_bucket import TokenBucket
 from common.text import safe_data
 from common.utils import compress_imgfile
 from config import ConfigError, conf
@@ -46,6 +52,17 @@ MESSAGE_EVENT = "im.message.receive_v1"
 DEDUP_TTL_SECONDS = 8 * 3600
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # the image upload's limit
 FILE_MAX_BYTES = 30 * 1024 * 1024  # the file upload's limit
+# Feishu takes about 50 card updates a second from one app (and 5 a second per card, streams.py):
+# past that, the updates in between are skipped (held), a finished text waits for its turn.
+CARD_UPDATES_PER_SECOND = 50
+FINAL_UPDATE_WAIT = 5.0
+RATE_LIMITS = {99991400, 230020}  # the app's, the chat's: the pipeline's retry sends again later
+RATE_LIMIT_PAUSE = 1.0
+MEDIA_FAILED_TEXT = ("文件没能发送", "The file could not be sent.")
+FILE_TOO_LARGE_TEXT = ("文件太大，无法发送", "The file is too large to send.")
+BOT_INFO_RETRY = 60.0  # seconds between two reads of the bot's open id while it is unknown
+# Refusals (busy) waiting to be sent; past this one is logged and dropped.
+MAX_PENDING_REFUSALS = 50
 _TEXT_TYPES = (ReplyType.TEXT, ReplyType.INFO, ReplyType.ERROR, ReplyType.TEXT_)
 _FILE_TYPES = (ReplyType.FILE, ReplyType.VIDEO, ReplyType.VIDEO_URL, ReplyType.VOICE)
 # code -> what the operator should know (the reply is lost; the log says why).
@@ -63,6 +80,29 @@ def _setting(key: str) -> str:
     return str(conf().get(key) or "").strip()
 
 
+def _in_language(context: Context, texts: tuple[str, str]) -> str:
+    return texts[0] if is_chinese(str(context.content)) else texts[1]
+
+
+def group_names_needed() -> bool:
+    """Whether a group rule names groups: only then is a group's name read (events carry only
+    its chat id, which stands in for the name otherwise)."""
+    config = conf()
+    white = list(config.get("group_name_white_list") or [])
+    keywords = list(config.get("group_name_keyword_white_list") or [])
+    shared = list(config.get("group_chat_in_one_session") or [])
+    return ("ALL_GROUP" not in white and bool(white or keywords)) or ("ALL_GROUP" not in shared and bool(shared))
+
+
+def _card_key(context: Context) -> tuple[str, str] | None:
+    """The message a growing card answers: (chat id, message id and part). Every context made
+    for that message (the voice path's second one) finds the card; no other does."""
+    cmsg = context.get("msg")
+    if not isinstance(cmsg, FeishuMessage):
+        return None
+    return cmsg.chat_id, cmsg.msg_id
+
+
 class FeishuChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE: list = []
     # A message the store could not take is refused to Feishu (503 / an error frame), which pushes it again.
@@ -73,10 +113,15 @@ class FeishuChannel(ChatChannel):
         self.mode = _setting("feishu_event_mode") or "http"
         self.api: FeishuApi | None = None
         self.bot = BotIdentity(name=_setting("feishu_bot_name"))
-        self.streams = CardStreams(self._create_card, self._update_card)
+        self.streams = CardStreams(self._create_card, self._update_card, _card_key)
         self.chat_names: ChatNames | None = None
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
+        self.refusals = ThreadPoolExecutor(1, thread_name_prefix="feishu-refusal")
+        self._stopped = threading.Event()
+        self.card_updates = TokenBucket(60 * CARD_UPDATES_PER_SECOND, burst=CARD_UPDATES_PER_SECOND)
+        self._refusal_lock = threading.Lock()
+        self._refusals_pending = 0
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -118,8 +163,10 @@ class FeishuChannel(ChatChannel):
                 raise ConfigError(f"Feishu refused feishu_app_id / feishu_app_secret ({e.msg}, code {e.code}): copy "
                                   f"both from the app's Credentials page") from None
             logger.warning(f"[feishu] the bot's own id could not be read ({e}); a group @ is recognised by "
-                           f"feishu_bot_name ({self.bot.name!r}) instead")
+                           f"feishu_bot_name ({self.bot.name!r}) until it is (tried again every "
+                           f"{BOT_INFO_RETRY:g} s)")
             open_id, info = "", {}
+            self._retry_bot_identity()
         self.bot = BotIdentity(open_id=open_id, name=self.bot.name or str(info.get("app_name") or ""))
         self.user_id = open_id or None
         self.name = self.bot.name or None
@@ -128,12 +175,62 @@ class FeishuChannel(ChatChannel):
         else:
             logger.info(f"[feishu] bot {self.bot.name or '(no name)'} {open_id}")
 
+    def _retry_bot_identity(self) -> None:
+        """Read the bot's open id again, once a minute, until it is known (a transient failure at
+        start must not leave group @s unrecognised for the life of the process)."""
+
+        def retry() -> None:
+            while not self._stopped.wait(BOT_INFO_RETRY):
+                try:
+                    data = self.api.call("GET", "/open-apis/bot/v3/info")
+                except FeishuApiError as e:
+                    logger.debug(f"[feishu] the bot's own id still cannot be read: {e}")
+                    continue
+                info = data.get("bot") if isinstance(data.get("bot"), dict) else {}
+                open_id = str(info.get("open_id") or "")
+                if open_id:
+                    self.bot = BotIdentity(open_id=open_id, name=self.bot.name or str(info.get("app_name") or ""))
+                    self.user_id = open_id
+                    self.name = self.bot.name or None
+                    logger.info(f"[feishu] the bot's own id is known now: {open_id}")
+                    return
+
+        threading.Thread(target=retry, name="feishu-bot-info", daemon=True).start()
+
     def stop(self) -> None:
+        self._stopped.set()
         if self.webhook is not None:
             self.webhook.stop()
         if self.connection is not None:
             self.connection.stop()
+        self.refusals.shutdown(wait=False)
         super().stop()
+
+    def _send_refusal(self, context: Context, reply: Reply) -> None:
+        """A busy refusal goes out on a thread of its own: the event is acknowledged at once
+        (Feishu waits 3 s, then pushes it again: a send with the pipeline's 3 s / 6 s retries
+        before the 200 would bring the event back, and the refusal with it), and the request
+        thread is not held."""
+        with self._refusal_lock:
+            if self._refusals_pending >= MAX_PENDING_REFUSALS:
+                logger.warning(f"[feishu] {self._refusals_pending} refusals waiting to be sent; this one is dropped")
+                return
+            self._refusals_pending += 1
+
+        def send() -> None:
+            try:
+                ChatChannel._send_refusal(self, context, reply)
+            except Exception as e:
+                logger.warning(f"[feishu] a refusal was not sent: {e}")
+            finally:
+                with self._refusal_lock:
+                    self._refusals_pending -= 1
+
+        try:
+            self.refusals.submit(send)
+        except RuntimeError:  # stopped
+            with self._refusal_lock:
+                self._refusals_pending -= 1
 
     # ================================================================== events in
     def take_event(self, envelope: dict) -> list[Produced]:
@@ -154,14 +251,24 @@ class FeishuChannel(ChatChannel):
             logger.info(f"[feishu] message {message.get('message_id')} skipped: {e}")
             return []
         results = []
+        group_name = None
+        message = event.get("message") or {}
+        if message.get("chat_type") == "group" and self.chat_names is not None and group_names_needed():
+            try:
+                group_name = self.chat_names.name(str(message.get("chat_id") or ""))
+            except NameUnknown as e:
+                logger.warning(f"[feishu] message {message.get('message_id')} refused for now: the name of group "
+                               f"{message.get('chat_id')} is needed for the group rules and could not be read ({e}); "
+                               f"Feishu pushes it again")
+                return [Produced.NOT_STORED]
         for index in range(len(parts)):
             cmsg = FeishuMessage(event, index, self.bot, self._download)
             if cmsg.ctype == ContextType.VOICE and not conf().get(
                     "group_speech_recognition" if cmsg.is_group else "speech_recognition"):
                 logger.debug(f"[feishu] voice message {cmsg.msg_id} skipped (speech recognition is off)")
                 continue
-            if cmsg.is_group and self.chat_names is not None:
-                cmsg.other_user_nickname = self.chat_names.name(cmsg.chat_id)
+            if cmsg.is_group and group_name is not None:
+                cmsg.other_user_nickname = group_name
             context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
             results.append(self.produce(context))
         return results
@@ -171,8 +278,8 @@ class FeishuChannel(ChatChannel):
         return None if key is None else DedupKey(key.namespace, key.key, max(key.ttl, DEDUP_TTL_SECONDS))
 
     def _download(self, message_id: str, file_key: str, kind: str, max_bytes: int) -> bytes:
-        return self.api.download(RESOURCE_PATH.format(message_id=message_id, file_key=file_key), {"type": kind},
-                                 max_bytes)
+        path = RESOURCE_PATH.format(message_id=quote(message_id, safe=""), file_key=quote(file_key, safe=""))
+        return self.api.download(path, {"type": kind}, max_bytes)
 
     # ================================================================== the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:
@@ -191,11 +298,18 @@ class FeishuChannel(ChatChannel):
         return super().record_to_message(record)
 
     def _handle(self, context: Context) -> None:
+        cmsg = context.get("msg") if context is not None else None
+        if isinstance(cmsg, FeishuMessage):
+            # A voice message is answered under a second context (the transcribed text) carrying
+            # this message: a card created there marks this context's inbox item.
+            cmsg.answering = context
         try:
             super()._handle(context)
         finally:
             if context is not None:
                 self.streams.forget(context)
+            if isinstance(cmsg, FeishuMessage):
+                cmsg.answering = None
 
     # ================================================================== answers out
     def can_show_partial(self, context: Context) -> bool:
@@ -208,11 +322,18 @@ class FeishuChannel(ChatChannel):
         message_id = self._deliver(context, "interactive", cards.card_content(text))
         # Part of the answer is in the chat now: after a crash the message is not asked again
         # (a second card would repeat it); the restart sends the cut-off note instead.
-        self._note_reply_sent(context)
+        self._note_reply_sent(getattr(context.get("msg"), "answering", None) or context)
         return message_id
 
-    def _update_card(self, message_id: str, text: str) -> None:
-        self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", {"content": cards.card_content(text)})
+    def _update_card(self, message_id: str, text: str, final: bool = False) -> bool:
+        """Replace a card's text; False when an update in between is skipped (the app's budget)."""
+        if not self.card_updates.get_token(FINAL_UPDATE_WAIT if final else 0):
+            if not final:
+                return False
+            logger.warning(f"[feishu] the card update budget is spent; updating card {message_id} anyway")
+        self._call("PATCH", f"/open-apis/im/v1/messages/{quote(message_id, safe='')}",
+                   {"content": cards.card_content(text)})
+        return True
 
     def send(self, reply: Reply, context: Context) -> None:
         if reply.type in _TEXT_TYPES:
@@ -248,20 +369,40 @@ class FeishuChannel(ChatChannel):
         if text == card.shown:
             return  # the card shows it already
         try:
-            self._update_card(card.message_id, text)
+            try:
+                self._update_card(card.message_id, text, final=True)
+            except FeishuApiError as e:
+                if e.code not in RATE_LIMITS:
+                    raise
+                # Feishu's limits are per second: one more try after a pause, then the pipeline's retries.
+                logger.info(f"[feishu] card {card.message_id}: rate limited ({e.code}), trying again in "
+                            f"{RATE_LIMIT_PAUSE:g} s")
+                time.sleep(RATE_LIMIT_PAUSE)
+                self._update_card(card.message_id, text, final=True)
         except FeishuApiError as e:
-            if e.code is None:
-                raise  # not reachable: the pipeline's retry tries the card again
+            if e.code is None or e.code in RATE_LIMITS:
+                raise  # not reachable, or too soon: the pipeline's retry tries the card again
             # The card cannot take it (withdrawn, too old to edit...): the answer goes as a new message.
             logger.warning(f"[feishu] card {card.message_id} not updated ({e.code}); sending the answer anew")
             self._deliver(context, *cards.message_body(text))
+
+    def _media_not_read(self, reply: Reply, context: Context, error: Exception) -> None:
+        """A picture or file that could not be read: a link is sent as a link; a local file
+        (its path, or a stream's repr, means nothing to the user and says where things are
+        here) becomes a short note in the user's language."""
+        if isinstance(reply.content, str) and reply.content.startswith(("http://", "https://")):
+            logger.warning(f"[feishu] {reply.type} not fetched ({error}); sending the link instead")
+            self._deliver(context, *cards.message_body(reply.content))
+            return
+        logger.error(f"[feishu] {reply.type} reply could not be read ({type(error).__name__}: {error}); "
+                     f"the user is told it could not be sent")
+        self._deliver(context, *cards.message_body(_in_language(context, MEDIA_FAILED_TEXT)))
 
     def _send_image(self, reply: Reply, context: Context) -> None:
         try:
             data, name = read_reply_media(reply, IMAGE_MAX_BYTES, "image")
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
-            self._send_text(str(reply.content), context)
+            self._media_not_read(reply, context, e)
             return
         if len(data) > IMAGE_MAX_BYTES:
             data = compress_imgfile(io.BytesIO(data), IMAGE_MAX_BYTES - 1).getvalue()
@@ -276,12 +417,11 @@ class FeishuChannel(ChatChannel):
         try:
             data, name = read_reply_media(reply, FILE_MAX_BYTES, "file")
         except (fetch.FetchError, OSError) as e:
-            logger.warning(f"[feishu] {reply.type} not read ({e}); sending the link instead")
-            self._send_text(str(reply.content), context)
+            self._media_not_read(reply, context, e)
             return
         if len(data) > FILE_MAX_BYTES:
             logger.warning(f"[feishu] a {reply.type} of more than {FILE_MAX_BYTES} bytes cannot be uploaded")
-            self._send_text("文件太大，无法发送 (the file is too large to send)", context)
+            self._deliver(context, *cards.message_body(_in_language(context, FILE_TOO_LARGE_TEXT)))
             return
         name = with_extension(name, data, ".bin")
         uploaded = self._call("POST", "/open-apis/im/v1/files", form={"file_type": "stream", "file_name": name},
@@ -304,7 +444,7 @@ class FeishuChannel(ChatChannel):
             seed = f"{cmsg.msg_id}/{sequence}/{msg_type}/{content}".encode("utf-8", "surrogatepass")
             body["uuid"] = hashlib.sha256(seed).hexdigest()[:40]
         if isinstance(cmsg, FeishuMessage) and cmsg.is_group:
-            answer = self._call("POST", f"/open-apis/im/v1/messages/{cmsg.message_id}/reply", body)
+            answer = self._call("POST", f"/open-apis/im/v1/messages/{quote(cmsg.message_id, safe='')}/reply", body)
         else:
             receiver = str(context.get("receiver") or "")
             if not receiver:

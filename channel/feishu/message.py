@@ -192,6 +192,7 @@ class FeishuMessage(ChatMessage):
         self.to_user_id = bot.open_id
         self.to_user_nickname = bot.name
         self.my_msg = sender.get("sender_type") == "app"
+        self.answering = None  # the context being handled for this message (set by the channel)
         if self.is_group:
             # Events carry no group name: the channel puts it in (chat_names.py); the chat id until then.
             self.other_user_id = self.other_user_nickname = self.chat_id

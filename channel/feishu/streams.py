@@ -8,6 +8,13 @@ tool call) still shows everything written before it. The finished text always la
 closes the card (nothing held is written after that) and hands it to the sender, which writes
 the final text into it.
 
+Cards are kept by the message they answer (`key(context)`: its chat and message id), not by
+the context object: the pipeline answers a voice message with a second context (for the
+transcribed text) that carries the same message, so the card grown under one is finished under
+the other; and a context's address is reused by Python once it is gone, so a key made from it
+could hand one chat's card to another chat's answer. A card also keeps its chat, checked again
+when it is finished.
+
 An answer can need several cards: when the bot sends a part of it (an image between two
 paragraphs), the text after it grows in a new card (PartialAnswer.next_answer gives it a new
 stream id).
@@ -17,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from common.log import logger
 
@@ -28,6 +35,7 @@ CARD_MAX_BYTES = 20000  # a growing text beyond this stays as it is until the en
 @dataclass
 class Card:
     message_id: str
+    chat: str  # the chat the card is in (key(context)[0])
     shown: str
     updated: float
     held: str | None = None  # a text waiting for the interval to pass
@@ -37,21 +45,28 @@ class Card:
 
 
 class CardStreams:
-    def __init__(self, create: Callable[[Any, str], str], update: Callable[[str, str], None]) -> None:
+    def __init__(self, create: Callable[[Any, str], str], update: Callable[[str, str], None],
+                 key: Callable[[Any], tuple[str, Hashable] | None]) -> None:
         """`create(context, text)` sends a new card and returns its message id;
-        `update(message_id, text)` replaces a card's text."""
+        `update(message_id, text)` replaces a card's text (False: skipped for the app's rate
+        limit, the text is held and written later); `key(context)` is (chat id, message
+        id) of the message the context answers, or None (no card for it)."""
         self._create = create
         self._update = update
-        self._cards: dict[int, dict[str, Card]] = {}  # id(context) -> stream id -> card, oldest first
+        self._key = key
+        self._cards: dict[tuple, dict[str, Card]] = {}  # key(context) -> stream id -> card, oldest first
         self._lock = threading.Lock()
 
     def show(self, context: Any, stream_id: str, text: str) -> None:
+        key = self._key(context)
+        if key is None:
+            return  # not a platform message: the final reply goes as a message
         with self._lock:
-            card = self._cards.get(id(context), {}).get(stream_id)
+            card = self._cards.get(key, {}).get(stream_id)
         if card is None:
             message_id = self._create(context, text)
             with self._lock:
-                self._cards.setdefault(id(context), {})[stream_id] = Card(message_id, text, time.monotonic())
+                self._cards.setdefault(key, {})[stream_id] = Card(message_id, str(key[0]), text, time.monotonic())
             return
         with card.lock:
             if card.closed or text == card.shown or len(text.encode("utf-8")) > CARD_MAX_BYTES:
@@ -70,7 +85,15 @@ class CardStreams:
         """With card.lock held."""
         card.updated = time.monotonic()
         card.held = None
-        self._update(card.message_id, text)
+        if self._update(card.message_id, text) is False:
+            # The app's update budget is spent: held for the next interval (the finished text
+            # is never skipped, it waits for its turn).
+            card.held = text
+            if card.timer is None:
+                card.timer = threading.Timer(UPDATE_INTERVAL, self._write_held, (card,))
+                card.timer.daemon = True
+                card.timer.start()
+            return
         card.shown = text
 
     def _write_held(self, card: Card) -> None:
@@ -86,20 +109,36 @@ class CardStreams:
     def finish(self, context: Any) -> Card | None:
         """The context's oldest open card, now closed (its final text is the caller's to write),
         or None when none is open."""
+        key = self._key(context)
+        if key is None:
+            return None
         with self._lock:
-            cards = self._cards.get(id(context))
+            cards = self._cards.get(key)
             if not cards:
                 return None
             card = cards.pop(next(iter(cards)))
+            if not cards:
+                del self._cards[key]
         self._close(card)
+        if card.chat != str(key[0]):  # never another chat's card, whatever the key
+            logger.error(f"[feishu] card {card.message_id} is in chat {card.chat}, not {key[0]}: not used")
+            return None
         logger.debug(f"[feishu] card {card.message_id} finished")
         return card
 
     def forget(self, context: Any) -> None:
+        """The message is handled: its cards (any left unfinished) are closed and dropped."""
+        key = self._key(context)
+        if key is None:
+            return
         with self._lock:
-            cards = self._cards.pop(id(context), {})
+            cards = self._cards.pop(key, {})
         for card in cards.values():
             self._close(card)
+
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(len(cards) for cards in self._cards.values())
 
     @staticmethod
     def _close(card: Card) -> None:

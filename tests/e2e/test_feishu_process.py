@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from channel.chat_channel import INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
+from channel.chat_channel import BUSY_TEXT_EN, BUSY_TEXT_ZH, INTERRUPTED_TEXT_EN, INTERRUPTED_TEXT_ZH, refusal_text
 from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import Daemon, free_port, run_app, wait_healthy, write_config
 from tests.fakes.feishu import EventSender, FeishuSimulator, crypto, envelope, mention, message_event, text_event
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN, ENCRYPT_KEY = "verification-token-1", "encrypt-key-1"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x02" * 64
+WAV = (b"RIFF" + (36 + 1600).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+       + bytes.fromhex("01000100401f0000803e000002001000") + b"data" + (1600).to_bytes(4, "little") + b"\x00" * 1600)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +76,10 @@ class App:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, sim, dify):
     # Groups by name: Feishu events carry only chat ids, the daemon reads the names.
+    # Two messages of a session may wait behind the one being answered (a post's picture and
+    # text are two): the busy test's fourth is refused.
     application = App(tmp_path_factory.mktemp("feishu"), sim, dify, image_recognition=True,
-                      group_name_white_list=["Team"]).start()
+                      group_name_white_list=["Team"], session_queue_size=2).start()
     yield application
     application.kill()
 
@@ -107,6 +111,11 @@ def test_url_verification_is_answered_only_with_the_right_token(app):
     assert answered.status == 200 and answered.json == {"challenge": "c-123"}
     refused = app.sender.challenge("c-456", token="guessed")
     assert refused.status == 401 and b"c-456" not in refused.body
+    # Unsigned (as the console may send it): the challenge is answered, never an event.
+    unsigned = app.sender.challenge("c-789", signed=False)
+    assert unsigned.status == 200 and unsigned.json == {"challenge": "c-789"}
+    assert app.sender.challenge("c-000", token="guessed", signed=False).status == 401
+    assert app.sender.send(text_event(user(), "unsigned event"), signed=False).status == 401
 
 
 def test_forged_malformed_stale_and_huge_requests_are_refused_and_nothing_is_processed(app, sim, dify):
@@ -115,6 +124,7 @@ def test_forged_malformed_stale_and_huge_requests_are_refused_and_nothing_is_pro
     assert app.sender.send(text_event(victim, "forged signature"), forge_signature=True).status == 401
     assert app.sender.send(text_event(victim, "wrong token"), token="guessed").status == 401
     assert app.sender.post(b"{not json", {"Content-Type": "application/json"}).status == 400
+    assert app.sender.post(b"[" * 200000, {"Content-Type": "application/json"}).status == 400  # not a 500
     body, headers = app.sender.seal(envelope(text_event(victim, "tampered"), TOKEN))
     assert app.sender.post(body.replace(b'"}', b'A"}'), headers).status == 401  # signature no longer matches
     # Unencrypted while a key is set, even signed with it: Feishu encrypts everything then.
@@ -180,6 +190,34 @@ def test_a_group_message_is_answered_with_the_reply_api_only_when_the_bot_is_men
     assert len([c for c in sim.calls("chat") if c.path.endswith(chat)]) == 1
 
 
+def test_a_busy_refusal_and_a_group_name_not_read_in_time_hold_no_acknowledgement(app, sim, dify):
+    # Together: their waits (a slow answer, a slow send, a slow lookup) overlap.
+    quinn, rita, chat = user(), user(), group()
+    dify.push_hang(1.0)
+    asked = len(questions(dify))
+    assert app.sender.send(text_event(quinn, "first, answered slowly")).status == 200
+    sim.wait(lambda: len(questions(dify)) > asked)
+    for waiting in ("second, waits its turn", "third, waits too"):
+        assert app.sender.send(text_event(quinn, waiting)).status == 200
+    sim.delay_next("create", 1.2)  # the refusal's send is slow: the acknowledgement must not wait for it
+    refused = app.sender.send(text_event(quinn, "fourth, one too many"))
+    assert refused.status == 200 and refused.elapsed < 0.8
+    # The group rules name groups ("Team"): a name Feishu gives too slowly refuses the event
+    # (Feishu pushes it again), instead of the chat id standing in for it and the @ being dropped.
+    sim.chat_names[chat] = "Team"
+    sim.delay_next("chat", 1.6)
+    group_asked = text_event(rita, "@_user_1 is the name known now", chat_id=chat, mentions=[at_bot(sim)])
+    first = app.sender.send(group_asked)
+    assert first.status == 503 and first.elapsed < 2.5
+    sim.wait(lambda: [c for c in sim.calls("chat") if c.path.endswith(chat)], timeout=10)
+    assert app.sender.send(group_asked).status == 200  # Feishu's push again: the name was kept meanwhile
+    assert texts_to(sim, group_asked["message"]["message_id"], 1) == ["echo: is the name known now"]
+    assert len([c for c in sim.calls("chat") if c.path.endswith(chat)]) == 1
+    busy = refusal_text(BUSY_TEXT_ZH, BUSY_TEXT_EN, "fourth, one too many")
+    sim.wait(lambda: busy in sim.texts(quinn) and "echo: third, waits too" in sim.texts(quinn), timeout=15)
+    assert sim.texts(quinn).count(busy) == 1
+
+
 def test_an_image_is_downloaded_and_goes_with_the_next_question(app, sim, dify):
     erin = user()
     image = message_event(erin, "image", {"image_key": "img_in_1"})
@@ -243,6 +281,12 @@ def test_markdown_goes_as_a_card_and_a_long_answer_in_pieces_in_order(app, sim, 
     pieces = sim.texts(ivan)
     assert len(pieces) > 1 and "".join(pieces) == answer
     assert all(len(json.dumps(s.content, ensure_ascii=False).encode()) < 30 * 1024 for s in sim.sent(ivan))
+    # Quotes and backslashes double once escaped: the cap is on the escaped size.
+    quoted = '"\\' * 15000
+    dify.push_answer(quoted, chunk_size=4000)
+    app.sender.send(text_event(hana, "quotes"))
+    sim.wait(lambda: "".join(sim.texts(hana)[1:]) == quoted, timeout=20)
+    assert all(len(json.dumps(s.content, ensure_ascii=False).encode()) < 30 * 1024 for s in sim.sent(hana))
 
 
 def test_send_failures_a_refused_token_a_refused_send_and_a_lost_answer_each_end_in_one_message(app, sim, dify):
@@ -290,8 +334,16 @@ def test_a_message_the_store_cannot_take_is_refused_so_feishu_pushes_it_again(ap
 
 # ---------------------------------------------------------------------------------------------- own daemons
 def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dify):
-    app = App(tmp_path, sim, dify, dify_stream_reply=True).start()
+    app = App(tmp_path, sim, dify, dify_stream_reply=True, speech_recognition=True, voice_to_text="dify").start()
     try:
+        # A finished text refused for a rate limit is written into the card a moment later
+        # (checked at the end), not sent again as a second message.
+        nora = user()
+        limited = "限流之后才写完的回答，" * 4
+        dify.push_answer(limited, chunk_size=len(limited) // 2, chunk_delay=0.1)
+        sim.fail_next("patch", 99991400, "request trigger frequency limit")
+        app.sender.send(text_event(nora, "限流"))
+        sim.wait(lambda: [c for c in sim.calls("patch") if c.code == 99991400], timeout=15)
         kate = user()
         answer = "这是一个慢慢写出来的回答，" * 12
         dify.push_answer(answer, chunk_size=6, chunk_delay=0.05)  # ~1.3 s of streaming
@@ -306,6 +358,36 @@ def test_a_streamed_answer_grows_in_one_card_updated_in_place(tmp_path, sim, dif
         assert all(answer.startswith(t) for t in texts) and texts[-1] == answer
         times = [at for at, _ in card.updates]
         assert all(sum(1 for t in times if s <= t < s + 1) <= 5 for s in times)  # <= 5 updates a second
+        # A voice message is answered under a second context (the transcribed text): its card
+        # still takes the final answer, which is not sent again as a message; and the next
+        # user's answer goes to that user's chat only.
+        luke, maya = user(), user()
+        dify.stt_text = "语音里的问题"
+        voice = message_event(luke, "audio", {"file_key": "file_voice_1", "duration": 1200})
+        sim.add_resource(voice["message"]["message_id"], "file_voice_1", WAV)  # Opus on Feishu; WAV here
+        spoken = "语音问题的回答，慢慢地写出来。" * 6
+        dify.push_answer(spoken, chunk_size=6, chunk_delay=0.03)
+        assert app.sender.send(voice).status == 200
+        try:
+            sim.wait(lambda: sim.sent(luke) and sim.sent(luke)[0].text == spoken, timeout=20)
+        except TimeoutError:
+            raise AssertionError(str(sim.texts(luke)) + app.daemon.stderr()[-3000:])
+        app.sender.send(text_event(maya, "我是下一个"))
+        sim.wait(lambda: sim.texts(maya) == ["echo: 我是下一个"], timeout=15)
+        time.sleep(0.4)
+        [voice_card] = sim.sent(luke)
+        assert voice_card.msg_type == "interactive" and voice_card.text == spoken and voice_card.updates
+        assert sim.texts(maya) == ["echo: 我是下一个"]
+        # No group rule names groups here (ALL_GROUP): a group's name is not read at all.
+        chat = group()
+        asked = text_event(maya, "@_user_1 in a group", chat_id=chat, mentions=[at_bot(sim)])
+        assert app.sender.send(asked).status == 200
+        sim.wait(lambda: sim.texts(asked["message"]["message_id"]) == ["echo: in a group"], timeout=15)
+        assert not [c for c in sim.calls("chat") if c.path.endswith(chat)]
+        sim.wait(lambda: sim.sent(nora) and sim.sent(nora)[0].text == limited, timeout=15)
+        time.sleep(0.2)
+        [limited_card] = sim.sent(nora)
+        assert limited_card.msg_type == "interactive"
     finally:
         app.kill()
 
@@ -360,6 +442,14 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
         sim.wait(lambda: sim.ws.accepted == 2 and sim.ws.connected.is_set(), timeout=15)
         assert sim.push_event(envelope(text_event(mia, "after the reconnect"), ""))["code"] == 200
         assert texts_to(sim, mia, 2) == ["echo: over the long connection", "echo: after the reconnect"]
+        # The gateway refuses the reconnect (lark gives up for good on that code):
+        # the daemon opens the connection again itself, with a back-off.
+        sim.fail_next("ws_endpoint", 1000040350, "exceed connection limit", status=200)
+        sim.ws.drop()
+        sim.wait(lambda: sim.ws.accepted == 3 and sim.ws.connected.is_set(), timeout=15)
+        assert sim.push_event(envelope(text_event(mia, "after the refusals"), ""))["code"] == 200
+        assert texts_to(sim, mia, 3)[2] == "echo: after the refusals"
+        app.daemon.wait_for_log("the daemon opens it again")
         if sys.platform.startswith("linux"):  # a message the store cannot take gets an error answer: pushed again
             import resource
 
@@ -371,7 +461,7 @@ def test_the_long_connection_takes_a_message_and_it_is_answered(tmp_path, sim, d
             finally:
                 resource.prlimit(app.daemon.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
             assert sim.push_event(envelope(kept, ""))["code"] == 200
-            assert texts_to(sim, mia, 3)[2] == "echo: keep me too"
+            assert texts_to(sim, mia, 4)[3] == "echo: keep me too"
         app.daemon.proc.send_signal(signal.SIGTERM)  # a clean stop closes the connection
         assert app.daemon.wait(15) == 0
         stderr = app.daemon.stderr()

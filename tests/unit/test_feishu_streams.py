@@ -24,10 +24,21 @@ class Platform:
             self.updates.append((time.monotonic(), message_id, text))
 
 
+class Context(dict):
+    """A context of a message of chat `chat`."""
+
+    def __init__(self, message_id: str = "om_asked", chat: str = "oc_chat") -> None:
+        super().__init__(message_id=message_id, chat=chat)
+
+
+def by_message(context) -> tuple[str, str]:
+    return context["chat"], context["message_id"]
+
+
 def test_updates_are_throttled_and_a_held_text_lands_after_the_interval():
     platform = Platform()
-    cards = CardStreams(platform.create, platform.update)
-    context = object()
+    cards = CardStreams(platform.create, platform.update, by_message)
+    context = Context()
     cards.show(context, "s1", "a")
     for n in range(2, 30):
         cards.show(context, "s1", "a" * n)  # all within one interval: held, the newest wins
@@ -38,8 +49,8 @@ def test_updates_are_throttled_and_a_held_text_lands_after_the_interval():
 
 def test_nothing_held_is_written_after_the_card_is_finished():
     platform = Platform()
-    cards = CardStreams(platform.create, platform.update)
-    context = object()
+    cards = CardStreams(platform.create, platform.update, by_message)
+    context = Context()
     cards.show(context, "s1", "first")
     cards.show(context, "s1", "first second")  # held
     card = cards.finish(context)
@@ -51,8 +62,22 @@ def test_nothing_held_is_written_after_the_card_is_finished():
 
 def test_each_stream_of_an_answer_has_its_own_card_finished_oldest_first():
     platform = Platform()
-    cards = CardStreams(platform.create, platform.update)
-    context = object()
+    cards = CardStreams(platform.create, platform.update, by_message)
+    context = Context()
     cards.show(context, "s1", "before the picture")
     cards.show(context, "s2", "after")
     assert [cards.finish(context).message_id, cards.finish(context).message_id] == ["om_1", "om_2"]
+
+
+def test_a_card_is_kept_by_the_message_not_by_the_context_object():
+    platform = Platform()
+    cards = CardStreams(platform.create, platform.update, by_message)
+    grown_under = Context("om_voice")
+    cards.show(grown_under, "s1", "transcribed answer")
+    assert cards.finish(Context("om_other")) is None  # another message never gets it
+    assert cards.finish(Context("om_voice", chat="oc_elsewhere")) is None  # nor another chat
+    card = cards.finish(Context("om_voice"))  # a second context for the same message (voice) does
+    assert card is not None and card.message_id == "om_1" and cards.open_count() == 0
+    cards.show(grown_under, "s1", "x")
+    cards.forget(Context("om_voice"))
+    assert cards.open_count() == 0

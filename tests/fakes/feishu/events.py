@@ -92,8 +92,13 @@ class EventSender:
         self.http.close()
 
     def seal(self, payload: dict, *, timestamp: int | None = None, forge_signature: bool = False,
-             nonce: str | None = None) -> tuple[bytes, dict]:
-        """(body, headers) of `payload` as the platform would post it."""
+             nonce: str | None = None, signed: bool = True) -> tuple[bytes, dict]:
+        """(body, headers) of `payload` as the platform would post it; `signed=False`: without
+        the signature headers (the console's URL verification may come so; lark-oapi answers
+        it without looking at them)."""
+        if not signed:
+            body, _ = self.seal(payload, timestamp=timestamp, nonce=nonce)
+            return body, {"Content-Type": "application/json"}
         plain = json.dumps(payload, ensure_ascii=False)
         timestamp_text = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce or secrets.token_hex(8)
@@ -122,6 +127,7 @@ class EventSender:
     def send(self, event: dict, *, event_id: str | None = None, token: str | None = None, **seal: Any) -> Delivery:
         return self.send_payload(envelope(event, self.token if token is None else token, event_id), **seal)
 
-    def challenge(self, challenge: str | None = None, token: str | None = None) -> Delivery:
+    def challenge(self, challenge: str | None = None, token: str | None = None, signed: bool = True) -> Delivery:
         return self.send_payload({"challenge": challenge or secrets.token_hex(8),
-                                  "token": self.token if token is None else token, "type": "url_verification"})
+                                  "token": self.token if token is None else token, "type": "url_verification"},
+                                 signed=signed)

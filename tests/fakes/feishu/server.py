@@ -88,6 +88,7 @@ class FeishuSimulator:
         self._sent: dict[str, Sent] = {}
         self._uuids: dict[str, tuple[str, float]] = {}
         self._faults: list[_Fault] = []
+        self._delays: list[tuple[str, float]] = []  # (route, seconds) of calls to answer late
         self.chat_names: dict[str, str] = {}  # chat id -> group name (im/v1/chats)
         self.resources: dict[tuple[str, str], bytes] = {}
         self.images: dict[str, bytes] = {}
@@ -148,6 +149,11 @@ class FeishuSimulator:
         with self._cond:
             self._faults.extend(_Fault(route, code, msg, status) for _ in range(times))
 
+    def delay_next(self, route: str, seconds: float, times: int = 1) -> None:
+        """The next call(s) of `route` are answered `seconds` late (a slow platform)."""
+        with self._cond:
+            self._delays.extend((route, seconds) for _ in range(times))
+
     def lose_answer_next(self, route: str, times: int = 1) -> None:
         """The next call of `route` takes effect, but its answer is lost on the way back (a 502
         from a gateway): the client cannot tell it arrived."""
@@ -206,6 +212,12 @@ class FeishuSimulator:
             except ValueError:
                 body = None
         route, args = _route(method, parts.path)
+        with self._cond:
+            delay = next((d for d in self._delays if d[0] == route), None)
+            if delay is not None:
+                self._delays.remove(delay)
+        if delay is not None:
+            time.sleep(delay[1])
         status, answer = 404, {"code": 404, "msg": "not found"}
         if route is not None:
             status, answer = self._answer(route, args, query, body, h.headers.get("Authorization", ""))
@@ -235,7 +247,8 @@ class FeishuSimulator:
             fault = self._fault(route)
             return (fault.status, {"code": fault.code, "msg": fault.msg}) if fault else self._issue_token(body)
         if route == "ws_endpoint":
-            return self._ws_endpoint(body)
+            fault = self._fault(route)  # e.g. 1000040350, too many connections: lark takes it as final
+            return (fault.status, {"code": fault.code, "msg": fault.msg}) if fault else self._ws_endpoint(body)
         token = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else ""
         if not token:
             return 400, {"code": MISSING_TOKEN, "msg": "Missing access token for authorization"}
