@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from common.allocator import limit_arenas
 from common.log import logger, open_run_log, set_console_level
@@ -34,7 +35,9 @@ EXIT_FORCED = 3
 _channel = None
 _store = None
 _sandbox = None
-_shutdown_lock = threading.Lock()
+# Reentrant: a signal handler runs on the main thread, possibly while that thread is
+# inside _graceful_stop's check already (at the end of terminal input).
+_shutdown_lock = threading.RLock()
 _shutting_down = False
 _stopped = threading.Event()
 
@@ -328,8 +331,10 @@ def run(argv: list[str] | None = None) -> int:
     # in background threads; in the latter case wait for a signal.
     try:
         if not _shutting_down and not _channel_finished():
-            while not _stopped.wait(1.0):
-                pass
+            # Not _stopped.wait(): the handler's _graceful_stop sets _stopped, and a signal
+            # landing while this thread holds the Event's inner lock would deadlock on it.
+            while not _stopped.is_set():
+                time.sleep(0.5)
         _graceful_stop()
     except KeyboardInterrupt:
         return EXIT_OK

@@ -20,6 +20,9 @@ from channel.chat_message import ChatMessage
 from common.log import logger, set_console_level
 from common.text import safe_text
 
+# How often the waiting main thread wakes, so a signal handler that is due runs.
+INPUT_POLL_SECONDS = 0.2
+
 
 class TerminalMessage(ChatMessage):
     def __init__(self, msg_id, content, ctype=ContextType.TEXT, from_user_id="User", to_user_id="Chatgpt", other_user_id="Chatgpt"):
@@ -70,23 +73,40 @@ class TerminalChannel(ChatChannel):
         self.resume_inbox()
         if self._interactive:
             self._write("\nPlease input your question:\nUser:")
-        for line in self._stdin:
-            # safe_text: stdin opened with surrogateescape (POSIX's C locale) turns bad bytes into lone surrogates.
-            prompt = safe_text(line.rstrip("\r\n"))
-            if not prompt.strip():
-                continue
-            msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)
-            context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
-            if context is None:
-                logger.warning(f"[terminal] message {msg.msg_id} ignored by the rules")
-                logger.debug(f"[terminal] ignored message: {prompt}")
-                continue
-            produced = self.produce(context)
-            if produced is Produced.STOPPING or produced is Produced.DUPLICATE:
-                logger.warning(f"[terminal] message {msg.msg_id} not taken: {produced.value}")
-        # End of input: answer what was asked before leaving.
-        self.wait_idle()
+        # The input is read on a thread of its own and the calling (main) thread only waits
+        # for it: Python runs signal handlers on the main thread, on top of whatever it was
+        # doing. Reading there, a SIGTERM could land while the loop holds a lock the stop
+        # needs (the dispatcher's, the state store's: a deadlock), or just before it blocks
+        # in the read of stdin (the handler then waits for the next line, which may never come).
+        failure: list[BaseException] = []
+        reader = threading.Thread(target=self._read_input, args=(failure,), name="terminal-input", daemon=True)
+        reader.start()
+        while reader.is_alive():
+            reader.join(INPUT_POLL_SECONDS)  # short waits: a handler due runs within one
+        if failure:
+            raise failure[0]
         self.finished = True
+
+    def _read_input(self, failure: list) -> None:
+        try:
+            for line in self._stdin:
+                # safe_text: stdin opened with surrogateescape (POSIX's C locale) turns bad bytes into lone surrogates.
+                prompt = safe_text(line.rstrip("\r\n"))
+                if not prompt.strip():
+                    continue
+                msg = TerminalMessage(f"{self._run_id}-{next(self._ids)}", prompt)
+                context = self._compose_context(ContextType.TEXT, prompt, msg=msg, isgroup=False)
+                if context is None:
+                    logger.warning(f"[terminal] message {msg.msg_id} ignored by the rules")
+                    logger.debug(f"[terminal] ignored message: {prompt}")
+                    continue
+                produced = self.produce(context)
+                if produced is Produced.STOPPING or produced is Produced.DUPLICATE:
+                    logger.warning(f"[terminal] message {msg.msg_id} not taken: {produced.value}")
+            # End of input: answer what was asked before leaving.
+            self.wait_idle()
+        except BaseException as e:  # startup() raises it on the calling thread, as before
+            failure.append(e)
 
 
 def _use_utf8(*streams) -> None:

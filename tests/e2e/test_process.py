@@ -114,6 +114,28 @@ def test_shutdown_lets_a_running_reply_finish(tmp_path):
     assert answers == [f"echo: q{i}\n" for i in range(5)]
 
 
+@posix_signals
+@pytest.mark.parametrize("question", ["term while holding the queue lock", "term from a worker"])
+def test_a_signal_at_an_awkward_moment_still_stops_the_daemon(tmp_path, question):
+    """SIGTERM while the input loop holds the dispatcher's lock, or taken by a worker thread
+    while the main thread waits for the next line of stdin (which stays open): the stop still
+    runs and the daemon exits 0 (it used to hang, the first in a deadlock, the second until
+    the next line)."""
+    config = write_config(tmp_path)
+    daemon = Daemon(tmp_path, "--cmd", "--config", config,
+                    "--plugins-dir", plugins_dir(tmp_path, names=("counter", "signal_probe")))
+    try:
+        daemon.ask("count")
+        daemon.wait_for("count=1")
+        daemon.ask(question)
+        assert daemon.wait(20) == 0
+    finally:
+        daemon.kill()
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert f"signal {int(signal.SIGTERM)} received, exiting..." in log
+    assert read_user_data(tmp_path) == {"count": 1}
+
+
 def test_bad_config_exits_2_with_one_line(tmp_path):
     config = write_config(tmp_path, group_chat_prefx=["@bot"])
     daemon = run_app(tmp_path, "--config", config, input="")
