@@ -30,6 +30,7 @@ from channel.dingtalk.cards import CardPump
 from channel.dingtalk.message import DingTalkMessage, Part, UnsupportedMessage, parts_of
 from channel.dingtalk.replies import Replier
 from channel.dingtalk.stream import AUTH_REFUSED, CONNECTED, CONNECTING, StreamConnection
+from channel.refusal_sender import RefusalSender
 from channel.reply_media import read_reply_media, with_extension
 from common import fetch
 from common.log import logger
@@ -83,9 +84,7 @@ class DingTalkChannel(ChatChannel):
         self.cards: CardPump | None = None
         self.server = None
         self.intake = ThreadPoolExecutor(1, thread_name_prefix="dingtalk-intake")
-        self.refusals = ThreadPoolExecutor(1, thread_name_prefix="dingtalk-refusal")
-        self._refusal_lock = threading.Lock()
-        self._refusals_pending = 0
+        self.refusals = RefusalSender("dingtalk", MAX_PENDING_REFUSALS)
         self._resumed = threading.Event()
         self._stopping = False
 
@@ -172,27 +171,7 @@ class DingTalkChannel(ChatChannel):
     def _send_refusal(self, context: Context, reply: Reply) -> None:
         """Busy / not-saved refusals go out on a thread of their own: the intake thread takes
         the next message meanwhile (and is never held by the send's retries)."""
-        with self._refusal_lock:
-            if self._refusals_pending >= MAX_PENDING_REFUSALS:
-                logger.warning(f"[dingtalk] {self._refusals_pending} refusals waiting to be sent; this one is dropped "
-                               f"(its message was refused to DingTalk)")
-                return
-            self._refusals_pending += 1
-
-        def send() -> None:
-            try:
-                ChatChannel._send_refusal(self, context, reply)
-            except Exception as e:
-                logger.warning(f"[dingtalk] a refusal was not sent: {e}")
-            finally:
-                with self._refusal_lock:
-                    self._refusals_pending -= 1
-
-        try:
-            self.refusals.submit(send)
-        except RuntimeError:  # stopped
-            with self._refusal_lock:
-                self._refusals_pending -= 1
+        self.refusals.submit(lambda: ChatChannel._send_refusal(self, context, reply))
 
     def stop(self) -> None:
         self._stopping = True
@@ -202,7 +181,7 @@ class DingTalkChannel(ChatChannel):
         if self.server is not None:
             self.server.stop()
         self.intake.shutdown(wait=False, cancel_futures=True)
-        self.refusals.shutdown(wait=False)
+        self.refusals.stop()
         super().stop()
 
     # ================================================================== messages in

@@ -24,7 +24,6 @@ import hashlib
 import io
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 from typing import Any
 
@@ -38,6 +37,7 @@ from channel.feishu.api import TOKEN_PATH, FeishuApi, FeishuApiError
 from channel.feishu.chat_names import ChatNames, NameUnknown
 from channel.feishu.message import RESOURCE_PATH, BotIdentity, FeishuMessage, UnsupportedMessage, parts_of
 from channel.feishu.streams import CardStreams
+from channel.refusal_sender import RefusalSender
 from channel.reply_media import read_reply_media, with_extension
 from common import fetch
 from common.log import logger
@@ -117,11 +117,9 @@ class FeishuChannel(ChatChannel):
         self.chat_names: ChatNames | None = None
         self.webhook = None  # webhook.FeishuWebhook in http mode
         self.connection = None  # long_connection.LongConnection in websocket mode
-        self.refusals = ThreadPoolExecutor(1, thread_name_prefix="feishu-refusal")
+        self.refusals = RefusalSender("feishu", MAX_PENDING_REFUSALS)
         self._stopped = threading.Event()
         self.card_updates = TokenBucket(60 * CARD_UPDATES_PER_SECOND, burst=CARD_UPDATES_PER_SECOND)
-        self._refusal_lock = threading.Lock()
-        self._refusals_pending = 0
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -203,7 +201,7 @@ class FeishuChannel(ChatChannel):
             self.webhook.stop()
         if self.connection is not None:
             self.connection.stop()
-        self.refusals.shutdown(wait=False)
+        self.refusals.stop()
         super().stop()
 
     def _send_refusal(self, context: Context, reply: Reply) -> None:
@@ -211,26 +209,7 @@ class FeishuChannel(ChatChannel):
         (Feishu waits 3 s, then pushes it again: a send with the pipeline's 3 s / 6 s retries
         before the 200 would bring the event back, and the refusal with it), and the request
         thread is not held."""
-        with self._refusal_lock:
-            if self._refusals_pending >= MAX_PENDING_REFUSALS:
-                logger.warning(f"[feishu] {self._refusals_pending} refusals waiting to be sent; this one is dropped")
-                return
-            self._refusals_pending += 1
-
-        def send() -> None:
-            try:
-                ChatChannel._send_refusal(self, context, reply)
-            except Exception as e:
-                logger.warning(f"[feishu] a refusal was not sent: {e}")
-            finally:
-                with self._refusal_lock:
-                    self._refusals_pending -= 1
-
-        try:
-            self.refusals.submit(send)
-        except RuntimeError:  # stopped
-            with self._refusal_lock:
-                self._refusals_pending -= 1
+        self.refusals.submit(lambda: ChatChannel._send_refusal(self, context, reply))
 
     # ================================================================== events in
     def take_event(self, envelope: dict) -> list[Produced]:
