@@ -52,11 +52,19 @@ def main() -> int:
         resource = None
     dify = chaos_dify(latency=0.0, error_rate=0.0)
     folder = new_folder("bench-conn-")
-    app = WebApp(folder, dify, plugins=()).start()
+    preexec = None
+    if resource is not None and args.daemon_fd_limit:
+        fd_limit = args.daemon_fd_limit
+
+        def limit_descriptors() -> None:
+            # The daemon starts under the limit, as under a service manager or `ulimit -n`, and
+            # sizes its connection cap from it (lowering it after the start, as this bench did
+            # before, measured a daemon sized for another limit).
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+        preexec = limit_descriptors
+    app = WebApp(folder, dify, plugins=()).start(preexec_fn=preexec)
     limit = "inherited"
     if resource is not None:
-        if args.daemon_fd_limit and hasattr(resource, "prlimit"):
-            resource.prlimit(app.pid(), resource.RLIMIT_NOFILE, (args.daemon_fd_limit, args.daemon_fd_limit))
         if hasattr(resource, "prlimit"):
             limit = resource.prlimit(app.pid(), resource.RLIMIT_NOFILE)[0]
     sockets: list[socket.socket] = []

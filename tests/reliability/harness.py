@@ -134,8 +134,9 @@ class WebApp:
     def appdata(self) -> str:
         return os.path.join(self.folder, "data")
 
-    def start(self, timeout: float = 30) -> "WebApp":
-        self.daemon = Daemon(self.folder, *self.args)
+    def start(self, timeout: float = 30, preexec_fn=None) -> "WebApp":
+        """`preexec_fn`: run in the daemon's process before it starts (POSIX), e.g. to set its limits."""
+        self.daemon = Daemon(self.folder, *self.args, preexec_fn=preexec_fn)
         self.starts += 1
         self.wait_healthy(timeout)
         return self
