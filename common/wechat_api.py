@@ -21,8 +21,6 @@ of CPU per call here, a third of the daemon's CPU per message in bench/webhook.p
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -31,7 +29,7 @@ import requests
 import urllib3
 
 from common.deadline import Deadline
-from common.log import logger
+from common.token_cache import TokenCache
 
 TOKEN_ERRORS = {40001, 40014, 42001}  # credential invalid / token invalid / token expired
 CALL_TIMEOUT = (5.0, 20.0)  # connect, read
@@ -60,31 +58,25 @@ class WechatApi:
         self.http.trust_env = False  # the platform's host is a setting; no proxy from the environment
         # The same CA bundle as requests; no proxy from the environment either.
         self.pool = urllib3.PoolManager(maxsize=POOL_CONNECTIONS, ca_certs=certifi.where(), retries=False)
-        self._token = ""
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
+        self._tokens = TokenCache(self._fetch_token, 60.0, label, "an access token")
 
     # ------------------------------------------------------------------ token
     def token(self, stale: str = "") -> str:
-        """The current token; a new one when there is none, it is about to expire, or it is
-        `stale` (refused by the platform just now)."""
-        with self._lock:
-            if self._token and self._token != stale and time.time() < self._expires_at - 60:
-                return self._token
-            try:
-                r = self.http.get(self.base + self.token_path, params=self.token_query, timeout=CALL_TIMEOUT)
-                data = r.json()
-            except (requests.RequestException, ValueError) as e:
-                raise WechatApiError(None, f"the access token could not be fetched: {e}", self.token_path) from None
-            if not isinstance(data, dict) or data.get("errcode") not in (None, 0) or not data.get("access_token"):
-                code = data.get("errcode") if isinstance(data, dict) else None
-                message = data.get("errmsg") if isinstance(data, dict) else str(data)[:200]
-                raise WechatApiError(code, f"access token refused: {message} (check the app id / corp id and "
-                                           f"secret)", self.token_path)
-            self._token = str(data["access_token"])
-            self._expires_at = time.time() + float(data.get("expires_in") or 7200)
-            logger.info(f"[{self.label}] fetched an access token (valid {int(self._expires_at - time.time())} s)")
-            return self._token
+        """The current token (common/token_cache.py)."""
+        return self._tokens.get(stale)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        try:
+            r = self.http.get(self.base + self.token_path, params=self.token_query, timeout=CALL_TIMEOUT)
+            data = r.json()
+        except (requests.RequestException, ValueError) as e:
+            raise WechatApiError(None, f"the access token could not be fetched: {e}", self.token_path) from None
+        if not isinstance(data, dict) or data.get("errcode") not in (None, 0) or not data.get("access_token"):
+            code = data.get("errcode") if isinstance(data, dict) else None
+            message = data.get("errmsg") if isinstance(data, dict) else str(data)[:200]
+            raise WechatApiError(code, f"access token refused: {message} (check the app id / corp id and "
+                                       f"secret)", self.token_path)
+        return str(data["access_token"]), float(data.get("expires_in") or 7200)
 
     # ------------------------------------------------------------------ calls
     def call(self, path: str, payload: dict | None = None, *, params: dict | None = None,
@@ -99,14 +91,7 @@ class WechatApi:
         return self._with_token(path, lambda token: self._download(path, token, params, max_bytes))
 
     def _with_token(self, path: str, attempt: Callable[[str], Any]) -> Any:
-        token = self.token()
-        try:
-            return attempt(token)
-        except WechatApiError as e:
-            if e.errcode not in TOKEN_ERRORS:
-                raise
-            logger.info(f"[{self.label}] {path}: the access token was refused ({e.errcode}); fetching a new one")
-            return attempt(self.token(stale=token))
+        return self._tokens.use(path, attempt, lambda e: isinstance(e, WechatApiError) and e.errcode in TOKEN_ERRORS)
 
     def _send(self, path: str, token: str, payload: dict | None, params: dict | None, files: dict | None,
               method: str) -> dict:

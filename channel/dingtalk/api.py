@@ -17,13 +17,12 @@ This client:
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any, Callable
 
 import requests
 
 from common.log import logger
+from common.token_cache import TokenCache
 
 CALL_TIMEOUT = (5.0, 20.0)  # connect, read
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
@@ -67,33 +66,27 @@ class DingTalkApi:
         self.oapi_base = str(oapi_base).rstrip("/")
         self.http = session or requests.Session()
         self.http.trust_env = False  # the hosts are settings; no proxy from the environment
-        self._token = ""
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
+        self._tokens = TokenCache(self._fetch_token, 60.0, "dingtalk", "an access token")
 
     # ------------------------------------------------------------------ token
     def token(self, stale: str = "") -> str:
-        """The current token; a new one when there is none, it is about to expire, or it is
-        `stale` (refused just now)."""
-        with self._lock:
-            if self._token and self._token != stale and time.time() < self._expires_at - 60:
-                return self._token
-            try:
-                r = self.http.post(self.api_base + TOKEN_PATH, json={"appKey": self.client_id, "appSecret": self._secret},
-                                   timeout=CALL_TIMEOUT)
-            except requests.RequestException as e:
-                raise DingTalkApiError(None, "", f"the access token could not be fetched: {e}", TOKEN_PATH) from None
-            data = _json(r)
-            if r.status_code != 200 or not data.get("accessToken"):
-                code, message = data.get("code", ""), str(data.get("message") or r.text[:200])
-                refused = r.status_code in CREDENTIAL_STATUSES or code == "invalidClientIdOrSecret"
-                error = CredentialsRefused if refused else DingTalkApiError
-                raise error(r.status_code, code, f"access token refused: {message} (check dingtalk_client_id and "
-                                                 f"dingtalk_client_secret, the AppKey and AppSecret of the app)", TOKEN_PATH)
-            self._token = str(data["accessToken"])
-            self._expires_at = time.time() + float(data.get("expireIn") or 7200)
-            logger.info(f"[dingtalk] fetched an access token (valid {int(self._expires_at - time.time())} s)")
-            return self._token
+        """The current token (common/token_cache.py)."""
+        return self._tokens.get(stale)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        try:
+            r = self.http.post(self.api_base + TOKEN_PATH, json={"appKey": self.client_id, "appSecret": self._secret},
+                               timeout=CALL_TIMEOUT)
+        except requests.RequestException as e:
+            raise DingTalkApiError(None, "", f"the access token could not be fetched: {e}", TOKEN_PATH) from None
+        data = _json(r)
+        if r.status_code != 200 or not data.get("accessToken"):
+            code, message = data.get("code", ""), str(data.get("message") or r.text[:200])
+            refused = r.status_code in CREDENTIAL_STATUSES or code == "invalidClientIdOrSecret"
+            error = CredentialsRefused if refused else DingTalkApiError
+            raise error(r.status_code, code, f"access token refused: {message} (check dingtalk_client_id and "
+                                             f"dingtalk_client_secret, the AppKey and AppSecret of the app)", TOKEN_PATH)
+        return str(data["accessToken"]), float(data.get("expireIn") or 7200)
 
     # ------------------------------------------------------------------ calls
     def call(self, path: str, payload: dict, method: str = "POST") -> dict:
@@ -142,14 +135,7 @@ class DingTalkApi:
         return url
 
     def _with_token(self, path: str, attempt: Callable[[str], Any]) -> Any:
-        token = self.token()
-        try:
-            return attempt(token)
-        except DingTalkApiError as e:
-            if not e.token_refused:
-                raise
-            logger.info(f"[dingtalk] {path}: the access token was refused ({e.status} {e.code}); fetching a new one")
-            return attempt(self.token(stale=token))
+        return self._tokens.use(path, attempt, lambda e: isinstance(e, DingTalkApiError) and e.token_refused)
 
 
 def _json(r: requests.Response) -> dict:

@@ -15,14 +15,12 @@ resource download has no size cap, and `bot/v3/info` has no typed call. This cli
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any, Callable
 
 import requests
 
 from common.deadline import Deadline
-from common.log import logger
+from common.token_cache import TokenCache
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 TOKEN_ERRORS = {99991661, 99991663, 99991668}  # token missing / invalid tenant token / invalid token
@@ -46,31 +44,25 @@ class FeishuApi:
         self.app_secret = app_secret
         self.http = session or requests.Session()
         self.http.trust_env = False  # the host is a setting; no proxy from the environment
-        self._token = ""
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
+        self._tokens = TokenCache(self._fetch_token, TOKEN_MARGIN, "feishu", "a tenant access token")
 
     # ------------------------------------------------------------------ token
     def token(self, stale: str = "") -> str:
-        """The current tenant token; a new one when there is none, it is about to expire, or it
-        is `stale` (refused by the platform just now)."""
-        with self._lock:
-            if self._token and self._token != stale and time.time() < self._expires_at - TOKEN_MARGIN:
-                return self._token
-            try:
-                r = self.http.post(self.base + TOKEN_PATH, json={"app_id": self.app_id, "app_secret": self.app_secret},
-                                   timeout=CALL_TIMEOUT)
-                data = r.json()
-            except (requests.RequestException, ValueError) as e:
-                raise FeishuApiError(None, f"the tenant access token could not be fetched: {e}", TOKEN_PATH) from None
-            if not isinstance(data, dict) or data.get("code") != 0 or not data.get("tenant_access_token"):
-                code = data.get("code") if isinstance(data, dict) else None
-                msg = data.get("msg") if isinstance(data, dict) else str(data)[:200]
-                raise FeishuApiError(code, f"tenant access token refused: {msg}", TOKEN_PATH)
-            self._token = str(data["tenant_access_token"])
-            self._expires_at = time.time() + float(data.get("expire") or 7200)
-            logger.info(f"[feishu] fetched a tenant access token (valid {int(self._expires_at - time.time())} s)")
-            return self._token
+        """The current tenant token (common/token_cache.py)."""
+        return self._tokens.get(stale)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        try:
+            r = self.http.post(self.base + TOKEN_PATH, json={"app_id": self.app_id, "app_secret": self.app_secret},
+                               timeout=CALL_TIMEOUT)
+            data = r.json()
+        except (requests.RequestException, ValueError) as e:
+            raise FeishuApiError(None, f"the tenant access token could not be fetched: {e}", TOKEN_PATH) from None
+        if not isinstance(data, dict) or data.get("code") != 0 or not data.get("tenant_access_token"):
+            code = data.get("code") if isinstance(data, dict) else None
+            msg = data.get("msg") if isinstance(data, dict) else str(data)[:200]
+            raise FeishuApiError(code, f"tenant access token refused: {msg}", TOKEN_PATH)
+        return str(data["tenant_access_token"]), float(data.get("expire") or 7200)
 
     # ------------------------------------------------------------------ calls
     def call(self, method: str, path: str, payload: dict | None = None, *, params: dict | None = None,
@@ -86,14 +78,7 @@ class FeishuApi:
         return self._with_token(path, lambda token: self._download(path, token, params, max_bytes))
 
     def _with_token(self, path: str, attempt: Callable[[str], Any]) -> Any:
-        token = self.token()
-        try:
-            return attempt(token)
-        except FeishuApiError as e:
-            if e.code not in TOKEN_ERRORS:
-                raise
-            logger.info(f"[feishu] {path}: the tenant token was refused ({e.code}); fetching a new one")
-            return attempt(self.token(stale=token))
+        return self._tokens.use(path, attempt, lambda e: isinstance(e, FeishuApiError) and e.code in TOKEN_ERRORS)
 
     def _send(self, method: str, path: str, token: str, payload: dict | None, params: dict | None,
               files: dict | None, form: dict | None, timeout: tuple[float, float]) -> dict:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
+from channel.answered_marks import AnsweredMarks
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.wechatcs.callback import LABEL, KfCallback
@@ -34,6 +35,7 @@ from config import ConfigError, conf
 
 ANSWERED_NAMESPACE = "wechatcs:answered"
 ANSWERED_TTL = 3 * 24 * 3600  # the platform's sync window: nothing older comes back
+ANSWERED = AnsweredMarks(ANSWERED_NAMESPACE, ANSWERED_TTL, LABEL)
 REPLY_WINDOW = 48 * 3600  # a customer can be answered this long after their message
 # With no cursor yet (a new deployment), sync_msg returns up to 3 days of history: only the
 # recent part of it is answered, not every old question at once.
@@ -125,22 +127,12 @@ class WechatComServiceChannel(ChatChannel):
             logger.info(f"[{LABEL}] message {cmsg.msg_id} of {cmsg.external_userid} skipped: sent more than 48 h ago, "
                         f"it cannot be answered")
             return True
-        if self._answered(cmsg.msg_id):
+        if ANSWERED.contains(cmsg.msg_id):
             return True  # answered before (its dedup key may have expired; this mark lasts longer)
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=False, msg=cmsg)
         result = self.produce(context)
         logger.debug(f"[{LABEL}] {cmsg.msgtype} message {cmsg.msg_id} of {cmsg.external_userid}: {result.value}")
         return result not in (Produced.NOT_STORED, Produced.STOPPING, Produced.BUSY)
-
-    @staticmethod
-    def _answered(msg_id: str) -> bool:
-        store = conf().state_store
-        if store is None or not msg_id:
-            return False
-        try:
-            return store.is_seen(ANSWERED_NAMESPACE, msg_id)
-        except Exception:
-            return False
 
     def _download(self, media_id: str, path: str) -> None:
         data, _ = self.api.download("media/get", {"media_id": media_id}, MEDIA_IN_MAX)
@@ -160,20 +152,16 @@ class WechatComServiceChannel(ChatChannel):
 
     def already_answered(self, context: Context) -> bool:
         cmsg = context.get("msg")
-        return isinstance(cmsg, WechatCsMessage) and self._answered(cmsg.msg_id)
+        return isinstance(cmsg, WechatCsMessage) and ANSWERED.contains(cmsg.msg_id)
 
     def _handle(self, context: Context) -> None:
         try:
             super()._handle(context)
         finally:
             cmsg = context.get("msg") if context is not None else None
-            store = conf().state_store
-            if isinstance(cmsg, WechatCsMessage) and store is not None:
-                try:
-                    # Each answer spends the customer's 5-message budget: not answered twice after a crash.
-                    store.seen(ANSWERED_NAMESPACE, cmsg.msg_id, ANSWERED_TTL)
-                except Exception as e:
-                    logger.warning(f"[{LABEL}] could not record message {cmsg.msg_id} as answered: {e}")
+            if isinstance(cmsg, WechatCsMessage):
+                # Each answer spends the customer's 5-message budget: not answered twice after a crash.
+                ANSWERED.add(cmsg.msg_id)
 
     # ================================================================== answers out
     def send(self, reply: Reply, context: Context) -> None:

@@ -27,6 +27,7 @@ import requests
 
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
+from channel.answered_marks import AnsweredMarks
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.wecom_bot import message as wmsg
@@ -44,6 +45,7 @@ from config import ConfigError, conf, subscribe_msg
 INTAKE_THREADS = 4
 ANSWERED_NAMESPACE = "wecom_bot:answered"
 ANSWERED_TTL = 7 * 24 * 3600
+ANSWERED = AnsweredMarks(ANSWERED_NAMESPACE, ANSWERED_TTL, "wecom_bot")
 # Errors after which the req_id cannot carry the answer: push it to the chat instead.
 PUSH_INSTEAD = {INVALID_REQ_ID, 846604, 846608}
 MEDIA_FETCH_MAX = 20 * 1024 * 1024
@@ -269,22 +271,12 @@ class WecomBotChannel(ChatChannel):
     @staticmethod
     def answered(msg_id: str) -> bool:
         """Whether the message `msg_id` was answered (recorded in the state store)."""
-        store = conf().state_store
-        if store is None or not msg_id:
-            return False
-        try:
-            return store.is_seen(ANSWERED_NAMESPACE, msg_id)
-        except Exception:
-            return False
+        return ANSWERED.contains(msg_id)
 
     def _mark_answered(self, context: Context) -> None:
         cmsg = context.get("msg")
-        store = conf().state_store
-        if isinstance(cmsg, WecomBotMessage) and store is not None and cmsg.msg_id:
-            try:
-                store.seen(ANSWERED_NAMESPACE, str(cmsg.msg_id), ANSWERED_TTL)
-            except Exception as e:  # only risks a second answer after a crash
-                logger.warning(f"[wecom_bot] could not record message {cmsg.msg_id} as answered: {e}")
+        if isinstance(cmsg, WecomBotMessage):
+            ANSWERED.add(str(cmsg.msg_id or ""))
 
     def _handle(self, context: Context) -> None:
         try:

@@ -219,6 +219,17 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {low}-{low + size - 1}")
 
 
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
+    """The first true value of `predicate()`, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.03)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_healthy(base: str, timeout: float = 20, daemon: "Daemon | None" = None) -> dict:
     """Wait until `GET base/healthz` answers 200; return its JSON. With `daemon`, give up as soon
     as it exits, kill it on failure, and show its stderr."""

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, plugins_dir, write_config
+from tests.e2e.daemon import Daemon, free_port, plugins_dir, wait_until, write_config
 from tests.fakes.dingtalk import DingTalkSimulator
 from tests.fakes.dingtalk import payloads as P
 from tests.fakes.dingtalk.payloads import rich_text_body
@@ -114,16 +114,6 @@ def cards(tmp_path_factory, sim, dify):
 def card_of(sim, sender: str) -> dict:
     [card] = [d for d in sim.deliveries(sender=sender) if d["via"] == "card"]
     return sim.cards[card["card"]]
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.03)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_for_log_match(daemon: Daemon, pattern: str, timeout: float = 10.0) -> re.Match:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, write_config
+from tests.e2e.daemon import Daemon, wait_until, write_config
 from tests.fakes.wecom_aibot import AibotSimulator
 
 pytestmark = pytest.mark.slow
@@ -44,16 +44,6 @@ def start(tmp_path, sim, dify, **settings) -> Daemon:
         daemon.kill()
         raise AssertionError(f"the daemon never subscribed: {daemon.stderr()[-3000:]}")
     return daemon
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def markdown_texts(sim, req_id) -> list[str]:
@@ -222,7 +212,6 @@ def test_messages_accepted_before_a_crash_are_answered_after_the_restart(tmp_pat
         assert answers == ["echo: do not lose me"]
     finally:
         daemon.kill()
-
 
 
 def test_an_answer_past_the_bubble_size_goes_on_in_a_new_bubble(tmp_path, sim, dify):

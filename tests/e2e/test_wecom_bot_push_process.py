@@ -18,7 +18,7 @@ import time
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, plugins_dir, wait_healthy, write_config
+from tests.e2e.daemon import Daemon, free_port, plugins_dir, wait_healthy, wait_until, write_config
 from tests.fakes.wecom_aibot import AibotSimulator
 from tests.fakes.wecom_aibot.callback_driver import CallbackCrypto, CallbackDriver
 
@@ -77,16 +77,6 @@ def start(tmp_path, sim, dify, plugins=(), **settings) -> Daemon:
         daemon.kill()
         raise AssertionError(f"the daemon never subscribed: {daemon.stderr()[-3000:]}")
     return daemon
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def markdown_texts(sim, req_id) -> list[str]:

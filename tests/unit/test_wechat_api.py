@@ -49,10 +49,16 @@ def test_a_refused_token_is_fetched_again_once(sim):
     assert (first, taken) == (0, 0) and refused in TOKEN_ERRORS
 
 
-class _Html502(BaseHTTPRequestHandler):
+class _BrokenApi(BaseHTTPRequestHandler):
+    """Gives tokens; answers calls with an HTML 502, or (path /cgi-bin/drop/...) closes the
+    connection without an answer."""
+
     def _answer(self) -> None:
         if self.path.startswith("/cgi-bin/gettoken"):
             body, status = b'{"errcode": 0, "access_token": "t", "expires_in": 7200}', 200
+        elif self.path.startswith("/cgi-bin/drop/"):
+            self.close_connection = True
+            return
         else:
             body, status = b"<html>bad gateway</html>", 502
         self.send_response(status)
@@ -66,18 +72,20 @@ class _Html502(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_answer_that_is_not_json_and_a_host_that_is_down_are_clear_errors():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Html502)
+def test_an_answer_that_is_not_json_and_a_call_without_answer_are_clear_errors():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        api = api_for(f"http://127.0.0.1:{server.server_port}")
         with pytest.raises(WechatApiError) as html:
-            api_for(f"http://127.0.0.1:{server.server_port}").call("message/send", text("u1", "x"))
+            api.call("message/send", text("u1", "x"))
         assert "HTTP 502, not JSON" in str(html.value) and "bad gateway" in str(html.value)
+        with pytest.raises(WechatApiError) as dropped:
+            api.call("drop/message/send", text("u1", "x"))
+        assert "not reachable" in str(dropped.value) and dropped.value.errcode is None
     finally:
         server.shutdown()
         server.server_close()
-    down = api_for(f"http://127.0.0.1:{free_port()}")
-    down.token = lambda stale="": "t"  # no token server either: only the call is tried
-    with pytest.raises(WechatApiError) as unreachable:
-        down.call("message/send", text("u1", "x"))
-    assert "not reachable" in str(unreachable.value) and unreachable.value.errcode is None
+    with pytest.raises(WechatApiError) as down:
+        api_for(f"http://127.0.0.1:{free_port()}").call("message/send", text("u1", "x"))
+    assert "could not be fetched" in str(down.value) and down.value.errcode is None
