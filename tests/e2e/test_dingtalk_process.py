@@ -145,7 +145,9 @@ def test_a_streamed_answer_grows_in_one_ai_card_at_the_interval_and_is_finished(
     times = [u["at"] for u in record["updates"] if not u["isFinalize"]]
     assert all(b - a >= 0.27 for a, b in zip(times, times[1:])), [round(b - a, 3) for a, b in zip(times, times[1:])]
     assert record["create"]["openSpaceId"] == "dtv1.card//IM_ROBOT.jane"
-    # The card's status is set to finished with the whole text.
+    # The card's status is set to finished with the whole text (the call after the finalize).
+    wait_until(lambda: sim.cards[card["card"]]["instance_updates"], what="the card's status update")
+    record = sim.cards[card["card"]]
     assert record["instance_updates"][-1]["cardData"]["cardParamMap"] == {"flowStatus": "3", "msgContent": text}
     assert not sim.errors, sim.errors
 
