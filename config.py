@@ -39,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login). Not built yet (start-up says so): wxy. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). Not built yet (start-up says so): wxy. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -216,6 +216,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wx_ilink_retry_delay": (2, "Personal WeChat: seconds before receiving is tried again after a failure (at least 0.5); doubled after each failure in a row, up to 30 s. New."),
     "wx_ilink_login_timeout": (480, "Personal WeChat: seconds a QR login may take (new QR codes are shown as they expire); then a new login is offered 5 minutes later. New."),
     "wx_media_max_bytes": (20 * 1024 * 1024, "Personal WeChat: largest picture, voice, file or video taken in or sent out, in bytes; a larger one is refused and the user told. New."),
+    "wcf_host": ("", "WeChatFerry (channel wcf): host of a running WeChatFerry service to connect to; empty starts the service inside PC WeChat on this machine (Windows only). Pictures, voice and files pass by file path, so a service on another machine needs a folder both see under the same path. New."),
+    "wcf_port": (10086, "WeChatFerry: the service's command port; received messages come on the next port (wcf_port + 1). New."),
+    "wcf_rpc_timeout": (5, "WeChatFerry: seconds the service may take to answer one call; no answer means it is gone, and the daemon exits with code 4 so that a supervisor can start it again. New."),
+    "wcf_media_max_bytes": (20 * 1024 * 1024, "WeChatFerry: largest picture, voice or file taken in or sent out, in bytes; a larger one is refused and the user told. New."),
     "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
     "wechatmp_token": ("", "Official Account callback token."),
     "wechatmp_port": (8080, "Official Account callback port: WeChat POSTs to http://<host>:<port>/wx (listening on 0.0.0.0)."),
@@ -279,13 +283,13 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
                  "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout",
-                 "wx_ilink_login_timeout", "wx_media_max_bytes")
+                 "wx_ilink_login_timeout", "wx_media_max_bytes", "wcf_port", "wcf_media_max_bytes")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
             "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
+_NOT_NEGATIVE = ("wcf_rpc_timeout", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
                  "dify_read_timeout", "shutdown_timeout", "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
@@ -310,7 +314,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wx_ilink_login_timeout") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wx_ilink_login_timeout", "wcf_rpc_timeout") else (int,)
     return (type(default),)
 
 

@@ -14,6 +14,7 @@ CHANNELS: dict[str, str | None] = {
     "terminal": "channel.terminal.terminal_channel:TerminalChannel",
     "wx": "channel.wechat.wx_channel:WxChannel",
     "wxy": None,
+    "wcf": "channel.wcf.wcf_channel:WcfChannel",
     "web": "channel.web.web_channel:WebChannel",
     "wechatmp": "channel.wechatmp.wechatmp_channel:WechatMPChannel",
     "wechatmp_service": "channel.wechatmp.service_channel:WechatMPServiceChannel",

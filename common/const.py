@@ -164,11 +164,13 @@ GONE_CHANNELS: dict[str, str] = {
                 "(the WeCom PC client) instead",
 }
 
-# Ours: the channels plugins are loaded for at start-up (gewechat and wcf are
-# not part of this port).
+# Ours: the channels plugins are loaded for at start-up (gewechat is gone upstream). The
+# original left wcf out of its list (its wcf channel came late); plugins are loaded for it here,
+# as for every other chat channel (DESIGN §1), so that godcmd and the rest work on it too.
 CHANNEL_NAMES: tuple[str, ...] = (
     "wx",
     "wxy",
+    "wcf",
     "terminal",
     "web",
     "wechatmp",

@@ -1,0 +1,124 @@
+"""The connection to the WeChatFerry service, through the `wcferry` package's `Wcf` client.
+
+WeChatFerry runs inside PC WeChat on Windows (its spy, injected by `wcf.exe`) and serves an RPC:
+nng Pair1 sockets over TCP, commands on `port`, received messages on `port + 1`. `Wcf()` without a
+host starts that service on this machine (Windows only); `Wcf(host=..., port=...)` only connects,
+which works from any system (the package is pure Python; on Linux only the service is missing).
+
+`Wcf` is used as it is, except where its reactions do not fit a daemon, adapted here:
+
+* a request that gets no answer (the service went away) made `Wcf` log and return an empty
+  response, which reads as success for a send (status 0) and as "logged out" for is_login; any
+  other socket error called `sys.exit`. Here both raise ServiceLost, so a send is retried and the
+  channel can say what happened;
+* requests are serialised: one Pair1 socket carries them, and the pipeline sends from several
+  worker threads (`Wcf` is not thread-safe);
+* a service that does not listen made `Wcf()` end the process (`os._exit(-2)`); it is probed
+  first, so start-up can say which address it tried;
+* `chcp 65001` (a Windows console command) is only run on Windows.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+from channel.channel_factory import ChannelError
+
+INSTALL_HINT = ("the `wcf` channel needs the wcferry package: pip install -r requirements-wcf.txt "
+                "(it drives WeChatFerry, a hook of the Windows PC WeChat client)")
+
+
+class ServiceLost(Exception):
+    """The WeChatFerry service did not answer a request (it stopped, or WeChat quit)."""
+
+
+def _import_wcferry() -> tuple[Any, Any, Any]:
+    try:
+        import pynng
+        from wcferry import Wcf, wcf_pb2
+    except ImportError as e:
+        raise ChannelError(f"{INSTALL_HINT} ({e})") from None
+    return Wcf, wcf_pb2, pynng
+
+
+def listening(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect(host: str, port: int, rpc_timeout: float) -> Any:
+    """A connected `Wcf` (a subclass adapted as the module says). With `host`, connects to the
+    service there; without, starts it on this machine (Windows, PC WeChat installed).
+    Raises ChannelError with what to do when that cannot work."""
+    Wcf, wcf_pb2, pynng = _import_wcferry()
+
+    class Ferry(Wcf):
+        def __init__(self) -> None:
+            self._rpc_lock = threading.Lock()
+            self._rpc_timeout_ms = max(100, int(rpc_timeout * 1000))
+            super().__init__(host=host or None, port=port, debug=False, block=False)
+            for sock in (self.cmd_socket, self.msg_socket):
+                sock.send_timeout = sock.recv_timeout = self._rpc_timeout_ms
+
+        def _set_console_utf8(self) -> None:
+            if os.name == "nt":
+                super()._set_console_utf8()
+
+        def _send_request(self, req):
+            name = wcf_pb2.Functions.Name(req.func)
+            with self._rpc_lock:
+                try:
+                    self.cmd_socket.send(req.SerializeToString())
+                    data = self.cmd_socket.recv_msg().bytes
+                except pynng.Timeout:
+                    raise ServiceLost(f"no answer to {name} within {self._rpc_timeout_ms / 1000:g} s") from None
+                except pynng.NNGException as e:
+                    raise ServiceLost(f"{name}: {e}") from None
+            rsp = wcf_pb2.Response()
+            try:
+                rsp.ParseFromString(data)
+            except Exception as e:  # DecodeError: not the service at the other end
+                raise ServiceLost(f"an answer to {name} that is not a WeChatFerry response ({e})") from None
+            return rsp
+
+        def cleanup(self) -> None:
+            # Called at exit too (atexit, __del__): never raise, never wait long.
+            if not getattr(self, "_is_running", False):
+                return
+            self._is_receiving_msg = False  # ends the package's receiving loop
+            try:
+                self._send_request(wcf_pb2.Request(func=wcf_pb2.FUNC_DISABLE_RECV_TXT))
+            except Exception:
+                pass
+            for sock in (self.cmd_socket, self.msg_socket):
+                try:
+                    sock.close()
+                except Exception:
+                    pass
+            if self._local_mode:
+                try:
+                    self._sdk_destroy()
+                except Exception:
+                    pass
+            self._is_running = False
+
+    if host:
+        if not listening(host, port):
+            raise ChannelError(f"no WeChatFerry service answers at {host}:{port} (wcf_host / wcf_port); start "
+                               f"it on the Windows machine where PC WeChat runs, or clear wcf_host to start it here")
+    elif os.name != "nt":
+        raise ChannelError("the `wcf` channel starts WeChatFerry inside PC WeChat, which needs Windows; on this "
+                           "system set wcf_host (and wcf_port) to a WeChatFerry service running elsewhere, or use "
+                           "channel_type wx")
+    try:
+        return Ferry()
+    except ChannelError:
+        raise
+    except Exception as e:
+        raise ChannelError(f"cannot connect to WeChatFerry at {host or '127.0.0.1'}:{port}: {e}") from None
