@@ -205,9 +205,11 @@ class WcfChannel(ChatChannel):
         except Malformed as e:
             logger.warning(f"[wcf] a malformed message skipped: {e}: {str(raw)[:300]}")
             return None
-        if cmsg.ctype == ContextType.VOICE and not conf().get("speech_recognition"):
-            logger.info(f"[wcf] voice message {cmsg.msg_id} skipped (speech_recognition off)")
-            return None
+        if cmsg.ctype == ContextType.VOICE:
+            setting = "group_speech_recognition" if cmsg.is_group else "speech_recognition"
+            if not conf().get(setting):
+                logger.info(f"[wcf] voice message {cmsg.msg_id} skipped ({setting} off)")
+                return None
         context = self._compose_context(cmsg.ctype, cmsg.content, isgroup=cmsg.is_group, msg=cmsg)
         return self.produce(context)
 
