@@ -140,7 +140,10 @@ class WcfMessage(ChatMessage):
             self.is_at = self_wxid in self.at_list and not re.search(r"@(?:所有人|all|All)", raw.get("content") or "")
             self.self_display_name = names(self_wxid, room) or self_name
         else:
-            self.other_user_id, self.other_user_nickname = sender, self.from_user_nickname
+            # The service puts the conversation's other side in `roomid` (for a message this
+            # account sent from the PC or phone, `sender` is the account itself).
+            peer = (raw.get("roomid") or "").strip() or sender
+            self.other_user_id, self.other_user_nickname = peer, names(peer, "") or peer
             self.actual_user_id, self.actual_user_nickname = sender, self.from_user_nickname
         if self.kind == TEXT:
             self.ctype, self.content = ContextType.TEXT, safe_text(raw["content"])

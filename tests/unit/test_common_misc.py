@@ -17,8 +17,8 @@ def test_const_facts():
     assert const.CLAUDEAPI == "claudeAPI" and const.QWEN_DASHSCOPE == "dashscope"
     assert const.GPT35 in const.MODEL_LIST and const.DIFY in const.MODEL_LIST
     assert "wework" in const.CHANNEL_NAMES and "gewechat" not in const.CHANNEL_NAMES
-    # The original's eleven, and wecom_bot (DESIGN §1: plugins are loaded for it too).
-    assert len(const.CHANNEL_NAMES) == 12 and const.CHANNEL_NAMES[-1] == "wecom_bot"
+    # The original's eleven, and wcf and wecom_bot (DESIGN §1: plugins are loaded for them too).
+    assert len(const.CHANNEL_NAMES) == 13 and const.CHANNEL_NAMES[-1] == "wecom_bot" and "wcf" in const.CHANNEL_NAMES
 
 
 def test_singleton_is_one_instance_across_threads():

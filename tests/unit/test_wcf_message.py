@@ -76,3 +76,9 @@ def test_a_record_rebuilds_the_message_with_its_names_and_path():
     assert again.self_display_name == "Bot in the room" and again.msg_id == "7"
     again.prepare()
     assert fetched == [again]
+
+
+def test_a_message_the_account_sent_itself_belongs_to_the_chat_with_the_other_side():
+    cmsg = WcfMessage(raw(sender="wxid_bot", roomid="wxid_bob", is_self=True), "wxid_bot", "Bot", names)
+    assert cmsg.my_msg and cmsg.from_user_id == "wxid_bot"
+    assert (cmsg.other_user_id, cmsg.other_user_nickname) == ("wxid_bob", "Bob")  # answered there, if at all
