@@ -15,16 +15,20 @@ which works from any system (the package is pure Python; on Linux only the servi
   worker threads (`Wcf` is not thread-safe);
 * a service that does not listen made `Wcf()` end the process (`os._exit(-2)`); it is probed
   first, so start-up can say which address it tried;
-* `chcp 65001` (a Windows console command) is only run on Windows.
+* `chcp 65001` (a Windows console command) is only run on Windows;
+* what `Wcf` logs (its "WCF" logger: a failed download, a timeout) goes to the project's log and
+  run.log instead of Python's last-resort stderr output.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from typing import Any
 
 from channel.channel_factory import ChannelError
+from common.log import logger
 
 INSTALL_HINT = ("the `wcf` channel needs the wcferry package: pip install -r requirements-wcf.txt "
                 "(it drives WeChatFerry, a hook of the Windows PC WeChat client)")
@@ -32,6 +36,22 @@ INSTALL_HINT = ("the `wcf` channel needs the wcferry package: pip install -r req
 
 class ServiceLost(Exception):
     """The WeChatFerry service did not answer a request (it stopped, or WeChat quit)."""
+
+
+class _ToProjectLog(logging.Handler):
+    """Passes the records of wcferry's own logger on to the project's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = f"[wcf] wcferry: {record.getMessage()}", ()
+        logger.handle(record)
+
+
+def _route_wcferry_log() -> None:
+    wcf_log = logging.getLogger("WCF")
+    if not any(isinstance(h, _ToProjectLog) for h in wcf_log.handlers):
+        wcf_log.addHandler(_ToProjectLog())
+        wcf_log.setLevel(logging.INFO)
+        wcf_log.propagate = False
 
 
 def _import_wcferry() -> tuple[Any, Any, Any]:
@@ -57,6 +77,7 @@ def connect(host: str, port: int, rpc_timeout: float) -> Any:
     service there; without, starts it on this machine (Windows, PC WeChat installed).
     Raises ChannelError with what to do when that cannot work."""
     Wcf, wcf_pb2, pynng = _import_wcferry()
+    _route_wcferry_log()
 
     class Ferry(Wcf):
         def __init__(self) -> None:

@@ -236,6 +236,7 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     log = env.log()
     assert log.count("a malformed message skipped") == 4
     assert "over wcf_media_max_bytes" in log
+    assert "[wcf] wcferry: 下载失败" in log  # the package's own log reaches run.log
     assert env.daemon.proc.poll() is None
     assert "liar.bin" not in "".join(os.listdir(os.path.join(str(env.folder), "tmp")))  # not kept
 
