@@ -130,6 +130,9 @@ class WechatyChannel(ChatChannel):
         self._last_qr = ""
         self._last_event = 0.0
         self._names: ExpiredDict = ExpiredDict(NAMES_TTL, maxsize=5000)
+        # Ids of the messages this daemon sent: the service reports them back as MESSAGE events
+        # of the account, which must not be taken as questions (an answer would answer itself).
+        self._own: ExpiredDict = ExpiredDict(NAMES_TTL, maxsize=5000)
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -292,7 +295,7 @@ class WechatyChannel(ChatChannel):
         elif kind == EVENT_LOGOUT:
             self._logged_in.clear()
             logger.error("[wxy] the account was logged out of the puppet service; scan the next QR to log in "
-                         "again (answers wait until then)")
+                         "again (an answer waits up to a minute for it, then is given up)")
         elif kind == EVENT_ERROR:
             logger.warning(f"[wxy] the puppet service reports an error: {str(data.get('data', data))[:300]}")
         else:
@@ -375,6 +378,9 @@ class WechatyChannel(ChatChannel):
     async def _take(self, conn: PuppetConnection, message_id: str) -> None:
         payload = await self._payload(conn, message_id)
         if payload is None:
+            return
+        if message_id in self._own:  # checked after a round trip: the send has noted its id by now
+            logger.debug(f"[wxy] message {message_id} is one of our answers; skipped")
             return
         try:
             room_id = payload.room_id if isinstance(payload.room_id, str) else ""
@@ -479,16 +485,22 @@ class WechatyChannel(ChatChannel):
                     and cmsg.actual_user_id and not context.get("no_need_at", conf().get("no_need_at", False)):
                 # The text says "@name" (the pipeline's decoration); the list makes it a real @.
                 mentions = [cmsg.actual_user_id]
-            self._on_loop(conn.send_text(receiver, str(reply.content), mentions))
+            self._on_loop(self._noted(conn.send_text(receiver, str(reply.content), mentions)))
         elif reply.type in _FILES:
             box, notice = self._file_box(reply)
             if box is not None:
-                self._on_loop(conn.send_file(receiver, box))
+                self._on_loop(self._noted(conn.send_file(receiver, box)))
             else:  # the file could not be read or is too large: the user is told instead
-                self._on_loop(conn.send_text(receiver, notice, []))
+                self._on_loop(self._noted(conn.send_text(receiver, notice, [])))
         else:
             raise NotImplementedError(f"wechaty cannot send {reply.type}")
         logger.info(f"[wxy] sent {reply.type} to {receiver}")
+
+    async def _noted(self, send) -> str:
+        message_id = await send
+        if message_id:
+            self._own[message_id] = True
+        return message_id
 
     def _file_box(self, reply: Reply) -> tuple[str | None, str]:
         """(the FileBox JSON of a picture or file reply, "") or (None, the text to send instead)."""

@@ -89,10 +89,13 @@ class _Server(Server):
 
 class FakePuppet:
     def __init__(self, token: str = "puppet_test_token", *, self_id: str = "wxid_bot", self_name: str = "Bot",
-                 redeliver: int = 0) -> None:
+                 redeliver: int = 0, echo_sends: bool = True) -> None:
         self.token = token
         self.self_id, self.self_name = self_id, self_name
         self.redeliver = redeliver
+        # A real service reports what the account sent as MESSAGE events too (with the id it
+        # answered the send with).
+        self.echo_sends = echo_sends
         self.logged_in = False
         self.qrcode = "https://login.weixin.qq.com/l/fake-qr-1"
         self.contacts: dict[str, str] = {self_id: self_name}
@@ -290,7 +293,9 @@ class FakePuppet:
         if failure:
             raise GRPCError(Status.UNAVAILABLE, failure)
         self.sent.append(Sent("text", request.conversation_id, request.text, list(request.mentonal_ids)))
-        await stream.send_message(pb.MessageSendTextResponse(id=f"sent-{next(self._ids)}"))
+        message_id = f"sent-{next(self._ids)}"
+        await stream.send_message(pb.MessageSendTextResponse(id=message_id))
+        self._echo(message_id, TEXT, request.conversation_id, request.text)
 
     async def _MessageSendFile(self, stream) -> None:
         request = await stream.recv_message()
@@ -298,7 +303,18 @@ class FakePuppet:
         if failure:
             raise GRPCError(Status.UNAVAILABLE, failure)
         self.sent.append(Sent("file", request.conversation_id, box=json.loads(request.filebox)))
-        await stream.send_message(pb.MessageSendFileResponse(id=f"sent-{next(self._ids)}"))
+        message_id = f"sent-{next(self._ids)}"
+        await stream.send_message(pb.MessageSendFileResponse(id=message_id))
+        self._echo(message_id, IMAGE, request.conversation_id, "")
+
+    def _echo(self, message_id: str, kind: int, conversation_id: str, text: str) -> None:
+        if not self.echo_sends:
+            return
+        room = conversation_id if conversation_id in self.rooms else ""
+        self.payloads[message_id] = {"id": message_id, "type": kind, "text": text, "timestamp": int(time.time()),
+                                     "from_id": self.self_id, "room_id": room, "to_id": "" if room else conversation_id,
+                                     "mention_ids": []}
+        self.emit(EVENT_MESSAGE, {"messageId": message_id})
 
     # ------------------------------------------------------------------ what tests do
     def emit(self, kind: int, payload) -> None:
