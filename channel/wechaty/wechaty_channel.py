@@ -372,7 +372,8 @@ class WechatyChannel(ChatChannel):
                                  f"it is lost")
                     return None
                 logger.warning(f"[wxy] message {message_id} not read yet ({e}); trying again")
-                await asyncio.sleep(self.retry_delay * attempt)
+                # Short: the events behind this one wait meanwhile.
+                await asyncio.sleep(min(self.retry_delay * attempt, 2.0))
         return None
 
     async def _take(self, conn: PuppetConnection, message_id: str) -> None:
