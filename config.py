@@ -39,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). Not built yet (start-up says so): wxy. `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -220,7 +220,12 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wcf_port": (10086, "WeChatFerry: the service's command port; received messages come on the next port (wcf_port + 1). New."),
     "wcf_rpc_timeout": (5, "WeChatFerry: seconds the service may take to answer one call; no answer means it is gone, and the daemon exits with code 4 so that a supervisor can start it again. New."),
     "wcf_media_max_bytes": (20 * 1024 * 1024, "WeChatFerry: largest picture, voice or file taken in or sent out, in bytes; a larger one is refused and the user told. New."),
-    "wechaty_puppet_service_token": ("", "Wechaty puppet token (channel wxy)."),
+    "wechaty_puppet_service_token": ("", "Channel wxy (personal WeChat through a wechaty puppet service): the puppet service token; sent to the service as the HTTP/2 :authority, and used to find the service through `wechaty_discovery_url` unless `wechaty_puppet_service_endpoint` is set. wxy needs the token or the endpoint (or both), and `pip install -r requirements-wxy.txt`."),
+    "wechaty_puppet_service_endpoint": ("", "Channel wxy: `host:port` of the puppet service (plaintext HTTP/2, as the service must run with WECHATY_PUPPET_SERVICE_NO_TLS_INSECURE_SERVER=true); when set it wins over discovery by token. New."),
+    "wechaty_discovery_url": ("https://api.chatie.io/v0/hosties", "Channel wxy: the URL that finds the puppet service of a token (`GET <url>/<token>` answers `{ip, port}`), used when no endpoint is set. Another value only for a self-hosted discovery service or a test simulator. New."),
+    "wechaty_retry_delay": (2.0, "Channel wxy: seconds before connecting again after the event stream was lost or a connection failed; doubled after each failure in a row, up to 60 s. New."),
+    "wechaty_heartbeat_interval": (60.0, "Channel wxy: seconds without any event from the puppet service before it is pinged (Ding); twice that without anything and the connection counts as lost and is made again. 0 turns the check off. New."),
+    "wechaty_media_max_bytes": (20 * 1024 * 1024, "Channel wxy: largest picture or voice taken in, or picture or file sent out, in bytes; a larger one is refused and the user told. New."),
     "wechatmp_token": ("", "Official Account callback token."),
     "wechatmp_port": (8080, "Official Account callback port: WeChat POSTs to http://<host>:<port>/wx (listening on 0.0.0.0)."),
     "wechatmp_app_id": ("", "Official Account app id."),
@@ -283,13 +288,13 @@ _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
 # Positive-integer settings the pipeline relies on.
 _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_session", "session_queue_size", "http_max_connections",
                  "max_pending_messages", "max_pending_chars", "dify_answer_timeout", "download_timeout",
-                 "wx_ilink_login_timeout", "wx_media_max_bytes", "wcf_port", "wcf_media_max_bytes")
+                 "wx_ilink_login_timeout", "wx_media_max_bytes", "wcf_port", "wcf_media_max_bytes", "wechaty_media_max_bytes")
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
             "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wcf_rpc_timeout", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
+_NOT_NEGATIVE = ("wcf_rpc_timeout", "wechaty_retry_delay", "wechaty_heartbeat_interval", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
                  "dify_read_timeout", "shutdown_timeout", "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")

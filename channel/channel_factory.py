@@ -13,7 +13,7 @@ from common import const
 CHANNELS: dict[str, str | None] = {
     "terminal": "channel.terminal.terminal_channel:TerminalChannel",
     "wx": "channel.wechat.wx_channel:WxChannel",
-    "wxy": None,
+    "wxy": "channel.wechaty.wechaty_channel:WechatyChannel",
     "wcf": "channel.wcf.wcf_channel:WcfChannel",
     "web": "channel.web.web_channel:WebChannel",
     "wechatmp": "channel.wechatmp.wechatmp_channel:WechatMPChannel",

@@ -153,16 +153,6 @@ def test_wrong_type_exits_2_naming_key_and_type(tmp_path):
     assert line.startswith("config error: setting 'single_chat_prefix' must be a list")
 
 
-def test_channel_not_built_yet_stops_start_up(tmp_path):
-    config = write_config(tmp_path, channel_type="wxy")
-    daemon = run_app(tmp_path, "--config", config, input="")
-    out, err = daemon.stdout, daemon.stderr
-    assert daemon.returncode == 1
-    [line] = user_lines(err)
-    assert line.startswith("start-up failed: channel 'wxy' is not available in this version yet; available now: ")
-    assert "terminal" in line.rpartition(": ")[2]
-
-
 def test_unknown_channel_lists_valid_names(tmp_path):
     config = write_config(tmp_path, channel_type="wechat")
     daemon = run_app(tmp_path, "--config", config, input="")
