@@ -464,7 +464,12 @@ class WebWxChannel(ChatChannel):
                 cmsg.prepare()
             except MediaUnavailable as e:
                 return Reply(ReplyType.ERROR, e.notice)
-        return super()._generate_reply(context, reply)
+        reply = super()._generate_reply(context, reply)
+        if context.type == ContextType.ACCEPT_FRIEND and reply is not None and not reply.content:
+            request = context.content if isinstance(context.content, dict) else {}
+            logger.info(f"[wx] friend request from {request.get('NickName') or request.get('UserName')} not accepted "
+                        f"(its text is not one of accept_friend_commands)")
+        return reply
 
     # ================================================================== the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:
@@ -543,9 +548,6 @@ class WebWxChannel(ChatChannel):
     def _answer_friend_request(self, reply: Reply, context: Context) -> None:
         request = context.content if isinstance(context.content, dict) else {}
         who = str(request.get("NickName") or request.get("UserName") or "")
-        if not reply.content:
-            logger.info(f"[wx] friend request from {who} not accepted (its text is not in accept_friend_commands)")
-            return
         user = str(request.get("UserName") or "")
         client = self._ready_client(user)
         client.accept_friend(user, str(request.get("Ticket") or ""))
