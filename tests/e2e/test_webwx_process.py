@@ -96,6 +96,7 @@ def test_first_run_warns_shows_a_qr_and_logs_in_after_the_scan(env):
     with open(os.path.join(str(env.folder), "tmp", "login.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "█" in "".join(env.daemon.stdout)  # drawn in the terminal
+    assert first not in log  # the QR's link is a login credential while it lives
     sim.set_status(first, "400")  # the QR ran out: a new one is shown
     second = sim.wait_qr(after=1)
     sim.scan(second)
@@ -242,6 +243,49 @@ def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     assert {k: n for k, n in sim.deliveries.items() if k in delivered_before} == delivered_before
 
 
+def state_db(env, sql: str) -> None:
+    """A statement on the daemon's state database, as a fault the store then meets (a trigger
+    that refuses writes stands for a full disk or a broken database)."""
+    import sqlite3
+
+    with sqlite3.connect(os.path.join(str(env.folder), "data", "state.db")) as db:
+        db.execute(sql)
+
+
+def test_a_message_the_store_refuses_keeps_the_sync_key_before_it(env):
+    sim = env.sim
+    state_db(env, "CREATE TRIGGER refuse_nina BEFORE INSERT ON inbox WHEN NEW.session = '@n1na' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    try:
+        msg = sim.push_text("@n1na", "keep me")
+        wait_until(lambda: sim.deliveries.get(msg["MsgId"], 0) >= 2, 15, "a second delivery")
+    finally:
+        state_db(env, "DROP TRIGGER refuse_nina")
+    [sent] = sim.wait_sent("@n1na")
+    time.sleep(0.3)
+    assert sent.content == "echo: keep me" and len(sim.sent_to("@n1na")) == 1  # no refusal notice
+
+
+def test_a_crash_after_a_message_was_stored_but_before_the_sync_key_was_saved(env):
+    sim, dify = env.sim, env.dify
+    state_db(env, "CREATE TRIGGER keep_key BEFORE INSERT ON kv WHEN NEW.namespace = 'wx:itchat' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    dify.push_answer("never sent", latency=30)
+    asked = len(dify.requests_to("/v1/chat-messages"))
+    msg = sim.push_text("@m0e", "in the window")
+    wait_until(lambda: len(dify.requests_to("/v1/chat-messages")) > asked, 15, "Dify to be asked")
+    env.wait_log_count("could not save wx:itchat", 1)
+    env.daemon.proc.send_signal(signal.SIGKILL)
+    env.daemon.wait(10)
+    state_db(env, "DROP TRIGGER keep_key")
+    env.start()
+    # The saved sync key is before the message: it comes again, is recognised, and answered once.
+    wait_until(lambda: sim.deliveries.get(msg["MsgId"]) == 2, 20, "the re-delivery")
+    sim.wait_sent("@m0e")
+    time.sleep(0.5)
+    assert sim.texts_to("@m0e") == ["echo: in the window"]
+
+
 def test_a_logout_by_wechat_leads_to_a_new_qr_login(env):
     sim = env.sim
     shown = len(sim.qrs)
@@ -269,6 +313,25 @@ def test_an_expired_hot_login_falls_back_to_a_new_qr(env):
     sim.push_text("@n0ra", "after the new scan")
     [sent] = sim.wait_sent("@n0ra")
     assert sent.content == "echo: after the new scan"
+
+
+def test_without_hot_reload_every_start_shows_a_qr(env):
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    resumed = env.log().count("using the saved login")
+    for user in ("@0scar", "@0tto"):
+        shown = len(sim.qrs)
+        env.start(hot_reload=False)
+        qr = sim.wait_qr(after=shown, timeout=20)  # the saved login is not used
+        sim.confirm(qr)
+        sim.push_text(user, "hello again")
+        [sent] = sim.wait_sent(user)
+        assert sent.content == "echo: hello again"
+        env.daemon.proc.send_signal(signal.SIGTERM)  # a stop without hot_reload ends the web session
+        assert env.daemon.wait(20) == 0
+        assert sim.calls[-1].endswith("/webwxlogout") and sim.login.kicked
+    assert env.log().count("using the saved login") == resumed
 
 
 def test_an_unknown_wx_protocol_stops_start_up(tmp_path):
