@@ -55,6 +55,8 @@ RETRY_MAX = 30.0
 QR_REFRESHES = 10
 RELOGIN_PAUSE = 300.0
 LOGIN_WAIT = 480.0  # how long an answer waits for a new login
+QR_WAIT = 300.0  # one QR is polled this long at most (WeChat expires it sooner, with a code other than 408/201)
+PUSH_WAIT = 60.0  # a login pushed to the phone waits this long for the confirmation
 MEDIA_TRIES = 3
 HISTORY_SECONDS = 60  # with hot_reload, messages older than this are history (the original's rule)
 ROOM_REFRESH_SECONDS = 10.0
@@ -253,8 +255,10 @@ class WebWxChannel(ChatChannel):
                     uin, saved = saved.uin, None
                     client = WebWxClient(self.base_url, timeout=self.poll_wait + 10)
                     uuid = client.push_login(uin)
-                    if uuid and self._wait_confirm(client, uuid, shown=False):
-                        return True
+                    if uuid:
+                        logger.info("[wx] confirm the login on the phone (WeChat pushed it there; no scan needed)")
+                        if self._wait_confirm(client, uuid, shown=False, wait=PUSH_WAIT):
+                            return True
                     continue
             if self._qr_login(client):
                 return True
@@ -276,17 +280,19 @@ class WebWxChannel(ChatChannel):
                 continue
             path = show_qr(QR_LINK.format(uuid=uuid))
             logger.info(f"[wx] scan the QR with WeChat to log in to web WeChat (shown in the terminal, saved as {path})")
-            if self._wait_confirm(client, uuid, shown=True):
+            if self._wait_confirm(client, uuid, shown=True, wait=QR_WAIT):
                 return True
             if shown < QR_REFRESHES and not self._stopping.is_set():
                 logger.info("[wx] showing a new login QR")
         return False
 
-    def _wait_confirm(self, client: WebWxClient, uuid: str, shown: bool) -> bool:
-        """Poll the login of `uuid`: 408 waiting, 201 scanned, 200 confirmed; anything else ends it."""
+    def _wait_confirm(self, client: WebWxClient, uuid: str, shown: bool, wait: float) -> bool:
+        """Poll the login of `uuid` for up to `wait` s: 408 waiting, 201 scanned, 200 confirmed;
+        anything else ends it."""
         scanned = False
         failures = 0
-        while not self._stopping.is_set():
+        deadline = time.monotonic() + wait
+        while not self._stopping.is_set() and time.monotonic() < deadline:
             try:
                 code, redirect = client.poll_login(uuid, scanned)
             except WebWxError as e:
@@ -315,8 +321,8 @@ class WebWxChannel(ChatChannel):
                     return False
                 logger.info(f"[wx] logged in to web WeChat as {client.info.nick_name or client.info.user_name}")
                 return True
-            logger.info("[wx] the login QR expired" if shown else "[wx] the phone did not confirm the login")
-            return False
+            break
+        logger.info("[wx] the login QR expired" if shown else "[wx] the phone did not confirm the login")
         return False
 
     def _start_session(self, client: WebWxClient) -> None:
@@ -340,6 +346,8 @@ class WebWxChannel(ChatChannel):
         self._logged_in.set()
 
     def _logged_out(self, why: str) -> None:
+        if "1102" in why:
+            why += " - WeChat logs out accounts it finds on web WeChat; the account is at risk (see wx_protocol)"
         logger.error(f"[wx] {why}: scan the new QR to log in again (messages are not received and answers wait "
                      f"until then)")
         self._logged_in.clear()

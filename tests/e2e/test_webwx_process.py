@@ -315,6 +315,25 @@ def test_an_expired_hot_login_falls_back_to_a_new_qr(env):
     assert sent.content == "echo: after the new scan"
 
 
+def test_an_expired_hot_login_is_confirmed_on_the_phone_when_wechat_pushes_it(env):
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    sim.kick("1101")
+    sim.allow_push = True
+    try:
+        shown, pushed = len(sim.qrs), len(sim.pushes)
+        env.start()
+        wait_until(lambda: len(sim.pushes) > pushed, 20, "a login pushed to the phone")
+        env.wait_log_count("confirm the login on the phone", 1)
+        sim.confirm(sim.pushes[-1])
+        sim.push_text("@p3g", "pushed login")
+        [sent] = sim.wait_sent("@p3g")
+        assert sent.content == "echo: pushed login" and len(sim.qrs) == shown  # no QR this time
+    finally:
+        sim.allow_push = False
+
+
 def test_without_hot_reload_every_start_shows_a_qr(env):
     sim = env.sim
     env.daemon.proc.send_signal(signal.SIGTERM)
