@@ -162,6 +162,17 @@ def test_a_file_in_reaches_plugins_and_a_file_in_the_answer_is_sent_as_a_file(en
     assert not sim.errors, sim.errors
 
 
+def test_a_picture_in_the_answer_is_uploaded_and_sent_as_an_image(env):
+    sim, dify = env.sim, env.dify
+    dify.add_file("/files/chart.png", PNG, "image/png")
+    dify.push_answer(f"the chart ![chart]({dify.host_url}/files/chart.png)")
+    sim.push_group_text(ROOM, ALICE, "@小助手 draw it")
+    wait_until(lambda: [s for s in sim.sent_to(ROOM) if s.endpoint == "webwxsendmsgimg"], 15, "the image")
+    [image] = [s for s in sim.sent_to(ROOM) if s.endpoint == "webwxsendmsgimg"]
+    assert image.type == 3 and sim.uploads[image.media_id] == PNG
+    assert not sim.errors, sim.errors
+
+
 def test_a_friend_request_with_the_command_is_accepted_and_greeted(env):
     sim = env.sim
     sim.push_friend_request("@n3w", "Newbie", "你好")  # not the command: left alone
