@@ -226,8 +226,10 @@ def test_a_restart_with_hot_reload_keeps_the_login_and_replays_nothing(env):
     env.daemon.proc.send_signal(signal.SIGTERM)
     assert env.daemon.wait(20) == 0
     shown, sent_before, delivered_before = len(sim.qrs), len(sim.sent), dict(sim.deliveries)
+    sim.fail_next("webwxinit", 503)  # WeChat unreachable for a moment: the saved login is kept
     env.start(channel_type="weixin")  # the alias shares the login
     env.wait_log_count("using the saved login of Botty", 1)
+    assert "the saved login could not be tried (webwxinit: HTTP 503)" in env.log()
     sim.push_text("@k4te", "after the restart")
     sim.wait_sent("@k4te")
     time.sleep(0.5)

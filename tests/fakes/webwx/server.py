@@ -93,6 +93,7 @@ class WebWxSimulator:
         self.pushes: list[str] = []
         self._sync_answers: list[bytes] = []
         self._send_failures: list[dict] = []
+        self._failing: dict[str, list[int]] = {}  # endpoint -> HTTP statuses its next calls get
         self._ids = 1000
         self._cond = threading.Condition()
         self._server: _Server | None = None
@@ -225,6 +226,10 @@ class WebWxSimulator:
         is recorded all the same (a send whose answer was lost)."""
         self._send_failures.append({"ret": ret, "status": status, "to": to, "taken": taken})
 
+    def fail_next(self, endpoint: str, status: int = 503, count: int = 1) -> None:
+        """The next `count` calls of `endpoint` (e.g. "webwxinit") get HTTP `status`."""
+        self._failing.setdefault(endpoint, []).extend([status] * count)
+
     def sent_to(self, user: str) -> list[Sent]:
         return [s for s in list(self.sent) if s.to == user]
 
@@ -255,6 +260,8 @@ class WebWxSimulator:
         self.calls.append(path)
         q = {k.lower(): v[0] for k, v in query.items()}
         endpoint = path[len(API):] if path.startswith(API) else path.strip("/")
+        if self._failing.get(endpoint):
+            return self._failing[endpoint].pop(0), b"<html>busy</html>", {}
         if endpoint == "jslogin":
             if q.get("appid") != "wx782c26e4c19acffb":
                 self.errors.append("jslogin without the web app id")
