@@ -240,6 +240,7 @@ class WebWxChannel(ChatChannel):
         if saved is not None and not self.hot_reload:
             self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)  # the original: a QR at every start
             saved = None
+        unreachable = 0
         while not self._stopping.is_set():
             client = WebWxClient(self.base_url, timeout=self.poll_wait + 10)
             if saved is not None:
@@ -250,6 +251,12 @@ class WebWxChannel(ChatChannel):
                                 f"(hot_reload, no scan needed)")
                     return True
                 except WebWxError as e:
+                    if e.transient:  # WeChat not reachable: the login may well be good, keep it
+                        unreachable += 1
+                        delay = self._backoff(unreachable)
+                        logger.error(f"[wx] the saved login could not be tried ({e}); again in {delay:g} s")
+                        self._stopping.wait(delay)
+                        continue
                     logger.warning(f"[wx] the saved login is not taken any more ({e}); a new login follows")
                     self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
                     uin, saved = saved.uin, None
