@@ -39,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login; `wx_protocol: itchat` switches it to the legacy web-WeChat protocol, at the risk of the account), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -156,7 +156,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "chat_time_module": (False, "Only answer between chat_start_time and chat_stop_time."),
     "chat_start_time": ("00:00", "Start of service hours (HH:MM)."),
     "chat_stop_time": ("24:00", "End of service hours (HH:MM); may be earlier than the start (crosses midnight)."),
-    "hot_reload": (False, "itchat: keep the login; also skip messages older than 60 s."),
+    "hot_reload": (False, "Personal WeChat with wx_protocol itchat: keep the login over a restart (kept in the state store; a login WeChat no longer takes leads to a new QR); also skip messages older than 60 s."),
     # --- voice
     "speech_recognition": (False, "Transcribe private voice messages."),
     "group_speech_recognition": (False, "Transcribe group voice messages."),
@@ -215,6 +215,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "wx_ilink_poll_timeout": (35, "Personal WeChat: seconds one long poll (new messages, the login QR's status) may wait for WeChat's answer; WeChat holds a poll about 35 s. New."),
     "wx_ilink_retry_delay": (2, "Personal WeChat: seconds before receiving is tried again after a failure (at least 0.5); doubled after each failure in a row, up to 30 s. New."),
     "wx_ilink_login_timeout": (480, "Personal WeChat: seconds a QR login may take (new QR codes are shown as they expire); then a new login is offered 5 minutes later. New."),
+    "wx_protocol": ("ilink", "Personal WeChat (channel wx / weixin): `ilink` (Tencent's iLink bot API, the default and the supported way) or `itchat` (the original's legacy web-WeChat protocol: QR login, private chats and groups with @, friend requests, hot_reload). itchat is opt-in only and never a fallback: WeChat blocks web logins for most accounts and since 2025 kicks or restricts accounts that use it; start-up warns about it. New."),
+    "itchat_base_url": ("https://login.weixin.qq.com", "Personal WeChat with wx_protocol itchat: root of the web-WeChat login host (the QR, the login poll); every later host comes from WeChat's answer at login. Another value only for a proxy or a test simulator. New."),
+    "itchat_poll_timeout": (35, "Personal WeChat with wx_protocol itchat: seconds one synccheck may wait for WeChat's answer (WeChat holds it about 25 s). New."),
+    "itchat_retry_delay": (2, "Personal WeChat with wx_protocol itchat: seconds before receiving is tried again after a failure; doubled after each failure in a row, up to 30 s. New."),
     "wx_media_max_bytes": (20 * 1024 * 1024, "Personal WeChat: largest picture, voice, file or video taken in or sent out, in bytes; a larger one is refused and the user told. New."),
     "wcf_host": ("", "WeChatFerry (channel wcf): host of a running WeChatFerry service to connect to; empty starts the service inside PC WeChat on this machine (Windows only). Pictures, voice and files pass by file path, so a service on another machine needs a folder both see under the same path. New."),
     "wcf_port": (10086, "WeChatFerry: the service's command port; received messages come on the next port (wcf_port + 1). New."),
@@ -294,7 +298,7 @@ _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_sessio
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
             "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
 
-_NOT_NEGATIVE = ("wcf_rpc_timeout", "wechaty_retry_delay", "wechaty_heartbeat_interval", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
+_NOT_NEGATIVE = ("wcf_rpc_timeout", "wechaty_retry_delay", "wechaty_heartbeat_interval", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "itchat_poll_timeout", "itchat_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
                  "dify_read_timeout", "shutdown_timeout", "dingtalk_card_interval", "dingtalk_health_port")
 
 _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
@@ -306,6 +310,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "state_store": ("sqlite", "memory"),
     "wecom_bot_mode": ("websocket", "callback"),
     "feishu_event_mode": ("http", "websocket"),
+    "wx_protocol": ("ilink", "itchat"),
 }
 
 _LOWER_TO_KEY = {k.lower(): k for k in SETTINGS}
@@ -319,7 +324,7 @@ def expected_types(key: str) -> tuple[type, ...]:
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, (int, float)):
-        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wx_ilink_login_timeout", "wcf_rpc_timeout") else (int,)
+        return _NUMBER if isinstance(default, float) or key in ("top_p", "frequency_penalty", "presence_penalty", "request_timeout", "timeout", "media_send_interval", "shutdown_timeout", "expires_in_seconds", "tmp_max_age", "dify_connect_timeout", "dify_read_timeout", "dify_answer_timeout", "download_timeout", "wework_init_wait", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "wx_ilink_login_timeout", "wcf_rpc_timeout", "itchat_poll_timeout", "itchat_retry_delay") else (int,)
     return (type(default),)
 
 

@@ -27,6 +27,23 @@ CHANNELS: dict[str, str | None] = {
 }
 
 
+# `wx` speaks one of two protocols, chosen by the setting wx_protocol: Tencent's iLink bot API
+# (the default), or, opt-in only, the legacy web-WeChat protocol of the original (never a fallback).
+WX_PROTOCOLS: dict[str, str] = {
+    "ilink": "channel.wechat.wx_channel:WxChannel",
+    "itchat": "channel.wechat.webwx_channel:WebWxChannel",
+}
+
+
+def _wx_target() -> str:
+    from config import conf
+
+    protocol = conf().get("wx_protocol", "ilink")
+    if protocol not in WX_PROTOCOLS:
+        raise ChannelError(f"wx_protocol must be one of {', '.join(WX_PROTOCOLS)}, got {protocol!r}")
+    return WX_PROTOCOLS[protocol]
+
+
 # Other names for a channel: the channel runs (and keeps its state) under its main name.
 ALIASES: dict[str, str] = {"weixin": "wx"}
 
@@ -54,6 +71,8 @@ def create_channel(channel_type: str):
                 channel_type, ", ".join(available_channels())
             )
         )
+    if channel_type == "wx":
+        target = _wx_target()
     module_name, class_name = target.split(":")
     channel_cls = getattr(importlib.import_module(module_name), class_name)
     channel = channel_cls()
