@@ -147,6 +147,13 @@ def test_the_web_page_shows_the_wx_login_qr_until_the_login(env, browser):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.headers["cache-control"] == "no-store"
     assert r.content == env.login_png()  # the QR the terminal shows and tmp/login.png holds
+    # It logs in whoever scans it: only for clients that give the web password.
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {PASSWORD}"}):
+        for path in ("/login/status", "/login/qr/wx"):
+            refused = httpx.get(env.base + path, headers=headers, timeout=10)
+            assert refused.status_code == 401, (path, headers, refused.status_code)
+            assert refused.headers["content-type"].startswith("application/json")
+            assert not refused.content.startswith(b"\x89PNG")
     # The page: it asks for the password (the chat is protected), then shows the QR.
     browser.get(f"{env.base}/chat?user=pat")
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "login").is_displayed())
@@ -176,14 +183,11 @@ def test_the_web_page_shows_the_wx_login_qr_until_the_login(env, browser):
     assert first not in env.log() and second not in env.log()
 
 
-def test_the_qr_routes_want_the_web_password(env):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {PASSWORD}"}):
-        for path in ("/login/status", "/login/qr/wx"):
-            r = httpx.get(env.base + path, headers=headers, timeout=10)
-            assert r.status_code == 401, (path, headers, r.status_code)
-            assert r.headers["content-type"].startswith("application/json")
-            assert not r.content.startswith(b"\x89PNG")
+def test_after_the_login_the_routes_still_want_the_password_and_show_no_qr(env):
+    for path in ("/login/status", "/login/qr/wx"):
+        assert httpx.get(env.base + path, timeout=10).status_code == 401
     assert env.status() == {"logins": [], "watch": True}
+    assert env.qr().status_code == 404
 
 
 def test_a_question_on_each_channel_is_answered_on_its_own_channel(env):
@@ -289,3 +293,27 @@ def test_a_channel_that_fails_at_start_up_stops_the_others(tmp_path):
     assert result.returncode == 1, result.stderr
     [line] = user_lines(result.stderr)
     assert line == f"start-up failed: port {port} on 127.0.0.1 is already in use; free it or choose another port"
+
+
+def test_terminal_and_web_side_by_side_and_the_end_of_input_ends_both(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    daemon = Daemon(tmp_path, "--config", write_config(tmp_path, channel_type=["terminal", "web"], web_port=port,
+                                                       web_host="127.0.0.1"))
+    try:
+        wait_healthy(base, daemon=daemon)
+        daemon.ask("from the terminal")
+        daemon.wait_for("echo: from the terminal")
+        r = httpx.post(base + "/message", json={"user_id": "tess", "message": "from the web", "msg_id": "t1"},
+                       timeout=10)
+        assert r.status_code == 200, r.text
+        answers = wait_until(lambda: [m["content"] for m in httpx.get(base + "/history/tess", timeout=10).json()
+                                      ["messages"] if m["role"] == "bot"], what="the web answer")
+        assert answers == ["echo: from the web"]
+        assert "echo: from the web\n" not in "".join(daemon.stdout)  # not on the terminal
+        daemon.proc.stdin.close()  # the terminal's input ends: the daemon stops, the web channel too
+        assert daemon.wait(20) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(base + "/healthz", timeout=2)
+    finally:
+        daemon.kill()
