@@ -103,13 +103,24 @@ def sigterm_handler_wrap(_signo: int) -> None:
     signal.signal(_signo, func)
 
 
-def start_channel(channel_name: str) -> None:
+def start_channel(channel_name: str | list[str]) -> None:
+    """Start the channel `channel_name`, or several side by side (a list of names: channel_group.py)."""
     global _channel
     from channel import channel_factory
 
-    channel = channel_factory.create_channel(channel_name)
+    names = [channel_name] if isinstance(channel_name, str) else list(channel_name)
+    if len(names) == 1:
+        channel = channel_factory.create_channel(names[0])
+        members = [channel]
+    else:
+        from channel.channel_group import ChannelGroup
+
+        channel = _channel = ChannelGroup()  # known before its channels: a failure stops those made already
+        for name in names:
+            channel.add(channel_factory.create_channel(name))
+        members = channel.channels
     _channel = channel
-    if channel.channel_type in PLUGIN_CHANNELS:
+    if any(member.channel_type in PLUGIN_CHANNELS for member in members):
         from plugins import PluginManager
 
         PluginManager().load_plugins()
@@ -293,8 +304,12 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     if args.backup_state is not None:
         return _backup_state(args)
-    channel_name = conf().get("channel_type", "wx")
-    if channel_name == "terminal":
+    try:
+        channel_name = _channel_names()
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if "terminal" in channel_name:
         _quiet_console()
     try:
         if args.sandbox:
@@ -344,6 +359,15 @@ def run(argv: list[str] | None = None) -> int:
     if code:
         logger.error(f"[app] the channel ended by itself, exiting with code {code}")
     return code
+
+
+def _channel_names() -> list[str]:
+    """The channels `channel_type` names (one, or several to run side by side); ConfigError for a
+    combination that cannot run."""
+    from channel.channel_factory import ALIASES
+    from channel.channel_group import channel_names
+
+    return channel_names(conf().get("channel_type", "wx"), conf(), ALIASES)
 
 
 def _quiet_console() -> None:

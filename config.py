@@ -39,7 +39,7 @@ class ConfigError(Exception):
 # _EXTRA_TYPES says otherwise.
 SETTINGS: dict[str, tuple[Any, str]] = {
     # --- general / runtime
-    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login; `wx_protocol: itchat` switches it to the legacy web-WeChat protocol, at the risk of the account), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal."),
+    "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login; `wx_protocol: itchat` switches it to the legacy web-WeChat protocol, at the risk of the account), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal. Several channels side by side: a list [\"wx\", \"web\"] or \"wx,web\" (each at most once, no two on one port, terminal not with wx; each channel's sessions are then kept apart by its name). New: the list."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
     "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
@@ -276,6 +276,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 # Keys whose values the original's users write either way (ids as numbers or strings).
 _NUMBER = (int, float)
 _EXTRA_TYPES: dict[str, tuple[type, ...]] = {
+    "channel_type": (str, list),  # a list: several channels side by side
     "wechatcomapp_agent_id": (str, int),
     "baidu_app_id": (str, int),
     "baidu_dev_pid": (int, str),
@@ -353,8 +354,10 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         )
     if key in _AT_LEAST_ONE and value < 1:
         raise ConfigError(f"{setting} must be at least 1, got {value}")
-    if key == "channel_type" and value in const.GONE_CHANNELS:
-        raise ConfigError(f"{setting}: {const.GONE_CHANNELS[value]}")
+    if key == "channel_type":
+        for name in (value.split(",") if isinstance(value, str) else value):
+            if name.strip() in const.GONE_CHANNELS:
+                raise ConfigError(f"{setting}: {const.GONE_CHANNELS[name.strip()]}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{setting} must be one of {', '.join(CHOICES[key])}, got {shown(value)}")
     if key == "wework_reply_delay" and isinstance(value, str) and not _DELAY_RANGE.match(value):

@@ -156,6 +156,10 @@ class ChatChannel(Channel):
     # then delivers it again (a webhook's non-200, a pull cursor that stays before it): telling
     # the user each time would repeat the refusal once per delivery.
     NOT_STORED_IN_RESPONSE = False
+    # Set when several channels run in one daemon (channel_group.py): the channel's name, put in
+    # front of its session ids so that the same id on two platforms is two conversations. Empty
+    # for a daemon of one channel, whose session ids stay the platform's (as in the original).
+    session_scope = ""
 
     def __init__(self) -> None:
         # Per instance (the original shared these between channels as class attributes).
@@ -210,12 +214,12 @@ class ChatChannel(Channel):
                     return None
                 in_one_session = config.get("group_chat_in_one_session", [])
                 shared = group_name in in_one_session or "ALL_GROUP" in in_one_session
-                context["session_id"] = group_id if shared else "{}@@{}".format(cmsg.actual_user_id, group_id)
+                context["session_id"] = self._scoped(group_id if shared else "{}@@{}".format(cmsg.actual_user_id, group_id))
                 context["is_shared_session_group"] = shared
                 context["group_name"] = group_name
                 context["receiver"] = group_id
             else:
-                context["session_id"] = cmsg.other_user_id
+                context["session_id"] = self._scoped(cmsg.other_user_id)
                 context["receiver"] = cmsg.other_user_id
             # After the group white list: a group the bot ignores costs no store write.
             if self._is_duplicate(cmsg):
@@ -264,6 +268,9 @@ class ChatChannel(Channel):
             ):
                 context["desire_rtype"] = ReplyType.VOICE
         return context
+
+    def _scoped(self, session_id):
+        return f"{self.session_scope}:{session_id}" if self.session_scope else session_id
 
     def _state_name(self) -> str:
         """This channel's name in the state store (dedup namespace, inbox)."""

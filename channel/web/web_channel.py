@@ -15,7 +15,10 @@ page gets SSE events named `partial` (`{"type": "TEXT_PARTIAL", "stream", "offse
 "delta"}`; an EventSource `onmessage` handler, as old front ends use, never sees them),
 then the whole answer once as a normal TEXT event carrying the same `stream` id.
 `GET /history/<user_id>` gives the user's recent conversation (kept in the state store)
-so a reloaded page shows it again.
+so a reloaded page shows it again. When another channel of the daemon (`wx`) waits for its login QR
+to be scanned, `GET /login/status` names it and `GET /login/qr/<channel>` is its picture, which the
+page shows until the login is done (behind `web_password` like the API: the QR logs in whoever
+scans it).
 
 Better than the original:
 - a reply is pushed the moment it exists (an event per connection, no polling), so a
@@ -76,6 +79,7 @@ from bridge.reply import Reply, ReplyType
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
+from channel.login_qr import LOGIN_QRS
 from channel.web.history import UserRecord, WebJournal
 from channel.web.ids import DEFAULT_USER, BadId, for_log, parse_id, url_part
 from channel.web.media_store import Media, MediaStore, MediaTooLarge
@@ -253,7 +257,9 @@ class WebChannel(ChatChannel):
             logger.warning(
                 f"[web] the chat listens on all network interfaces (web_host {host or '0.0.0.0'}) without a "
                 f"password: anyone who can reach port {server.port} can talk to the bot as any user and read "
-                "their answers. Set web_password, or web_host 127.0.0.1 to accept this computer only."
+                "their answers" + (f", and see the login QR of {', '.join(LOGIN_QRS.channels())} (whoever scans it "
+                                   "logs in)" if LOGIN_QRS.channels() else "")
+                + ". Set web_password, or web_host 127.0.0.1 to accept this computer only."
             )
         shown = "localhost" if host in ALL_INTERFACES else host
         print(f"\nWeb channel is running, open http://{shown}:{server.port}/chat", flush=True)
@@ -270,6 +276,8 @@ class WebChannel(ChatChannel):
         server.add_route("/sse/{user_id:webid}", self._sse, ["GET"])
         server.add_route("/history/{user_id:webid}", self._history, ["GET"])
         server.add_route("/media/{user_id:webid}/{media_id}", self._media, ["GET"])
+        server.add_route("/login/status", self._login_status, ["GET"])
+        server.add_route("/login/qr/{channel}", self._login_qr, ["GET"])
 
     def stop_accepting(self) -> None:
         super().stop_accepting()
@@ -867,10 +875,34 @@ class WebChannel(ChatChannel):
             return FileResponse(media.path, media_type=media.mime, filename=media.name, headers=headers)
         return Response(media.data, media_type=media.mime, headers=headers)
 
+    # ------------------------------------------------------------------ login QR of another channel
+    # While a channel of this daemon (wx) waits for its QR to be scanned, the page shows the QR
+    # (channel/login_qr.py). The QR logs in whoever scans it: behind the password when one is set,
+    # never cached, never logged.
+    async def _login_status(self, request: Request) -> Response:
+        refused = self._check_bearer(request)
+        if refused is not None:
+            return refused
+        waiting = [{"channel": qr.channel, "qr": qr.serial} for qr in LOGIN_QRS.waiting()]
+        # `watch`: some channel here may show a QR later (a page of a daemon without one stops asking).
+        return JSONResponse({"logins": waiting, "watch": bool(LOGIN_QRS.channels())}, headers=_NO_STORE)
 
-# The page loads only its own scripts and styles; images may come from anywhere over http(s).
+    async def _login_qr(self, request: Request) -> Response:
+        refused = self._check_bearer(request)
+        if refused is not None:
+            return refused
+        qr = LOGIN_QRS.get(request.path_params["channel"])
+        if qr is None:
+            return json_error(404, "no login QR is waiting to be scanned")
+        return Response(qr.png, media_type="image/png", headers={**_NO_STORE, "X-Login-Qr": str(qr.serial),
+                                                                  "X-Content-Type-Options": "nosniff"})
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+# The page loads only its own scripts and styles; images may come from anywhere over http(s) (and
+# from blob: URLs it makes itself: the login QR, fetched with the password header).
 _PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data:; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data: blob:; "
                                "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

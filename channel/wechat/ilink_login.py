@@ -1,6 +1,8 @@
 """QR login to the iLink bot API (reference/personal-wechat.md §1.3).
 
-A QR is fetched and shown two ways: drawn in the terminal (stdout) and saved as tmp/login.png.
+A QR is fetched and shown three ways: drawn in the terminal (stdout), saved as tmp/login.png, and
+put on the process's login board (channel/login_qr.py) while it lives, which the web channel's
+page shows when it runs in the same daemon.
 Its link is a login credential while it lives, so the log only says that a QR was shown and
 where the PNG is (reference §1.8: never log tokens or QR values). When a token was issued
 before, the QR is asked for with it (`local_token_list`, as the official client does). Its
@@ -18,6 +20,7 @@ status is then long-polled until the phone confirms:
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -25,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from channel.login_qr import LOGIN_QRS
 from channel.wechat.ilink_api import IlinkClient, IlinkError
 from common.log import logger
 from common.tmp_dir import TmpDir
@@ -58,11 +62,11 @@ def _credentials(answer: dict, fallback_base: str) -> Credentials | None:
                        str(answer.get("ilink_user_id") or ""))
 
 
-def show_qr(content: str) -> str:
-    """Draw the QR in the terminal and save it as tmp/login.png; returns the PNG's path."""
+def show_qr(content: str) -> tuple[str, bytes]:
+    """Draw the QR in the terminal and save it as tmp/login.png; returns the PNG's path and bytes
+    (empty when it could not be made)."""
     import qrcode
 
-    path = os.path.join(TmpDir().path(), LOGIN_PNG)
     try:
         qr = qrcode.QRCode(border=1)
         qr.add_data(content)
@@ -71,11 +75,18 @@ def show_qr(content: str) -> str:
         sys.stdout.flush()
     except Exception as e:  # a console that cannot draw it still has the PNG and the link
         logger.warning(f"[wx] the QR could not be drawn in the terminal: {e}")
+    png = b""
+    path = LOGIN_PNG
     try:
-        qrcode.make(content).save(path)
+        picture = io.BytesIO()
+        qrcode.make(content).save(picture)
+        png = picture.getvalue()
+        path = os.path.join(TmpDir().path(), LOGIN_PNG)
+        with open(path, "wb") as f:
+            f.write(png)
     except Exception as e:
         logger.warning(f"[wx] the QR could not be saved as {path}: {e}")
-    return path
+    return path, png
 
 
 def read_code_from_terminal() -> str:
@@ -86,8 +97,9 @@ def read_code_from_terminal() -> str:
 class QrLogin:
     def __init__(self, client: IlinkClient, *, wait: float, timeout: float, refreshes: int = 10,
                  stop: threading.Event | None = None, read_code: Callable[[], str] = read_code_from_terminal,
-                 previous: Credentials | None = None) -> None:
+                 previous: Credentials | None = None, channel: str = "wx") -> None:
         self.client = client
+        self.channel = channel  # the name its QR is shown under on the web page (channel/login_qr.py)
         # The last login (dropped when WeChat called its token stale): its token goes in
         # local_token_list, and it is the login that goes on after `binded_redirect`.
         self.previous = previous
@@ -111,9 +123,15 @@ class QrLogin:
                 self.stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))
                 continue
             link = str(qr.get("qrcode_img_content") or qr["qrcode"])
-            path = show_qr(link)
+            path, png = show_qr(link)
+            if png:
+                LOGIN_QRS.show(self.channel, png)
             logger.info(f"[wx] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")
-            creds = self._poll(qr["qrcode"], deadline)
+            try:
+                creds = self._poll(qr["qrcode"], deadline)
+            finally:
+                # Expired, replaced, confirmed or given up: a page must not show it any more.
+                LOGIN_QRS.withdraw(self.channel)
             if creds is not None:
                 return creds
             if shown < self.refreshes:

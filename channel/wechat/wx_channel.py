@@ -38,6 +38,7 @@ from channel.channel import EXIT_PLATFORM_LOST
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
+from channel.login_qr import LOGIN_QRS
 from channel.reply_media import read_reply_media, with_extension
 from channel.wechat import ilink_media
 from channel.wechat.ilink_api import (UPLOAD_FILE, UPLOAD_IMAGE, UPLOAD_VIDEO, IlinkClient, IlinkError,
@@ -49,6 +50,7 @@ from common import fetch
 from common.log import logger
 from config import SETTINGS, conf, get_appdata_dir
 
+WX = "wx"  # the channel's name (also under its alias `weixin`)
 LOCK_FILE = "wx.lock"
 LOGIN_NAMESPACE = "wx:login"
 LOGIN_KEY = "account"
@@ -196,6 +198,8 @@ class WxChannel(ChatChannel):
         self._notices = _Notices()
         self._thread: threading.Thread | None = None
         self._lock: InstanceLock | None = None
+        # Before any channel starts: a web page of this daemon then knows to look for the QR.
+        LOGIN_QRS.expect(WX)
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -278,7 +282,7 @@ class WxChannel(ChatChannel):
         client = IlinkClient(self.api_base, self.cdn_base)
         while not self._stopping.is_set():
             login = QrLogin(client, wait=self.poll_wait, timeout=self.login_timeout, refreshes=QR_REFRESHES,
-                            stop=self._stopping, previous=previous)
+                            stop=self._stopping, previous=previous, channel=WX)
             creds = login.run()
             if creds is not None:
                 self._store_put(LOGIN_NAMESPACE, LOGIN_KEY, creds.to_record())

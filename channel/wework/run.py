@@ -33,7 +33,8 @@ def _running_client() -> Any:
             "with PC WeCom logged in, with channel_type 'wework' (see requirements-wework.txt)"
         )
     channel_type = conf().get("channel_type", "")
-    if channel_type != "wework":
+    names = channel_type.split(",") if isinstance(channel_type, str) else channel_type  # several: channel_group.py
+    if "wework" not in [str(name).strip() for name in names]:
         raise WeworkUnavailable(
             f"channel.wework.run.wework sends through the WeCom client, which runs only with "
             f"channel_type 'wework' (now '{channel_type}')"

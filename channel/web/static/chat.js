@@ -400,8 +400,51 @@
   });
   window.addEventListener("pageshow", function (e) { if (e.persisted) { connect(); } });
 
+  // The login QR of another channel of this daemon (wx) while it waits for a scan: asked for
+  // with the password header (an <img> cannot send one), shown from a blob: URL, fetched again
+  // when the server names a new QR, hidden once none waits.
+  var qrBox = document.getElementById("login-qr");
+  var qrImg = document.getElementById("login-qr-img");
+  var qrChannel = document.getElementById("login-qr-channel");
+  var QR_POLL = 2000;
+  var shownQr = "";
+  function hideQr() {
+    qrBox.hidden = true;
+    shownQr = "";
+    qrImg.removeAttribute("data-qr");
+    if (qrImg.src) { URL.revokeObjectURL(qrImg.src); qrImg.removeAttribute("src"); }
+  }
+  function showQr(login) {
+    var key = login.channel + ":" + login.qr;
+    if (key === shownQr) { return null; }
+    return fetch("/login/qr/" + encodeURIComponent(login.channel), { headers: authHeaders(), cache: "no-store" })
+      .then(function (res) { return res.status === 200 ? res.blob() : null; })
+      .then(function (blob) {
+        if (!blob) { hideQr(); return; }
+        if (qrImg.src) { URL.revokeObjectURL(qrImg.src); }
+        qrImg.src = URL.createObjectURL(blob);
+        qrImg.setAttribute("data-qr", key);
+        qrChannel.textContent = login.channel;
+        shownQr = key;
+        qrBox.hidden = false;
+      });
+  }
+  function watchLogin() {
+    fetch("/login/status", { headers: authHeaders(), cache: "no-store" }).then(function (res) {
+      // 401: the password is not known yet (the chat asks for it); look again later.
+      return res.status === 200 ? res.json() : { watch: true, logins: null };
+    }).then(function (data) {
+      var login = data.logins && data.logins[0];
+      if (data.logins && !login) { hideQr(); }
+      return Promise.resolve(login ? showQr(login) : null).then(function () { return data.watch; });
+    }).then(function (watch) {
+      if (watch) { setTimeout(watchLogin, QR_POLL); }
+    }, function () { setTimeout(watchLogin, QR_POLL * 2); });
+  }
+
   window.chatUserId = function () { return userId; };
   showWho();
   connect();
+  watchLogin();
   input.focus();
 })();
