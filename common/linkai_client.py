@@ -12,8 +12,8 @@ login packet, its handling of LOGIN / CONFIG / PUSH messages, its channel-status
 local-config packets, PushMsg and the on_message / on_config callbacks). Its connection
 handling is replaced, because as shipped (0.2.0) it cannot run inside this daemon: its
 threads are not daemon threads and never end (the process could not exit), connect and
-receive have no timeout, the heartbeat loop spins without sleeping while it has no client
-id (for ever after a refused key), retries are at a fixed interval and end after 120
+receive have no timeout, the heartbeat loop spins without sleeping while it is connected
+without a client id (a first login not answered yet, or refused), retries are at a fixed interval and end after 120
 failures, it accepts only LinkAI's domains (no loopback for a test server), it keeps its
 client id in ./client_config.json and its logger writes to stdout (the terminal channel's
 conversation). The SDK's private helpers used here are pinned by requirements.txt.
@@ -148,6 +148,11 @@ class ChatClient(LinkAIClient):
         from common.linkai_settings import apply_pushed
 
         apply_pushed(config)
+
+    def on_chat(self, data: dict, send_chunk_fn: Any) -> None:
+        # The console's agent chat is a newer LinkAI feature the original never had. Raising
+        # makes the SDK answer it with an error; its default would answer "success" with nothing.
+        raise NotImplementedError("chat from the LinkAI console is not supported by this daemon")
 
     # --- the connection
     def _run(self) -> None:

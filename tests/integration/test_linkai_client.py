@@ -112,3 +112,18 @@ def test_a_platform_that_refuses_the_push_is_logged(server, channel, logs):
         wait_until(lambda: channel.sent, what="the next push")
     finally:
         client.stop()
+
+
+def test_a_console_chat_request_is_answered_with_an_error(server, channel):
+    client = client_for(server, channel)
+    try:
+        server.wait_for("CHANNEL_STATUS")
+        request = {"type": "CHAT", "requestId": "r-1", "data": {"action": "chat", "payload": {"query": "hi"}}}
+        server.send_raw((json.dumps(request) + "\r\n").encode())
+        answer = server.wait_for("CHAT")[0]
+        assert answer["requestId"] == "r-1"
+        assert (answer["data"]["streaming"], answer["data"]["code"]) == (False, 500)
+        assert "not supported" in answer["data"]["message"]
+        assert channel.sent == []
+    finally:
+        client.stop()
