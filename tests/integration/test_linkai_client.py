@@ -127,3 +127,23 @@ def test_a_console_chat_request_is_answered_with_an_error(server, channel):
         assert channel.sent == []
     finally:
         client.stop()
+
+
+def test_heartbeats_carry_the_client_id(server, channel):
+    client = client_for(server, channel, heartbeat_interval=0.1)
+    try:
+        beats = server.wait_for("HEARTBEAT", count=2)
+        assert all(beat["data"] == {"clientId": server.client_id} for beat in beats)
+    finally:
+        client.stop()
+
+
+def test_a_login_left_unanswered_is_given_up_and_tried_again(server, channel, logs):
+    server.answer_logins = False
+    client = client_for(server, channel, login_timeout=0.2)
+    try:
+        server.wait_for("LOGIN", count=2)
+        assert "no answer to the login within 0.2 s" in logs.text()
+        assert server.messages("HEARTBEAT") == []  # no client id yet: nothing to beat for
+    finally:
+        client.stop()
