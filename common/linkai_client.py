@@ -100,15 +100,17 @@ def stop() -> None:
 class ChatClient(LinkAIClient):
     """The SDK's client with this daemon's connection handling, settings and channel."""
 
-    def __init__(self, api_key: str, host: str, port: int, channel: Any, reconnect_max: float = 60.0):
+    def __init__(self, api_key: str, host: str, port: int, channel: Any, reconnect_max: float = 60.0,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, login_timeout: float = LOGIN_TIMEOUT):
         self._channel = channel
         self._stopping = threading.Event()
         self._reconnect_max = max(RECONNECT_FIRST, reconnect_max)
         self._refused = False
         self._login_answered = False
+        self._login_timeout = login_timeout
         self.logins = 0  # successful logins, for the log and for tests through the log
         super().__init__(api_key, host, client_type=channel.channel_type,
-                         heartbeat_interval=HEARTBEAT_INTERVAL, port=port)
+                         heartbeat_interval=heartbeat_interval, port=port)
         self.config = _local_report()
 
     # --- SDK hooks replaced (see the module's doc string)
@@ -179,8 +181,8 @@ class ChatClient(LinkAIClient):
 
     def _open(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
-        # Woken at least every heartbeat interval to send one.
-        sock.settimeout(self.heartbeat_interval)
+        # Woken at least every heartbeat interval to send one (and to see a login left unanswered).
+        sock.settimeout(min(self.heartbeat_interval, self._login_timeout))
         self.socket = sock
         self.connected = True
         self._login_answered = False
@@ -223,8 +225,8 @@ class ChatClient(LinkAIClient):
                     logger.warning(f"[LinkAI] the server sent more than {MAX_LINE_BYTES} bytes without a line end; "
                                    f"closing the connection")
                     return
-            if not self._login_answered and time.monotonic() - opened >= LOGIN_TIMEOUT:
-                logger.warning(f"[LinkAI] no answer to the login within {LOGIN_TIMEOUT:g} s")
+            if not self._login_answered and time.monotonic() - opened >= self._login_timeout:
+                logger.warning(f"[LinkAI] no answer to the login within {self._login_timeout:g} s")
                 return
             if self.client_id and time.monotonic() - last_beat >= self.heartbeat_interval:
                 self._send_package({"type": "HEARTBEAT", "data": {"clientId": self.client_id}})
