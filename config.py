@@ -267,10 +267,13 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "gewechat_app_id": ("", "gewechat app id (channel not ported)."),
     "gewechat_callback_url": ("", "gewechat callback URL (channel not ported)."),
     # --- LinkAI
-    "use_linkai": (False, "Use LinkAI (bot and remote-config client)."),
+    "use_linkai": (False, "Use LinkAI: with linkai_api_key the LinkAI bot answers and the LinkAI client takes settings and messages pushed from the LinkAI console (README, LinkAI)."),
     "linkai_api_key": ("", "LinkAI API key."),
     "linkai_app_code": ("", "LinkAI app code."),
     "linkai_api_base": ("https://api.link-ai.tech", "LinkAI API root."),
+    "linkai_client_host": ("client.link-ai.tech", "LinkAI client (started with `use_linkai` and `linkai_api_key`): host of LinkAI's client service, which pushes settings and messages from the LinkAI console. Only a LinkAI domain (link-ai.tech, .chat, .pro, .cloud) or a loopback address (a local proxy, a test server): the API key is sent there. New."),
+    "linkai_client_port": (7071, "LinkAI client: TCP port of linkai_client_host. New."),
+    "linkai_client_reconnect_max": (60.0, "LinkAI client: longest wait in seconds between two attempts to reconnect (the wait starts at 1 s and doubles, with jitter). New."),
 }
 
 # Keys whose values the original's users write either way (ids as numbers or strings).
@@ -297,7 +300,7 @@ _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_sessio
 
 # Settings with a smallest sensible value.
 _MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
-            "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1}
+            "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1, "linkai_client_reconnect_max": 0.1}
 
 _NOT_NEGATIVE = ("wcf_rpc_timeout", "wechaty_retry_delay", "wechaty_heartbeat_interval", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "itchat_poll_timeout", "itchat_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",
                  "dify_read_timeout", "shutdown_timeout", "dingtalk_card_interval", "dingtalk_health_port")
@@ -366,11 +369,31 @@ def check_value(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"{setting} must be at least {_MINIMUM[key]}, got {value}")
     if key in _NOT_NEGATIVE and value < 0:
         raise ConfigError(f"{setting} must not be negative, got {value}")
+    if key == "linkai_client_port" and not 1 <= value <= 65535:
+        raise ConfigError(f"{setting} must be a TCP port (1-65535), got {value}")
+    if key == "linkai_client_host" and not is_linkai_client_host(value):
+        raise ConfigError(f"{setting} must be a LinkAI host (e.g. client.link-ai.tech) or a loopback address "
+                          f"such as 127.0.0.1, got {shown(value, 60)}: the LinkAI API key is sent to it")
     if key == "allowed_internal_hosts":
         for item in value:
             if not _is_host_entry(item):
                 raise ConfigError(f"{setting} must list host names, addresses or networks such as "
                                   f"10.0.0.0/8 (no scheme, port or path), got {json.dumps(item, ensure_ascii=False)[:60]}")
+
+
+# The domains the linkai SDK itself accepts (its check_host), and loopback for a local proxy or a test server.
+_LINKAI_DOMAIN = re.compile(r"^(.*\.)?(link-ai\.tech|link-ai\.chat|link-ai\.pro|link-ai\.cloud)$", re.IGNORECASE)
+
+
+def is_linkai_client_host(host: str) -> bool:
+    import ipaddress
+
+    if _LINKAI_DOMAIN.match(host) or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
@@ -859,6 +882,24 @@ def load_config(path: str | None = None) -> Config:
         set_debug(bool(config.get("debug")))
         logger.info(f"[INIT] load config from {chosen}: {settings_for_log(dict(config))}")
         return config
+
+
+def apply_setting(key: str, value: Any, source: str) -> None:
+    """Change one setting of the live config at run time (LinkAI pushes settings), checked
+    as a value of config.json is. Raises ConfigError, and the live value stays as it was,
+    when the key is unknown, the value is wrong or the command line forces the setting.
+    Like a change by #set commands, it lasts until the next reload (#reconf) or restart."""
+    if not isinstance(key, str) or key not in SETTINGS:
+        raise unknown_key_error(key, source)
+    what = f"setting '{key}' from {source}"
+    check_plain(value, what)
+    check_value(key, value, source)
+    with _load_lock:
+        if key in _command_line_settings:
+            raise ConfigError(f"{what} not applied: the command line sets it")
+        dict.__setitem__(config, key, value)
+        if key == "debug":
+            set_debug(bool(value))
 
 
 def settings_for_log(settings: dict) -> str:

@@ -312,6 +312,19 @@ class Godcmd(Plugin):
             admins = []
         return {"password": password, "admin_users": [a if isinstance(a, str) else str(a) for a in admins]}
 
+    def reload(self) -> None:
+        """Take the password and admins of the settings again (LinkAI pushes a password this
+        way). As in the original, an empty password keeps the running one; a password ends the
+        temporary one."""
+        settings = self._read_settings()
+        with self._lock:
+            if settings["password"]:
+                self.password = settings["password"]
+                self.temp_password = None
+            # Added, not replaced: users who passed #auth since the start stay admins.
+            self.admin_users.extend(a for a in settings["admin_users"] if a not in self.admin_users)
+        logger.info("[Godcmd] settings reloaded")
+
     def get_help_text(self, isadmin: bool = False, isgroup: bool = False, **kwargs) -> str:
         return get_help_text(isadmin, isgroup)
 

@@ -91,8 +91,8 @@ def test_linkai_client_never_raises(monkeypatch, caplog):
         os.sys.modules, "config", _fake_config_module({"use_linkai": True, "linkai_api_key": "k"})
     )
     with caplog.at_level("INFO", logger="log"):
-        linkai_client.start(None)
-    assert "not supported" in caplog.text
+        linkai_client.start(None)  # no channel, settings missing: logged, not raised
+    assert "client start failed" in caplog.text
 
     broken = types.ModuleType("config")
 
