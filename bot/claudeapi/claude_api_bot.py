@@ -28,6 +28,7 @@ Differences, on purpose:
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -161,7 +162,7 @@ def error_text(error: ClaudeError, model: str, base_setting: str, chinese: bool)
         zh, en = (f"连接不上 Claude 服务，请检查网络以及配置项 proxy 和 {base_setting}。",
                   f"Cannot reach the Claude service: check the network and the proxy and {base_setting} settings.")
     elif kind == TIMEOUT:
-        zh, en = ("Claude 响应超时，请稍后再试。", "Claude did not answer in time (request_timeout); please try again later.")
+        zh, en = ("Claude 响应超时（request_timeout），请稍后再试。", "Claude did not answer in time (request_timeout); please try again later.")
     elif kind == BROKEN:
         zh, en = ("Claude 的回答中途断开了，请再问一次。", "Claude's answer was cut off; please ask again.")
     else:  # EMPTY
@@ -341,7 +342,7 @@ class ClaudeAPIBot(Bot):
             request["system"] = system
         client = self.client()
         if conf().get("claude_stream", True):
-            answer = self._read_stream(client.messages.create(stream=True, **request), partial)
+            answer = self._read_stream(client.messages.create(stream=True, **request), partial, _request_timeout())
         else:
             response = client.messages.create(**request)
             text = "".join(getattr(block, "text", "") or "" for block in (response.content or []) if getattr(block, "type", "") == "text")
@@ -355,10 +356,22 @@ class ClaudeAPIBot(Bot):
         return answer
 
     @staticmethod
-    def _read_stream(stream: Any, partial: PartialAnswer | None) -> Answer:
+    def _read_stream(stream: Any, partial: PartialAnswer | None, total_seconds: float) -> Answer:
+        """The answer of a stream; ``total_seconds`` bounds the whole of it: a server that
+        trickles keeps every read within its timeout, so a timer closes the stream then
+        (the read in progress fails at once) and the user is told."""
         parts: list[str] = []
         answer = Answer("")
         finished = False
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            stream.close()
+
+        watchdog = threading.Timer(total_seconds, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             with stream:
                 for event in stream:
@@ -378,7 +391,11 @@ class ClaudeAPIBot(Bot):
                     elif kind == "message_stop":
                         finished = True
         except Exception as e:
+            if expired.is_set():
+                raise ClaudeError(TIMEOUT, f"not answered within request_timeout ({total_seconds:g} s)") from None
             raise _classify(e, answered=bool(parts)) from None
+        finally:
+            watchdog.cancel()
         if not finished:
             # The body ended cleanly but without message_stop: the answer may be incomplete.
             raise ClaudeError(BROKEN if parts else EMPTY, "the stream ended without message_stop")

@@ -16,13 +16,15 @@ Without a script the answer is ``echo: <last user text> (turns: <number of messa
 so a test sees the history that was sent. Scripts apply to the next request that passes
 the key check: ``push_answer(text)``, ``push_error(status, etype=None, message=None)``,
 ``push_broken_stream(text)`` (part of the answer, then the connection drops mid-chunk),
-``push_stream_error(text, etype)`` (part of the answer, then an ``error`` event).
+``push_stream_error(text, etype)`` (part of the answer, then an ``error`` event),
+``push_trickle(piece, every)`` (a stream that never ends).
 ``.requests`` records every request (path, headers, json).
 """
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +118,11 @@ class AnthropicServer:
     def push_broken_stream(self, text: str) -> None:
         self._push(_Action("broken", text=text))
 
+    def push_trickle(self, piece: str = ".", every: float = 0.2) -> None:
+        """A stream that never ends: one delta with ``piece`` every ``every`` seconds until the
+        client goes away or the server stops (a per-read timeout never fires)."""
+        self._push(_Action("trickle", text=piece, body=every))
+
     def push_stream_error(self, text: str, etype: str = "overloaded_error") -> None:
         self._push(_Action("stream_error", text=text, body=anthropic_error(529, etype)))
 
@@ -208,7 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         messages = body["messages"]
         text = action.text if action is not None else f"echo: {_text_of(messages[-1].get('content'))} (turns: {len(messages)})"
-        if action is not None and action.kind in ("broken", "stream_error"):
+        if action is not None and action.kind == "trickle":
+            self._trickle(action, model)
+        elif action is not None and action.kind in ("broken", "stream_error"):
             self._stream(text, model, action)
         elif body.get("stream"):
             self._stream(text, model, None)
@@ -235,6 +244,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event(self, name: str, payload: dict) -> None:
         self._chunk(f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode("utf-8"))
+
+    def _trickle(self, action: _Action, model: Any) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self._event("message_start", {"type": "message_start", "message": {
+            "id": "msg_sim", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 1}}})
+        while self.server_owner._httpd is not None:
+            self._event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": action.text}})
+            time.sleep(action.body)
 
     def _stream(self, text: str, model: Any, action: _Action | None) -> None:
         self.send_response(200)

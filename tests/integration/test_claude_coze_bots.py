@@ -162,3 +162,12 @@ def test_coze_poll_times_out(coze, settings):
     settings.update(coze_stream=False, coze_answer_timeout=1)
     server.polls_before_done = 1000
     assert bot.reply("slow", ctx("slow")).content == "Coze did not answer in time (coze_answer_timeout); please try again later."
+
+
+def test_claude_stream_that_never_ends_is_stopped_at_request_timeout(claude, settings):
+    bot, server = claude
+    settings["request_timeout"] = 1
+    server.push_trickle("la ", every=0.1)
+    reply = bot.reply("sing", ctx("sing"))
+    assert reply.content == "Claude did not answer in time (request_timeout); please try again later."
+    assert bot.reply("hello", ctx("hello")).content == "echo: hello (turns: 1)"
