@@ -117,7 +117,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "coze_api_base": ("https://api.coze.cn", "Coze API root: `https://api.coze.cn` (扣子, China) or `https://api.coze.com` (international)."),
     "coze_api_key": ("", "Coze personal access token (`pat_...`), sent as a bearer token to the v3 chat API."),
     "coze_bot_id": ("", "Coze bot id (the bot must be published as an API / Agent-as-API)."),
-    "coze_return_show_img": ("false", "Coze: also send the images of an answer (`true`/`false`); not ported: images stay as links in the text."),
+    "coze_return_show_img": ("false", "Coze: send the markdown images and file links of an answer as images and files (`true`/`false`); a failed download sends the link."),
     "coze_conversation_max_messages": (20, "Coze: user messages per conversation before a new one starts (0: never). Conversations are kept in the state store, so a restart continues them."),
     "coze_stream": (True, "Coze: ask for a streamed answer (shown growing on channels that can); false: create the chat and poll it (/v3/chat/retrieve, /v3/chat/message/list). New."),
     "coze_answer_timeout": (300, "Coze: most seconds one answer may take (streamed or polled), then the user is told. New."),

@@ -21,8 +21,10 @@ Differences, on purpose:
   once and Coze's conversation is the history.
 * Errors say what to fix (coze_api_key, coze_bot_id, coze_api_base ...) in the language
   of the question, instead of one generic ``error_reply`` text; the key never reaches the
-  log. Not ported: ``coze_return_show_img`` (images and files of an answer stay links in
-  its text) and image recognition through Coze's file upload.
+  log.
+* ``coze_return_show_img``: images and file links of an answer are sent as images and files
+  by the Dify bot's answer sender (bounded downloads, a failed one sends the link).
+  Not ported: image recognition through Coze's file upload.
 """
 from __future__ import annotations
 
@@ -82,6 +84,35 @@ def error_text(error: CozeError, chinese: bool) -> str:
     return in_language(zh, en, chinese)
 
 
+def _show_media() -> bool:
+    value = conf().get("coze_return_show_img")
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+class _CozeMedia:
+    """What bot.dify.answer.PartSender needs to fetch the images and files of an answer:
+    links are absolute (Coze's CDN) or relative to coze_api_base."""
+
+    image_max_bytes = 10 * 1024 * 1024
+    file_max_bytes = 50 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.api_base = str(conf().get("coze_api_base") or DEFAULT_API_BASE).rstrip("/")
+
+    def resolve_url(self, url: str) -> str:
+        url = (url or "").strip()
+        if url.startswith(("http://", "https://")):
+            return url
+        return self.api_base + ("" if url.startswith("/") else "/") + url
+
+    def download(self, url: str, max_bytes: int) -> tuple[bytes, str]:
+        from urllib.parse import urlsplit
+
+        from common import fetch
+
+        return fetch.fetch_bytes(url, max_bytes, extra_hosts=[urlsplit(self.api_base).hostname or ""])
+
+
 class ByteDanceCozeBot(Bot):
     """``self.sessions`` is what godcmd's ``#reset`` / ``#resetall`` clear."""
 
@@ -122,6 +153,12 @@ class ByteDanceCozeBot(Bot):
             return Reply(ReplyType.ERROR, error_text(CozeError(cc.EMPTY), chinese))
         logger.info("[COZE] answered session {} with {} characters in conversation {}".format(
             session_id, len(text), answer.conversation_id))
+        if _show_media() and context is not None:
+            # Markdown images and file links become IMAGE / FILE replies, as Dify's answers do.
+            from bot.dify.answer import PartSender
+
+            reply = PartSender(_CozeMedia(), context).send_and_return_last([("text", text)])
+            return reply or Reply(ReplyType.TEXT, text)
         return Reply(ReplyType.TEXT, text)
 
     def _ask(self, query: str, session: Any, partial: PartialAnswer | None) -> cc.CozeAnswer:

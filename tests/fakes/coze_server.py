@@ -10,7 +10,8 @@ Speaks what the Coze bot uses:
   not streamed: ``{"code": 0, "msg": "", "data": <chat in_progress>}``;
 * ``GET /v3/chat/retrieve?conversation_id&chat_id``: the chat, ``completed`` from the first
   retrieve on (``in_progress`` polls first when ``polls_before_done`` is set);
-* ``GET /v3/chat/message/list?conversation_id&chat_id``: ``{"code": 0, "data": [messages]}``.
+* ``GET /v3/chat/message/list?conversation_id&chat_id``: ``{"code": 0, "data": [messages]}``;
+* ``GET /files/<name>``: a file linked from an answer (a 1x1 PNG for ``.png``), no token.
 
 Errors have Coze's shape ``{"code", "msg", "detail": {"logid"}}``: a wrong token gets HTTP
 401 with code 4100; an unknown ``bot_id`` code 4200 naming ``bot_id``; an unknown
@@ -25,6 +26,7 @@ server lose them (a conversation Coze no longer knows). Scripts for the next cha
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import threading
@@ -37,6 +39,9 @@ from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_TOKEN = "pat_test"
 DEFAULT_BOT = "7400000000000000001"
+# A 1x1 PNG, what GET /files/<name>.png serves (images linked from an answer).
+PNG_1X1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
 
 def coze_error(code: int, msg: str) -> dict:
@@ -169,6 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         with owner._lock:
             owner.requests.append(Recorded(self.command, parts.path, query, {k.lower(): v for k, v in self.headers.items()}, body))
+        if parts.path.startswith("/files/") and self.command == "GET":
+            self._file(parts.path)  # a CDN link of an answer: no token
+            return
         auth = self.headers.get("Authorization", "")
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
         if owner.tokens and token not in owner.tokens:
@@ -297,6 +305,18 @@ class _Handler(BaseHTTPRequestHandler):
             {**base, "id": self.server_owner._new_id(), "type": "follow_up", "content": "Anything else?"},
         ]
         self._json(200, {"code": 0, "msg": "", "data": messages})
+
+    def _file(self, path: str) -> None:
+        if path.endswith(".png"):
+            data, ctype = PNG_1X1, "image/png"
+        else:
+            data, ctype = f"contents of {path}".encode("utf-8"), "application/octet-stream"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
 
     # -- writing
     def _json(self, status: int, payload: Any) -> None:

@@ -171,3 +171,29 @@ def test_claude_stream_that_never_ends_is_stopped_at_request_timeout(claude, set
     reply = bot.reply("sing", ctx("sing"))
     assert reply.content == "Claude did not answer in time (request_timeout); please try again later."
     assert bot.reply("hello", ctx("hello")).content == "echo: hello (turns: 1)"
+
+
+class SendingChannel(ShowingChannel):
+    def __init__(self):
+        super().__init__()
+        self.sent = []
+
+    def can_show_partial(self, context):
+        return False
+
+    def send(self, reply, context):
+        self.sent.append(reply)
+
+
+def test_coze_return_show_img_sends_the_images_of_an_answer(coze, settings):
+    bot, server = coze
+    settings["coze_return_show_img"] = "true"
+    server.push_answer("Here is a cat:\n\n![cat](/files/cat.png)\n\nAnything else?")
+    channel = SendingChannel()
+    reply = bot.reply("a cat", ctx("a cat", channel=channel))
+    kinds = [r.type for r in channel.sent] + [reply.type]
+    assert kinds == [ReplyType.TEXT, ReplyType.IMAGE, ReplyType.TEXT], kinds
+    assert channel.sent[1].content.read().startswith(b"\x89PNG")
+    settings["coze_return_show_img"] = "false"  # the original's default: the answer as it is
+    server.push_answer("![cat](/files/cat.png)")
+    assert bot.reply("again", ctx("again", channel=channel)).content == "![cat](/files/cat.png)"
