@@ -189,6 +189,9 @@ class CozeClient:
                     last_error = (data or {}).get("last_error") if isinstance(data, dict) else None
                     last_error = last_error if isinstance(last_error, dict) else {}
                     raise _failed(last_error, after_answer=bool(parts))
+                elif name == "conversation.chat.requires_action":
+                    raise CozeError(FAILED, "the chat requires_action (client-side tool outputs), which this bot cannot give",
+                                    after_answer=bool(parts))
                 elif name == "error":
                     error = error_of((data or {}).get("code") if isinstance(data, dict) else None,
                                      (data or {}).get("msg") if isinstance(data, dict) else event.data)
@@ -227,8 +230,12 @@ class CozeClient:
         status = chat.get("status")
         if status == "failed":
             raise _failed(chat.get("last_error") if isinstance(chat.get("last_error"), dict) else {})
+        if status == "requires_action":
+            # The bot waits for the caller's tool results (submit_tool_outputs): not something a chat
+            # user can give; the bot's tools must run on Coze's side.
+            raise CozeError(FAILED, "the chat requires_action (client-side tool outputs), which this bot cannot give")
         if status != "completed":
-            raise CozeError(BAD_RESPONSE, f"the chat ended with status {status!r} (requires_action is not supported)")
+            raise CozeError(BAD_RESPONSE, f"the chat ended with status {status!r}")
         messages = self._get_json("/v3/chat/message/list", query, deadline)
         if not isinstance(messages, list):
             raise CozeError(BAD_RESPONSE, "the message list is not a list")
