@@ -95,7 +95,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "claude_api_cookie": ("", "Legacy web Claude cookie (model `claude`: that web client is retired, start-up says so; use a `claude-3*` model or bot_type `claudeAPI`)."),
     "claude_uuid": ("", "Legacy web Claude organisation uuid (retired with it)."),
     "claude_api_key": ("", "Anthropic API key (bot `claudeAPI`: a `model` starting with `claude-3`, or bot_type `claudeAPI` for newer models such as claude-sonnet-4-5)."),
-    "claude_api_base": ("", "Anthropic API root for `claudeAPI` (a relay speaking the Messages API); empty: Anthropic's own. The original used open_ai_api_base, which is still read when this is empty and that one is not OpenAI's. New."),
+    "claude_api_base": ("", "Anthropic API root for `claudeAPI` (a relay speaking the Messages API; a trailing `/v1` is dropped, the client adds `/v1/messages`); empty: Anthropic's own. The original used open_ai_api_base, which is still read when this is empty and that one is not OpenAI's. New."),
     "claude_stream": (True, "`claudeAPI`: ask for a streamed answer (shown growing on channels that can; no idle cut-off on long answers); false: one JSON answer, for relays that cannot stream. New."),
     "claude_max_tokens": (4096, "`claudeAPI`: most tokens of one answer (the Messages API's max_tokens; the original sent 4096). New."),
     "qwen_access_key_id": ("", "Old Qwen SDK access key id."),

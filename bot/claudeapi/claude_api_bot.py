@@ -223,15 +223,22 @@ class Answer:
 # --- the bot -----------------------------------------------------------------------
 
 
+def _root(url: str) -> str:
+    # The client adds /v1/messages itself; a base written the OpenAI way (".../v1") would
+    # otherwise ask for /v1/v1/messages.
+    url = url.strip().rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
 def _api_base() -> tuple[str, str]:
     """(base URL, the setting it came from)."""
     own = str(conf().get("claude_api_base") or "").strip()
     if own:
-        return own.rstrip("/"), "claude_api_base"
+        return _root(own), "claude_api_base"
     shared = str(conf().get("open_ai_api_base") or "").strip()
     if shared and "api.openai.com" not in shared:
         # The original's way of pointing Claude at a relay.
-        return shared.rstrip("/"), "open_ai_api_base"
+        return _root(shared), "open_ai_api_base"
     return DEFAULT_API_BASE, "claude_api_base"
 
 

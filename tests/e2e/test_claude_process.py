@@ -16,7 +16,9 @@ MODEL_ID = "claude-3-5-sonnet-latest"  # what the original's short name is mappe
 def claude_config(folder, server, base_setting="claude_api_base", **more):
     settings = {
         "bot_type": "", "model": "claude-3-5-sonnet", "claude_api_key": KEY,
-        "character_desc": "You are a terse assistant.", base_setting: server.base_url,
+        "character_desc": "You are a terse assistant.",
+        # The original's relay addresses were written the OpenAI way, ending in /v1.
+        base_setting: server.base_url + ("/v1" if base_setting == "open_ai_api_base" else ""),
     }
     settings.update(more)
     return write_config(folder, **settings)
