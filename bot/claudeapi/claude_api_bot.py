@@ -17,6 +17,7 @@ Differences, on purpose:
   OpenAI's own address (sending Claude requests to api.openai.com never worked).
 * The answer is streamed (``claude_stream``, default on) and shown growing on channels
   that can show partial answers; ``claude_stream: false`` asks for one JSON answer.
+  ``request_timeout`` bounds the whole streamed answer, as for the OpenAI bot.
 * The history sent keeps Claude's rules: the system prompt goes apart (``system``),
   roles alternate starting with the user (two questions in a row, left by a failed
   turn of the original, are merged), and a failed turn leaves no question behind.
