@@ -84,7 +84,14 @@ class DifySessionManager:
 
     ``store`` overrides the daemon's store; without either, a MemoryStore of this
     manager is used (state then lasts as long as the process).
+
+    The Coze bot keeps its conversations the same way: a subclass sets its own
+    ``namespace``, ``max_messages_setting`` and log ``tag``.
     """
+
+    namespace = NAMESPACE
+    max_messages_setting = "dify_conversation_max_messages"
+    tag = "[DIFY]"
 
     def __init__(self, store: StateStore | None = None) -> None:
         self._explicit_store = store
@@ -112,10 +119,10 @@ class DifySessionManager:
         return float(expires) if expires and expires > 0 else None
 
     def _load(self, session_id: str) -> DifySession | None:
-        return DifySession.from_record(session_id, self.store.get(NAMESPACE, session_id))
+        return DifySession.from_record(session_id, self.store.get(self.namespace, session_id))
 
     def _save(self, session: DifySession) -> None:
-        self.store.put(NAMESPACE, session.session_id, session.to_record(), ttl=self._ttl())
+        self.store.put(self.namespace, session.session_id, session.to_record(), ttl=self._ttl())
 
     # -- the original's API ------------------------------------------------------------------
     def get_session(self, session_id: Any, user: str | None = None) -> DifySession:
@@ -145,28 +152,28 @@ class DifySessionManager:
     def clear_session(self, session_id: Any) -> None:
         """Forget the session: its next message starts a new Dify conversation."""
         with self._lock:
-            self.store.delete(NAMESPACE, str(session_id))
+            self.store.delete(self.namespace, str(session_id))
 
     def clear_all_session(self) -> None:
         with self._lock:
-            removed = self.store.clear(NAMESPACE)
-        logger.info(f"[DIFY] cleared {removed} session(s)")
+            removed = self.store.clear(self.namespace)
+        logger.info(f"{self.tag} cleared {removed} session(s)")
 
     def session_ids(self) -> list[str]:
-        return [key for key, _ in self.store.items(NAMESPACE)]
+        return [key for key, _ in self.store.items(self.namespace)]
 
     # -- one turn ----------------------------------------------------------------------------
     def begin_turn(self, session_id: Any, user: str) -> DifySession:
         """Load (or create) the session for a new user message, apply the message-count
         rule and store the result. Returns a snapshot to build the request from."""
         session_id = str(session_id)
-        limit = conf().get("dify_conversation_max_messages")
+        limit = conf().get(self.max_messages_setting)
         with self._lock:
             session = self._load(session_id) or DifySession(session_id, user=user)
             if session.user != user:
                 # Dify scopes conversations to their user: another user cannot continue it.
                 if session.conversation_id:
-                    logger.info(f"[DIFY] session {session_id}: Dify user changed from {session.user!r} to {user!r}, new conversation")
+                    logger.info(f"{self.tag} session {session_id}: user changed from {session.user!r} to {user!r}, new conversation")
                 session.user = user
                 session.conversation_id = ""
                 session.user_message_count = 0
@@ -186,7 +193,7 @@ class DifySessionManager:
         with self._lock:
             current = self._load(session.session_id)
             if current is None or current.epoch != session.epoch:
-                logger.debug(f"[DIFY] session {session.session_id} was reset meanwhile; conversation id not kept")
+                logger.debug(f"{self.tag} session {session.session_id} was reset meanwhile; conversation id not kept")
                 return
             if current.conversation_id:
                 return
