@@ -58,6 +58,33 @@ def vendor_error_fields(body: bytes) -> tuple[str, tuple[str, ...]]:
     return str(message)[:500], tuple(codes)
 
 
+def without_thinking(text: str) -> str:
+    """``text`` without the model's reasoning: whole <think>...</think> blocks, and an
+    unfinished one at the end (a streamed answer still inside it)."""
+    text = _THINK.sub("", text)
+    start = text.find("<think>")
+    return text[:start] if start >= 0 else text
+
+
+class _HideThinking:
+    """A PartialAnswer that shows the growing answer without the reasoning part."""
+
+    def __init__(self, partial: Any) -> None:
+        self._partial = partial
+
+    def show(self, text: str) -> None:
+        shown = without_thinking(text)
+        # A stream may stop in the middle of the opening tag ("<th"): not shown either.
+        for size in range(min(len(shown), 6), 0, -1):
+            if "<think>".startswith(shown[-size:]):
+                shown = shown[:-size]
+                break
+        self._partial.show(shown.lstrip())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._partial, name)
+
+
 class VendorChatBot(ChatGPTBot):
     """An OpenAI-compatible vendor; subclasses set ``preset``."""
 
@@ -113,10 +140,15 @@ class VendorChatBot(ChatGPTBot):
 
     # -- the answer
 
+    def _send(self, call: Any, read: Any):
+        if self.preset.strip_think and call.partial is not None and not isinstance(call.partial, _HideThinking):
+            call.partial = _HideThinking(call.partial)
+        return super()._send(call, read)
+
     def _read_chat(self, resp: Any, call: Any):
         answer = super()._read_chat(resp, call)
         if self.preset.strip_think and "<think>" in answer.content:
-            answer.content = _THINK.sub("", answer.content).strip() or answer.content
+            answer.content = without_thinking(answer.content).strip() or answer.content
         return answer
 
     def _status_error(self, status: int, body: bytes) -> ChatAPIError:
