@@ -82,6 +82,11 @@ CASES = {
                       "baidu_wenxin_api_base": base},
         "ernie-4.0-8k", "baidu_wenxin_api_key", "baidu_wenxin_api_base",
         sent_key="bce-v3/ALTAK-test/0123456789abcdef", system_prompt_sent=False),
+    "linkai": Case(
+        "linkai",
+        lambda base: {"model": "glm-4", "use_linkai": True, "linkai_api_key": KEY, "linkai_app_code": "Kv2fXJcH",
+                      "linkai_api_base": base[: -len("/v1")]},
+        "glm-4", "linkai_api_key", "linkai_api_base", extra={"app_code": "Kv2fXJcH"}),
 }
 
 
@@ -116,6 +121,7 @@ def test_vendor_answers_streamed_and_not_and_says_what_is_wrong(tmp_path, name):
             assert request.json["model"] == case.sent_model
             assert request.json["stream"] is True
             assert request.headers["authorization"] == f"Bearer {case.sent_key}"
+            assert {k: request.json.get(k) for k in case.extra} == case.extra
             roles = [m["role"] for m in request.messages]
             assert ("system" in roles) == case.system_prompt_sent
 

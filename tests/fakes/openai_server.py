@@ -92,6 +92,12 @@ _ERRORS = {
 }
 
 
+def openai_error(status: int, message: str | None = None, etype: str | None = None, code: str | None = None) -> dict:
+    default_type, default_code, default_message = _ERRORS.get(status, ("invalid_request_error", None, f"HTTP {status}"))
+    return {"error": {"message": message or default_message, "type": etype or default_type, "param": None, "code": code if code is not None else default_code}}
+
+
+
 @dataclass(frozen=True)
 class Vendor:
     """How one vendor's compatible API differs from OpenAI's (what the simulator imitates)."""
@@ -200,6 +206,16 @@ VENDORS: dict[str, Vendor] = {
         rejects=("frequency_penalty", "presence_penalty"),
         answer_extra={"code": 0, "message": "Success", "sid": "sim"},
     ),
+    # LinkAI's chat API reports errors in OpenAI's shape.
+    "linkai": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, openai_error(401, "Invalid API key", "invalid_request_error", "invalid_api_key")),
+            "model": (404, openai_error(404, "The model does not exist", "invalid_request_error", "model_not_found")),
+            "param": (400, openai_error(400)),
+            "quota": (429, openai_error(429, "You have insufficient credits.", "insufficient_quota", "insufficient_quota")),
+        },
+    ),
     "qianfan": Vendor(
         prefix="/v2",
         errors={
@@ -210,12 +226,6 @@ VENDORS: dict[str, Vendor] = {
         },
     ),
 }
-
-
-def openai_error(status: int, message: str | None = None, etype: str | None = None, code: str | None = None) -> dict:
-    default_type, default_code, default_message = _ERRORS.get(status, ("invalid_request_error", None, f"HTTP {status}"))
-    return {"error": {"message": message or default_message, "type": etype or default_type, "param": None, "code": code if code is not None else default_code}}
-
 
 class OpenAIServer:
     def __init__(self, api_keys: tuple[str, ...] | set[str] = (DEFAULT_KEY,), stream: bool = True, models: list[str] | None = None,
