@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from typing import Any
 
 from bot.chatgpt import chat_gpt_bot as base
 from bot.chatgpt.chat_gpt_bot import ChatAPIError, ChatGPTBot
