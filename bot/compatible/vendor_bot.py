@@ -90,6 +90,10 @@ class VendorChatBot(ChatGPTBot):
 
     preset: Preset
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._said_models: set[tuple[str, str]] = set()
+
     @classmethod
     def settings_problem(cls, settings: Any) -> str | None:
         return cls.preset.key_problem(settings)
@@ -112,8 +116,10 @@ class VendorChatBot(ChatGPTBot):
     def _chat_call(self, messages: list[dict], model: str, api_key: str, own_key: bool, overrides: dict | None = None):
         preset = self.preset
         sent_model = preset.model(conf(), model)
-        if sent_model != model:
-            logger.debug("[{}] model {} is sent as {}".format(preset.bot_type, model, sent_model))
+        if sent_model != model and (model, sent_model) not in self._said_models:
+            # Once per name: a retired or routing-only model name is not what the vendor gets.
+            self._said_models.add((model, sent_model))
+            logger.info("[{}] model '{}' is asked for as '{}' ({})".format(preset.bot_type, model, sent_model, preset.title))
         if not preset.keep_system_prompt(conf()):
             messages = [m for m in messages if m.get("role") != "system"]
         call = super()._chat_call(messages, sent_model, api_key, own_key, overrides)
