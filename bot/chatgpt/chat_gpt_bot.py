@@ -153,6 +153,9 @@ class _Call:
     target: str = ""  # the model or deployment, named in "not found"
     target_words: tuple[str, str] = ("模型", "Model")
     settings: str = "model, open_ai_api_base"  # what to check when it is not found
+    # The settings named in the key and address errors (a vendor preset names its own).
+    key_setting: str = "open_ai_api_key"
+    base_setting: str = "open_ai_api_base"
     progress: dict[str, bool] = field(default_factory=dict)
     partial: Any = None  # a PartialAnswer when the channel shows the answer growing
 
@@ -237,24 +240,26 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
     """The short message the user gets for ``error``."""
     kind = error.kind
     status = error.status or ""
+    # What the service said: the HTTP status, or (an error inside a 200 answer) its own code.
+    said = error.status or error.code
     image = call.purpose == "image"
     if kind == AUTH:
         if call.own_key:
             zh, en = ("你设置的 API Key 无效（401），请用 #set_openai_api_key 重新设置。",
                       "Your own API key was rejected (401): set it again with #set_openai_api_key.")
         else:
-            zh, en = ("API Key 无效（401），请检查配置项 open_ai_api_key。",
-                      "The API key was rejected (401): check the open_ai_api_key setting.")
+            zh, en = (f"API Key 无效（{said or 401}），请检查配置项 {call.key_setting}。",
+                      f"The API key was rejected ({said or 401}): check the {call.key_setting} setting.")
     elif kind == NOT_FOUND:
         word_zh, word_en = call.target_words
-        zh = f"找不到{word_zh}“{call.target}”或接口地址（404），请检查配置项 {call.settings}。"
-        en = f"{word_en} '{call.target}' or its API address not found (404): check {call.settings}."
+        zh = f"找不到{word_zh}“{call.target}”或接口地址（{said or 404}），请检查配置项 {call.settings}。"
+        en = f"{word_en} '{call.target}' or its API address not found ({said or 404}): check {call.settings}."
     elif kind == FORBIDDEN:
         zh, en = ("模型服务拒绝访问（403），请检查账号权限或所在地区是否可用。",
                   "The model service denied access (403): check the account's permissions and region.")
     elif kind == QUOTA:
-        zh, en = ("API 额度已用完（429），请检查账户余额。",
-                  "The API quota is used up (429): check the account's billing.")
+        zh, en = (f"API 额度已用完（{said or 429}），请检查账户余额。",
+                  f"The API quota is used up ({said or 429}): check the account's billing.")
     elif kind == RATE_LIMITED:
         zh, en = ("模型服务限流了（429），请稍后再问我吧。",
                   "The model service is rate limiting requests (429); please try again later.")
@@ -272,16 +277,16 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
         zh, en = (f"模型服务暂时不可用（HTTP {status}），请稍后再试。",
                   f"The model service is unavailable right now (HTTP {status}); please try again later.")
     elif kind == CONNECTION:
-        zh, en = ("连接不上模型服务，请检查网络以及配置项 proxy 和 open_ai_api_base。",
-                  "Cannot reach the model service: check the network and the proxy and open_ai_api_base settings.")
+        zh, en = (f"连接不上模型服务，请检查网络以及配置项 proxy 和 {call.base_setting}。",
+                  f"Cannot reach the model service: check the network and the proxy and {call.base_setting} settings.")
     elif kind == TIMEOUT:
         zh, en = ("模型服务响应超时，请稍后再试。",
                   "The model service did not answer in time (request_timeout); please try again later.")
     elif kind == BROKEN:
         zh, en = ("回答中途断开了，请再问一次。", "The answer was cut off; please ask again.")
     elif kind == BAD_URL:
-        zh, en = ("配置项 open_ai_api_base 不是有效的地址（应以 http:// 或 https:// 开头）。",
-                  "The open_ai_api_base setting is not a valid URL (it must start with http:// or https://).")
+        zh, en = (f"配置项 {call.base_setting} 不是有效的地址（应以 http:// 或 https:// 开头）。",
+                  f"The {call.base_setting} setting is not a valid URL (it must start with http:// or https://).")
     elif kind == BAD_PROXY:
         zh, en = ("配置项 proxy 无法使用（应为 http://主机:端口；socks5 代理需要安装 PySocks）。",
                   "The proxy setting cannot be used (expected http://host:port; a socks5 proxy needs PySocks installed).")
@@ -290,8 +295,8 @@ def error_text(error: ChatAPIError, call: _Call, chinese: bool) -> str:
     elif kind == TOO_LARGE:
         zh, en = ("模型的回答太大，无法显示，请让回答短一些。", "The model's answer was too large to show; please ask for a shorter one.")
     elif kind == BAD_RESPONSE:
-        zh, en = ("模型服务返回了无法识别的内容，请检查配置项 open_ai_api_base 是否指向 OpenAI 兼容接口。",
-                  "The model service answered something that is not an OpenAI-style response: check that open_ai_api_base points to an OpenAI-compatible API.")
+        zh, en = (f"模型服务返回了无法识别的内容，请检查配置项 {call.base_setting} 是否指向 OpenAI 兼容接口。",
+                  f"The model service answered something that is not an OpenAI-style response: check that {call.base_setting} points to an OpenAI-compatible API.")
     else:  # UPSTREAM and anything new
         zh, en = ("模型服务返回了错误，请稍后再试。", "The model service returned an error; please try again later.")
     return in_language(zh, en, chinese)
@@ -387,9 +392,9 @@ class ChatGPTBot(Bot):
         with self.sessions.lock_for(session):
             question = _find_question(session, query)
             messages = [dict(m) for m in session.messages]
-        own_key = context.get("openai_api_key") if context is not None else None
+        api_key, own_key = self._chat_key(context)
         model = (context.get("gpt_model") if context is not None else None) or conf().get("model") or const.GPT35
-        call = self._chat_call(messages, model, own_key or conf().get("open_ai_api_key") or "", bool(own_key))
+        call = self._chat_call(messages, model, api_key, own_key)
         call.partial = PartialAnswer.for_context(context)
         try:
             answer = self._send(call, self._read_chat)
@@ -440,7 +445,8 @@ class ChatGPTBot(Bot):
         chinese = is_chinese(_text_of(last_user.get("content")))
         if not self._take_token("chat", "rate_limit_chatgpt"):
             return {"completion_tokens": 0, "content": in_language(*_BUSY, chinese)}
-        call = self._chat_call(messages, model, api_key or conf().get("open_ai_api_key") or "", bool(api_key), args)
+        configured, _ = self._chat_key(None)
+        call = self._chat_call(messages, model, api_key or configured, bool(api_key), args)
         try:
             answer = self._send(call, self._read_chat)
         except ChatAPIError as e:
@@ -462,6 +468,22 @@ class ChatGPTBot(Bot):
         call = _Call("chat", "", {}, payload, api_key=api_key, own_key=own_key, target=model)
         self._chat_endpoint(call)
         return call
+
+    def _chat_key(self, context: Context | None) -> tuple[str, bool]:
+        """(the key of a chat request, whether it is the user's own one from #set_openai_api_key)."""
+        own_key = context.get("openai_api_key") if context is not None else None
+        return (own_key or conf().get("open_ai_api_key") or "", bool(own_key))
+
+    def _answer_error(self, data: dict, raw: bytes, after_answer: bool = False) -> ChatAPIError | None:
+        """The error an answer (a JSON answer or one stream event) reports with HTTP 200, or None."""
+        if data.get("error"):
+            message, _, code = _error_fields(raw)
+            return ChatAPIError(UPSTREAM, message, code=code, after_answer=after_answer)
+        return None
+
+    def _status_error(self, status: int, body: bytes) -> ChatAPIError:
+        """The error of an HTTP error answer (a vendor preset reads its own codes)."""
+        return _status_error(status, body)
 
     def _chat_endpoint(self, call: _Call) -> None:
         """Fill in the URL, the auth header and the not-found hints of a chat call."""
@@ -500,9 +522,9 @@ class ChatGPTBot(Bot):
             if len(body) > MAX_ANSWER_BYTES:
                 raise ChatAPIError(BAD_RESPONSE, "answer larger than {} bytes".format(MAX_ANSWER_BYTES))
         data = _parse_json(bytes(body))
-        if data.get("error"):
-            message, _, code = _error_fields(bytes(body))
-            raise ChatAPIError(UPSTREAM, message, code=code)
+        error = self._answer_error(data, bytes(body))
+        if error is not None:
+            raise error
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise ChatAPIError(BAD_RESPONSE, "no choices in " + bytes(body[:300]).decode("utf-8", "replace"))
@@ -537,9 +559,9 @@ class ChatGPTBot(Bot):
             if not isinstance(chunk, dict):
                 continue
             recognised += 1
-            if chunk.get("error"):
-                message, _, code = _error_fields(data.encode("utf-8"))
-                raise ChatAPIError(UPSTREAM, message, code=code, after_answer=bool(parts))
+            error = self._answer_error(chunk, data.encode("utf-8"), after_answer=bool(parts))
+            if error is not None:
+                raise error
             for choice in chunk.get("choices") or []:
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
@@ -725,7 +747,7 @@ class ChatGPTBot(Bot):
                 body = b""
             finally:
                 resp.close()
-            raise _status_error(resp.status_code, body)
+            raise self._status_error(resp.status_code, body)
         return resp
 
     def _take_token(self, name: str, setting: str) -> bool:

@@ -52,6 +52,9 @@ class LinkAIBot(ChatGPTBot, OpenAIImage):
         call.api_key = key
         call.headers = {"Authorization": f"Bearer {key}"} if key else {}
         call.settings = "linkai_api_key, linkai_app_code, linkai_api_base"
+        # The key and address errors name LinkAI's settings, not OpenAI's.
+        call.key_setting = "linkai_api_key"
+        call.base_setting = "linkai_api_base"
 
     def _chat_endpoint(self, call: Any) -> None:
         call.url = _linkai_base() + "/v1/chat/completions"

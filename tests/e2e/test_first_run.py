@@ -81,10 +81,11 @@ def test_terminal_stdout_is_the_conversation_and_logs_go_to_stderr_and_run_log(t
         ({"model": "gpt-4o"},
          "config error: setting 'open_ai_api_key' is empty: put your OpenAI API key in it "
          "(or point open_ai_api_base at a server that needs no key)"),
-        ({"model": "qwen"},
-         "start-up failed: bot 'qwen' is not available in this version (chosen by the setting 'model')"),
-        ({"bot_type": "xunfei"},
-         "start-up failed: bot 'xunfei' is not available in this version (chosen by the setting 'bot_type')"),
+        # The original's cookie-based web Claude (model / bot_type `claude`) is not ported.
+        ({"model": "claude"},
+         "start-up failed: bot 'claude' is not available in this version (chosen by the setting 'model')"),
+        ({"bot_type": "claude"},
+         "start-up failed: bot 'claude' is not available in this version (chosen by the setting 'bot_type')"),
         ({"bot_type": "linkai", "open_ai_api_key": "sk-not-what-linkai-needs"},
          "config error: setting 'linkai_api_key' is empty: put your LinkAI API key in it"),
     ],

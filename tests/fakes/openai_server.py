@@ -31,6 +31,14 @@ gets 401 with OpenAI's body ``{"error": {"message", "type", "code"}}``. An
 empty set turns the check off. ``models``: when set, other models get 404
 ``model_not_found``. ``.requests`` records every request (method, path,
 query, headers, json, proxied).
+
+``vendor``: one of ``VENDORS`` (deepseek, moonshot, zhipu, qwen, minimax,
+modelscope, gemini, xunfei, qianfan) makes the server behave as that vendor's
+OpenAI-compatible API does where it differs from OpenAI's: its path prefix
+(``base_url`` includes it; other paths get 404), the request fields it refuses
+(400 in its own error shape), its way of saying "wrong key", "unknown model" and
+"no balance" (status and body, some inside an HTTP 200 answer), and the extra
+fields of its answers. ``push_vendor_error("quota")`` scripts the last one.
 """
 from __future__ import annotations
 
@@ -89,8 +97,140 @@ def openai_error(status: int, message: str | None = None, etype: str | None = No
     return {"error": {"message": message or default_message, "type": etype or default_type, "param": None, "code": code if code is not None else default_code}}
 
 
+
+@dataclass(frozen=True)
+class Vendor:
+    """How one vendor's compatible API differs from OpenAI's (what the simulator imitates)."""
+
+    prefix: str  # the path before /chat/completions
+    # kind ("auth", "model", "param", "quota") -> (HTTP status, body)
+    errors: dict
+    rejects: tuple[str, ...] = ()  # request fields answered with errors["param"]
+    # The interval temperature and top_p must be in, as written in the vendor's docs:
+    # "[0,1]", "(0,1)" or "(0,1]"; outside it: errors["param"]
+    sampling: str | None = None
+    answer_extra: dict = field(default_factory=dict)  # merged into every answer and chunk
+    think: bool = False  # the answer starts with the model's <think>...</think>
+
+
+def _gemini_error(status: int, state: str, message: str, reason: str | None = None) -> list:
+    error = {"code": status, "message": message, "status": state}
+    if reason:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"}]
+    return [{"error": error}]
+
+
+VENDORS: dict[str, Vendor] = {
+    "deepseek": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, {"error": {"message": "Authentication Fails, Your api key: ****test is invalid", "type": "authentication_error", "param": None, "code": "invalid_request_error"}}),
+            "model": (400, {"error": {"message": "Model Not Exist", "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}}),
+            "param": (400, {"error": {"message": "logprobs is not supported", "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}}),
+            "quota": (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error", "param": None, "code": "invalid_request_error"}}),
+        },
+        rejects=("logprobs", "top_logprobs"),
+    ),
+    "moonshot": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, {"error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}}),
+            "model": (404, {"error": {"message": "Not found the model or Permission denied", "type": "resource_not_found_error"}}),
+            "param": (400, {"error": {"message": "temperature must be in [0, 1]", "type": "invalid_request_error"}}),
+            "quota": (429, {"error": {"message": "Your account is suspended, please check your plan and billing details", "type": "exceeded_current_quota_error"}}),
+        },
+        sampling="[0,1]",
+    ),
+    "zhipu": Vendor(
+        prefix="/api/paas/v4",
+        errors={
+            "auth": (401, {"error": {"code": "1000", "message": "身份验证失败。"}}),
+            "model": (400, {"error": {"code": "1211", "message": "模型不存在，请检查模型代码。"}}),
+            "param": (400, {"error": {"code": "1214", "message": "frequency_penalty 参数非法。请检查文档。"}}),
+            "quota": (429, {"error": {"code": "1113", "message": "您的账户已欠费，请充值后重试。"}}),
+        },
+        rejects=("frequency_penalty", "presence_penalty"),
+        sampling="(0,1)",
+    ),
+    "qwen": Vendor(
+        prefix="/compatible-mode/v1",
+        errors={
+            "auth": (401, {"error": {"message": "Incorrect API key provided. ", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}, "request_id": "sim"}),
+            "model": (404, {"error": {"message": "The model `x` does not exist or you do not have access to it.", "type": "invalid_request_error", "param": None, "code": "model_not_found"}, "request_id": "sim"}),
+            "param": (400, {"error": {"message": "<400> InternalError.Algo.InvalidParameter", "type": "invalid_request_error", "param": None, "code": "invalid_parameter_error"}}),
+            "quota": (400, {"error": {"message": "Access denied, please make sure your account is in good standing.", "type": "Arrearage", "param": None, "code": "Arrearage"}, "request_id": "sim"}),
+        },
+    ),
+    "minimax": Vendor(
+        prefix="/v1",
+        # MiniMax reports these with HTTP 200 and a base_resp.
+        errors={
+            "auth": (200, {"id": "", "choices": None, "base_resp": {"status_code": 1004, "status_msg": "login fail: Please carry the API secret key in the 'Authorization' field of the request header"}}),
+            "model": (200, {"id": "", "choices": None, "base_resp": {"status_code": 2013, "status_msg": "invalid params, unknown model 'x'"}}),
+            "param": (200, {"id": "", "choices": None, "base_resp": {"status_code": 2013, "status_msg": "invalid params, temperature must be in (0, 1]"}}),
+            "quota": (200, {"id": "", "choices": None, "base_resp": {"status_code": 1008, "status_msg": "insufficient balance"}}),
+        },
+        rejects=("frequency_penalty", "presence_penalty"),
+        sampling="(0,1]",
+        answer_extra={"base_resp": {"status_code": 0, "status_msg": ""}},
+        think=True,
+    ),
+    "modelscope": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, {"errors": {"message": "Invalid API key or not authorized."}, "request_id": "sim"}),
+            "model": (400, {"errors": {"message": "Model not found or not supported for API-Inference."}, "request_id": "sim"}),
+            "param": (400, {"errors": {"message": "Invalid parameter: temperature"}, "request_id": "sim"}),
+            "quota": (429, {"errors": {"message": "You have exceeded today's quota for API-Inference."}, "request_id": "sim"}),
+        },
+        sampling="[0,1]",
+    ),
+    "gemini": Vendor(
+        prefix="/v1beta/openai",
+        errors={
+            "auth": (400, _gemini_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")),
+            "model": (404, _gemini_error(404, "NOT_FOUND", "models/x is not found for API version v1main, or is not supported for generateContent.")),
+            "param": (400, _gemini_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unknown name \"frequency_penalty\": Cannot find field.")),
+            "quota": (429, _gemini_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details.")),
+        },
+        rejects=("frequency_penalty", "presence_penalty"),
+    ),
+    "xunfei": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, {"message": "HMAC signature cannot be verified, a valid date or x-date header is required for HMAC Authentication"}),
+            "model": (200, {"code": 10404, "message": "domain not found or not authorized", "sid": "sim"}),
+            "param": (200, {"code": 10005, "message": "frequency_penalty is not a valid parameter", "sid": "sim"}),
+            "quota": (200, {"code": 11200, "message": "AppIdNoAuthError:(11200)auth no license", "sid": "sim"}),
+        },
+        rejects=("frequency_penalty", "presence_penalty"),
+        answer_extra={"code": 0, "message": "Success", "sid": "sim"},
+    ),
+    # LinkAI's chat API reports errors in OpenAI's shape.
+    "linkai": Vendor(
+        prefix="/v1",
+        errors={
+            "auth": (401, openai_error(401, "Invalid API key", "invalid_request_error", "invalid_api_key")),
+            "model": (404, openai_error(404, "The model does not exist", "invalid_request_error", "model_not_found")),
+            "param": (400, openai_error(400)),
+            "quota": (429, openai_error(429, "You have insufficient credits.", "insufficient_quota", "insufficient_quota")),
+        },
+    ),
+    "qianfan": Vendor(
+        prefix="/v2",
+        errors={
+            "auth": (401, {"error": {"code": "invalid_iam_token", "message": "IAM Certification failed", "type": "invalid_request_error"}, "id": "sim"}),
+            "model": (400, {"error": {"code": "invalid_model", "message": "model not found, please check the model name", "type": "invalid_request_error"}, "id": "sim"}),
+            "param": (400, {"error": {"code": "invalid_argument", "message": "system message is not allowed", "type": "invalid_request_error"}, "id": "sim"}),
+            "quota": (400, {"error": {"code": "insufficient_quota", "message": "you have no quota left", "type": "invalid_request_error"}, "id": "sim"}),
+        },
+    ),
+}
+
 class OpenAIServer:
-    def __init__(self, api_keys: tuple[str, ...] | set[str] = (DEFAULT_KEY,), stream: bool = True, models: list[str] | None = None):
+    def __init__(self, api_keys: tuple[str, ...] | set[str] = (DEFAULT_KEY,), stream: bool = True, models: list[str] | None = None,
+                 vendor: str | None = None):
+        self.vendor = VENDORS[vendor] if vendor else None
         self.api_keys = set(api_keys)
         self.stream = stream
         self.models = set(models) if models else None
@@ -141,8 +281,8 @@ class OpenAIServer:
 
     @property
     def base_url(self) -> str:
-        """What ``open_ai_api_base`` should be."""
-        return self.root_url + "/v1"
+        """What ``open_ai_api_base`` (or the vendor's base setting) should be."""
+        return self.root_url + (self.vendor.prefix if self.vendor else "/v1")
 
     # -- scripting
     def push_answer(self, text: str, usage: dict | None = None) -> None:
@@ -158,6 +298,12 @@ class OpenAIServer:
         """A stream that never ends: one delta with ``piece`` every ``every`` seconds until
         the client goes away or the server stops (per-read timeouts never fire)."""
         self._push(_Action("trickle", text=piece, seconds=every))
+
+    def push_vendor_error(self, kind: str) -> None:
+        """The vendor's own answer for ``kind`` ("auth", "model", "param", "quota")."""
+        assert self.vendor is not None, "push_vendor_error needs a vendor"
+        status, body = self.vendor.errors[kind]
+        self._push(_Action("error", status=status, body=body))
 
     def push_broken_stream(self, text: str) -> None:
         self._push(_Action("broken", text=text))
@@ -231,6 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             auth = self.headers.get("Authorization", "")
             key = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        if server.vendor is not None:
+            self._as_vendor(server.vendor, path, key, body)
+            return
         if server.api_keys and key not in server.api_keys:
             if azure:
                 body401 = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
@@ -287,6 +436,57 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(text, model, usage)
         else:
             self._send_json(200, self._completion(text, model, usage))
+
+    def _as_vendor(self, vendor: Vendor, path: str, key: str, body: Any) -> None:
+        server = self.owner
+        if path != vendor.prefix + "/chat/completions":
+            self._send_json(404, {"error": {"message": f"no route for {path}"}})
+            return
+        if server.api_keys and key not in server.api_keys:
+            self._send_raw(*vendor.errors["auth"])
+            return
+        if not isinstance(body, dict):
+            self._send_json(400, {"error": {"message": "body is not JSON"}})
+            return
+        action = server._next_action()
+        if action is not None and action.kind == "error":
+            self._send_raw(action.status, action.body)
+            return
+        model = body.get("model")
+        if server.models is not None and model not in server.models:
+            self._send_raw(*vendor.errors["model"])
+            return
+        if any(name in body for name in vendor.rejects) or not self._sampling_ok(vendor, body):
+            self._send_raw(*vendor.errors["param"])
+            return
+        text = action.text if action is not None and action.kind == "answer" else self._echo(body)
+        usage = action.usage if action is not None else None
+        if vendor.think:
+            text = "<think>The user wants an answer.</think>\n\n" + text
+        if action is not None and action.kind == "broken":
+            self._stream(text, model, usage, broken=True)
+        elif body.get("stream") and server.stream:
+            self._stream(text, model, usage, extra=vendor.answer_extra)
+        else:
+            self._send_json(200, {**self._completion(text, model, usage), **vendor.answer_extra})
+
+    @staticmethod
+    def _sampling_ok(vendor: Vendor, body: dict) -> bool:
+        if vendor.sampling is None:
+            return True
+        interval = vendor.sampling
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        for name in ("temperature", "top_p"):
+            value = body.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)):
+                return False
+            above = value > low if interval[0] == "(" else value >= low
+            below = value < high if interval[-1] == ")" else value <= high
+            if not (above and below):
+                return False
+        return True
 
     @staticmethod
     def _echo(body: dict) -> str:
@@ -351,13 +551,13 @@ class _Handler(BaseHTTPRequestHandler):
             if self.owner._stopping.wait(action.seconds):
                 return
 
-    def _stream(self, text: str, model: Any, usage: dict | None, broken: bool = False) -> None:
+    def _stream(self, text: str, model: Any, usage: dict | None, broken: bool = False, extra: dict | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Connection", "close")
         self.end_headers()
-        base = {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        base = {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, **(extra or {})}
         self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         size = max(1, self.owner.chunk_size)
         for start in range(0, len(text), size):
