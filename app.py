@@ -198,6 +198,17 @@ def _check_bot() -> None:
         raise StartupError(f"{e} (chosen by the setting '{setting}')") from None
 
 
+def _check_voice() -> None:
+    """Stop start-up when a speech engine in use is missing or cannot do its job (see
+    voice/startup_check.py); its missing credentials are only logged."""
+    from bridge.bridge import route
+    from voice.startup_check import voice_startup_problems
+
+    problems = voice_startup_problems(conf(), route())
+    if problems:
+        raise StartupError("; ".join(problems))
+
+
 def _check_bot_settings() -> None:
     """Stop start-up when a setting the chat bot needs (an API key) is missing; run once the
     plugins are loaded: a plugin that gives each group or chat its own app (custom_dify_app)
@@ -316,6 +327,7 @@ def run(argv: list[str] | None = None) -> int:
             forced.update(_start_sandbox())
             set_command_line_settings(forced)
         _check_bot()
+        _check_voice()
         _open_state(args)
         if args.plugins_dir:
             from plugins import PluginManager
