@@ -16,6 +16,8 @@ Microsoft Edge read-aloud service that edge-tts speaks, on one ``websockets`` se
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 from typing import Any
@@ -70,11 +72,19 @@ class SpeechWsServer:
             if query.get("TrustedClientToken") != "6A5AA1D4EAFF4E9FB37E23D68491D6F4" or len(query.get("Sec-MS-GEC", "")) < 64:
                 return self._refuse(403, "forbidden")
             return None
-        from voice.xunfei.xunfei_voice import signed_url  # the vendor's algorithm, recomputed from the secret
-
+        # iFlytek's check, written from its documentation (not the product's code): the
+        # authorization is base64 of api_key="..", algorithm="hmac-sha256", headers="host date
+        # request-line", signature="base64(HMAC-SHA256(secret, 'host: H\ndate: D\nGET P HTTP/1.1'))".
         host = request.headers.get("Host", "")
-        expected = signed_url(f"ws://{host}{parts.path}", self.api_key, self.api_secret, query.get("date"))
-        if query.get("host") != host or parse_qs(urlsplit(expected).query)["authorization"][0] != query.get("authorization"):
+        try:
+            fields = dict(part.strip().split("=", 1) for part in
+                          base64.b64decode(query.get("authorization", "")).decode().split(","))
+        except ValueError:
+            return self._refuse(401, "authorization is malformed")
+        origin = f"host: {host}\ndate: {query.get('date', '')}\nGET {parts.path} HTTP/1.1"
+        digest = base64.b64encode(hmac.new(self.api_secret.encode(), origin.encode(), hashlib.sha256).digest()).decode()
+        if (fields.get("api_key") != f'"{self.api_key}"' or fields.get("signature") != f'"{digest}"'
+                or fields.get("headers") != '"host date request-line"' or query.get("host") != host):
             return self._refuse(401, "HMAC signature does not match")
         return None
 
