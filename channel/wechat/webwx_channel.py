@@ -36,6 +36,7 @@ from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.reply_media import read_reply_media, with_extension
+from channel.login_qr import LOGIN_QRS
 from channel.wechat.ilink_login import show_qr
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
 from channel.wechat.webwx_api import (QR_LINK, LoggedOut, LoginInfo, MediaTooLarge, WebWxClient, WebWxError,
@@ -171,6 +172,8 @@ class WebWxChannel(ChatChannel):
         self._take_failures: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._lock: InstanceLock | None = None
+        # Before any channel starts: a web page of this daemon then knows to look for the QR.
+        LOGIN_QRS.expect("wx")
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -285,10 +288,16 @@ class WebWxChannel(ChatChannel):
                 logger.error(f"[wx] no login QR from WeChat: {e}")
                 self._stopping.wait(self._backoff(shown + 1))
                 continue
-            path = show_qr(QR_LINK.format(uuid=uuid))
+            path, png = show_qr(QR_LINK.format(uuid=uuid))
+            if png:
+                LOGIN_QRS.show("wx", png)
             logger.info(f"[wx] scan the QR with WeChat to log in to web WeChat (shown in the terminal, saved as {path})")
-            if self._wait_confirm(client, uuid, shown=True, wait=QR_WAIT):
-                return True
+            try:
+                if self._wait_confirm(client, uuid, shown=True, wait=QR_WAIT):
+                    return True
+            finally:
+                # Expired, replaced, confirmed or given up: a page must not show it any more.
+                LOGIN_QRS.withdraw("wx")
             if shown < QR_REFRESHES and not self._stopping.is_set():
                 logger.info("[wx] showing a new login QR")
         return False
