@@ -872,6 +872,8 @@ class WebChannel(ChatChannel):
         finally:
             with box.lock:
                 box.waiters.pop(event, None)
+                if not box.waiters:  # the last page went: what it had not written is in the store
+                    box.events = ()
 
     async def _media(self, request: Request) -> Response:
         user_id = request.path_params["user_id"]
