@@ -77,11 +77,12 @@ _TEXTS: dict[tuple[str | None, str], tuple[str, str]] = {
 class SpeechError(Exception):
     """A failed speech call. ``kind`` picks the user text; the message is for the log."""
 
-    def __init__(self, kind: str, detail: str, status: int | None = None):
+    def __init__(self, kind: str, detail: str, status: int | None = None, setting: str = ""):
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.status = status
+        self.setting = setting  # for no_key: the empty setting
 
 
 def kind_of_status(status: int, body: str = "") -> str:
@@ -238,12 +239,14 @@ def _remove(paths: list[str]) -> None:
 
 
 class HttpVoice(Voice):
-    """An engine that calls a vendor over HTTP. Subclasses set ENGINE (the name users see) and
-    SETTINGS (the settings a failure points to, key first) and implement ``transcribe`` and
-    ``synthesize``; ``api_key`` returns the key (empty: the no_key answer, nothing sent)."""
+    """An engine that calls a vendor over HTTP. Subclasses set ENGINE (the name users see),
+    SETTINGS (the settings a refusal points to, key first) and LOGGED (more settings the log
+    shows) and implement ``transcribe`` and ``synthesize``; ``api_key`` returns the key (empty:
+    the no_key answer, nothing sent)."""
 
     ENGINE = ""
     SETTINGS: tuple[str, ...] = ()
+    LOGGED: tuple[str, ...] = ()
 
     def api_key(self) -> str:
         return setting(self.SETTINGS[0]) if self.SETTINGS else ""
@@ -258,14 +261,14 @@ class HttpVoice(Voice):
     def describe(self) -> str:
         """The settings behind a request, for the log (key masked)."""
         parts = []
-        for name in self.SETTINGS:
+        for name in self.SETTINGS + self.LOGGED:
             value = setting(name)
             parts.append(f"{name}={mask_secret(value, name) if 'key' in name and value else mask_urls(value) or '<empty>'}")
         return ", ".join(parts)
 
-    def user_text(self, operation: str, kind: str, chinese: bool | None) -> str:
+    def user_text(self, operation: str, kind: str, chinese: bool | None, missing: str = "") -> str:
         zh, en = _TEXTS.get((operation, kind)) or _TEXTS.get((None, kind)) or _TEXTS[(operation, "failed")]
-        fill = {"engine": self.ENGINE, "settings": ", ".join(self.SETTINGS)}
+        fill = {"engine": self.ENGINE, "settings": missing or ", ".join(self.SETTINGS)}
         return in_language(zh.format(**fill), en.format(**fill), chinese)
 
     def voiceToText(self, voice_file: str, user: str | None = None) -> Reply:
@@ -274,11 +277,11 @@ class HttpVoice(Voice):
         tag = f"[{self.ENGINE}Voice]"
         try:
             if not self.api_key():
-                raise SpeechError("no_key", f"{self.SETTINGS[0]} is empty")
+                raise SpeechError("no_key", f"{self.SETTINGS[0]} is empty", setting=self.SETTINGS[0])
             text = self.transcribe(voice_file, scratch)
         except SpeechError as e:
             logger.error(f"{tag} voiceToText failed for {voice_file}: {e.detail} ({self.describe()})")
-            return Reply(ReplyType.ERROR, self.user_text(STT, e.kind, None))
+            return Reply(ReplyType.ERROR, self.user_text(STT, e.kind, None, e.setting))
         except Exception:  # a bug or an OS error: still an ERROR reply, never a dead worker
             logger.exception(f"{tag} voiceToText failed for {voice_file} ({self.describe()})")
             return Reply(ReplyType.ERROR, self.user_text(STT, "failed", None))
@@ -300,14 +303,14 @@ class HttpVoice(Voice):
             if not isinstance(text, str) or not text.strip():
                 raise SpeechError("empty", "no text to synthesize")
             if not self.api_key():
-                raise SpeechError("no_key", f"{self.SETTINGS[0]} is empty")
+                raise SpeechError("no_key", f"{self.SETTINGS[0]} is empty", setting=self.SETTINGS[0])
             audio, suffix = self.synthesize(text)
             path = unique_tmp_path(suffix)
             with open(path, "wb") as f:
                 f.write(audio)
         except SpeechError as e:
             logger.error(f"{tag} textToVoice failed: {e.detail} ({self.describe()})")
-            return Reply(ReplyType.ERROR, self.user_text(TTS, e.kind, chinese))
+            return Reply(ReplyType.ERROR, self.user_text(TTS, e.kind, chinese, e.setting))
         except Exception as e:
             if path:
                 _remove([path])  # a half-written file must not be sent later

@@ -45,6 +45,7 @@ def ssml(text: str, voice: str) -> str:
 class AzureVoice(HttpVoice):
     ENGINE = "Azure"
     SETTINGS = ("azure_voice_api_key", "azure_voice_region", "azure_voice_api_base")
+    LOGGED = ("azure_voice_language", "azure_voice_name", "azure_voice_name_en")
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
         audio = wav_16k_mono(path, scratch)

@@ -24,6 +24,7 @@ ACCEPTED = ("mp3", "wav", "m4a", "ogg", "flac", "webm", "aac")
 class ElevenLabsVoice(HttpVoice):
     ENGINE = "ElevenLabs"
     SETTINGS = ("xi_api_key", "xi_voice_id", "xi_api_base")
+    LOGGED = ("xi_model_id", "xi_stt_model_id")
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
         upload, fmt = prepare_upload(path, ACCEPTED, scratch)
@@ -40,7 +41,7 @@ class ElevenLabsVoice(HttpVoice):
     def synthesize(self, text: str) -> tuple[bytes, str]:
         voice = setting("xi_voice_id")
         if not voice:
-            raise SpeechError("no_key", "xi_voice_id is empty")
+            raise SpeechError("no_key", "xi_voice_id is empty", setting="xi_voice_id")
         url = base_url("xi_api_base", DEFAULT_API_BASE) + f"/v1/text-to-speech/{quote(voice, safe='')}"
         response = post(url, self.ENGINE, params={"output_format": "mp3_44100_128"},
                         headers={"xi-api-key": self.api_key(), "Accept": "audio/mpeg"},

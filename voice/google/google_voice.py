@@ -40,7 +40,8 @@ def _base(default: str) -> str:
 
 class GoogleVoice(HttpVoice):
     ENGINE = "Google"
-    SETTINGS = ("google_voice_api_key", "google_voice_api_base", "google_voice_language")
+    SETTINGS = ("google_voice_api_key", "google_voice_api_base")
+    LOGGED = ("google_voice_language",)
 
     @staticmethod
     def settings_problem(cfg) -> str | None:

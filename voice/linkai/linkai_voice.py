@@ -17,7 +17,8 @@ DEFAULT_API_BASE = "https://api.link-ai.tech"
 
 class LinkAIVoice(HttpVoice):
     ENGINE = "LinkAI"
-    SETTINGS = ("linkai_api_key", "linkai_api_base", "voice_to_text_model", "text_to_voice_model", "tts_voice_id")
+    SETTINGS = ("linkai_api_key", "linkai_api_base")
+    LOGGED = ("voice_to_text_model", "text_to_voice_model", "tts_voice_id", "linkai_app_code")
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
         url = base_url("linkai_api_base", DEFAULT_API_BASE) + "/v1/audio/transcriptions"

@@ -46,7 +46,8 @@ def speak(url: str, key: str, payload: dict, engine: str) -> tuple[bytes, str]:
 
 class OpenaiVoice(HttpVoice):
     ENGINE = "OpenAI"
-    SETTINGS = ("open_ai_api_key", "open_ai_api_base", "voice_to_text_model", "text_to_voice_model", "tts_voice_id")
+    SETTINGS = ("open_ai_api_key", "open_ai_api_base")
+    LOGGED = ("voice_to_text_model", "text_to_voice_model", "tts_voice_id")
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
         url = base_url("open_ai_api_base", DEFAULT_API_BASE) + "/audio/transcriptions"
