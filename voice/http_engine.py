@@ -32,8 +32,7 @@ from common.log import logger
 from common.masking import mask_secret, mask_urls
 from common.tmp_dir import UNWRITABLE_TEXT, is_tmp_write_error, unique_tmp_path
 from config import conf
-from voice.audio_convert import (UnsupportedAudioFormat, any_to_wav, audio_format, audio_format_of_bytes,
-                                 wav_to_pcm16_mono)
+from voice.audio_convert import any_to_wav, audio_format, audio_format_of_bytes, wav_to_pcm16_mono
 from voice.voice import Voice
 
 STT, TTS = "stt", "tts"
@@ -205,7 +204,7 @@ def wav_16k_mono(path: str, scratch: list[str]) -> bytes:
             raise SpeechError("format", f"{fmt or 'unrecognised'} audio cannot be converted to 16 kHz WAV: {path}")
     except SpeechError:
         raise
-    except (UnsupportedAudioFormat, ImportError, OSError, Exception) as e:  # miniaudio.DecodeError included
+    except Exception as e:  # UnsupportedAudioFormat, ImportError, OSError, miniaudio.DecodeError
         raise SpeechError("format", f"cannot convert {path} to 16 kHz WAV: {e}") from e
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:

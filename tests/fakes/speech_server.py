@@ -212,6 +212,14 @@ class SpeechServer:
         with self._lock:
             self._faults.setdefault(vendor, []).extend([fault] * times)
 
+    def reset(self) -> None:
+        """Forget recorded requests and queued faults; keys back to the defaults."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+            for vendor in self.vendors.values():
+                vendor.key = self.keys.get(vendor.name, vendor.key)
+
     def requests_to(self, vendor: str, route: str | None = None) -> list[SpeechRequest]:
         with self._lock:
             return [r for r in self.requests if r.vendor == vendor and (route is None or r.route == route)]

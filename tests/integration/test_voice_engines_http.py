@@ -31,8 +31,7 @@ def server():
 def speech(server, settings, tmp_path, monkeypatch):
     """The live config in an empty folder (so tmp/ can be inspected); a fresh request log."""
     monkeypatch.chdir(tmp_path)
-    server.requests.clear()
-    server._faults.clear()
+    server.reset()
     return server
 
 
