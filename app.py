@@ -198,6 +198,18 @@ def _check_bot() -> None:
         raise StartupError(f"{e} (chosen by the setting '{setting}')") from None
 
 
+def _check_voice() -> None:
+    """Stop start-up when a speech engine the settings turn on cannot work (voice/startup_check.py)."""
+    from voice.startup_check import VoiceEngineUnavailable, VoiceSettingsProblem, check_voice_engines
+
+    try:
+        check_voice_engines(conf())
+    except VoiceEngineUnavailable as e:
+        raise StartupError(str(e)) from None
+    except VoiceSettingsProblem as e:
+        raise ConfigError(str(e)) from None
+
+
 def _check_bot_settings() -> None:
     """Stop start-up when a setting the chat bot needs (an API key) is missing; run once the
     plugins are loaded: a plugin that gives each group or chat its own app (custom_dify_app)
@@ -316,6 +328,7 @@ def run(argv: list[str] | None = None) -> int:
             forced.update(_start_sandbox())
             set_command_line_settings(forced)
         _check_bot()
+        _check_voice()
         _open_state(args)
         if args.plugins_dir:
             from plugins import PluginManager
