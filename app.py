@@ -199,14 +199,15 @@ def _check_bot() -> None:
 
 
 def _check_voice() -> None:
-    """Stop start-up when a speech engine in use is missing or cannot do its job (see
-    voice/startup_check.py); its missing credentials are only logged."""
-    from bridge.bridge import route
-    from voice.startup_check import voice_startup_problems
+    """Stop start-up when a speech engine the settings turn on cannot work (voice/startup_check.py)."""
+    from voice.startup_check import VoiceEngineUnavailable, VoiceSettingsProblem, check_voice_engines
 
-    problems = voice_startup_problems(conf(), route())
-    if problems:
-        raise StartupError("; ".join(problems))
+    try:
+        check_voice_engines(conf())
+    except VoiceEngineUnavailable as e:
+        raise StartupError(str(e)) from None
+    except VoiceSettingsProblem as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_bot_settings() -> None:

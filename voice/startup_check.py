@@ -1,53 +1,59 @@
-"""Start-up check of the speech engines the settings choose, so a user finds out at start, not
-from the first voice message.
+"""Start-up check of the speech engines the settings will use.
 
-Only the engines in use are checked: ``voice_to_text`` when ``speech_recognition`` or
-``group_speech_recognition`` is on, ``text_to_voice`` when ``voice_reply_voice`` or
-``always_reply_voice`` is. An engine whose code or Python package is missing, or that cannot do
-the job it was given, stops start-up with one line; an engine class may add its own checks with
-a ``startup_problem(role)`` classmethod (a fatal problem, one line) and a
-``startup_warning(role)`` classmethod (logged, e.g. missing credentials or a retired endpoint).
+Without it a wrong ``voice_to_text`` / ``text_to_voice`` (an unknown name, an engine whose
+optional package is not installed, a vendor API that no longer exists, a required key left
+empty) is found by the first user who sends a voice message. An engine is checked only when a
+setting makes it used: ``speech_recognition`` / ``group_speech_recognition`` for speech to text,
+``voice_reply_voice`` / ``always_reply_voice`` for text to speech. The names are the Bridge's
+route (``use_linkai`` may replace the OpenAI engines by LinkAI's).
+
+An engine class may define ``settings_problem(cfg) -> str | None`` (a static method): a
+sentence saying what is missing or retired and what to use instead.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from bot.bot_factory import BotNotAvailable, UnknownBot, is_import_path, load_target
-from common.log import logger
+from voice.factory import VOICE_REGISTRY, known_voices
+
+# operation -> the settings that make it used
+_USED_BY = {
+    "voice_to_text": ("speech_recognition", "group_speech_recognition"),
+    "text_to_voice": ("voice_reply_voice", "always_reply_voice"),
+}
 
 
-def _roles_in_use(cfg: Any) -> list[str]:
-    roles = []
-    if cfg.get("speech_recognition") or cfg.get("group_speech_recognition"):
-        roles.append("voice_to_text")
-    if cfg.get("voice_reply_voice") or cfg.get("always_reply_voice"):
-        roles.append("text_to_voice")
-    return roles
+class VoiceEngineUnavailable(Exception):
+    """The engine a setting names cannot run here (unknown, not installed)."""
 
 
-def voice_startup_problems(cfg: Any, engines: dict[str, str]) -> list[str]:
-    """One line per fatal problem of the engines in use (``engines``: role -> engine name, as
-    the Bridge routes them); warnings are logged."""
-    from voice.factory import VOICE_REGISTRY, known_voices
+class VoiceSettingsProblem(Exception):
+    """The engine exists but its settings cannot work (a missing key, a retired API)."""
 
-    problems = []
-    for role in _roles_in_use(cfg):
-        name = engines.get(role)
+
+def engines_in_use(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """operation -> engine name, for the operations the settings turn on."""
+    from bridge.bridge import route
+
+    names = route(cfg)
+    return {op: names[op] for op, switches in _USED_BY.items() if any(cfg.get(s) for s in switches)}
+
+
+def check_voice_engines(cfg: Mapping[str, Any]) -> None:
+    """Raise VoiceEngineUnavailable or VoiceSettingsProblem naming the setting; else nothing."""
+    for operation, name in engines_in_use(cfg).items():
         target = VOICE_REGISTRY.get(name) if isinstance(name, str) else None
-        if target is None and not is_import_path(name):
-            problems.append(f"unknown voice engine {name!r} (setting '{role}'); known engines: {', '.join(known_voices())}")
-            continue
         try:
-            cls = load_target("voice engine", str(name), target or name)
+            if target is None:
+                if not is_import_path(name):
+                    raise UnknownBot(f"unknown voice engine {name!r}; known engines: {', '.join(known_voices())}",
+                                     str(name), known_voices())
+                target = name
+            cls = load_target("voice engine", str(name), target)
         except (UnknownBot, BotNotAvailable) as e:
-            problems.append(f"{e} (chosen by the setting '{role}')")
-            continue
-        check = getattr(cls, "startup_problem", None)
-        problem = check(role) if callable(check) else None
-        if problem:
-            problems.append(f"{problem} (setting '{role}': {name})")
-        warn = getattr(cls, "startup_warning", None)
-        warning = warn(role) if callable(warn) else None
-        if warning:
-            logger.warning(f"[voice] {role} = {name}: {warning}")
-    return problems
+            raise VoiceEngineUnavailable(f"{e} (chosen by the setting '{operation}')") from None
+        problem = getattr(cls, "settings_problem", None)
+        message = problem(cfg) if callable(problem) else None
+        if message:
+            raise VoiceSettingsProblem(f"{message} (chosen by the setting '{operation}')")

@@ -16,7 +16,7 @@ from bridge.bridge import is_chinese
 from bridge.context import Context
 from bridge.reply import Reply, ReplyType
 
-RETIRED = ("model 'claude' (bot type claude: the claude.ai web client with claude_api_cookie) is retired and "
+RETIRED = ("bot type 'claude' (model or bot_type 'claude': the claude.ai web client with claude_api_cookie) is retired and "
            "cannot work any more: use Claude through Anthropic's API instead, with bot_type 'claudeAPI' "
            "(or a model starting with 'claude-3') and your key in claude_api_key")
 RETIRED_ZH = ("模型 claude（网页版 Claude，使用 claude_api_cookie）已停用，无法再使用：请改用 Anthropic API，"

@@ -166,15 +166,18 @@ class _Outbox:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
-    # A copy of the record's numbering and events as of its last read or write (the record itself,
-    # with the history, stays in the store: memory holds no conversation).
+    # A copy of the record's numbering as of its last read or write, and of the events an open
+    # stream may still write (see _copy_numbering). The record itself, with the history and the
+    # answers it shows, stays in the store: memory holds no conversation.
     loaded: bool = False
     epoch: str = ""
     seq: int = 0
     events: tuple = ()  # immutable snapshot, replaced whole
     delivered: int = 0  # highest seq written to some connection
     saved_delivered: int = 0  # what the store has of it
-    waiters: set = field(default_factory=set)  # asyncio.Event of each open stream
+    # asyncio.Event of each open stream -> the seq it has written up to (None: it follows
+    # `delivered`), so the events kept here are exactly those some open stream has not written.
+    waiters: dict = field(default_factory=dict)
     partials: dict = field(default_factory=dict)  # stream id -> _Partial, oldest first
     touched: float = field(default_factory=time.monotonic)
     pins: int = 0  # threads using the box now (under the channel's _lock): not evicted
@@ -338,7 +341,8 @@ class WebChannel(ChatChannel):
                 box.pins += 1
             else:
                 with box.lock:
-                    box.waiters.add(waiter)
+                    # Everything kept is needed until the stream knows where it starts (_open_stream).
+                    box.waiters[waiter] = 0
         return box
 
     def _release(self, box: _Outbox) -> None:
@@ -377,12 +381,22 @@ class WebChannel(ChatChannel):
 
     @staticmethod
     def _copy_numbering(box: _Outbox, record: UserRecord, delivered: int | None = None) -> None:
+        """Take the record's numbering, and of its events only those after the place of the
+        open stream that is furthest behind: none when no stream is open (a stream that opens
+        reads the record from the store, see _open_stream). Keeping every event of the record
+        held each user's recent answers in memory, for every user seen (up to MAX_USERS): the
+        soak's memory crept up for as long as rare users' records were still filling."""
         with box.lock:
             box.loaded = True
-            box.epoch, box.seq, box.events = record.epoch, record.seq, tuple(record.events)
+            box.epoch, box.seq = record.epoch, record.seq
             if delivered is not None:
                 box.saved_delivered = min(delivered, record.seq)
                 box.delivered = max(box.delivered, box.saved_delivered)
+            if box.waiters:
+                behind = min(box.delivered if place is None else place for place in box.waiters.values())
+                box.events = tuple(e for e in record.events if e.seq > behind)
+            else:
+                box.events = ()
 
     def _write(self, user_id: str, items: list[tuple[dict, str | None]], answered: str | None = None,
                user_entry: dict | None = None, forget_question: str | None = None,
@@ -764,6 +778,9 @@ class WebChannel(ChatChannel):
         with box.write_lock:
             record = self._load_record(user_id, box)
             after = _after_seq(last, record)
+            with box.lock:
+                box.waiters[event] = after
+            self._copy_numbering(box, record)  # now without what this stream will not write
         if after == 0 and last.strip():
             logger.info(f"[web] {for_log(user_id)} reconnected with an id of another epoch or none we know "
                         f"({for_log(last[:80])}): sending every event kept")
@@ -840,6 +857,8 @@ class WebChannel(ChatChannel):
                     newly_delivered = ready and ready[-1].seq > box.delivered
                     if newly_delivered:
                         box.delivered = ready[-1].seq
+                    if ready:  # written below: the next copy of the record need not keep them for us
+                        box.waiters[event] = ready[-1].seq
                     partials = _partial_updates(box, shown)
                     closing = self._closing
                 if ready or partials:
@@ -860,7 +879,9 @@ class WebChannel(ChatChannel):
                     yield ": keepalive\n\n"
         finally:
             with box.lock:
-                box.waiters.discard(event)
+                box.waiters.pop(event, None)
+                if not box.waiters:  # the last page went: what it had not written is in the store
+                    box.events = ()
 
     async def _media(self, request: Request) -> Response:
         user_id = request.path_params["user_id"]

@@ -36,8 +36,10 @@ from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.reply_media import read_reply_media, with_extension
+from channel.login_qr import LOGIN_QRS
 from channel.wechat.ilink_login import show_qr
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.store_calls import store_delete, store_get, store_put
 from channel.wechat.webwx_api import (QR_LINK, LoggedOut, LoginInfo, MediaTooLarge, WebWxClient, WebWxError,
                                       new_client_msg_id)
 from channel.wechat.webwx_message import Malformed, Unsupported, WebWxMessage, describe, is_group_name
@@ -171,6 +173,8 @@ class WebWxChannel(ChatChannel):
         self._take_failures: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._lock: InstanceLock | None = None
+        # Before any channel starts: a web page of this daemon then knows to look for the QR.
+        LOGIN_QRS.expect("wx")
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -236,9 +240,9 @@ class WebWxChannel(ChatChannel):
     # ================================================================== login
     def _log_in(self) -> bool:
         """A login: the saved one (hot_reload), else a push to the phone, else a QR."""
-        saved = LoginInfo.from_record(self._store_get(LOGIN_NAMESPACE, LOGIN_KEY))
+        saved = LoginInfo.from_record(store_get(LOGIN_NAMESPACE, LOGIN_KEY))
         if saved is not None and not self.hot_reload:
-            self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)  # the original: a QR at every start
+            store_delete(LOGIN_NAMESPACE, LOGIN_KEY)  # the original: a QR at every start
             saved = None
         unreachable = 0
         while not self._stopping.is_set():
@@ -258,7 +262,7 @@ class WebWxChannel(ChatChannel):
                         self._stopping.wait(delay)
                         continue
                     logger.warning(f"[wx] the saved login is not taken any more ({e}); a new login follows")
-                    self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
+                    store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
                     uin, saved = saved.uin, None
                     client = WebWxClient(self.base_url, timeout=self.poll_wait + 10)
                     uuid = client.push_login(uin)
@@ -285,10 +289,16 @@ class WebWxChannel(ChatChannel):
                 logger.error(f"[wx] no login QR from WeChat: {e}")
                 self._stopping.wait(self._backoff(shown + 1))
                 continue
-            path = show_qr(QR_LINK.format(uuid=uuid))
+            path, png = show_qr(QR_LINK.format(uuid=uuid))
+            if png:
+                LOGIN_QRS.show("wx", png)
             logger.info(f"[wx] scan the QR with WeChat to log in to web WeChat (shown in the terminal, saved as {path})")
-            if self._wait_confirm(client, uuid, shown=True, wait=QR_WAIT):
-                return True
+            try:
+                if self._wait_confirm(client, uuid, shown=True, wait=QR_WAIT):
+                    return True
+            finally:
+                # Expired, replaced, confirmed or given up: a page must not show it any more.
+                LOGIN_QRS.withdraw("wx")
             if shown < QR_REFRESHES and not self._stopping.is_set():
                 logger.info("[wx] showing a new login QR")
         return False
@@ -358,12 +368,12 @@ class WebWxChannel(ChatChannel):
         logger.error(f"[wx] {why}: scan the new QR to log in again (messages are not received and answers wait "
                      f"until then)")
         self._logged_in.clear()
-        self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
+        store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
 
     def _save_login(self) -> None:
         if self.client is not None and self.client.info is not None:
             self.client.info.cookies = self.client.http.cookies.get_dict()
-            self._store_put(LOGIN_NAMESPACE, LOGIN_KEY, self.client.info.to_record())
+            store_put(LOGIN_NAMESPACE, LOGIN_KEY, self.client.info.to_record())
 
     # ================================================================== receiving
     def _receive(self) -> None:
@@ -573,35 +583,3 @@ class WebWxChannel(ChatChannel):
                 client.send_text(user, str(welcome), self._client_msg_id(reply, "welcome"))
             except WebWxError as e:  # the friendship stands; only the greeting is lost
                 logger.error(f"[wx] the accept_friend_msg to {who} could not be sent: {e}")
-
-    # ================================================================== the state store
-    @staticmethod
-    def _store_get(namespace: str, key: str):
-        store = conf().state_store
-        if store is None:
-            return None
-        try:
-            return store.get(namespace, key)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not read {namespace}: {e}")
-            return None
-
-    @staticmethod
-    def _store_put(namespace: str, key: str, value) -> None:
-        store = conf().state_store
-        if store is None:
-            return
-        try:
-            store.put(namespace, key, value, None)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not save {namespace}: {e}")
-
-    @staticmethod
-    def _store_delete(namespace: str, key: str) -> None:
-        store = conf().state_store
-        if store is None:
-            return
-        try:
-            store.delete(namespace, key)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not delete {namespace}: {e}")

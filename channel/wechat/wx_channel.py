@@ -45,6 +45,7 @@ from channel.wechat.ilink_api import (UPLOAD_FILE, UPLOAD_IMAGE, UPLOAD_VIDEO, I
                                       MediaTooLarge, new_client_id)
 from channel.wechat.ilink_login import Credentials, QrLogin
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.store_calls import store_delete, store_get, store_put
 from channel.wechat.wx_message import USER_MESSAGE, Malformed, Part, WxMessage, message_id, parts_of, sender_of
 from common import fetch
 from common.log import logger
@@ -258,7 +259,7 @@ class WxChannel(ChatChannel):
 
     def _session(self) -> None:
         if self.creds is None:
-            creds = Credentials.from_record(self._store_get(LOGIN_NAMESPACE, LOGIN_KEY))
+            creds = Credentials.from_record(store_get(LOGIN_NAMESPACE, LOGIN_KEY))
             if creds is not None:
                 logger.info(f"[wx] using the saved login of bot {creds.bot_id} (no scan needed)")
             else:
@@ -278,15 +279,15 @@ class WxChannel(ChatChannel):
     def _login(self, previous: Credentials | None = None) -> Credentials | None:
         """A QR login, tried again after a pause until someone completes one (or the daemon stops)."""
         if previous is None:
-            previous = Credentials.from_record(self._store_get(LOGIN_NAMESPACE, PREVIOUS_KEY))
+            previous = Credentials.from_record(store_get(LOGIN_NAMESPACE, PREVIOUS_KEY))
         client = IlinkClient(self.api_base, self.cdn_base)
         while not self._stopping.is_set():
             login = QrLogin(client, wait=self.poll_wait, timeout=self.login_timeout, refreshes=QR_REFRESHES,
                             stop=self._stopping, previous=previous, channel=WX)
             creds = login.run()
             if creds is not None:
-                self._store_put(LOGIN_NAMESPACE, LOGIN_KEY, creds.to_record())
-                self._store_delete(LOGIN_NAMESPACE, PREVIOUS_KEY)
+                store_put(LOGIN_NAMESPACE, LOGIN_KEY, creds.to_record())
+                store_delete(LOGIN_NAMESPACE, PREVIOUS_KEY)
                 return creds
             if self._stopping.is_set():
                 break
@@ -325,8 +326,8 @@ class WxChannel(ChatChannel):
         self._logged_in.clear()
         previous = self.creds
         if previous is not None:
-            self._store_put(LOGIN_NAMESPACE, PREVIOUS_KEY, previous.to_record())
-        self._store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
+            store_put(LOGIN_NAMESPACE, PREVIOUS_KEY, previous.to_record())
+        store_delete(LOGIN_NAMESPACE, LOGIN_KEY)
         creds = self._login(previous)
         if creds is None:
             return False
@@ -355,7 +356,7 @@ class WxChannel(ChatChannel):
     def _set_cursor(self, cursor: str, bot_id: str | None = None) -> None:
         self._cursor = cursor
         bot = bot_id if bot_id is not None else (self.creds.bot_id if self.creds else "")
-        self._store_put(CURSOR_NAMESPACE, CURSOR_KEY, {"bot": bot, "buf": cursor})
+        store_put(CURSOR_NAMESPACE, CURSOR_KEY, {"bot": bot, "buf": cursor})
 
     # ================================================================== receiving
     def _poll_loop(self) -> None:
@@ -537,13 +538,13 @@ class WxChannel(ChatChannel):
         if self._tokens.get(user) == token:
             return
         self._tokens[user] = token
-        self._store_put(TOKEN_NAMESPACE, user, {"bot": self.creds.bot_id if self.creds else "", "token": token},
+        store_put(TOKEN_NAMESPACE, user, {"bot": self.creds.bot_id if self.creds else "", "token": token},
                         TOKEN_TTL)
 
     def _token_for(self, user: str, context: Context) -> str:
         token = self._tokens.get(user)
         if not token:
-            saved = self._store_get(TOKEN_NAMESPACE, user)
+            saved = store_get(TOKEN_NAMESPACE, user)
             if isinstance(saved, dict) and saved.get("bot") == (self.creds.bot_id if self.creds else ""):
                 token = saved.get("token")
             elif isinstance(saved, str):  # written by an earlier version
@@ -651,35 +652,3 @@ class WxChannel(ChatChannel):
             item = {"type": 4, "file_item": {"media": media, "file_name": with_extension(name, data, ""),
                                              "len": str(plain_size)}}
         client.send_message(user, [item], token, client_id)
-
-    # ================================================================== the state store
-    @staticmethod
-    def _store_get(namespace: str, key: str):
-        store = conf().state_store
-        if store is None:
-            return None
-        try:
-            return store.get(namespace, key)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not read {namespace}: {e}")
-            return None
-
-    @staticmethod
-    def _store_put(namespace: str, key: str, value, ttl: float | None = None) -> None:
-        store = conf().state_store
-        if store is None:
-            return
-        try:
-            store.put(namespace, key, value, ttl)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not save {namespace}: {e}")
-
-    @staticmethod
-    def _store_delete(namespace: str, key: str) -> None:
-        store = conf().state_store
-        if store is None:
-            return
-        try:
-            store.delete(namespace, key)
-        except Exception as e:
-            logger.error(f"[wx] the state store could not delete {namespace}: {e}")

@@ -38,6 +38,7 @@ from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from channel.reply_media import read_reply_media, with_extension
+from channel.login_qr import LOGIN_QRS
 from channel.wechat.ilink_login import show_qr
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
 from channel.wechaty import puppet
@@ -133,6 +134,8 @@ class WechatyChannel(ChatChannel):
         # Ids of the messages this daemon sent: the service reports them back as MESSAGE events
         # of the account, which must not be taken as questions (an answer would answer itself).
         self._own: ExpiredDict = ExpiredDict(NAMES_TTL, maxsize=5000)
+        # Before any channel starts: a web page of this daemon then knows to look for the QR.
+        LOGIN_QRS.expect("wxy")
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -160,6 +163,7 @@ class WechatyChannel(ChatChannel):
 
     def stop(self) -> None:
         self._stopping.set()
+        LOGIN_QRS.withdraw("wxy")
         loop, task = self._loop, self._main_task
         if loop is not None and task is not None:
             try:
@@ -310,7 +314,9 @@ class WechatyChannel(ChatChannel):
         if isinstance(qrcode, str) and qrcode and qrcode != self._last_qr and status in (SCAN_WAITING, SCAN_TIMEOUT):
             self._last_qr = qrcode
             # Its content is a login credential while it lives: never in the log.
-            path = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode)
+            path, png = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode)
+            if png:
+                LOGIN_QRS.show("wxy", png)
             logger.info(f"[wxy] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")
         elif status == SCAN_SCANNED:
             logger.info("[wxy] QR scanned; confirm the login on the phone")
@@ -323,6 +329,8 @@ class WechatyChannel(ChatChannel):
             logger.warning("[wxy] a LOGIN event without a contactId skipped")
             return
         self.user_id = contact_id
+        LOGIN_QRS.withdraw("wxy")  # a page must not show the QR once it is used
+        self._last_qr = ""
         self.name = await self._contact_name(conn, contact_id) or self.name
         self._logged_in.set()
         logger.info(f"[wxy] logged in as {self.name or contact_id} ({contact_id})")

@@ -66,12 +66,14 @@ def test_a_wrong_key_gives_the_user_a_clear_answer(tmp_path, fakes):
             daemon.kill()
     assert "Baidu" in call["data"]["content"] and not dify.requests_to("/v1/chat-messages")
     log = (tmp_path / "run.log").read_text(encoding="utf-8")
-    assert "[Baidu] voiceToText failed (auth)" in log and "wrong-secret-000" not in log
+    assert "[BaiduVoice] voiceToText failed" in log and "invalid_client" in log and "wrong-secret-000" not in log
 
 
 @pytest.mark.parametrize("settings, expected", [
-    ({"speech_recognition": True, "voice_to_text": "edge"}, "Edge TTS has no speech recognition; choose another voice_to_text"),
-    ({"voice_reply_voice": True, "text_to_voice": "pytts"}, "requirements-voice.txt"),
+    ({"speech_recognition": True, "voice_to_text": "edge"}, "config error: voice engine 'edge' (Edge TTS) has no speech recognition: choose another voice_to_text "
+     "(chosen by the setting 'voice_to_text')"),
+    ({"voice_reply_voice": True, "text_to_voice": "pytts"}, "config error: voice engine 'pytts' "),
+    ({"voice_reply_voice": True, "text_to_voice": "baidu"}, "config error: voice engine 'baidu': baidu_api_key / baidu_secret_key is empty"),
     ({"speech_recognition": True, "voice_to_text": "nosuch"}, "unknown voice engine 'nosuch'"),
 ])
 def test_an_engine_that_cannot_work_stops_start_up(tmp_path, settings, expected):
@@ -87,3 +89,5 @@ def test_an_engine_that_cannot_work_stops_start_up(tmp_path, settings, expected)
     result = run_app(tmp_path, "--config", config, timeout=30)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr[-2000:]
+    if settings.get("text_to_voice") == "pytts":  # names what to install
+        assert "requirements-voice.txt" in result.stderr and "espeak-ng" in result.stderr

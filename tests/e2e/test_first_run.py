@@ -81,15 +81,20 @@ def test_terminal_stdout_is_the_conversation_and_logs_go_to_stderr_and_run_log(t
         ({"model": "gpt-4o"},
          "config error: setting 'open_ai_api_key' is empty: put your OpenAI API key in it "
          "(or point open_ai_api_base at a server that needs no key)"),
-        # The original's cookie-based web Claude (model / bot_type `claude`) is not ported.
+        # The original's cookie-based web Claude (model / bot_type `claude`) is retired: start-up
+        # says so and names Claude through Anthropic's API, whichever setting chose it.
         ({"model": "claude"},
-         "start-up failed: bot 'claude' is not available in this version (chosen by the setting 'model')"),
+         "config error: bot type 'claude' (model or bot_type 'claude': the claude.ai web client with "
+         "claude_api_cookie) is retired and cannot work any more: use Claude through Anthropic's API instead, "
+         "with bot_type 'claudeAPI' (or a model starting with 'claude-3') and your key in claude_api_key"),
         ({"bot_type": "claude"},
-         "start-up failed: bot 'claude' is not available in this version (chosen by the setting 'bot_type')"),
+         "config error: bot type 'claude' (model or bot_type 'claude': the claude.ai web client with "
+         "claude_api_cookie) is retired and cannot work any more: use Claude through Anthropic's API instead, "
+         "with bot_type 'claudeAPI' (or a model starting with 'claude-3') and your key in claude_api_key"),
         ({"bot_type": "linkai", "open_ai_api_key": "sk-not-what-linkai-needs"},
          "config error: setting 'linkai_api_key' is empty: put your LinkAI API key in it"),
     ],
-    ids=["dify-no-key", "dify-placeholder", "openai-no-key", "model-not-ported", "bot-type-not-ported", "linkai-no-key"],
+    ids=["dify-no-key", "dify-placeholder", "openai-no-key", "model-retired", "bot-type-retired", "linkai-no-key"],
 )
 def test_a_bot_that_cannot_work_stops_start_up_with_one_line(tmp_path, settings, expected):
     config = write_config(tmp_path, **{"bot_type": "", **settings})

@@ -807,7 +807,11 @@ def growth_problems(samples: list[SoakSample], warmup_fraction: float = 1 / 3,
     warm = [s for s in samples if s.t <= max(end * warmup_fraction, warmup_seconds)] or samples[:1]
     late = [s for s in samples if s.t >= end * (1 - warmup_fraction)] or samples[-1:]
     peak = {k: max(getattr(s, k) for s in warm) for k in ("rss", "fds", "threads", "tmp")}
-    last = {k: max(getattr(s, k) for s in late) for k in ("rss", "fds", "threads", "tmp")}
+    last = {k: max(getattr(s, k) for s in late) for k in ("rss", "fds")}
+    # Threads come and go with bursts (the HTTP server's thread pool, the workers added for a stall)
+    # and tmp/ goes up and down with each sweep: one sample of the last third at a burst or just
+    # before a sweep is no growth. Their typical value (the median) must stay under the bound.
+    last.update({k: _median([getattr(s, k) for s in late]) for k in ("threads", "tmp")})
     limits = {"rss": peak["rss"] * 1.25 + 16 * 1024 * 1024, "fds": peak["fds"] + 16,
               "threads": peak["threads"] + 4, "tmp": peak["tmp"] + 1024 * 1024}
     problems = [f"{k} grew after warm-up: {peak[k]} -> {last[k]} (limit {int(limits[k])})"
@@ -820,4 +824,49 @@ def growth_problems(samples: list[SoakSample], warmup_fraction: float = 1 / 3,
     figures = {f"{k}_start": getattr(first, k) for k in ("rss", "fds", "threads", "tmp", "db")}
     figures.update({f"{k}_end": getattr(samples[-1], k) for k in ("rss", "fds", "threads", "tmp", "db")})
     figures["db_bytes_per_message_after_warmup"] = round(db_per_message, 1)
+    return problems, figures
+
+
+# How much the level of the last half after warm-up may exceed that of the first half (medians, so
+# one sample at a busy moment does not count): about the sampling noise of each figure.
+LEVEL_TOLERANCE = {"rss": 1024 * 1024, "fds": 4, "threads": 4, "tmp": 1024 * 1024}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def level_problems(samples: list[SoakSample], warmup_seconds: float,
+                   tolerance: dict[str, float] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Whether the curves are flat after warm-up, not only below a ceiling: the samples after
+    `warmup_seconds` are split in two halves by time, and the median of the later half may exceed
+    the median of the earlier one by `tolerance` (LEVEL_TOLERANCE) at most. A curve that levels
+    off passes however high it went during warm-up; one that keeps climbing fails however slowly
+    (growth_problems allows 25% + 16 MiB of RSS over the warm-up's peak, which a leak of a few MiB
+    an hour passes). Needs a run long enough for each half to hold several samples (bench/soak.py).
+
+    Figures: the value at the end of warm-up, at the end, the two halves' medians, and the growth
+    per 100,000 messages from the end of warm-up to the end."""
+    tolerance = {**LEVEL_TOLERANCE, **(tolerance or {})}
+    post = [s for s in samples if s.t >= warmup_seconds]
+    if len(post) < 6:
+        raise ValueError(f"only {len(post)} samples after a warm-up of {warmup_seconds:g} s: run longer or sample more often")
+    middle = post[0].t + (post[-1].t - post[0].t) / 2
+    early = [s for s in post if s.t < middle]
+    late = [s for s in post if s.t >= middle]
+    messages = max(1, post[-1].messages - post[0].messages)
+    problems: list[str] = []
+    figures: dict[str, Any] = {"messages_after_warmup": post[-1].messages - post[0].messages}
+    for key in ("rss", "fds", "threads", "tmp", "db"):
+        first_half = _median([getattr(s, key) for s in early])
+        second_half = _median([getattr(s, key) for s in late])
+        figures[f"{key}_after_warmup"] = getattr(post[0], key)
+        figures[f"{key}_halves"] = [first_half, second_half]
+        figures[f"{key}_per_100k_messages"] = round((getattr(post[-1], key) - getattr(post[0], key)) * 100_000 / messages)
+        if key in tolerance and second_half - first_half > tolerance[key]:
+            unit, scale = (" MiB", 2**20) if key in ("rss", "tmp", "db") else ("", 1)
+            problems.append(f"{key} still growing after warm-up: median {first_half / scale:.1f}{unit} in the first "
+                            f"half, {second_half / scale:.1f}{unit} in the second (tolerance {tolerance[key] / scale:g}{unit})")
     return problems, figures

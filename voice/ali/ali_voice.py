@@ -29,9 +29,10 @@ from urllib.parse import quote
 
 import requests
 
+from common.log import logger
 from common.token_cache import TokenCache
 from config import conf
-from voice.cloud_speech import (CloudVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
+from voice.cloud_speech import (VendorVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
                                 pcm16k, request_timeout, setting)
 
 TOKEN_URL = "https://nls-meta.cn-shanghai.aliyuncs.com/"
@@ -62,9 +63,10 @@ def sign_rpc(params: dict[str, str], secret: str, method: str = "GET") -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class AliVoice(CloudVoice):
-    label = "Aliyun"
-    key_settings = "app_key / access_key_id / access_key_secret (voice/ali/config.json or ali_voice_*)"
+class AliVoice(VendorVoice):
+    NAME = "ali"
+    ENGINE = "Aliyun"
+    KEY_SETTINGS = "app_key / access_key_id / access_key_secret (voice/ali/config.json or ali_voice_*)"
 
     def __init__(self) -> None:
         self.file_settings = engine_file_settings("ali")
@@ -87,13 +89,12 @@ class AliVoice(CloudVoice):
         return None
 
     @classmethod
-    def startup_warning(cls, role: str) -> str | None:
-        warning = super().startup_warning(role)
+    def settings_problem(cls, cfg) -> str | None:
         url = cls()._asr_url()
-        if role == "voice_to_text" and _OLD_ASR_HOST in url:
-            retired = f"{_OLD_ASR_HOST} (the original's template) is not a documented NLS host; use {ASR_URL}"
-            return f"{warning}; {retired}" if warning else retired
-        return warning
+        if _OLD_ASR_HOST in url:  # may still answer: a warning, not a stop
+            logger.warning(f"[AliVoice] {_OLD_ASR_HOST} (the original's config.json template) is not a documented "
+                           f"NLS host; the documented recognition endpoint is {ASR_URL}")
+        return super().settings_problem(cfg)
 
     def describe(self) -> str:
         return f"access_key_id={masked(self._key_pair()[0])}, app_key={masked(self._get('ali_voice_app_key', 'app_key'))}"
@@ -123,7 +124,7 @@ class AliVoice(CloudVoice):
         token = body.get("Token") if isinstance(body.get("Token"), dict) else None
         if not token or not token.get("Id"):
             code = str(body.get("Code") or "")
-            kind = "auth" if response.status_code in (400, 401, 403, 404) and ("AccessKey" in code or "Signature" in code) else "failed"
+            kind = "config" if response.status_code in (400, 401, 403, 404) and ("AccessKey" in code or "Signature" in code) else "failed"
             raise SpeechError(kind, f"CreateToken refused: HTTP {response.status_code} {code} {body.get('Message', '')}")
         expires = float(token.get("ExpireTime") or 0)
         return str(token["Id"]), max(expires - time.time(), 60.0)
@@ -133,7 +134,7 @@ class AliVoice(CloudVoice):
             return self._tokens.use(what, call, lambda e: isinstance(e, SpeechError) and e.kind == "auth_token")
         except SpeechError as e:
             if e.kind == "auth_token":
-                raise SpeechError("auth", e.detail) from e
+                raise SpeechError("config", e.detail) from e
             raise
 
     @staticmethod
@@ -143,12 +144,12 @@ class AliVoice(CloudVoice):
         if status in TOKEN_REFUSED:
             return SpeechError("auth_token", detail)
         if status in APPKEY_WRONG:
-            return SpeechError("auth", detail + ": check app_key")
+            return SpeechError("config", detail + ": check app_key")
         if status in BUSY or response.status_code == 429:
             return SpeechError("busy", detail)
         return SpeechError("failed", detail)
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         pcm = pcm16k(path)
         app_key = self._app_key()
 

@@ -21,7 +21,7 @@ import requests
 
 from common.token_cache import TokenCache
 from config import conf
-from voice.cloud_speech import (CloudVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
+from voice.cloud_speech import (VendorVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
                                 pcm16k, request_timeout)
 
 TOKEN_URL = "https://aip.baidubce.com/oauth/2.0/token"
@@ -44,9 +44,10 @@ def _url(name: str, default: str) -> str:
     return str(conf().get(name) or default)
 
 
-class BaiduVoice(CloudVoice):
-    label = "Baidu"
-    key_settings = "baidu_api_key / baidu_secret_key"
+class BaiduVoice(VendorVoice):
+    NAME = "baidu"
+    ENGINE = "Baidu"
+    KEY_SETTINGS = "baidu_api_key / baidu_secret_key"
 
     def __init__(self) -> None:
         self.file_settings = {**FILE_DEFAULTS, **engine_file_settings("baidu")}
@@ -72,7 +73,7 @@ class BaiduVoice(CloudVoice):
         body = json_body("Baidu token", response)
         token = body.get("access_token")
         if not token:
-            kind = "auth" if response.status_code in (400, 401) or "client" in str(body.get("error", "")) else "failed"
+            kind = "config" if response.status_code in (400, 401) or "client" in str(body.get("error", "")) else "failed"
             raise SpeechError(kind, f"token refused: HTTP {response.status_code} {body}")
         return str(token), float(body.get("expires_in") or 2592000)
 
@@ -80,7 +81,7 @@ class BaiduVoice(CloudVoice):
         """``call(token)``, once more with a new token when Baidu refused the cached one."""
         return self._tokens.use("baidu speech", call, lambda e: isinstance(e, SpeechError) and e.kind == "auth_token")
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         pcm = pcm16k(path)
         try:
             dev_pid = int(conf().get("baidu_dev_pid") or 1536)
@@ -110,7 +111,7 @@ class BaiduVoice(CloudVoice):
             return self._with_token(call)
         except SpeechError as e:
             if e.kind == "auth_token":  # refused twice: the key has no speech permission
-                raise SpeechError("auth", e.detail) from e
+                raise SpeechError("config", e.detail) from e
             raise
 
     def synthesize(self, text: str) -> tuple[bytes, str]:
@@ -136,5 +137,5 @@ class BaiduVoice(CloudVoice):
             return self._with_token(call)
         except SpeechError as e:
             if e.kind == "auth_token":
-                raise SpeechError("auth", e.detail) from e
+                raise SpeechError("config", e.detail) from e
             raise

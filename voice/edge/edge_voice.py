@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from bot.bot_factory import BotNotAvailable
 from config import conf
-from voice.cloud_speech import CloudVoice, SpeechError, request_timeout
+from voice.cloud_speech import VendorVoice, SpeechError, request_timeout
 
 DEFAULT_VOICE = "zh-CN-YunjianNeural"
 _url_lock = threading.Lock()  # WSS_URL is one module constant: one synthesis at a time may replace it
@@ -31,25 +32,23 @@ def _edge_tts():
     return edge_tts
 
 
-class EdgeVoice(CloudVoice):
-    label = "Edge TTS"
-    can_transcribe = False
-
-    @classmethod
-    def startup_problem(cls, role: str) -> str | None:
-        try:
-            _edge_tts()
-        except SpeechError as e:
-            return f"voice engine 'edge' is not available: {e.detail}"
-        return super().startup_problem(role)
+class EdgeVoice(VendorVoice):
+    NAME = "edge"
+    ENGINE = "Edge TTS"
+    CAN_TRANSCRIBE = False
 
     def __init__(self) -> None:
-        _edge_tts()  # fail at creation, where the Bridge names the engine, not at the first reply
+        # Fail at creation (start-up check, Bridge), not at the first reply.
+        try:
+            _edge_tts()
+        except SpeechError:
+            raise BotNotAvailable("voice engine 'edge' needs the edge-tts package: pip install -r requirements-voice.txt",
+                                  "edge") from None
 
     def describe(self) -> str:
         return f"voice={conf().get('edge_tts_voice') or DEFAULT_VOICE}"
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         raise SpeechError("unsupported", "Edge TTS has no speech recognition: choose another voice_to_text")
 
     def synthesize(self, text: str) -> tuple[bytes, str]:
@@ -83,7 +82,7 @@ class EdgeVoice(CloudVoice):
         except edge_tts.exceptions.NoAudioReceived as e:
             raise SpeechError("failed", f"no audio received: {e}") from e
         except aiohttp.WSServerHandshakeError as e:
-            kind = "auth" if e.status in (401, 403) else "busy" if e.status == 429 else "failed"
+            kind = "config" if e.status in (401, 403) else "busy" if e.status == 429 else "failed"
             raise SpeechError(kind, f"the service refused the connection: HTTP {e.status} {e.message}") from e
         except (asyncio.TimeoutError, TimeoutError) as e:
             raise SpeechError("timeout", f"no answer in time: {e!r}") from e

@@ -17,27 +17,17 @@ import threading
 from bot.bot_factory import BotNotAvailable
 from common.log import logger
 from common.tmp_dir import unique_tmp_path
-from voice.cloud_speech import CloudVoice, SpeechError
+from voice.cloud_speech import VendorVoice, SpeechError
 
 INSTALL_HINT = ("pip install -r requirements-voice.txt"
                 + ("" if sys.platform in ("win32", "darwin") else ", and the espeak-ng system package (apt install espeak-ng)"))
 
 
-class PyttsVoice(CloudVoice):
-    label = "pyttsx3"
-    can_transcribe = False
+class PyttsVoice(VendorVoice):
+    NAME = "pytts"
+    ENGINE = "pyttsx3"
+    CAN_TRANSCRIBE = False
     _lock = threading.Lock()
-
-    @classmethod
-    def startup_problem(cls, role: str) -> str | None:
-        problem = super().startup_problem(role)
-        if problem:
-            return problem
-        try:
-            cls()
-        except BotNotAvailable as e:
-            return str(e)
-        return None
 
     def __init__(self) -> None:
         try:
@@ -55,7 +45,7 @@ class PyttsVoice(CloudVoice):
                 self.engine.setProperty("voice", voice.id)
                 break
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         raise SpeechError("unsupported", "pyttsx3 has no speech recognition: choose another voice_to_text")
 
     def synthesize(self, text: str) -> tuple[bytes, str]:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from config import conf
-from voice.cloud_speech import (CloudVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
+from voice.cloud_speech import (VendorVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
                                 pcm16k, request_timeout, setting, wav_bytes)
 
 ASR_ENDPOINT = "https://asr.tencentcloudapi.com"
@@ -62,9 +62,10 @@ def tc3_authorization(secret_id: str, secret_key: str, service: str, host: str, 
     return f"{ALGORITHM} Credential={secret_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
 
 
-class TencentVoice(CloudVoice):
-    label = "Tencent Cloud"
-    key_settings = "tencent_secret_id / tencent_secret_key (or voice/tencent/config.json)"
+class TencentVoice(VendorVoice):
+    NAME = "tencent"
+    ENGINE = "Tencent Cloud"
+    KEY_SETTINGS = "tencent_secret_id / tencent_secret_key (or voice/tencent/config.json)"
 
     def __init__(self) -> None:
         self.file_settings = engine_file_settings("tencent")
@@ -115,13 +116,13 @@ class TencentVoice(CloudVoice):
             code = str(error.get("Code") or "")
             detail = f"{action}: {code} {error.get('Message', '')!r} (RequestId {body.get('RequestId')})"
             if code.startswith(AUTH_CODES):
-                raise SpeechError("auth", detail)
+                raise SpeechError("config", detail)
             if code.startswith(BUSY_CODES):
                 raise SpeechError("busy", detail)
             raise SpeechError("format" if code.startswith(FORMAT_CODES) else "failed", detail)
         return body
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         audio = wav_bytes(pcm16k(path))
         body = self._request("asr", str(conf().get("tencent_asr_endpoint") or ASR_ENDPOINT), "SentenceRecognition",
                              "2019-06-14", {

@@ -26,7 +26,7 @@ from email.utils import formatdate
 from urllib.parse import urlencode, urlsplit
 
 from config import conf
-from voice.cloud_speech import CloudVoice, SpeechError, engine_file_settings, masked, pcm16k, request_timeout
+from voice.cloud_speech import VendorVoice, SpeechError, engine_file_settings, masked, pcm16k, request_timeout
 
 ASR_URL = "wss://iat-api.xfyun.cn/v2/iat"
 TTS_URL = "wss://tts-api.xfyun.cn/v2/tts"
@@ -53,9 +53,10 @@ def signed_url(url: str, api_key: str, api_secret: str, date: str | None = None)
     return f"{url}?{query}"
 
 
-class XunfeiVoice(CloudVoice):
-    label = "iFlytek"
-    key_settings = "APPID / APIKey / APISecret (voice/xunfei/config.json or xunfei_app_id / xunfei_api_key / xunfei_api_secret)"
+class XunfeiVoice(VendorVoice):
+    NAME = "xunfei"
+    ENGINE = "iFlytek"
+    KEY_SETTINGS = "APPID / APIKey / APISecret (voice/xunfei/config.json or xunfei_app_id / xunfei_api_key / xunfei_api_secret)"
 
     def __init__(self) -> None:
         self.file_settings = engine_file_settings("xunfei")
@@ -113,7 +114,7 @@ class XunfeiVoice(CloudVoice):
                     code = message.get("code")
                     if code != 0:
                         detail = f"code={code} message={message.get('message')!r} sid={message.get('sid')}"
-                        raise SpeechError("auth" if code in AUTH_CODES else "busy" if code in BUSY_CODES else "failed", detail)
+                        raise SpeechError("config" if code in AUTH_CODES else "busy" if code in BUSY_CODES else "failed", detail)
                     data = message.get("data") or {}
                     on_frame(data)
                     if data.get("status") == 2:
@@ -121,14 +122,14 @@ class XunfeiVoice(CloudVoice):
         except InvalidStatus as e:
             status = e.response.status_code
             body = e.response.body[:200] if e.response.body else b""
-            kind = "auth" if status in (401, 403) else "busy" if status == 429 else "failed"
+            kind = "config" if status in (401, 403) else "busy" if status == 429 else "failed"
             raise SpeechError(kind, f"{url} refused the connection: HTTP {status} {body!r}") from e
         except TimeoutError as e:
             raise SpeechError("timeout", f"{url}: {e}") from e
         except (OSError, WebSocketException) as e:
             raise SpeechError("unreachable", f"{url}: {type(e).__name__}: {e}") from e
 
-    def transcribe(self, path: str) -> str:
+    def transcribe(self, path: str, scratch: list[str]) -> str:
         pcm = pcm16k(path)
         business = self._business("BusinessArgsASR", ASR_DEFAULTS)
 

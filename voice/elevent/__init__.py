@@ -1,0 +1,1 @@
+"""The `elevent` speech engine."""

@@ -1,0 +1,1 @@
+"""The `google` speech engine."""

@@ -1,0 +1,1 @@
+"""The `linkai` speech engine."""
