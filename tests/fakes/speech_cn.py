@@ -81,6 +81,11 @@ class SpeechCnServer:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def revoke_tokens(self) -> None:
+        """Every token issued so far is refused from now on (expired, or revoked in the console)."""
+        with self._lock:
+            self._tokens.clear()
+
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.requests if r["kind"] == kind]
@@ -103,7 +108,8 @@ class SpeechCnServer:
     # --- vendors -----------------------------------------------------------------------------
 
     def _new_token(self, prefix: str) -> str:
-        token = f"{prefix}-token-{len(self._tokens) + 1}"
+        self._issued = getattr(self, "_issued", 0) + 1
+        token = f"{prefix}-token-{self._issued}"
         self._tokens.add(token)
         return token
 

@@ -79,6 +79,19 @@ def test_baidu_sends_16k_pcm_and_reuses_its_token(speech, voice_file, tmp_path):
     assert len(cn.of_kind("baidu_token")) == before + 1
 
 
+@pytest.mark.parametrize("engine", ["baidu", "ali"])
+def test_a_refused_token_is_fetched_again_once(speech, engine, voice_file):
+    cn, _ = speech
+    voice = create_voice(engine)
+    assert voice.voiceToText(voice_file).type == ReplyType.TEXT
+    fetched = len(cn.of_kind(f"{engine}_token"))
+    cn.revoke_tokens()  # the cached token is now refused (Baidu err_no 3302, NLS status 40000001)
+    heard, spoken = voice.voiceToText(voice_file), voice.textToVoice("你好")
+    assert (heard.type, heard.content) == (ReplyType.TEXT, cn.transcript)
+    assert spoken.type == ReplyType.VOICE
+    assert len(cn.of_kind(f"{engine}_token")) == fetched + 1
+
+
 def test_xunfei_signs_the_url_and_applies_the_correction_frame(speech, voice_file):
     _, ws = speech
     reply = create_voice("xunfei").voiceToText(voice_file)
