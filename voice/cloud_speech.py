@@ -23,10 +23,8 @@ import requests
 
 from common.log import logger
 from common.masking import mask_secret
-from common.tmp_dir import unique_tmp_path
 from config import conf
-from voice.audio_convert import UnsupportedAudioFormat, audio_format, sil_to_wav, wav_to_pcm16_mono
-from voice.http_engine import HttpVoice, SpeechError
+from voice.http_engine import HttpVoice, SpeechError, wav_16k_mono
 
 VOICE_DIR = os.path.dirname(os.path.abspath(__file__))
 ASR_RATE = 16000  # every vendor here recognises 16 kHz mono 16-bit PCM
@@ -70,28 +68,11 @@ def masked(value: str) -> str:
     return mask_secret(value) if value else "<empty>"
 
 
-def pcm16k(path: str) -> bytes:
-    """``path`` as 16 kHz mono signed 16-bit PCM: WAV (any rate/width/channels), SILK (WeChat
-    voice), and MP3/FLAC/OGG through miniaudio. SpeechError ``format`` / ``no_file`` else."""
-    try:
-        fmt = audio_format(path)
-    except OSError as e:
-        raise SpeechError("no_file", f"cannot read {path}: {e}") from e
-    try:
-        if fmt == "wav":
-            return wav_to_pcm16_mono(path, [ASR_RATE])[0]
-        if fmt == "silk":
-            scratch = unique_tmp_path(".wav")
-            try:
-                sil_to_wav(path, scratch, ASR_RATE)
-                return wav_to_pcm16_mono(scratch, [ASR_RATE])[0]
-            finally:
-                _remove(scratch)
-        from voice.audio_convert import _decode_compressed  # MP3 / FLAC / OGG, no ffmpeg
-
-        return _decode_compressed(path, ASR_RATE)
-    except (UnsupportedAudioFormat, ValueError) as e:
-        raise SpeechError("format", str(e)) from e
+def pcm16k(path: str, scratch: list[str]) -> bytes:
+    """``path`` as 16 kHz mono signed 16-bit PCM (SILK, WAV of any rate, MP3 / OGG / FLAC), through
+    http_engine.wav_16k_mono; SpeechError ``format`` / ``no_file`` when it cannot be read."""
+    with wave.open(io.BytesIO(wav_16k_mono(path, scratch))) as w:
+        return w.readframes(w.getnframes())
 
 
 def wav_bytes(pcm: bytes, rate: int = ASR_RATE) -> bytes:
@@ -125,14 +106,6 @@ def json_body(engine: str, response: requests.Response) -> dict:
     if not isinstance(body, dict):
         raise SpeechError("failed", f"{engine}: HTTP {response.status_code}, not a JSON object: {response.text[:200]!r}")
     return body
-
-
-def _remove(path: str | None) -> None:
-    if path:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
 
 
 class VendorVoice(HttpVoice):

@@ -150,7 +150,7 @@ class AliVoice(VendorVoice):
         return SpeechError("failed", detail)
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
-        pcm = pcm16k(path)
+        pcm = pcm16k(path, scratch)
         app_key = self._app_key()
 
         def call(token: str) -> str:

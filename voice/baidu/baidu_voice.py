@@ -82,7 +82,7 @@ class BaiduVoice(VendorVoice):
         return self._tokens.use("baidu speech", call, lambda e: isinstance(e, SpeechError) and e.kind == "auth_token")
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
-        pcm = pcm16k(path)
+        pcm = pcm16k(path, scratch)
         try:
             dev_pid = int(conf().get("baidu_dev_pid") or 1536)
         except (TypeError, ValueError):

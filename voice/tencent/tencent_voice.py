@@ -26,7 +26,8 @@ import requests
 
 from config import conf
 from voice.cloud_speech import (VendorVoice, SpeechError, engine_file_settings, http_error, json_body, masked,
-                                pcm16k, request_timeout, setting, wav_bytes)
+                                request_timeout, setting)
+from voice.http_engine import wav_16k_mono
 
 ASR_ENDPOINT = "https://asr.tencentcloudapi.com"
 TTS_ENDPOINT = "https://tts.tencentcloudapi.com"
@@ -123,7 +124,7 @@ class TencentVoice(VendorVoice):
         return body
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
-        audio = wav_bytes(pcm16k(path))
+        audio = wav_16k_mono(path, scratch)
         body = self._request("asr", str(conf().get("tencent_asr_endpoint") or ASR_ENDPOINT), "SentenceRecognition",
                              "2019-06-14", {
                                  "EngSerViceType": str(conf().get("tencent_asr_engine") or "16k_zh"),

@@ -130,7 +130,7 @@ class XunfeiVoice(VendorVoice):
             raise SpeechError("unreachable", f"{url}: {type(e).__name__}: {e}") from e
 
     def transcribe(self, path: str, scratch: list[str]) -> str:
-        pcm = pcm16k(path)
+        pcm = pcm16k(path, scratch)
         business = self._business("BusinessArgsASR", ASR_DEFAULTS)
 
         def frames(app_id: str):
