@@ -140,9 +140,8 @@ class VendorChatBot(ChatGPTBot):
         preset = self.preset
         call.url = preset.api_base(conf()) + "/chat/completions"
         call.headers = {"Authorization": f"Bearer {call.api_key}"} if call.api_key else {}
-        call.key_setting = preset.key_settings[0]
-        call.base_setting = preset.base_setting
-        call.settings = "model, " + (preset.model_setting + ", " if preset.model_setting else "") + preset.base_setting
+        call.key_setting, call.base_setting = preset.setting_names(conf())
+        call.settings = "model, " + (preset.model_setting + ", " if preset.model_setting else "") + call.base_setting
 
     # -- the answer
 

@@ -92,12 +92,16 @@ def _call(load, **values):
 @pytest.mark.parametrize(
     "values, url, key, model",
     [
-        # The original's DeepSeek bot used open_ai_api_key; OpenAI's own address is not DeepSeek's.
-        ({"model": "deepseek-chat", "open_ai_api_key": "sk-ds"}, "https://api.deepseek.com/v1/chat/completions", "sk-ds", "deepseek-chat"),
+        # The original's DeepSeek bot used open_ai_api_key with open_ai_api_base: kept as a pair for a relay.
         ({"model": "deepseek-chat", "open_ai_api_key": "sk-ds", "open_ai_api_base": "https://proxy.example/v1"},
          "https://proxy.example/v1/chat/completions", "sk-ds", "deepseek-chat"),
         ({"model": "deepseek-reasoner", "deepseek_api_key": "sk-new", "open_ai_api_key": "sk-old"},
          "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-reasoner"),
+        # deepseek_api_key never goes to the OpenAI relay of open_ai_api_base.
+        ({"model": "deepseek-chat", "deepseek_api_key": "sk-new", "open_ai_api_key": "sk-old",
+          "open_ai_api_base": "https://relay.example/v1"}, "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-chat"),
+        ({"model": "deepseek-chat", "deepseek_api_key": "sk-new", "deepseek_api_base": "https://ds.example/v1",
+          "open_ai_api_base": "https://relay.example/v1"}, "https://ds.example/v1/chat/completions", "sk-new", "deepseek-chat"),
         ({"bot_type": "deepseek", "deepseek_api_key": "sk-new"}, "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-chat"),
         # Moonshot / ModelScope: the original's full chat-completions URL settings.
         ({"model": "moonshot", "moonshot_api_key": "sk-m"}, "https://api.moonshot.cn/v1/chat/completions", "sk-m", "moonshot-v1-32k"),
@@ -136,6 +140,20 @@ def test_each_vendor_reads_the_original_settings(load, values, url, key, model):
     assert call.headers == {"Authorization": f"Bearer {key}"}
     assert call.payload["model"] == model
     assert call.payload["stream"] is True
+
+
+@pytest.mark.parametrize("values", [
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai"},  # OpenAI's default address
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai", "open_ai_api_base": "https://api.openai.com/v1"},
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai", "deepseek_api_base": "https://ds.example/v1"},
+])
+def test_an_openai_key_is_never_sent_to_deepseek(load, values):
+    settings = load(**values)
+    bot = bot_class(route()["chat"])
+    assert bot.preset.api_key(settings) == ""
+    problem = bot.settings_problem(settings)
+    assert problem.startswith("setting 'deepseek_api_key' is empty") and "never sent to DeepSeek" in problem
+    assert "sk-openai" not in problem
 
 
 def test_vendor_quirks_shape_the_request(load):
