@@ -81,7 +81,9 @@ def test_login_reports_and_pushed_settings_apply(tmp_path, server):
     finally:
         daemon.kill()
     assert "Traceback" not in daemon.stderr()
-    assert "PUSHEDSECRET" not in daemon.stderr() + (tmp_path / "run.log").read_text(encoding="utf-8")
+    run_log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "PUSHEDSECRET" not in daemon.stderr() + run_log
+    assert "[LinkAI] client stopped" in run_log  # the daemon's stop closed the LinkAI connection
 
 
 def test_dropped_connection_is_opened_again(tmp_path, server):
