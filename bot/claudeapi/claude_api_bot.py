@@ -17,7 +17,12 @@ Differences, on purpose:
   OpenAI's own address (sending Claude requests to api.openai.com never worked).
 * The answer is streamed (``claude_stream``, default on) and shown growing on channels
   that can show partial answers; ``claude_stream: false`` asks for one JSON answer.
-  ``request_timeout`` bounds the whole streamed answer, as for the OpenAI bot.
+  ``request_timeout`` bounds the whole answer, streamed or not, from before the request;
+  a question is never sent again once Anthropic may have received it (only a 429, a 529
+  or a connection that was never made is retried, within the same deadline).
+* A model name that is not Claude's (the default ``gpt-3.5-turbo``, a user's ``#model``
+  choice for another bot) is replaced by the configured Claude model, else
+  DEFAULT_MODEL: Anthropic would answer 404 to every message.
 * The history sent keeps Claude's rules: the system prompt goes apart (``system``),
   roles alternate starting with the user (two questions in a row, left by a failed
   turn of the original, are merged), and a failed turn leaves no question behind.
@@ -48,6 +53,7 @@ from config import conf
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MODEL = const.CLAUDE_35_SONNET  # when neither the asked-for nor the configured model is Claude's
 DEFAULT_REQUEST_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 10.0
 RETRY_PAUSE = 0.5  # seconds before the first retry of a refused request, doubled each time
@@ -65,6 +71,21 @@ MODEL_ALIASES = {
 
 def model_id(model: str) -> str:
     return MODEL_ALIASES.get(model, model)
+
+
+def is_claude_model(name: str) -> bool:
+    return name.strip().lower().startswith("claude")
+
+
+def chosen_model(requested: str, configured: str) -> str:
+    """The model id to ask Anthropic for. A name that is not Claude's (the default
+    gpt-3.5-turbo, a per-user #model gpt-4o, any other vendor's) would be a 404 on every
+    message: the configured `model` is used instead when it is a Claude name, else
+    DEFAULT_MODEL (as the vendor presets fall back to their default model)."""
+    for name in (requested, configured):
+        if name and is_claude_model(name):
+            return model_id(name.strip())
+    return DEFAULT_MODEL
 
 
 # --- errors ----------------------------------------------------------------------
@@ -265,6 +286,7 @@ class ClaudeAPIBot(Bot):
         self.sessions = SessionManager(ClaudeSession, model=conf().get("model") or "")
         self._client: Any = None
         self._client_key: tuple | None = None
+        self._said_models: set[str] = set()
 
     @classmethod
     def settings_problem(cls, settings: Any) -> str | None:
@@ -295,7 +317,11 @@ class ClaudeAPIBot(Bot):
         session = self.sessions.session_query(query, session_id)
         with self.sessions.lock_for(session):
             system, messages = claude_messages(session.messages)
-        model = model_id(str((context.get("gpt_model") if context is not None else None) or conf().get("model") or ""))
+        requested = str((context.get("gpt_model") if context is not None else None) or conf().get("model") or "")
+        model = chosen_model(requested, str(conf().get("model") or ""))
+        if model != model_id(requested) and requested not in self._said_models:
+            self._said_models.add(requested)  # once per name
+            logger.info("[CLAUDE_API] model '{}' is not a Claude model; asking for '{}'".format(requested, model))
         base, base_setting = _api_base()
         partial = PartialAnswer.for_context(context)
         try:

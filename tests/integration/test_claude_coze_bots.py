@@ -236,3 +236,12 @@ def test_claude_server_error_is_not_asked_again(claude, settings):
     server.push_error(500)
     assert bot.reply("hello", ctx("hello")).content == "The Claude service is unavailable right now; please try again later."
     assert len(server.message_requests()) == 1
+
+
+def test_claude_per_user_openai_model_gives_way_to_the_configured_claude_model(claude, settings):
+    bot, server = claude
+    settings["model"] = "claude-3-5-sonnet"
+    context = ctx("hello")
+    context["gpt_model"] = "gpt-4o"  # a user's #model choice made for another bot
+    assert bot.reply("hello", context).content == "echo: hello (turns: 1)"
+    assert server.message_requests()[-1].json["model"] == "claude-3-5-sonnet-latest"
