@@ -411,11 +411,14 @@ XUNFEI = _add(Preset(
     model_setting="xunfei_domain",
     key_from=_spark_key, credentials_problem=_spark_credentials,
     drop_params=("frequency_penalty", "presence_penalty"),
-    # 11200: no authorisation for the model / volume used up; 11201-11203: daily or
-    # concurrency limits; 10013/10014/10019/10907: content checks.
+    # Spark's error code table: 11200 no authorisation for the model / volume used up;
+    # 11201-11203 daily, per-second or concurrency limits; 10013/10014/10019 content checks;
+    # 10003-10005 the request's format, schema or a parameter's value is wrong; 10015/10016
+    # the app id is blacklisted / not authorised; 10007 the previous question is still running.
     error_codes={"11200": QUOTA, "11201": QUOTA, "11202": RATE_LIMITED, "11203": RATE_LIMITED,
                  "10013": CONTENT_POLICY, "10014": CONTENT_POLICY, "10019": CONTENT_POLICY,
-                 "10404": NOT_FOUND, "10005": AUTH, "10007": RATE_LIMITED},
+                 "10404": NOT_FOUND, "10003": BAD_REQUEST, "10004": BAD_REQUEST, "10005": BAD_REQUEST,
+                 "10015": AUTH, "10016": AUTH, "10007": RATE_LIMITED},
     answer_error=_spark_answer_error,
     error_messages=(("domain", NOT_FOUND), ("unauthorized", AUTH), ("hmac", AUTH)),
     docs="https://www.xfyun.cn/doc/spark/HTTP%E8%B0%83%E7%94%A8%E6%96%87%E6%A1%A3.html",

@@ -210,3 +210,26 @@ def test_a_vendor_answer_is_shown_growing_where_the_channel_can(load, vendor, va
     assert len(channel.partials) > 3  # shown while it was read ...
     assert all(answer.startswith(shown) for shown in channel.partials)  # ... without MiniMax's <think> part
     assert channel.partials[-1] == answer
+
+
+# simulator vendor -> the preset (bot type) that talks to it
+_SIMULATED_PRESETS = {"deepseek": "deepseek", "moonshot": "moonshot", "zhipu": "glm-4", "qwen": "dashscope",
+                      "minimax": "minimax", "modelscope": "modelscope", "gemini": "gemini", "xunfei": "xunfei",
+                      "qianfan": "baidu"}
+
+
+@pytest.mark.parametrize("vendor, bot_type", sorted(_SIMULATED_PRESETS.items()))
+def test_a_bad_parameter_of_the_simulators_is_read_as_a_bad_request(vendor, bot_type):
+    """The simulators answer a refused request field the way each vendor's docs say; the
+    presets must read that as a bad request, never as a wrong key (Spark's 10005 was)."""
+    import json as _json
+
+    from bot.compatible.presets import AUTH, BAD_REQUEST, PRESETS
+    from bot.compatible.vendor_bot import vendor_error_fields
+    from tests.fakes.openai_server import VENDORS
+
+    status, body = VENDORS[vendor].errors["param"]
+    message, codes = vendor_error_fields(_json.dumps(body).encode())
+    kind = PRESETS[bot_type].error_kind(status, codes, message)
+    assert kind != AUTH
+    assert kind in (BAD_REQUEST, None)  # None: OpenAI's rules (a 400) decide
