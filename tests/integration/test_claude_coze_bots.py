@@ -245,3 +245,11 @@ def test_claude_per_user_openai_model_gives_way_to_the_configured_claude_model(c
     context["gpt_model"] = "gpt-4o"  # a user's #model choice made for another bot
     assert bot.reply("hello", context).content == "echo: hello (turns: 1)"
     assert server.message_requests()[-1].json["model"] == "claude-3-5-sonnet-latest"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_coze_several_answer_messages_are_joined_the_same_way_streamed_or_polled(coze, settings, stream):
+    bot, server = coze
+    settings["coze_stream"] = stream
+    server.push_answers("First part.", "Second part.")
+    assert bot.reply("two answers", ctx("two answers")).content == "First part.\n\nSecond part."
