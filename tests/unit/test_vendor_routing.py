@@ -233,3 +233,25 @@ def test_a_bad_parameter_of_the_simulators_is_read_as_a_bad_request(vendor, bot_
     kind = PRESETS[bot_type].error_kind(status, codes, message)
     assert kind != AUTH
     assert kind in (BAD_REQUEST, None)  # None: OpenAI's rules (a 400) decide
+
+
+@pytest.mark.parametrize("vendor, values, base_setting", [
+    ("minimax", {"model": "abab6.5-chat", "Minimax_api_key": "sk-test"}, "Minimax_base_url"),
+    ("modelscope", {"model": "modelscope", "modelscope_api_key": "sk-test"}, "modelscope_base_url"),
+])
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_that_is_only_unfinished_reasoning_is_not_sent_raw(load, vendor, values, base_setting, stream):
+    from bridge.context import Context, ContextType
+    from bridge.reply import ReplyType
+    from tests.fakes.openai_server import OpenAIServer
+
+    with OpenAIServer(vendor=vendor, stream=stream) as server:
+        load(**values, **{base_setting: server.base_url})
+        bot = bot_class(route()["chat"])()
+        server.push_answer("<think>The user asks about X. First I should consider")  # cut off inside the block
+        reply = bot.reply("tell me", Context(ContextType.TEXT, "tell me", {"session_id": "s"}))
+        assert reply.type == ReplyType.ERROR
+        assert reply.content == "The model returned an empty answer; please rephrase and try again."
+        assert "<think>" not in reply.content
+        # The failed turn leaves nothing behind: the next question is answered as usual.
+        assert bot.reply("again", Context(ContextType.TEXT, "again", {"session_id": "s"})).type == ReplyType.TEXT
