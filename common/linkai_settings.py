@@ -132,9 +132,6 @@ def apply_pushed(pushed: Any) -> PushResult:
     if "model" in result.applied:
         _reset_bots()
     for key, why in result.refused.items():
-        if is_secret_key(key):
-            # The check's message may quote the value; a secret's value is not logged.
-            why = "refused (value not logged)"
         logger.warning(f"[LinkAI] pushed value refused, {key} keeps its value: {why}")
     if result.ignored:
         logger.info(f"[LinkAI] pushed fields that are no setting here, ignored: {', '.join(sorted(result.ignored))}")
@@ -153,7 +150,8 @@ def _apply(key: str, value: Any, result: PushResult) -> None:
     try:
         apply_setting(key, value, SOURCE)
     except ConfigError as e:
-        result.refused[key] = str(e)
+        # The check's message may quote the value: a secret-looking key's is not kept (it is logged).
+        result.refused[key] = "not a valid value (not logged: the setting looks secret)" if is_secret_key(key) else str(e)
         return
     result.applied.append(key)
 

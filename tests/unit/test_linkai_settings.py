@@ -94,6 +94,8 @@ def test_admin_password_goes_to_godcmd_settings_and_bad_ones_are_refused(setting
     for bad in ("", "   ", 123, "1", "1234567", "  1234567  "):
         assert "admin_password" in apply_pushed({"enabled": "Y", "admin_password": bad}).refused
     assert config_module.pconf("Godcmd")["password"] == "pw-12345"
+    assert apply_pushed({"enabled": "Y", "admin_password": "short"}).refused["admin_password"] == \
+        "must be text of at least 8 characters"
 
 
 def test_group_app_map_reaches_an_installed_linkai_plugin(settings, plugin_settings):
