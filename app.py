@@ -53,6 +53,7 @@ def _graceful_stop() -> None:
         if _shutting_down:
             return
         _shutting_down = True
+    _stop_linkai()
     channel = _channel
     if channel is not None and hasattr(channel, "stop_accepting"):
         channel.stop_accepting()
@@ -73,6 +74,18 @@ def _graceful_stop() -> None:
         except Exception as e:
             logger.error(f"[app] closing the state store failed: {e}")
     _stopped.set()
+
+
+def _stop_linkai() -> None:
+    """Close the LinkAI connection first: no pushed setting or message arrives while the
+    channel winds down. Imported only when it was started (use_linkai)."""
+    linkai_client = sys.modules.get("common.linkai_client")
+    if linkai_client is None:
+        return
+    try:
+        linkai_client.stop()
+    except Exception as e:  # the stop goes on whatever LinkAI does
+        logger.error(f"[app] stopping the LinkAI client failed: {e}")
 
 
 def _keep_backlog(channel, timeout: float) -> None:

@@ -110,7 +110,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "dashscope_api_base": ("https://dashscope.aliyuncs.com/compatible-mode/v1", "DashScope OpenAI-compatible API root (Singapore: `https://dashscope-intl.aliyuncs.com/compatible-mode/v1`). New."),
     "gemini_api_key": ("", "Google Gemini API key (Google AI Studio)."),
     "gemini_api_base": ("https://generativelanguage.googleapis.com/v1beta/openai", "Gemini OpenAI-compatible API root. New."),
-    "deepseek_api_key": ("", "DeepSeek API key; when empty, open_ai_api_key is used, as the original's DeepSeek bot did. New."),
+    "deepseek_api_key": ("", "DeepSeek API key (sent to deepseek_api_base, else DeepSeek's own address). When it and deepseek_api_base are empty, open_ai_api_key is used together with open_ai_api_base, as the original's DeepSeek bot did, but only when open_ai_api_base is not OpenAI's (an OpenAI key never goes to DeepSeek). New."),
     "deepseek_api_base": ("", "DeepSeek API root; empty: open_ai_api_base when it is not OpenAI's own (the original's behaviour), else `https://api.deepseek.com/v1`. New."),
     "zhipu_ai_api_key": ("", "Zhipu AI (GLM) API key."),
     "zhipu_ai_api_base": ("https://open.bigmodel.cn/api/paas/v4", "Zhipu AI OpenAI-compatible API root (the original ignored it; now used)."),

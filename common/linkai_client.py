@@ -4,8 +4,11 @@ app.py calls ``start(channel)`` in a thread at start-up when ``use_linkai`` is o
 ``linkai_api_key`` the client connects to ``linkai_client_host:linkai_client_port`` (JSON
 lines over TCP), logs in with the key, reports this daemon's settings and the channel's
 status, then applies the settings LinkAI pushes (common/linkai_settings.py) and sends the
-messages it pushes to the named session through the channel. A lost connection is opened
-again, waiting 1 s, 2 s, 4 s ... up to ``linkai_client_reconnect_max`` between attempts.
+messages it pushes to the named session through the channel (with several channels, see
+push_target). A lost connection is opened again, waiting 1 s, 2 s, 4 s ... up to
+``linkai_client_reconnect_max`` between attempts; the wait starts again at 1 s only after a
+connection stayed up STABLE_CONNECTION seconds past its login. A login refused with 401/403
+(the key) is final; any other failed login is tried again. app.py's stop closes the client.
 
 What comes from the ``linkai`` package and what does not: the protocol is the SDK's (its
 login packet, its handling of LOGIN / CONFIG / PUSH messages, its channel-status and
@@ -42,6 +45,11 @@ RECONNECT_FIRST = 1.0
 MAX_LINE_BYTES = 1024 * 1024  # a LinkAI message is a few KB; a longer line is a broken or hostile server
 CLIENT_ID_FILE = "linkai_client.json"  # in appdata_dir
 LEGACY_CLIENT_ID_FILE = "client_config.json"  # where the original (the SDK) kept it: the working folder
+FINAL_LOGIN_CODES = (401, 403)  # the key is wrong or not allowed: asking again cannot help
+# A connection counts as good (the back-off starts again at RECONNECT_FIRST) only once it
+# has stayed up this long after a login: a server that logs in and closes at once is
+# otherwise reconnected to every second, sending the key and the settings each time.
+STABLE_CONNECTION = 60.0
 
 # The running client, as in the original (its channels import it to report logins).
 chat_client = None  # type: ChatClient | None
@@ -101,15 +109,21 @@ class ChatClient(LinkAIClient):
     """The SDK's client with this daemon's connection handling, settings and channel."""
 
     def __init__(self, api_key: str, host: str, port: int, channel: Any, reconnect_max: float = 60.0,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL, login_timeout: float = LOGIN_TIMEOUT):
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, login_timeout: float = LOGIN_TIMEOUT,
+                 stable_after: float = STABLE_CONNECTION):
         self._channel = channel
         self._stopping = threading.Event()
         self._reconnect_max = max(RECONNECT_FIRST, reconnect_max)
         self._refused = False
         self._login_answered = False
         self._login_timeout = login_timeout
+        self._stable_after = stable_after
+        self._logged_in_at: float | None = None
         self.logins = 0  # successful logins, for the log and for tests through the log
-        super().__init__(api_key, host, client_type=channel.channel_type,
+        self._config_lock = threading.Lock()  # one pushed config applied at a time
+        # LinkAI knows one client type: with several channels (a ChannelGroup, whose
+        # channel_type is "a,b"), the first one's, which is also where pushes go by default.
+        super().__init__(api_key, host, client_type=member_channels(channel)[0].channel_type,
                          heartbeat_interval=heartbeat_interval, port=port)
         self.config = _local_report()
 
@@ -142,14 +156,18 @@ class ChatClient(LinkAIClient):
 
     # --- callbacks
     def on_message(self, push_msg: PushMsg) -> None:
-        deliver_push(self._channel, push_msg.session_id, push_msg.msg_content, push_msg.is_group)
+        channel, session_id = push_target(self._channel, push_msg.session_id)
+        deliver_push(channel, session_id, push_msg.msg_content, push_msg.is_group)
 
     def on_config(self, config: dict) -> None:
         if not self.client_id:
             return
         from common.linkai_settings import apply_pushed
 
-        apply_pushed(config)
+        # The SDK runs each CONFIG message on a thread of its own: two pushes in a row must
+        # not interleave (the later one's values could be half overwritten by the earlier).
+        with self._config_lock:
+            apply_pushed(config)
 
     def on_chat(self, data: dict, send_chunk_fn: Any) -> None:
         # The console's agent chat is a newer LinkAI feature the original never had. Raising
@@ -160,24 +178,35 @@ class ChatClient(LinkAIClient):
     def _run(self) -> None:
         failures = 0
         while self.need_connect and not self._stopping.is_set():
-            logged_in_before = self.logins
+            self._logged_in_at = None
             try:
                 self._open()
                 self._read_until_closed()
             except OSError as e:
                 if self._stopping.is_set():
                     break
-                logger.warning(f"[LinkAI] cannot reach {self.host}:{self.port}: {e}")
+                if self.connected:
+                    logger.warning(f"[LinkAI] connection to {self.host}:{self.port} lost{self._soon_after_login()}: {e}")
+                else:
+                    logger.warning(f"[LinkAI] cannot reach {self.host}:{self.port}: {e}")
             finally:
                 self._close()
             if self._refused or not self.need_connect or self._stopping.is_set():
                 break
-            failures = 0 if self.logins > logged_in_before else failures + 1
+            logged_in_at = self._logged_in_at
+            stable = logged_in_at is not None and time.monotonic() - logged_in_at >= self._stable_after
+            failures = 0 if stable else failures + 1
             delay = _backoff(failures, self._reconnect_max)
             logger.info(f"[LinkAI] connecting again in {delay:.1f} s")
             if self._stopping.wait(delay):
                 break
         logger.info("[LinkAI] client stopped")
+
+    def _soon_after_login(self) -> str:
+        logged_in_at = self._logged_in_at
+        if logged_in_at is not None and time.monotonic() - logged_in_at < self._stable_after:
+            return f" {time.monotonic() - logged_in_at:.1f} s after the login (the back-off is not reset)"
+        return ""
 
     def _open(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
@@ -217,7 +246,7 @@ class ChatClient(LinkAIClient):
                     return
                 raise
             if data == b"":
-                logger.warning("[LinkAI] the server closed the connection")
+                logger.warning(f"[LinkAI] the server closed the connection{self._soon_after_login()}")
                 return
             if data:
                 buffer = self._take_lines(buffer + data)
@@ -273,19 +302,53 @@ class ChatClient(LinkAIClient):
                 return
             self._dispatch_msg(message)  # the SDK keeps the client id and reports our settings
             self.logins += 1
-            self.send_channel_status(self.client_type, "connected")
-            logger.info(f"[LinkAI] logged in ({self.logins}), channel {self.client_type} reported connected")
+            self._logged_in_at = time.monotonic()
+            types = [member.channel_type for member in member_channels(self._channel)]
+            for channel_type in types:
+                self.send_channel_status(channel_type, "connected")
+            logger.info(f"[LinkAI] logged in ({self.logins}), channel {', '.join(types)} reported connected")
             logger.info("[LinkAI] settings and messages can be pushed from https://link-ai.tech/console/clients")
         elif code == 409:
             logger.info("[LinkAI] the server says this client needs no connection; LinkAI client stopped")
             self.need_connect = False
             self._close()
-        else:
+        elif code in FINAL_LOGIN_CODES:
             detail = message.get("message") or message.get("msg") or ""
             logger.error(f"[LinkAI] login refused (code {code}{': ' + str(detail)[:200] if detail else ''}): "
                          f"check linkai_api_key; the LinkAI client does not try again until the next start")
             self._refused = True
             self._close()
+        else:
+            # Anything else (a 500, a rate limit, a code this client does not know) may pass:
+            # the connection is closed and opened again after the back-off.
+            detail = message.get("message") or message.get("msg") or ""
+            logger.warning(f"[LinkAI] login failed (code {str(code)[:40]}{': ' + str(detail)[:200] if detail else ''}); "
+                           f"trying again later")
+            self._close()
+
+
+def member_channels(channel: Any) -> list:
+    """The channels behind `channel`: the members of a ChannelGroup (several channels in one
+    daemon), else the channel itself."""
+    members = getattr(channel, "channels", None)
+    return list(members) if isinstance(members, list) and members else [channel]
+
+
+def push_target(channel: Any, session_id: Any) -> tuple[Any, Any]:
+    """Which channel sends a pushed message, and to whom. One channel: that one. Several: a
+    session id in the group's own form "<channel>:<id>" (each member's session ids carry its
+    name) goes to that member, to <id>; any other goes to the first member that can send
+    (the order of channel_type), which is also the client type reported to LinkAI."""
+    members = member_channels(channel)
+    if len(members) == 1:
+        return members[0], session_id
+    if isinstance(session_id, str) and ":" in session_id:
+        name, rest = session_id.split(":", 1)
+        for member in members:
+            if member.channel_type == name and rest:
+                return member, rest
+    senders = [member for member in members if callable(getattr(member, "send", None))]
+    return (senders or members)[0], session_id
 
 
 def deliver_push(channel: Any, session_id: Any, content: Any, is_group: Any = False) -> bool:

@@ -4,8 +4,15 @@
 (the console shows and edits it); ``apply_pushed(config)`` applies what the console
 pushes back. The field names are LinkAI's (the original's client used the same ones).
 
-A pushed value is a setting of config.json with the same checks (config.apply_setting):
-a wrong one is refused with a log line naming it and the running value stays. Besides
+Only the settings the LinkAI console itself shows and edits can be pushed (PUSHABLE: the
+ones the original's client reported to the console, plus the system prompt, the model
+among the names ``#model`` accepts, and the voice switches). Anything else a push holds
+is refused: addresses and keys (``*_api_base``, ``*_api_key``, ``proxy``), network and
+web-page guards, paths, and engine or bot names, which may be import paths that run
+code. A push comes from a remote service; it must not be able to redirect a key or load
+a module. A pushable value gets the checks of config.json (config.apply_setting): a
+wrong one is refused with a log line naming it and the running value stays; a refused
+value is never logged for a key that looks secret. Besides
 settings, the console pushes a few fields of its own: ``enabled`` ("Y": apply; anything
 else: ignore the whole push), ``reply_voice_mode``, ``admin_password`` (godcmd's
 password), and ``group_app_map`` / ``text_to_image`` for the linkai plugin when one is
@@ -17,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import const
 from common.log import logger
+from common.masking import is_secret_key
 from config import ConfigError, SETTINGS, apply_setting, conf, expected_types, pconf, plugin_config, shown, write_plugin_config
 
 SOURCE = "LinkAI"
@@ -32,9 +41,22 @@ VOICE_MODES = {
     "no_reply_voice": (False, False),
 }
 
-# Settings the client itself runs on: a push changing them would redirect the client
-# (and its key) or change nothing until a restart, so they are kept local.
-_LOCAL_ONLY = {"use_linkai", "linkai_api_key", "linkai_client_host", "linkai_client_port"}
+# The settings a push may change. The first group is what the original's client reports
+# to the console (its _build_config), so what the console edits; then the prompt, the
+# model (checked against const.MODEL_LIST below) and the voice and image switches.
+PUSHABLE = frozenset({
+    "linkai_app_code",
+    "single_chat_prefix", "single_chat_reply_prefix", "single_chat_reply_suffix",
+    "group_chat_prefix", "group_chat_reply_prefix", "group_chat_reply_suffix",
+    "group_name_white_list", "nick_name_black_list",
+    "speech_recognition", "text_to_image", "image_create_prefix",
+    "character_desc", "model",
+    "group_speech_recognition", "voice_reply_voice", "always_reply_voice",
+})
+
+# The godcmd password a push may set: at least this long (a remote push of "1" would
+# hand admin rights to anyone who guesses it).
+MIN_ADMIN_PASSWORD = 8
 
 
 @dataclass
@@ -87,10 +109,13 @@ def apply_pushed(pushed: Any) -> PushResult:
         if key in _CONSOLE_FIELDS or value is None:
             continue
         if not isinstance(key, str) or key not in SETTINGS:
-            result.ignored.append(str(key))
+            result.ignored.append(shown(key, 60) if not isinstance(key, str) or not key.isprintable() else key[:60])
             continue
-        if key in _LOCAL_ONLY:
-            result.refused[key] = "this setting is only read from the local config"
+        if key not in PUSHABLE:
+            result.refused[key] = "LinkAI may not change this setting; only the local config sets it"
+            continue
+        if key == "model" and value not in const.MODEL_LIST:
+            result.refused[key] = f"not a model name this daemon knows (#model lists them), got {shown(value, 60)}"
             continue
         _apply(key, _from_console(key, value), result)
     mode = pushed.get("reply_voice_mode")
@@ -104,6 +129,8 @@ def apply_pushed(pushed: Any) -> PushResult:
     if pushed.get("admin_password") is not None:
         _apply_admin_password(pushed["admin_password"], result)
     _apply_linkai_plugin(pushed, result)
+    if "model" in result.applied:
+        _reset_bots()
     for key, why in result.refused.items():
         logger.warning(f"[LinkAI] pushed value refused, {key} keeps its value: {why}")
     if result.ignored:
@@ -123,14 +150,15 @@ def _apply(key: str, value: Any, result: PushResult) -> None:
     try:
         apply_setting(key, value, SOURCE)
     except ConfigError as e:
-        result.refused[key] = str(e)
+        # The check's message may quote the value: a secret-looking key's is not kept (it is logged).
+        result.refused[key] = "not a valid value (not logged: the setting looks secret)" if is_secret_key(key) else str(e)
         return
     result.applied.append(key)
 
 
 def _apply_admin_password(password: Any, result: PushResult) -> None:
-    if not isinstance(password, str) or not password.strip():
-        result.refused["admin_password"] = "must be non-empty text"
+    if not isinstance(password, str) or len(password.strip()) < MIN_ADMIN_PASSWORD:
+        result.refused["admin_password"] = f"must be text of at least {MIN_ADMIN_PASSWORD} characters"
         return
     godcmd = pconf("Godcmd")
     if isinstance(godcmd, dict):
@@ -161,6 +189,13 @@ def _apply_linkai_plugin(pushed: dict, result: PushResult) -> None:
         midjourney["use_image_create_prefix"] = True
     elif isinstance(midjourney, dict) and drawing in ("dall-e-2", "dall-e-3"):
         midjourney["use_image_create_prefix"] = False
+
+
+def _reset_bots() -> None:
+    """A pushed model takes effect as one set by #model does: the routing is read again."""
+    from bridge.bridge import Bridge
+
+    Bridge().reset_bot()
 
 
 def _reload_plugin(name: str) -> None:

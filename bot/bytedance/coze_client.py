@@ -157,7 +157,11 @@ class CozeClient:
     # -- streamed -------------------------------------------------------------------------
 
     def _read_stream(self, resp: requests.Response, on_text: Callable[[str], None] | None) -> CozeAnswer:
-        parts: list[str] = []
+        # The answer's pieces, a new message (a new message id) starting a new list: several
+        # answer messages are joined with a blank line, as the polled answer's are.
+        messages: list[list[str]] = []
+        message_id: Any = None
+        parts: list[str] = []  # every piece, to know whether anything was answered
         answer_from_completed: list[str] = []
         conversation_id = chat_id = ""
         tokens = None
@@ -178,9 +182,14 @@ class CozeClient:
                         finished = True
                 elif name == "conversation.message.delta":
                     if isinstance(data, dict) and data.get("type") == "answer" and isinstance(data.get("content"), str):
+                        new_id = data.get("id")
+                        if not messages or (new_id and message_id and new_id != message_id):
+                            messages.append([])
+                        message_id = new_id or message_id
+                        messages[-1].append(data["content"])
                         parts.append(data["content"])
                         if on_text is not None:
-                            on_text("".join(parts))
+                            on_text(_joined(messages))
                 elif name == "conversation.message.completed":
                     # The whole message again: kept for a server that sends no deltas.
                     if isinstance(data, dict) and data.get("type") == "answer" and isinstance(data.get("content"), str):
@@ -207,7 +216,7 @@ class CozeClient:
         if not finished:
             raise CozeError(BROKEN if parts else BAD_RESPONSE, "the stream ended before conversation.chat.completed",
                             after_answer=bool(parts))
-        text = "".join(parts) if parts else "\n\n".join(answer_from_completed)
+        text = _joined(messages) if parts else "\n\n".join(answer_from_completed)
         return CozeAnswer(text, conversation_id, chat_id, tokens)
 
     # -- created, then polled -----------------------------------------------------------------
@@ -295,6 +304,11 @@ class CozeClient:
         if code not in (0, None) or resp.status_code >= 400:
             raise error_of(code, parsed.get("msg"), resp.status_code)
         return parsed.get("data")
+
+
+def _joined(messages: list[list[str]]) -> str:
+    """Several answer messages of one chat as one text, a blank line between them."""
+    return "\n\n".join("".join(pieces) for pieces in messages if pieces)
 
 
 def _failed(last_error: dict, after_answer: bool = False) -> CozeError:

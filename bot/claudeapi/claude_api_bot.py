@@ -17,7 +17,12 @@ Differences, on purpose:
   OpenAI's own address (sending Claude requests to api.openai.com never worked).
 * The answer is streamed (``claude_stream``, default on) and shown growing on channels
   that can show partial answers; ``claude_stream: false`` asks for one JSON answer.
-  ``request_timeout`` bounds the whole streamed answer, as for the OpenAI bot.
+  ``request_timeout`` bounds the whole answer, streamed or not, from before the request;
+  a question is never sent again once Anthropic may have received it (only a 429, a 529
+  or a connection that was never made is retried, within the same deadline).
+* A model name that is not Claude's (the default ``gpt-3.5-turbo``, a user's ``#model``
+  choice for another bot) is replaced by the configured Claude model, else
+  DEFAULT_MODEL: Anthropic would answer 404 to every message.
 * The history sent keeps Claude's rules: the system prompt goes apart (``system``),
   roles alternate starting with the user (two questions in a row, left by a failed
   turn of the original, are merged), and a failed turn leaves no question behind.
@@ -30,6 +35,7 @@ Differences, on purpose:
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -47,8 +53,11 @@ from config import conf
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MODEL = const.CLAUDE_35_SONNET  # when neither the asked-for nor the configured model is Claude's
 DEFAULT_REQUEST_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 10.0
+RETRY_PAUSE = 0.5  # seconds before the first retry of a refused request, doubled each time
+MAX_RETRY_PAUSE = 8.0
 
 # The original's short names -> model ids Anthropic accepts.
 MODEL_ALIASES = {
@@ -62,6 +71,21 @@ MODEL_ALIASES = {
 
 def model_id(model: str) -> str:
     return MODEL_ALIASES.get(model, model)
+
+
+def is_claude_model(name: str) -> bool:
+    return name.strip().lower().startswith("claude")
+
+
+def chosen_model(requested: str, configured: str) -> str:
+    """The model id to ask Anthropic for. A name that is not Claude's (the default
+    gpt-3.5-turbo, a per-user #model gpt-4o, any other vendor's) would be a 404 on every
+    message: the configured `model` is used instead when it is a Claude name, else
+    DEFAULT_MODEL (as the vendor presets fall back to their default model)."""
+    for name in (requested, configured):
+        if name and is_claude_model(name):
+            return model_id(name.strip())
+    return DEFAULT_MODEL
 
 
 # --- errors ----------------------------------------------------------------------
@@ -251,8 +275,10 @@ def _request_timeout() -> float:
 class ClaudeAPIBot(Bot):
     """``self.sessions`` is what godcmd's ``#reset`` / ``#resetall`` clear."""
 
-    # Retries of the anthropic client (429, 5xx, 529 and connection failures, with its
-    # own back-off and Retry-After). Tests lower it.
+    # Retries of a request Anthropic cannot have taken in: refused (429, 529) or never
+    # connected. The anthropic client's own retries are off (max_retries=0): they also
+    # resend after a timeout or a 5xx, when the question may have been received and
+    # answered (a silent server got it three times). Tests lower it.
     max_retries: int = 2
 
     def __init__(self) -> None:
@@ -260,6 +286,7 @@ class ClaudeAPIBot(Bot):
         self.sessions = SessionManager(ClaudeSession, model=conf().get("model") or "")
         self._client: Any = None
         self._client_key: tuple | None = None
+        self._said_models: set[str] = set()
 
     @classmethod
     def settings_problem(cls, settings: Any) -> str | None:
@@ -290,7 +317,11 @@ class ClaudeAPIBot(Bot):
         session = self.sessions.session_query(query, session_id)
         with self.sessions.lock_for(session):
             system, messages = claude_messages(session.messages)
-        model = model_id(str((context.get("gpt_model") if context is not None else None) or conf().get("model") or ""))
+        requested = str((context.get("gpt_model") if context is not None else None) or conf().get("model") or "")
+        model = chosen_model(requested, str(conf().get("model") or ""))
+        if model != model_id(requested) and requested not in self._said_models:
+            self._said_models.add(requested)  # once per name
+            logger.info("[CLAUDE_API] model '{}' is not a Claude model; asking for '{}'".format(requested, model))
         base, base_setting = _api_base()
         partial = PartialAnswer.for_context(context)
         try:
@@ -330,32 +361,39 @@ class ClaudeAPIBot(Bot):
         key = str(conf().get("claude_api_key") or "")
         base, _ = _api_base()
         proxy = str(conf().get("proxy") or "")
-        timeout = _request_timeout()
-        wanted = (key, base, proxy, timeout, self.max_retries)
+        wanted = (key, base, proxy)
         if self._client is None or self._client_key != wanted:
             options: dict[str, Any] = {}
             if proxy:
                 options["http_client"] = anthropic.DefaultHttpxClient(proxy=proxy)
-            self._client = anthropic.Anthropic(
-                api_key=key, base_url=base, max_retries=self.max_retries,
-                timeout=anthropic.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)), **options,
-            )
+            # Each request gets its own timeout (what is left of its deadline), see _ask.
+            self._client = anthropic.Anthropic(api_key=key, base_url=base, max_retries=0, **options)
             self._client_key = wanted
         return self._client
 
     def _ask(self, model: str, system: str, messages: list[dict], partial: PartialAnswer | None) -> Answer:
+        """One answer within request_timeout, counted from before the first request: the
+        wait for the answer, a body read slowly and the retries of _safe_to_retry all share it."""
+        self.client()  # made (and anthropic imported, slow the first time) before the clock starts
+        total = _request_timeout()
+        deadline = time.monotonic() + total
         max_tokens = int(conf().get("claude_max_tokens") or DEFAULT_MAX_TOKENS)
         request: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
         if system:
             request["system"] = system
-        client = self.client()
-        if conf().get("claude_stream", True):
-            answer = self._read_stream(client.messages.create(stream=True, **request), partial, _request_timeout())
-        else:
-            response = client.messages.create(**request)
-            text = "".join(getattr(block, "text", "") or "" for block in (response.content or []) if getattr(block, "type", "") == "text")
-            usage = response.usage
-            answer = Answer(text, getattr(usage, "input_tokens", 0) or 0, getattr(usage, "output_tokens", 0) or 0, response.stop_reason)
+        attempt = 0
+        while True:
+            try:
+                answer = self._ask_once(request, partial, deadline, total)
+                break
+            except Exception as e:
+                error = _classify(e, answered=False)
+                pause = min(RETRY_PAUSE * (2 ** attempt), MAX_RETRY_PAUSE)
+                if attempt >= self.max_retries or not _safe_to_retry(e) or time.monotonic() + pause >= deadline:
+                    raise error from None
+                attempt += 1
+                logger.info("[CLAUDE_API] {}, asking again in {:g} s ({}/{})".format(error, pause, attempt, self.max_retries))
+                time.sleep(pause)
         if answer.stop_reason == "max_tokens":
             logger.warning("[CLAUDE_API] the answer was cut at claude_max_tokens ({})".format(max_tokens))
         answer.text = answer.text.strip()
@@ -363,22 +401,42 @@ class ClaudeAPIBot(Bot):
             raise ClaudeError(EMPTY, f"no text in the answer (stop_reason={answer.stop_reason})")
         return answer
 
+    def _ask_once(self, request: dict, partial: PartialAnswer | None, deadline: float, total: float) -> Answer:
+        import anthropic
+
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClaudeError(TIMEOUT, f"not answered within request_timeout ({total:g} s)")
+        # The wait for the answer's headers is bounded by what is left; the body by the watchdog.
+        timeout = anthropic.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+        client = self.client()
+        if conf().get("claude_stream", True):
+            return self._read_stream(client.messages.create(stream=True, timeout=timeout, **request), partial,
+                                     deadline, total)
+        with _Watchdog(deadline) as watchdog:
+            with client.messages.with_streaming_response.create(timeout=timeout, **request) as raw:
+                watchdog.closes(raw.http_response)
+                try:
+                    response = raw.parse()
+                except Exception:
+                    if watchdog.expired.is_set():
+                        raise ClaudeError(TIMEOUT, f"not answered within request_timeout ({total:g} s)") from None
+                    raise
+        text = "".join(getattr(block, "text", "") or "" for block in (response.content or []) if getattr(block, "type", "") == "text")
+        usage = response.usage
+        return Answer(text, getattr(usage, "input_tokens", 0) or 0, getattr(usage, "output_tokens", 0) or 0, response.stop_reason)
+
     @staticmethod
-    def _read_stream(stream: Any, partial: PartialAnswer | None, total_seconds: float) -> Answer:
-        """The answer of a stream; ``total_seconds`` bounds the whole of it: a server that
-        trickles keeps every read within its timeout, so a timer closes the stream then
-        (the read in progress fails at once) and the user is told."""
+    def _read_stream(stream: Any, partial: PartialAnswer | None, deadline: float, total_seconds: float) -> Answer:
+        """The answer of a stream, read until ``deadline``: a server that trickles keeps
+        every read within its timeout, so a timer closes the stream then (the read in
+        progress fails) and the user is told."""
         parts: list[str] = []
         answer = Answer("")
         finished = False
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            stream.close()
-
-        watchdog = threading.Timer(total_seconds, expire)
-        watchdog.daemon = True
+        watchdog = _Watchdog(deadline)
+        watchdog.closes(stream)
+        expired = watchdog.expired
         watchdog.start()
         try:
             with stream:
@@ -409,3 +467,63 @@ class ClaudeAPIBot(Bot):
             raise ClaudeError(BROKEN if parts else EMPTY, "the stream ended without message_stop")
         answer.text = "".join(parts)
         return answer
+
+
+def _safe_to_retry(error: BaseException) -> bool:
+    """True when Anthropic cannot have taken the question in: it refused it (429 rate
+    limit, 529 overloaded) or no connection was made. A timeout, a 5xx or a connection
+    lost after sending may come after the question was received: never resent."""
+    import anthropic
+    import httpx
+
+    if isinstance(error, anthropic.APIStatusError):
+        return error.status_code in (429, 529)
+    if isinstance(error, anthropic.APITimeoutError):
+        return False
+    if isinstance(error, anthropic.APIConnectionError):
+        return isinstance(error.__cause__, httpx.ConnectError)
+    return False
+
+
+class _Watchdog:
+    """Closes what it was given at ``deadline`` (a stream or an HTTP response whose body
+    is being read), so a read that keeps getting a byte now and then ends there."""
+
+    def __init__(self, deadline: float) -> None:
+        self.expired = threading.Event()
+        self._deadline = deadline
+        self._target: Any = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def closes(self, target: Any) -> None:
+        with self._lock:
+            self._target = target
+            if self.expired.is_set():
+                target.close()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            target = self._target
+        if target is not None:
+            try:
+                target.close()
+            except Exception:  # closing from this thread may race the reader; it fails either way
+                pass
+
+    def start(self) -> None:
+        self._timer = threading.Timer(max(0.0, self._deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def __enter__(self) -> "_Watchdog":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()

@@ -72,6 +72,8 @@ class Preset:
     base_from: Callable[[Mapping[str, Any]], str] | None = None
     # The model from the settings and the model asked for (when the rules of model() do not fit).
     model_from: Callable[[Mapping[str, Any], str | None], str] | None = None
+    # The (key, base) settings an error names, when they are not key_settings[0] and base_setting.
+    setting_names_from: Callable[[Mapping[str, Any]], tuple[str, str]] | None = None
     docs: str = ""
 
     # -- settings -> request
@@ -83,6 +85,12 @@ class Preset:
             if _text(settings, key):
                 return _text(settings, key)
         return ""
+
+    def setting_names(self, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """The settings that hold the key and the address in use (what an error names)."""
+        if self.setting_names_from is not None:
+            return self.setting_names_from(settings)
+        return self.key_settings[0], self.base_setting
 
     def api_base(self, settings: Mapping[str, Any]) -> str:
         base = self.base_from(settings) if self.base_from is not None else _text(settings, self.base_setting)
@@ -167,19 +175,46 @@ def _minimax_base(settings: Mapping[str, Any]) -> str:
     return url
 
 
+_OPENAI_ROOTS = ("", "https://api.openai.com/v1", "https://api.openai.com")
+
+
+def _deepseek_relay(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The original's DeepSeek bot sent open_ai_api_key to open_ai_api_base. That pair is
+    still taken when no deepseek_api_key is set, but only as a pair and only when the base
+    is not OpenAI's own (a relay in front of DeepSeek): otherwise an OpenAI key would go to
+    DeepSeek, or a DeepSeek key to an OpenAI relay."""
+    if _text(settings, "deepseek_api_key") or _text(settings, "deepseek_api_base"):
+        return None
+    key = _text(settings, "open_ai_api_key")
+    base = api_root(_text(settings, "open_ai_api_base"))
+    if not key or base in _OPENAI_ROOTS:
+        return None
+    return key, base
+
+
 def _deepseek_key(settings: Mapping[str, Any]) -> str:
-    # The original's DeepSeek bot used open_ai_api_key; deepseek_api_key (new) wins when set.
-    return _text(settings, "deepseek_api_key") or _text(settings, "open_ai_api_key")
+    relay = _deepseek_relay(settings)
+    return relay[0] if relay else _text(settings, "deepseek_api_key")
 
 
 def _deepseek_base(settings: Mapping[str, Any]) -> str:
-    # The original sent DeepSeek questions to open_ai_api_base; that is kept when it was
-    # changed from OpenAI's own address (a proxy in front of DeepSeek), else DeepSeek's is used.
-    own = _text(settings, "deepseek_api_base")
-    if own:
-        return own
-    openai_base = api_root(_text(settings, "open_ai_api_base"))
-    return "" if openai_base in ("", "https://api.openai.com/v1", "https://api.openai.com") else openai_base
+    relay = _deepseek_relay(settings)
+    return relay[1] if relay else _text(settings, "deepseek_api_base")
+
+
+def _deepseek_setting_names(settings: Mapping[str, Any]) -> tuple[str, str]:
+    return ("open_ai_api_key", "open_ai_api_base") if _deepseek_relay(settings) else ("deepseek_api_key", "deepseek_api_base")
+
+
+def _deepseek_credentials(settings: Mapping[str, Any]) -> str | None:
+    if _deepseek_key(settings):
+        return None
+    hint = ""
+    if _text(settings, "open_ai_api_key"):
+        hint = (" (open_ai_api_key is used for DeepSeek only together with an open_ai_api_base that is not "
+                "OpenAI's, and only when deepseek_api_key and deepseek_api_base are empty: an OpenAI key is "
+                "never sent to DeepSeek)")
+    return f"setting 'deepseek_api_key' is empty: put your DeepSeek API key in it{hint}"
 
 
 def _qwen_credentials(settings: Mapping[str, Any]) -> str | None:
@@ -282,7 +317,8 @@ DEEPSEEK = _add(Preset(
     key_settings=("deepseek_api_key", "open_ai_api_key"), base_setting="deepseek_api_base",
     default_base="https://api.deepseek.com/v1", default_model=const.DEEPSEEK_CHAT,
     aliases={const.DEEPSEEK: const.DEEPSEEK_CHAT},
-    key_from=_deepseek_key, base_from=_deepseek_base,
+    key_from=_deepseek_key, base_from=_deepseek_base, credentials_problem=_deepseek_credentials,
+    setting_names_from=_deepseek_setting_names,
     # DeepSeek answers a wrong model with 400 "Model Not Exist" and an empty balance with 402.
     error_messages=(("Model Not Exist", NOT_FOUND),), error_statuses={402: QUOTA},
     # deepseek-reasoner ignores the sampling settings and refuses logprobs.
@@ -375,11 +411,14 @@ XUNFEI = _add(Preset(
     model_setting="xunfei_domain",
     key_from=_spark_key, credentials_problem=_spark_credentials,
     drop_params=("frequency_penalty", "presence_penalty"),
-    # 11200: no authorisation for the model / volume used up; 11201-11203: daily or
-    # concurrency limits; 10013/10014/10019/10907: content checks.
+    # Spark's error code table: 11200 no authorisation for the model / volume used up;
+    # 11201-11203 daily, per-second or concurrency limits; 10013/10014/10019 content checks;
+    # 10003-10005 the request's format, schema or a parameter's value is wrong; 10015/10016
+    # the app id is blacklisted / not authorised; 10007 the previous question is still running.
     error_codes={"11200": QUOTA, "11201": QUOTA, "11202": RATE_LIMITED, "11203": RATE_LIMITED,
                  "10013": CONTENT_POLICY, "10014": CONTENT_POLICY, "10019": CONTENT_POLICY,
-                 "10404": NOT_FOUND, "10005": AUTH, "10007": RATE_LIMITED},
+                 "10404": NOT_FOUND, "10003": BAD_REQUEST, "10004": BAD_REQUEST, "10005": BAD_REQUEST,
+                 "10015": AUTH, "10016": AUTH, "10007": RATE_LIMITED},
     answer_error=_spark_answer_error,
     error_messages=(("domain", NOT_FOUND), ("unauthorized", AUTH), ("hmac", AUTH)),
     docs="https://www.xfyun.cn/doc/spark/HTTP%E8%B0%83%E7%94%A8%E6%96%87%E6%A1%A3.html",

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from bot.chatgpt import chat_gpt_bot as base
-from bot.chatgpt.chat_gpt_bot import ChatAPIError, ChatGPTBot
+from bot.chatgpt.chat_gpt_bot import EMPTY, ChatAPIError, ChatGPTBot
 from bot.compatible.presets import Preset
 from bridge.bridge import in_language, is_chinese
 from bridge.context import Context, ContextType
@@ -140,9 +140,8 @@ class VendorChatBot(ChatGPTBot):
         preset = self.preset
         call.url = preset.api_base(conf()) + "/chat/completions"
         call.headers = {"Authorization": f"Bearer {call.api_key}"} if call.api_key else {}
-        call.key_setting = preset.key_settings[0]
-        call.base_setting = preset.base_setting
-        call.settings = "model, " + (preset.model_setting + ", " if preset.model_setting else "") + preset.base_setting
+        call.key_setting, call.base_setting = preset.setting_names(conf())
+        call.settings = "model, " + (preset.model_setting + ", " if preset.model_setting else "") + call.base_setting
 
     # -- the answer
 
@@ -154,7 +153,12 @@ class VendorChatBot(ChatGPTBot):
     def _read_chat(self, resp: Any, call: Any):
         answer = super()._read_chat(resp, call)
         if self.preset.strip_think and "<think>" in answer.content:
-            answer.content = without_thinking(answer.content).strip() or answer.content
+            shown = without_thinking(answer.content).strip()
+            if not shown:
+                # Only reasoning (an unfinished <think> block, cut by max_tokens or a
+                # broken stream): not sent raw; the user is told the answer was empty.
+                raise ChatAPIError(EMPTY, "the answer holds only the model's reasoning (<think> ... with no answer after it)")
+            answer.content = shown
         return answer
 
     def _status_error(self, status: int, body: bytes) -> ChatAPIError:

@@ -90,3 +90,14 @@ def test_a_missing_key_stops_start_up(tmp_path):
     result = run_app(tmp_path, "--cmd", "--config", config, input="hello\n")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "claude_api_key" in result.stderr
+
+
+def test_an_openai_model_name_is_not_sent_to_anthropic(tmp_path):
+    """bot_type claudeAPI with the original's default model (gpt-3.5-turbo): every message
+    was a 404; the Claude default is asked for instead."""
+    with AnthropicServer(api_keys={KEY}, models=[MODEL_ID]) as server:
+        config = claude_config(tmp_path, server, bot_type="claudeAPI", model="gpt-3.5-turbo")
+        result = run_app(tmp_path, "--cmd", "--config", config, input="hello\n")
+    lines = answers(result)
+    assert "echo: hello (turns: 1)" in lines, result.stdout
+    assert [r.json["model"] for r in server.message_requests()] == [MODEL_ID]

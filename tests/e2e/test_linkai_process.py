@@ -63,6 +63,12 @@ def test_login_reports_and_pushed_settings_apply(tmp_path, server):
         daemon.ask("again")
         daemon.wait_for("[LK] echo: again")
 
+        # Code paths and keys are not the console's to set: the next message is answered as before.
+        server.push_config({"enabled": "Y", "bot_type": "os:abort", "open_ai_api_key": "sk-PUSHEDSECRET"})
+        daemon.wait_for_log("pushed value refused, open_ai_api_key keeps its value")
+        daemon.ask("still")
+        daemon.wait_for("[LK] echo: still")
+
         # A push the console has not enabled changes nothing.
         server.push_config({"enabled": "N", "single_chat_reply_prefix": "[OFF] "})
         daemon.wait_for_log("pushed settings not applied: the console's remote config is not enabled")
@@ -75,6 +81,9 @@ def test_login_reports_and_pushed_settings_apply(tmp_path, server):
     finally:
         daemon.kill()
     assert "Traceback" not in daemon.stderr()
+    run_log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "PUSHEDSECRET" not in daemon.stderr() + run_log
+    assert "[LinkAI] client stopped" in run_log  # the daemon's stop closed the LinkAI connection
 
 
 def test_dropped_connection_is_opened_again(tmp_path, server):

@@ -37,9 +37,16 @@ class Case:
 
 
 CASES = {
+    # The original's settings: open_ai_api_key with a relay's open_ai_api_base (taken as a pair).
     "deepseek": Case(
         "deepseek",
         lambda base: {"model": "deepseek-chat", "open_ai_api_key": KEY, "open_ai_api_base": base},
+        "deepseek-chat", "open_ai_api_key", "open_ai_api_base"),
+    # DeepSeek's own key wins, and goes to deepseek_api_base, never to open_ai_api_base.
+    "deepseek-own": Case(
+        "deepseek",
+        lambda base: {"model": "deepseek-chat", "deepseek_api_key": KEY, "deepseek_api_base": base,
+                      "open_ai_api_key": "sk-openai-only", "open_ai_api_base": "http://127.0.0.1:9/v1"},
         "deepseek-chat", "deepseek_api_key", "deepseek_api_base"),
     "moonshot": Case(
         "moonshot",

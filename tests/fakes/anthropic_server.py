@@ -23,6 +23,7 @@ the key check: ``push_answer(text)``, ``push_error(status, etype=None, message=N
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -123,6 +124,14 @@ class AnthropicServer:
         client goes away or the server stops (a per-read timeout never fires)."""
         self._push(_Action("trickle", text=piece, body=every))
 
+    def push_silence(self) -> None:
+        """Take the request in and never answer (until the client goes away or the server stops)."""
+        self._push(_Action("silent"))
+
+    def push_slow_body(self, text: str, every: float = 0.2) -> None:
+        """A non-streamed answer whose JSON body comes one byte every ``every`` seconds."""
+        self._push(_Action("slow_body", text=text, body=every))
+
     def push_stream_error(self, text: str, etype: str = "overloaded_error") -> None:
         self._push(_Action("stream_error", text=text, body=anthropic_error(529, etype)))
 
@@ -205,6 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
         if action is not None and action.kind == "error":
             self._json(action.status, action.body)
             return
+        if action is not None and action.kind == "silent":
+            while owner._httpd is not None and not self._client_gone():
+                time.sleep(0.05)
+            return
         problem = _check_request(body)
         if problem:
             self._json(400, anthropic_error(400, message=problem))
@@ -226,9 +239,15 @@ class _Handler(BaseHTTPRequestHandler):
                 "id": "msg_sim", "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": 10, "output_tokens": max(1, len(text) // 4)},
-            })
+            }, every=action.body if action is not None and action.kind == "slow_body" else None)
 
-    def _json(self, status: int, payload: Any) -> None:
+    def _client_gone(self) -> bool:
+        import select
+
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+
+    def _json(self, status: int, payload: Any, every: float | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -236,7 +255,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("request-id", "req_sim")
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if every is None:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            if self.server_owner._httpd is None:
+                return
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            time.sleep(every)
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n")

@@ -64,6 +64,7 @@ class _Action:
     code: int = 0
     msg: str = ""
     status: int = 200
+    more: tuple = ()  # further answer messages of the same chat (a bot whose workflow answers twice)
 
 
 class CozeServer:
@@ -112,6 +113,10 @@ class CozeServer:
     # -- scripting
     def push_answer(self, text: str) -> None:
         self._push(_Action("answer", text=text))
+
+    def push_answers(self, first: str, *more: str) -> None:
+        """One chat answered with several ``type: answer`` messages."""
+        self._push(_Action("answer", text=first, more=tuple(more)))
 
     def push_error(self, code: int, msg: str, status: int = 200) -> None:
         self._push(_Action("error", code=code, msg=msg, status=status))
@@ -230,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "status": "in_progress", "last_error": {"code": 0, "msg": ""}}
         failed = action is not None and action.kind == "failed"
         with owner._lock:
-            owner.chats[chat_id] = {"chat": chat, "answer": text, "polls": 0,
+            owner.chats[chat_id] = {"chat": chat, "answer": text, "more": action.more if action is not None else (), "polls": 0,
                                     "failed": (action.code, action.msg) if failed else None}
             if not failed and not (action is not None and action.kind == "broken"):
                 conversation["turns"].append(("assistant", text))
@@ -252,16 +257,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._event("done", "[DONE]")
             self._end()
             return
-        message = {"id": self.server_owner._new_id(), "conversation_id": chat["conversation_id"], "bot_id": chat["bot_id"],
-                   "chat_id": chat["id"], "role": "assistant", "type": "answer", "content_type": "text"}
         size = max(1, self.server_owner.chunk_size)
-        for start in range(0, len(text), size):
-            self._event("conversation.message.delta", {**message, "content": text[start:start + size]})
-        if action is not None and action.kind == "broken":
-            self.wfile.write(b"40\r\nevent:conversation.message.delta\ndata:{\"id\"")
-            self.wfile.flush()
-            return
-        self._event("conversation.message.completed", {**message, "content": text})
+        for number, answer in enumerate((text,) + (action.more if action is not None else ())):
+            message = {"id": self.server_owner._new_id(), "conversation_id": chat["conversation_id"], "bot_id": chat["bot_id"],
+                       "chat_id": chat["id"], "role": "assistant", "type": "answer", "content_type": "text"}
+            for start in range(0, len(answer), size):
+                self._event("conversation.message.delta", {**message, "content": answer[start:start + size]})
+            if number == 0 and action is not None and action.kind == "broken":
+                self.wfile.write(b"40\r\nevent:conversation.message.delta\ndata:{\"id\"")
+                self.wfile.flush()
+                return
+            self._event("conversation.message.completed", {**message, "content": answer})
         self._event("conversation.message.completed", {**message, "type": "follow_up", "content": "Anything else?"})
         usage = {"token_count": 20, "output_count": 10, "input_count": 10}
         self._event("conversation.chat.completed", {**chat, "status": "completed", "completed_at": int(time.time()), "usage": usage})
@@ -302,6 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         messages = [
             {**base, "id": self.server_owner._new_id(), "type": "verbose", "content": json.dumps({"msg_type": "generate_answer_finish"})},
             {**base, "id": self.server_owner._new_id(), "type": "answer", "content": record["answer"]},
+        ] + [{**base, "id": self.server_owner._new_id(), "type": "answer", "content": more} for more in record["more"]] + [
             {**base, "id": self.server_owner._new_id(), "type": "follow_up", "content": "Anything else?"},
         ]
         self._json(200, {"code": 0, "msg": "", "data": messages})

@@ -29,6 +29,8 @@ class LinkAIServer:
         self.api_keys = set(api_keys) if api_keys is not None else {DEFAULT_KEY}
         self.client_id = client_id
         self.answer_logins = True
+        self.login_code = 200  # what a login with a good key is answered with (500: the server's own trouble)
+        self.close_after_login = False  # log in, then close the connection at once
         self.received: list[tuple[int, dict]] = []
         self.logins_answered = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -160,8 +162,13 @@ class LinkAIServer:
         if key not in self.api_keys:
             conn.sendall(b'{"type": "LOGIN", "code": 401, "message": "invalid api key"}\r\n')
             return False
+        if self.login_code != 200:
+            conn.sendall((json.dumps({"type": "LOGIN", "code": self.login_code, "message": "try later"}) + "\r\n").encode("utf-8"))
+            return False
         answer = {"type": "LOGIN", "code": 200, "data": {"clientId": self.client_id}}
         conn.sendall((json.dumps(answer) + "\r\n").encode("utf-8"))
+        if self.close_after_login:
+            return False
         with self._lock:
             self._connections[number] = conn
             self.logins_answered += 1

@@ -197,3 +197,59 @@ def test_coze_return_show_img_sends_the_images_of_an_answer(coze, settings):
     settings["coze_return_show_img"] = "false"  # the original's default: the answer as it is
     server.push_answer("![cat](/files/cat.png)")
     assert bot.reply("again", ctx("again", channel=channel)).content == "![cat](/files/cat.png)"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_claude_question_is_never_sent_again_after_a_timeout(claude, settings, stream):
+    """A server that takes the question in and never answers: one request, then the
+    timeout answer (the anthropic client's retries sent it three times)."""
+    bot, server = claude
+    bot.max_retries = 2
+    settings.update(request_timeout=1, claude_stream=stream)
+    server.push_silence()
+    reply = bot.reply("are you there", ctx("are you there"))
+    assert reply.content == "Claude did not answer in time (request_timeout); please try again later."
+    assert len(server.message_requests()) == 1
+
+
+def test_claude_non_streamed_answer_read_slowly_is_stopped_at_request_timeout(claude, settings):
+    bot, server = claude
+    settings.update(request_timeout=1, claude_stream=False)
+    server.push_slow_body("a long answer", every=0.1)  # ~250 bytes: ~25 s, every read within its timeout
+    reply = bot.reply("slowly", ctx("slowly"))
+    assert reply.content == "Claude did not answer in time (request_timeout); please try again later."
+    assert len(server.message_requests()) == 1
+
+
+@pytest.mark.parametrize("status", [429, 529])
+def test_claude_refused_request_is_asked_again(claude, settings, status):
+    bot, server = claude
+    bot.max_retries = 1
+    server.push_error(status)
+    assert bot.reply("hello", ctx("hello")).content == "echo: hello (turns: 1)"
+    assert len(server.message_requests()) == 2
+
+
+def test_claude_server_error_is_not_asked_again(claude, settings):
+    bot, server = claude
+    bot.max_retries = 2
+    server.push_error(500)
+    assert bot.reply("hello", ctx("hello")).content == "The Claude service is unavailable right now; please try again later."
+    assert len(server.message_requests()) == 1
+
+
+def test_claude_per_user_openai_model_gives_way_to_the_configured_claude_model(claude, settings):
+    bot, server = claude
+    settings["model"] = "claude-3-5-sonnet"
+    context = ctx("hello")
+    context["gpt_model"] = "gpt-4o"  # a user's #model choice made for another bot
+    assert bot.reply("hello", context).content == "echo: hello (turns: 1)"
+    assert server.message_requests()[-1].json["model"] == "claude-3-5-sonnet-latest"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_coze_several_answer_messages_are_joined_the_same_way_streamed_or_polled(coze, settings, stream):
+    bot, server = coze
+    settings["coze_stream"] = stream
+    server.push_answers("First part.", "Second part.")
+    assert bot.reply("two answers", ctx("two answers")).content == "First part.\n\nSecond part."

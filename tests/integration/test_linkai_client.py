@@ -147,3 +147,103 @@ def test_a_login_left_unanswered_is_given_up_and_tried_again(server, channel, lo
         assert server.messages("HEARTBEAT") == []  # no client id yet: nothing to beat for
     finally:
         client.stop()
+
+
+def test_several_channels_push_to_the_owner_or_the_first_and_report_each(server, settings, tmp_path, monkeypatch):
+    from channel.channel_group import ChannelGroup
+
+    monkeypatch.chdir(tmp_path)
+    settings["appdata_dir"] = str(tmp_path / "data")
+    members = []
+    for name in ("wx", "web"):
+        member = RecordingChannel()
+        member.channel_type = name
+        members.append(member)
+    group = ChannelGroup(members)
+    client = client_for(server, group)
+    try:
+        statuses = server.wait_for("CHANNEL_STATUS", count=2)
+        assert sorted(s["data"]["channelType"] for s in statuses) == ["web", "wx"]
+        assert server.messages("LOGIN")[0]["data"]["clientType"] == "wx"
+        server.push_message("web:bob", "to the web page")  # a session id of the group's own form
+        server.push_message("wxid_alice", "to wechat")  # any other: the first channel
+        wait_until(lambda: members[0].sent and members[1].sent, what="both pushes sent")
+        assert members[1].sent == [("bob", ReplyType.TEXT, "to the web page")]
+        assert members[0].sent == [("wxid_alice", ReplyType.TEXT, "to wechat")]
+    finally:
+        client.stop()
+        for member in members:
+            member.stop()
+
+
+def _reconnect_delays(text: str) -> list[float]:
+    return [float(line.split("connecting again in ")[1].split(" s")[0])
+            for line in text.splitlines() if "connecting again in " in line]
+
+
+@pytest.mark.slow
+def test_a_server_that_closes_after_each_login_gets_longer_waits(server, channel, logs):
+    server.close_after_login = True
+    client = client_for(server, channel, reconnect_max=60)
+    try:
+        server.wait_for("LOGIN", count=3)
+        wait_until(lambda: len(_reconnect_delays(logs.text())) >= 2, what="two reconnect delays logged")
+        first, second = _reconnect_delays(logs.text())[:2]
+        # 1 s, then 2 s (each minus up to 20 % jitter): a login alone does not reset the back-off.
+        assert first <= 1.0 < second, (first, second)
+        assert "after the login (the back-off is not reset)" in logs.text()
+        assert "cannot reach" not in logs.text()
+    finally:
+        client.stop()
+
+
+def test_a_login_failing_for_another_reason_is_tried_again(server, channel, logs):
+    server.login_code = 500
+    client = client_for(server, channel)
+    try:
+        server.wait_for("LOGIN", count=2)
+        assert "login failed (code 500: try later); trying again later" in logs.text()
+    finally:
+        client.stop()
+
+
+def test_a_login_refused_for_the_key_is_final(server, channel, logs):
+    server.api_keys = {"another-key"}
+    client = client_for(server, channel)
+    try:
+        wait_until(lambda: "[LinkAI] client stopped" in logs.text(), what="the client to stop")
+        assert len(server.messages("LOGIN")) == 1
+        assert "login refused (code 401" in logs.text()
+    finally:
+        client.stop()
+
+
+def test_config_pushes_are_applied_one_at_a_time(server, channel, settings, monkeypatch):
+    from common import linkai_settings
+
+    real = linkai_settings.apply_pushed
+    running, overlaps, done = [], [], []
+    lock = threading.Lock()
+
+    def watched(config):
+        with lock:
+            running.append(1)
+            overlaps.append(len(running))
+        try:
+            threading.Event().wait(0.3)  # long enough for the second push's thread to arrive
+            return real(config)
+        finally:
+            with lock:
+                running.pop()
+                done.append(config.get("single_chat_reply_prefix"))
+
+    monkeypatch.setattr(linkai_settings, "apply_pushed", watched)
+    client = client_for(server, channel)
+    try:
+        server.wait_for("CHANNEL_STATUS")
+        server.push_config({"enabled": "Y", "single_chat_reply_prefix": "[1] "})
+        server.push_config({"enabled": "Y", "single_chat_reply_prefix": "[2] "})
+        wait_until(lambda: len(done) == 2, what="both pushes applied")
+        assert overlaps == [1, 1]
+    finally:
+        client.stop()

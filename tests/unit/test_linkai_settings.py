@@ -30,16 +30,16 @@ def test_known_settings_are_applied_and_console_booleans_read(settings, logs):
 
 def test_a_bad_value_is_refused_and_the_old_one_stays(settings, logs):
     settings["group_chat_prefix"] = ["@old"]
-    settings["concurrency_in_session"] = 2
-    result = apply_pushed({"enabled": "Y", "group_chat_prefix": "@new", "concurrency_in_session": 0,
+    settings["speech_recognition"] = False
+    result = apply_pushed({"enabled": "Y", "group_chat_prefix": "@new", "speech_recognition": 3,
                            "single_chat_reply_suffix": " ~"})
-    assert set(result.refused) == {"group_chat_prefix", "concurrency_in_session"}
+    assert set(result.refused) == {"group_chat_prefix", "speech_recognition"}
     assert settings.get("group_chat_prefix") == ["@old"]
-    assert settings.get("concurrency_in_session") == 2
+    assert settings.get("speech_recognition") is False
     assert settings.get("single_chat_reply_suffix") == " ~"  # the good value of the same push is kept
     text = logs.text()
     assert "group_chat_prefix keeps its value: setting 'group_chat_prefix' from LinkAI must be a list" in text
-    assert "concurrency_in_session keeps its value: setting 'concurrency_in_session' from LinkAI must be at least 1" in text
+    assert "speech_recognition keeps its value: setting 'speech_recognition' from LinkAI must be true or false" in text
 
 
 def test_unknown_fields_are_ignored_and_the_clients_own_settings_stay_local(settings):
@@ -59,11 +59,12 @@ def test_nothing_is_applied_unless_the_console_enabled_it(settings):
 
 
 def test_a_setting_forced_on_the_command_line_is_not_changed(settings):
-    config_module.set_command_line_settings({"channel_type": "terminal"})
+    settings["character_desc"] = "local"
+    config_module.set_command_line_settings({"character_desc": "local"})
     try:
-        result = apply_pushed({"enabled": "Y", "channel_type": "web"})
-        assert "the command line sets it" in result.refused["channel_type"]
-        assert settings.get("channel_type") == "terminal"
+        result = apply_pushed({"enabled": "Y", "character_desc": "pushed"})
+        assert "the command line sets it" in result.refused["character_desc"]
+        assert settings.get("character_desc") == "local"
     finally:
         config_module.set_command_line_settings({})
 
@@ -86,12 +87,15 @@ def test_an_unknown_reply_voice_mode_is_refused(settings):
 
 def test_admin_password_goes_to_godcmd_settings_and_bad_ones_are_refused(settings, plugin_settings):
     plugin_settings.pop("godcmd", None)
-    assert apply_pushed({"enabled": "Y", "admin_password": "pw-1"}).applied == ["admin_password"]
-    assert config_module.pconf("Godcmd") == {"password": "pw-1", "admin_users": []}
-    assert local_report()["admin_password"] == "pw-1"
-    for bad in ("", "   ", 123):
+    assert apply_pushed({"enabled": "Y", "admin_password": "pw-12345"}).applied == ["admin_password"]
+    assert config_module.pconf("Godcmd") == {"password": "pw-12345", "admin_users": []}
+    assert local_report()["admin_password"] == "pw-12345"
+    # Shorter than 8 characters (spaces around do not count), or not text: refused.
+    for bad in ("", "   ", 123, "1", "1234567", "  1234567  "):
         assert "admin_password" in apply_pushed({"enabled": "Y", "admin_password": bad}).refused
-    assert config_module.pconf("Godcmd")["password"] == "pw-1"
+    assert config_module.pconf("Godcmd")["password"] == "pw-12345"
+    assert apply_pushed({"enabled": "Y", "admin_password": "short"}).refused["admin_password"] == \
+        "must be text of at least 8 characters"
 
 
 def test_group_app_map_reaches_an_installed_linkai_plugin(settings, plugin_settings):
@@ -118,3 +122,47 @@ def test_linkai_client_host_refuses_other_hosts(host):
 def test_linkai_client_port_must_be_a_port(port):
     with pytest.raises(ConfigError, match="linkai_client_port"):
         check_value("linkai_client_port", port)
+
+
+# Every setting that redirects a key, a request or the web page, or names code to load,
+# as a review pushed them: none may change, and no secret value reaches the log.
+_HOSTILE_PUSH = {
+    "enabled": "Y",
+    "bot_type": "os:abort", "voice_to_text": "os:abort", "text_to_voice": "os:abort", "translate": "os:abort",
+    "open_ai_api_base": "http://attacker.example/v1", "dify_api_base": "ftp://u:SECRETPW2@h/v1",
+    "open_ai_api_key": "sk-SECRETKEY123456", "deepseek_api_key": ["sk-SECRETLIST"],
+    "proxy": "ftp://user:SECRETPASS@host:1", "allowed_internal_hosts": ["0.0.0.0/0"],
+    "web_password": "SECRETWEB", "appdata_dir": "/etc", "channel_type": "web",
+    "use_linkai": False, "linkai_api_key": "lk-SECRETTHEIRS", "linkai_client_host": "client.link-ai.tech",
+}
+
+
+def test_a_push_cannot_reach_keys_addresses_guards_or_code(settings, logs):
+    before = {key: settings.get(key) for key in _HOSTILE_PUSH if key != "enabled"}
+    result = apply_pushed(_HOSTILE_PUSH)
+    assert result.applied == []
+    assert set(result.refused) == set(before)
+    assert {key: settings.get(key) for key in before} == before
+    text = logs.text()
+    assert "bot_type keeps its value" in text and "open_ai_api_key keeps its value" in text
+    assert "SECRET" not in text
+
+
+def test_a_pushed_import_path_never_becomes_the_bot(settings, tmp_path):
+    """The review's repro: bot_type "os:abort" made the next message run os.abort()."""
+    from bridge.bridge import Bridge, route
+
+    settings["model"] = "dify"
+    apply_pushed({"enabled": "Y", "bot_type": "os:abort", "voice_to_text": "os:abort", "model": "os:abort"})
+    Bridge.reset_instance()
+    assert route()["chat"] == "dify"
+    assert route()["voice_to_text"] != "os:abort"
+
+
+def test_model_is_pushable_among_known_names_only(settings):
+    settings["model"] = "gpt-3.5-turbo"
+    assert apply_pushed({"enabled": "Y", "model": "deepseek-chat"}).applied == ["model"]
+    assert settings.get("model") == "deepseek-chat"
+    for bad in ("os:abort", "no-such-model", 5):
+        assert "model" in apply_pushed({"enabled": "Y", "model": bad}).refused
+    assert settings.get("model") == "deepseek-chat"

@@ -92,12 +92,16 @@ def _call(load, **values):
 @pytest.mark.parametrize(
     "values, url, key, model",
     [
-        # The original's DeepSeek bot used open_ai_api_key; OpenAI's own address is not DeepSeek's.
-        ({"model": "deepseek-chat", "open_ai_api_key": "sk-ds"}, "https://api.deepseek.com/v1/chat/completions", "sk-ds", "deepseek-chat"),
+        # The original's DeepSeek bot used open_ai_api_key with open_ai_api_base: kept as a pair for a relay.
         ({"model": "deepseek-chat", "open_ai_api_key": "sk-ds", "open_ai_api_base": "https://proxy.example/v1"},
          "https://proxy.example/v1/chat/completions", "sk-ds", "deepseek-chat"),
         ({"model": "deepseek-reasoner", "deepseek_api_key": "sk-new", "open_ai_api_key": "sk-old"},
          "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-reasoner"),
+        # deepseek_api_key never goes to the OpenAI relay of open_ai_api_base.
+        ({"model": "deepseek-chat", "deepseek_api_key": "sk-new", "open_ai_api_key": "sk-old",
+          "open_ai_api_base": "https://relay.example/v1"}, "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-chat"),
+        ({"model": "deepseek-chat", "deepseek_api_key": "sk-new", "deepseek_api_base": "https://ds.example/v1",
+          "open_ai_api_base": "https://relay.example/v1"}, "https://ds.example/v1/chat/completions", "sk-new", "deepseek-chat"),
         ({"bot_type": "deepseek", "deepseek_api_key": "sk-new"}, "https://api.deepseek.com/v1/chat/completions", "sk-new", "deepseek-chat"),
         # Moonshot / ModelScope: the original's full chat-completions URL settings.
         ({"model": "moonshot", "moonshot_api_key": "sk-m"}, "https://api.moonshot.cn/v1/chat/completions", "sk-m", "moonshot-v1-32k"),
@@ -136,6 +140,20 @@ def test_each_vendor_reads_the_original_settings(load, values, url, key, model):
     assert call.headers == {"Authorization": f"Bearer {key}"}
     assert call.payload["model"] == model
     assert call.payload["stream"] is True
+
+
+@pytest.mark.parametrize("values", [
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai"},  # OpenAI's default address
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai", "open_ai_api_base": "https://api.openai.com/v1"},
+    {"model": "deepseek-chat", "open_ai_api_key": "sk-openai", "deepseek_api_base": "https://ds.example/v1"},
+])
+def test_an_openai_key_is_never_sent_to_deepseek(load, values):
+    settings = load(**values)
+    bot = bot_class(route()["chat"])
+    assert bot.preset.api_key(settings) == ""
+    problem = bot.settings_problem(settings)
+    assert problem.startswith("setting 'deepseek_api_key' is empty") and "never sent to DeepSeek" in problem
+    assert "sk-openai" not in problem
 
 
 def test_vendor_quirks_shape_the_request(load):
@@ -192,3 +210,48 @@ def test_a_vendor_answer_is_shown_growing_where_the_channel_can(load, vendor, va
     assert len(channel.partials) > 3  # shown while it was read ...
     assert all(answer.startswith(shown) for shown in channel.partials)  # ... without MiniMax's <think> part
     assert channel.partials[-1] == answer
+
+
+# simulator vendor -> the preset (bot type) that talks to it
+_SIMULATED_PRESETS = {"deepseek": "deepseek", "moonshot": "moonshot", "zhipu": "glm-4", "qwen": "dashscope",
+                      "minimax": "minimax", "modelscope": "modelscope", "gemini": "gemini", "xunfei": "xunfei",
+                      "qianfan": "baidu"}
+
+
+@pytest.mark.parametrize("vendor, bot_type", sorted(_SIMULATED_PRESETS.items()))
+def test_a_bad_parameter_of_the_simulators_is_read_as_a_bad_request(vendor, bot_type):
+    """The simulators answer a refused request field the way each vendor's docs say; the
+    presets must read that as a bad request, never as a wrong key (Spark's 10005 was)."""
+    import json as _json
+
+    from bot.compatible.presets import AUTH, BAD_REQUEST, PRESETS
+    from bot.compatible.vendor_bot import vendor_error_fields
+    from tests.fakes.openai_server import VENDORS
+
+    status, body = VENDORS[vendor].errors["param"]
+    message, codes = vendor_error_fields(_json.dumps(body).encode())
+    kind = PRESETS[bot_type].error_kind(status, codes, message)
+    assert kind != AUTH
+    assert kind in (BAD_REQUEST, None)  # None: OpenAI's rules (a 400) decide
+
+
+@pytest.mark.parametrize("vendor, values, base_setting", [
+    ("minimax", {"model": "abab6.5-chat", "Minimax_api_key": "sk-test"}, "Minimax_base_url"),
+    ("modelscope", {"model": "modelscope", "modelscope_api_key": "sk-test"}, "modelscope_base_url"),
+])
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_that_is_only_unfinished_reasoning_is_not_sent_raw(load, vendor, values, base_setting, stream):
+    from bridge.context import Context, ContextType
+    from bridge.reply import ReplyType
+    from tests.fakes.openai_server import OpenAIServer
+
+    with OpenAIServer(vendor=vendor, stream=stream) as server:
+        load(**values, **{base_setting: server.base_url})
+        bot = bot_class(route()["chat"])()
+        server.push_answer("<think>The user asks about X. First I should consider")  # cut off inside the block
+        reply = bot.reply("tell me", Context(ContextType.TEXT, "tell me", {"session_id": "s"}))
+        assert reply.type == ReplyType.ERROR
+        assert reply.content == "The model returned an empty answer; please rephrase and try again."
+        assert "<think>" not in reply.content
+        # The failed turn leaves nothing behind: the next question is answered as usual.
+        assert bot.reply("again", Context(ContextType.TEXT, "again", {"session_id": "s"})).type == ReplyType.TEXT
