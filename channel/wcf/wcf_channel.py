@@ -31,6 +31,7 @@ from channel.channel import EXIT_PLATFORM_LOST
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
+from channel.own_sends import MEDIA, TEXT, OwnSends, own_message_skip
 from channel.reply_media import read_reply_media, with_extension
 from channel.wcf import ferry
 from channel.wcf.ferry import ServiceLost
@@ -83,6 +84,9 @@ class WcfChannel(ChatChannel):
         self._stopping = threading.Event()
         self._lock: InstanceLock | None = None
         self._receiver: threading.Thread | None = None
+        # What this daemon sent: the service reports it back as the account's own messages
+        # (WeChatFerry's sends return no message id, so the text to that conversation is noted).
+        self._own = OwnSends()
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -205,6 +209,10 @@ class WcfChannel(ChatChannel):
         except Malformed as e:
             logger.warning(f"[wcf] a malformed message skipped: {e}: {str(raw)[:300]}")
             return None
+        why = own_message_skip(cmsg, self._own, TEXT if cmsg.ctype == ContextType.TEXT else MEDIA)
+        if why:
+            logger.debug(f"[wcf] message {cmsg.msg_id} skipped: {why}")
+            return None
         if cmsg.ctype == ContextType.VOICE:
             setting = "group_speech_recognition" if cmsg.is_group else "speech_recognition"
             if not conf().get(setting):
@@ -284,6 +292,7 @@ class WcfChannel(ChatChannel):
         receiver = str(context.get("receiver") or "")
         if reply.type in _TEXTS:
             aters, text = self._at_target(receiver, str(reply.content), context, reply.type)
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, aters), "text", receiver)
         elif reply.type in _MEDIA_OUT:
             self._send_media(reply, receiver, context)
@@ -320,11 +329,13 @@ class WcfChannel(ChatChannel):
         except (fetch.FetchError, OSError) as e:
             logger.warning(f"[wcf] {reply.type} not read ({e}); " + ("sending the link" if is_link else "saying so"))
             text = str(reply.content) if is_link else READ_FAILED_TEXT[0 if chinese else 1]
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, ""), "text", receiver)
             return
         if len(data) > self.media_max:
             logger.warning(f"[wcf] {reply.type} over wcf_media_max_bytes ({self.media_max}), not sent")
             text = str(reply.content) if is_link else TOO_BIG_OUT_TEXT[0 if chinese else 1]
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, ""), "text", receiver)
             return
         # The service reads the file by its path (on the machine where it runs: with a remote
@@ -338,4 +349,5 @@ class WcfChannel(ChatChannel):
         # Not deleted here: WeChat may read it after the call returns; the tmp/ janitor removes
         # it after tmp_max_age.
         method = self.wcf.send_image if kind == "image" else self.wcf.send_file
+        self._own.note_send(receiver, MEDIA)
         self._expect(method(path, receiver), kind, receiver)

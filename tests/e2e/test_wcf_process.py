@@ -296,6 +296,36 @@ def test_the_service_going_away_ends_the_daemon_and_a_restart_answers_what_was_k
     assert sent.text in ("echo: keep me", "answered before the service left")
 
 
+def test_our_own_sends_echoed_back_are_never_questions(tmp_path):
+    """WeChatFerry reports what the account sends (through it, or from the phone) as received
+    messages with is_self: a private one is never a question, nor is the echo of an answer in a
+    room (there the pipeline's rule holds as well: a message of the account to a room, whose
+    listener is the account itself, does not trigger)."""
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(group_chat_keyword=["loop"])  # in every answer: a taken echo would answer itself
+            env.wait_log("[wcf] ready, handling messages")
+            service.push_text("wxid_alice", "hello loop")
+            service.wait_sent("wxid_alice")
+            service.push_text("wxid_bob", "a loop question", roomid=ROOM)
+            service.wait_sent(ROOM)
+            service.push_own("wxid_alice", "loop from my phone")
+            service.push_own(ROOM, "my own loop question")
+            # Messages are taken in order: once these are answered, every echo before them was seen.
+            service.push_text("wxid_zed", "last")
+            service.wait_sent("wxid_zed")
+            service.push_text("wxid_zed", "really last")
+            service.wait_sent("wxid_zed", 2)
+            assert dify_queries(dify) == ["hello loop", "a loop question", "last", "really last"]
+            assert service.texts_to("wxid_alice") == ["echo: hello loop"]
+            assert len(service.sent_to(ROOM)) == 1
+        finally:
+            env.daemon.kill()
+            service.stop()
+
+
 def test_no_service_at_the_address_stops_start_up_with_one_line(tmp_path):
     config = write_config(tmp_path, channel_type="wcf", wcf_host="127.0.0.1", wcf_port=free_port(),
                           bot_type="tests.fakes.bots:EchoBot")

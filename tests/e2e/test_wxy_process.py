@@ -305,3 +305,46 @@ def test_a_restart_replays_nothing_already_answered(env):
     time.sleep(0.5)
     assert len(fake.sent) == sent_before + 1
     assert env.log().count("was handled before, ignored") >= recognised + 3
+
+
+@pytest.mark.parametrize("puppet", [
+    dict(send_ids=False),  # wechaty-puppet lets a send resolve to no id
+    dict(echo_first=True),  # the echo comes before the send's answer
+], ids=["sends-without-id", "echo-before-the-send-returns"])
+def test_our_own_sends_echoed_back_are_never_questions(tmp_path, puppet):
+    """The service reports what the account sent as MESSAGE events: a private one is never a
+    question, and in a room only the account's own messages that are not our answers are."""
+    fake = FakePuppet(**puppet).start()
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, fake, dify)
+        try:
+            # The keyword is in every answer: an echo taken in the room would answer itself.
+            env.start(group_chat_keyword=["loop"])
+            env.wait_log_count("scan the QR with WeChat", 1)
+            fake.login()
+            env.wait_log_count("[wxy] ready, handling messages", 1)
+            fake.add_room(ROOM, "Team")
+            fake.push_text("wxid_alice", "hello loop")
+            fake.wait_sent("wxid_alice")
+            fake.push_text("wxid_bob", "a loop question", room=ROOM, name="Bob")
+            fake.wait_sent(ROOM)
+            # The account itself, from the phone: privately never a question; in a room it may
+            # trigger the bot (trigger_by_self, on by default).
+            fake.push_payload({"id": "own-1", "type": 6, "text": "loop from my phone", "timestamp": int(time.time()),
+                               "from_id": fake.self_id, "to_id": "wxid_alice", "room_id": "", "mention_ids": []})
+            fake.push_payload({"id": "own-2", "type": 6, "text": "my own loop question",
+                               "timestamp": int(time.time()), "from_id": fake.self_id, "to_id": "", "room_id": ROOM,
+                               "mention_ids": []})
+            fake.wait_sent(ROOM, 2)
+            # Events are handled in order: once this is answered, every echo before it was seen.
+            fake.push_text("wxid_zed", "last")
+            fake.wait_sent("wxid_zed")
+            fake.push_text("wxid_zed", "really last")
+            fake.wait_sent("wxid_zed", 2)
+            assert dify_queries(dify) == ["hello loop", "a loop question", "my own loop question", "last",
+                                          "really last"]
+            assert fake.texts_to("wxid_alice") == ["echo: hello loop"]
+            assert len(fake.texts_to(ROOM)) == 2
+        finally:
+            env.daemon.kill()
+            fake.stop()
