@@ -238,6 +238,20 @@ def test_a_restart_with_hot_reload_keeps_the_login_and_replays_nothing(env):
     assert len(sim.sent) == sent_before + 1
 
 
+def test_a_message_sent_while_the_daemon_was_down_for_minutes_is_answered(env):
+    """The saved sync key and the dedup prevent replays; the age of a message does not make it
+    history once the session goes on from the saved login."""
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    msg = sim.message("@k4te", 1, "did you get this?")
+    msg["CreateTime"] = int(time.time()) - 300  # written five minutes ago, while the daemon was down
+    sim.push(msg)
+    env.start()
+    [*_, sent] = sim.wait_sent("@k4te", 2)
+    assert sent.content == "echo: did you get this?"
+
+
 def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     sim, dify = env.sim, env.dify
     delivered_before = dict(sim.deliveries)
