@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -45,6 +46,11 @@ from config import conf, get_appdata_dir
 LOCK_FILE = "wcf.lock"
 CHECK_INTERVAL = 2.0  # seconds between checks that the service is there and WeChat logged in
 LOGIN_LOG_EVERY = 60.0
+# A person or room not in the contacts read at start (a room the account joined since) is looked
+# up once; when not found, not again before this many seconds.
+NAME_RETRY = 600.0
+NAME_LOOKUPS_KEPT = 5000
+_SAFE_WXID = re.compile(r"[A-Za-z0-9_@.\-]{1,80}")  # it goes into an SQL string literal
 IMAGE_WAIT = 10  # seconds the service may take to decrypt a picture
 VOICE_WAIT = 5
 FILE_WAIT = 10.0
@@ -81,6 +87,7 @@ class WcfChannel(ChatChannel):
         self._names: dict[str, str] = {}  # wxid (people, rooms) -> name
         self._members: dict[str, dict[str, str]] = {}  # room -> {wxid: name in the room}
         self._names_lock = threading.Lock()
+        self._looked_up: dict[str, float] = {}  # wxid -> when it was last looked up and not found
         self._stopping = threading.Event()
         self._lock: InstanceLock | None = None
         self._receiver: threading.Thread | None = None
@@ -183,8 +190,44 @@ class WcfChannel(ChatChannel):
                     self._members[room] = members
             if members.get(wxid):
                 return members[wxid]
+        return self._known_name(wxid)
+
+    def _known_name(self, wxid: str) -> str:
+        """The name of a person or room: from the contacts read at start, else looked up in
+        WeChat's contact table (once, then again after NAME_RETRY s while not found)."""
+        now = time.monotonic()
         with self._names_lock:
-            return self._names.get(wxid, "")
+            if wxid in self._names:
+                return self._names[wxid]
+            last = self._looked_up.get(wxid)
+            if last is not None and now - last < NAME_RETRY:
+                return ""
+            if len(self._looked_up) >= NAME_LOOKUPS_KEPT:
+                self._looked_up.clear()
+            self._looked_up[wxid] = now
+        name = self._look_up_name(wxid)
+        if name:
+            with self._names_lock:
+                self._names[wxid] = name
+                self._looked_up.pop(wxid, None)
+        return name
+
+    def _look_up_name(self, wxid: str) -> str:
+        if not _SAFE_WXID.fullmatch(wxid):
+            return ""
+        try:
+            rows = self.wcf.query_sql("MicroMsg.db", f"SELECT NickName FROM Contact WHERE UserName = '{wxid}';")
+        except ServiceLost:
+            raise
+        except Exception as e:
+            logger.warning(f"[wcf] the name of {wxid} could not be looked up: {e}")
+            return ""
+        name = rows[0].get("NickName") if rows and isinstance(rows[0], dict) else ""
+        if isinstance(name, str) and name.strip():
+            logger.info(f"[wcf] {'room' if wxid.endswith('@chatroom') else 'contact'} {wxid} not read at start, "
+                        f"looked up: {name!r}")
+            return name
+        return ""
 
     # ================================================================== receiving
     def _receive_loop(self) -> None:

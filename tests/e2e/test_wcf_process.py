@@ -326,6 +326,29 @@ def test_our_own_sends_echoed_back_are_never_questions(tmp_path):
             service.stop()
 
 
+def test_a_room_joined_after_start_is_named_so_the_white_list_matches(tmp_path):
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(group_name_white_list=["Later"])
+            env.wait_log("[wcf] ready, handling messages")
+            service.add_room("30003@chatroom", "Later", {"wxid_dan": "Dan"})  # the account is added to a room now
+            service.push_text("wxid_dan", "@小助手\u2005hi", roomid="30003@chatroom", at=["wxid_bot"])
+            [sent] = service.wait_sent("30003@chatroom")
+            assert sent.text == "@Dan\u2005echo: hi"
+            # A room that cannot be found is not looked up again for every message.
+            for n in range(3):
+                service.push_text("wxid_eve", f"@小助手\u2005hi {n}", roomid="40004@chatroom", at=["wxid_bot"])
+            service.push_text("wxid_dan", "@小助手\u2005again", roomid="30003@chatroom", at=["wxid_bot"])
+            service.wait_sent("30003@chatroom", 2)
+            lookups = [c for c in service.queries if "40004@chatroom" in c and "Contact" in c]
+            assert len(lookups) == 1 and dify_queries(dify) == ["hi", "again"]
+        finally:
+            env.daemon.kill()
+            service.stop()
+
+
 def test_no_service_at_the_address_stops_start_up_with_one_line(tmp_path):
     config = write_config(tmp_path, channel_type="wcf", wcf_host="127.0.0.1", wcf_port=free_port(),
                           bot_type="tests.fakes.bots:EchoBot")

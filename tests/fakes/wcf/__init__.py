@@ -78,6 +78,7 @@ class WcfService:
         self.sent: list[Sent] = []
         self.pushed: list = []  # the WxMsg pushed, in order
         self.calls: list[str] = []  # function names, in order
+        self.queries: list[str] = []  # the SQL of FUNC_EXEC_DB_QUERY, in order
         self.errors: list[str] = []
         self.receiving = False
         self._attachments: dict[int, tuple[str, bytes]] = {}  # msg id -> (path to write, bytes)
@@ -267,6 +268,7 @@ class WcfService:
 
     def _func_exec_db_query(self, req):
         sql, rows = req.query.sql.strip(), []
+        self.queries.append(sql)
         if req.query.db == "MicroMsg.db" and re.fullmatch(r"SELECT UserName, NickName FROM Contact;", sql):
             everyone = {**self.contacts, **{w: n for m in self.rooms.values() for w, n in m.items()}}
             for wxid, name in everyone.items():
