@@ -448,7 +448,10 @@ class WechatyChannel(ChatChannel):
             call = conn.message_image if cmsg.ctype == ContextType.IMAGE else conn.message_file
             box = puppet.parse_file_box(self._on_loop(call(cmsg.msg_id)))
             if isinstance(box.get("base64"), str):
-                data = base64.b64decode(box["base64"], validate=True)
+                encoded = box["base64"]
+                # Measured before it is decoded: an oversized file costs no second copy.
+                data = None if len(encoded.rstrip("=")) * 3 // 4 > self.media_max else \
+                    base64.b64decode(encoded, validate=True)
             else:
                 data, _ = fetch.fetch_bytes(box["remoteUrl"], self.media_max,
                                             extra_hosts=conf().get("allowed_internal_hosts") or [])

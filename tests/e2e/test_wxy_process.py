@@ -6,6 +6,7 @@ login), the last ones kill and restart it on the same data folder.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -227,12 +228,15 @@ def test_malformed_events_and_payloads_are_refused_cleanly(env):
     broken = fake.push_image("wxid_ivan", PNG)
     fake.media[broken] = '{"boxType": 1, "name": "x.jpg", "base64": "!!not base64!!"}'
     huge = fake.push_image("wxid_ivan", b"\xff\xd8\xff" + bytes(MEDIA_MAX))
+    # Its size is refused from the length of its base64, before any of it is decoded.
+    huge_broken = fake.push_image("wxid_ivan", PNG)
+    fake.media[huge_broken] = json.dumps({"boxType": 1, "name": "x.jpg", "base64": "A" * (2 * MEDIA_MAX) + "!!"})
     fake.push_text("wxid_ivan", "still there?")
-    sent = fake.wait_sent("wxid_ivan", 3)
+    sent = fake.wait_sent("wxid_ivan", 4)
     time.sleep(0.3)
     texts = fake.texts_to("wxid_ivan")
-    assert len(texts) == 3 and texts[-1] == "echo: still there?", texts
-    assert "could not be received" in texts[0] and "too large" in texts[1], texts
+    assert len(texts) == 4 and texts[-1] == "echo: still there?", texts
+    assert "could not be received" in texts[0] and "too large" in texts[1] and "too large" in texts[2], texts
     log = env.log()
     assert "a malformed event of type 2 skipped" in log and "without a messageId" in log
     assert "msg-that-does-not-exist could not be read" in log and "has no talker" in log
