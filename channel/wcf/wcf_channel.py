@@ -36,7 +36,7 @@ from channel.own_sends import MEDIA, TEXT, OwnSends, own_message_skip
 from channel.reply_media import read_reply_media, with_extension
 from channel.wcf import ferry
 from channel.wcf.ferry import ServiceLost
-from channel.wcf.wcf_message import Malformed, Unsupported, WcfMessage, raw_fields
+from channel.wcf.wcf_message import Malformed, Unsupported, WcfMessage, describe, raw_fields
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
 from common import fetch
 from common.log import logger
@@ -236,12 +236,15 @@ class WcfChannel(ChatChannel):
                 msg = self.wcf.get_msg()
             except queue.Empty:
                 continue
+            raw = None
             try:
-                self.take(raw_fields(msg))
+                raw = raw_fields(msg)
+                self.take(raw)
             except ServiceLost as e:
                 logger.error(f"[wcf] a message could not be taken, the service stopped answering: {e}")
             except Exception:
-                logger.exception(f"[wcf] a message could not be taken: {str(msg)[:300]}")
+                logger.exception(f"[wcf] a message could not be taken: "
+                                 f"{describe(raw) if raw is not None else type(msg).__name__}")
 
     def take(self, raw: dict) -> Produced | None:
         try:
@@ -250,7 +253,7 @@ class WcfChannel(ChatChannel):
             logger.debug(f"[wcf] message {raw.get('id')} skipped: {e}")
             return None
         except Malformed as e:
-            logger.warning(f"[wcf] a malformed message skipped: {e}: {str(raw)[:300]}")
+            logger.warning(f"[wcf] a malformed message skipped: {e}: {describe(raw)}")
             return None
         why = own_message_skip(cmsg, self._own, TEXT if cmsg.ctype == ContextType.TEXT else MEDIA)
         if why:

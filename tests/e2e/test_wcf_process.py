@@ -220,7 +220,9 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     service.push_raw(b"\xff\xfe not a protobuf Response \x00")
     service.push(type=1, sender="", content="who am I?", xml="")  # no sender
     service.push(type=1, sender="wxid_ivan", is_group=True, roomid="", content="which room?", xml="")
-    service.push(type=3, sender="wxid_ivan", roomid="wxid_ivan", content="<msg/>", xml="", extra="")
+    # A user's text with line breaks cannot forge a line of the log.
+    service.push(type=3, sender="wxid_ivan", roomid="wxid_ivan", content="<msg/>\n[ERROR][forged] - owned", xml="",
+                 extra="")
     service.push(type=49, sender="wxid_ivan", roomid="wxid_ivan", content="<msg><appmsg", extra="/x")
     service.push(type=10000, sender="wxid_ivan", roomid="wxid_ivan", content="a system notice", xml="")
     service.push_image("wxid_ivan", PNG, missing=True)  # the service cannot download it
@@ -235,6 +237,7 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     assert "too large" in texts[1] and "too large" in texts[2], texts
     log = env.log()
     assert log.count("a malformed message skipped") == 4
+    assert "\n[ERROR][forged]" not in log and "<msg/>\\n[ERROR][forged] - owned" in log
     assert "over wcf_media_max_bytes" in log
     assert "[wcf] wcferry: 下载失败" in log  # the package's own log reaches run.log
     assert env.daemon.proc.poll() is None
