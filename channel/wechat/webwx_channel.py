@@ -295,7 +295,7 @@ class WebWxChannel(ChatChannel):
                 logger.error(f"[wx] no login QR from WeChat: {e}")
                 self._stopping.wait(self._backoff(shown + 1))
                 continue
-            path, png = show_qr(QR_LINK.format(uuid=uuid))
+            path, png = show_qr(QR_LINK.format(uuid=uuid), "wx")
             if png:
                 LOGIN_QRS.show("wx", png)
             logger.info(f"[wx] scan the QR with WeChat to log in to web WeChat (shown in the terminal, saved as {path})")

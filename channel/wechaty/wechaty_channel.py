@@ -315,7 +315,7 @@ class WechatyChannel(ChatChannel):
         if isinstance(qrcode, str) and qrcode and qrcode != self._last_qr and status in (SCAN_WAITING, SCAN_TIMEOUT):
             self._last_qr = qrcode
             # Its content is a login credential while it lives: never in the log.
-            path, png = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode)
+            path, png = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode, "wxy")
             if png:
                 LOGIN_QRS.show("wxy", png)
             logger.info(f"[wxy] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")
