@@ -76,6 +76,8 @@ class MediaUnavailable(Exception):
 class WcfChannel(ChatChannel):
     # WeChatFerry cannot send voice (SILK); text, pictures and files go out.
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+    # The service pushes each message once: one that comes while stopping is kept for the restart.
+    KEEP_WHILE_STOPPING = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -98,6 +98,8 @@ def _json_object(payload: str) -> dict:
 
 class WechatyChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE, ReplyType.VIDEO, ReplyType.VIDEO_URL]
+    # The service pushes each message once: one that comes while stopping is kept for the restart.
+    KEEP_WHILE_STOPPING = True
 
     def __init__(self) -> None:
         self.token = str(conf().get("wechaty_puppet_service_token") or "").strip()

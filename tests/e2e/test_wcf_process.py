@@ -352,6 +352,33 @@ def test_a_room_joined_after_start_is_named_so_the_white_list_matches(tmp_path):
             service.stop()
 
 
+def test_a_message_that_arrives_while_the_daemon_stops_is_answered_after_the_restart(tmp_path):
+    """WeChatFerry pushes a message once: one that comes while a stop waits for a running answer
+    is kept in the inbox, not dropped."""
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(shutdown_timeout=3)
+            env.wait_log("[wcf] ready, handling messages")
+            dify.push_answer("too slow", latency=30)
+            service.push_text("wxid_alice", "a slow one")
+            wait_until(lambda: dify_queries(dify) == ["a slow one"], 15, "Dify to be asked")
+            env.daemon.proc.send_signal(signal.SIGTERM)
+            env.wait_log("signal 15 received")
+            time.sleep(0.3)  # the stop has begun: no new message is started
+            service.push_text("wxid_bob", "while stopping")
+            env.wait_log("kept in the inbox, answered after the next start")
+            assert env.daemon.wait(30) == 0
+            assert service.sent_to("wxid_bob") == []
+            env.start()
+            [sent] = service.wait_sent("wxid_bob")
+            assert sent.text == "echo: while stopping"
+        finally:
+            env.daemon.kill()
+            service.stop()
+
+
 def test_no_service_at_the_address_stops_start_up_with_one_line(tmp_path):
     config = write_config(tmp_path, channel_type="wcf", wcf_host="127.0.0.1", wcf_port=free_port(),
                           bot_type="tests.fakes.bots:EchoBot")

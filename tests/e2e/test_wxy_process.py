@@ -352,3 +352,32 @@ def test_our_own_sends_echoed_back_are_never_questions(tmp_path, puppet):
         finally:
             env.daemon.kill()
             fake.stop()
+
+
+def test_a_message_that_arrives_while_the_daemon_stops_is_answered_after_the_restart(tmp_path):
+    """The puppet service sends a MESSAGE event once: one that comes while a stop waits for a
+    running answer is kept in the inbox, not dropped."""
+    fake = FakePuppet().start()
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, fake, dify)
+        try:
+            env.start(shutdown_timeout=3)
+            env.wait_log_count("scan the QR with WeChat", 1)
+            fake.login()
+            env.wait_log_count("[wxy] ready, handling messages", 1)
+            dify.push_answer("too slow", latency=30)
+            fake.push_text("wxid_alice", "a slow one")
+            wait_until(lambda: dify_queries(dify) == ["a slow one"], 15, "Dify to be asked")
+            env.daemon.proc.send_signal(signal.SIGTERM)
+            env.wait_log_count("signal 15 received", 1)
+            time.sleep(0.3)  # the stop has begun: no new message is started
+            fake.push_text("wxid_bob", "while stopping")
+            env.wait_log_count("kept in the inbox, answered after the next start", 1)
+            assert env.daemon.wait(30) == 0
+            assert fake.sent_to("wxid_bob") == []
+            env.start()
+            [sent] = fake.wait_sent("wxid_bob")
+            assert sent.text == "echo: while stopping"
+        finally:
+            env.daemon.kill()
+            fake.stop()
