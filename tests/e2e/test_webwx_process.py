@@ -319,11 +319,15 @@ def test_a_logout_by_wechat_leads_to_a_new_qr_login(env):
     sim.kick("1101")
     qr = sim.wait_qr(after=shown)
     env.wait_log_count("synccheck retcode 1101", 1)
+    old = sim.message("@m4x", 1, "an old one")
+    old["CreateTime"] = int(time.time()) - 300  # in the first sync after a new login: history (hot_reload)
+    sim.push(old)
     sim.push_text("@m4x", "while logged out")  # comes once the new login syncs
     sim.confirm(qr)
     env.wait_log_count("logged in to web WeChat as Botty", 2)
     [sent] = sim.wait_sent("@m4x")
     assert sent.content == "echo: while logged out"
+    assert f"message {old['MsgId']} from before the login skipped" in env.log()
     assert not sim.errors, sim.errors
 
 
