@@ -180,7 +180,9 @@ class WcfChannel(ChatChannel):
         if room:
             with self._names_lock:
                 members = self._members.get(room)
-            if members is None or wxid not in members:
+            if (members is None or wxid not in members) and not _SAFE_WXID.fullmatch(room):
+                members = {}  # wcferry puts the room id into its SQL as it is
+            elif members is None or wxid not in members:
                 try:
                     members = self.wcf.get_chatroom_members(room)
                 except ServiceLost:

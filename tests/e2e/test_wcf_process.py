@@ -343,10 +343,13 @@ def test_a_room_joined_after_start_is_named_so_the_white_list_matches(tmp_path):
             # A room that cannot be found is not looked up again for every message.
             for n in range(3):
                 service.push_text("wxid_eve", f"@小助手\u2005hi {n}", roomid="40004@chatroom", at=["wxid_bot"])
+            # An id that is no wxid never reaches the SQL text.
+            service.push_text("wxid_eve", "@小助手\u2005hi", roomid="5' OR '1'='1@chatroom", at=["wxid_bot"])
             service.push_text("wxid_dan", "@小助手\u2005again", roomid="30003@chatroom", at=["wxid_bot"])
             service.wait_sent("30003@chatroom", 2)
             lookups = [c for c in service.queries if "40004@chatroom" in c and "Contact" in c]
             assert len(lookups) == 1 and dify_queries(dify) == ["hi", "again"]
+            assert not [c for c in service.queries if "OR '1'" in c]
         finally:
             env.daemon.kill()
             service.stop()
