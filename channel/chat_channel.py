@@ -156,6 +156,10 @@ class ChatChannel(Channel):
     # then delivers it again (a webhook's non-200, a pull cursor that stays before it): telling
     # the user each time would repeat the refusal once per delivery.
     NOT_STORED_IN_RESPONSE = False
+    # True where the platform never delivers a message again (a wechaty puppet, WeChatFerry): a
+    # message that arrives while the daemon stops is then written to the inbox all the same and
+    # answered after the next start, instead of being lost.
+    KEEP_WHILE_STOPPING = False
     # Set when several channels run in one daemon (channel_group.py): the channel's name, put in
     # front of its session ids so that the same id on two platforms is two conversations. Empty
     # for a daemon of one channel, whose session ids stay the platform's (as in the original).
@@ -390,6 +394,8 @@ class ChatChannel(Channel):
             logger.debug(f"[chat] message queued for session {session_id}")
             return Produced.ACCEPTED
         if admission is Admission.STOPPING:
+            if self.KEEP_WHILE_STOPPING and persist is not None:
+                return self._keep_for_next_start(persist, session_id, dedup)
             logger.warning(f"[chat] shutting down, message of session {session_id} not taken")
             return Produced.STOPPING
         if admission is Admission.ALL_FULL:
@@ -433,6 +439,23 @@ class ChatChannel(Channel):
             context._inbox_id = item_id
 
         return persist
+
+    @staticmethod
+    def _keep_for_next_start(persist, session_id: str, dedup: DedupKey | None) -> Produced:
+        """While stopping: the message goes to the inbox only (resume_inbox queues it at the next
+        start; the store closes after the channels have stopped)."""
+        try:
+            persist()
+        except _Duplicate:
+            logger.info(f"[chat] message {dedup.key if dedup else ''} was accepted before, ignored")
+            return Produced.DUPLICATE
+        except Exception as e:
+            logger.error(f"[chat] shutting down, message of session {session_id} lost: the state store could not "
+                         f"save it: {e}")
+            return Produced.NOT_STORED
+        logger.warning(f"[chat] shutting down: message of session {session_id} kept in the inbox, answered after "
+                       f"the next start")
+        return Produced.STOPPING
 
     # ------------------------------------------------------------------ the inbox
     def message_to_record(self, cmsg: ChatMessage) -> dict:

@@ -15,6 +15,11 @@ which works from any system (the package is pure Python; on Linux only the servi
   worker threads (`Wcf` is not thread-safe);
 * a service that does not listen made `Wcf()` end the process (`os._exit(-2)`); it is probed
   first, so start-up can say which address it tried;
+* starting the service here (no wcf_host, Windows): `Wcf._sdk_init` runs `wcf.exe start <port>`
+  and ends the process with `os._exit(-1)` when that fails (PC WeChat not running, a WeChat
+  version the spy does not support, no rights to inject), so the daemon vanished without a line.
+  Here that raises the channel's start-up error, and the port is then probed until the service
+  listens (else `Wcf` would `os._exit(-2)` on its dial);
 * `chcp 65001` (a Windows console command) is only run on Windows;
 * what `Wcf` logs (its "WCF" logger: a failed download, a timeout) goes to the project's log and
   run.log instead of Python's last-resort stderr output.
@@ -24,7 +29,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import threading
+import time
 from typing import Any
 
 from channel.channel_factory import ChannelError
@@ -32,6 +39,12 @@ from common.log import logger
 
 INSTALL_HINT = ("the `wcf` channel needs the wcferry package: pip install -r requirements-wcf.txt "
                 "(it drives WeChatFerry, a hook of the Windows PC WeChat client)")
+
+
+# Seconds the service started here has to listen on its port after wcf.exe reported success.
+LOCAL_LISTEN_WAIT = 15.0
+# wcf.exe's exit codes that mean the service runs: 0 started, 10 it was injected already.
+_STARTED = (0, 10)
 
 
 class ServiceLost(Exception):
@@ -72,20 +85,52 @@ def listening(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-def connect(host: str, port: int, rpc_timeout: float) -> Any:
-    """A connected `Wcf` (a subclass adapted as the module says). With `host`, connects to the
-    service there; without, starts it on this machine (Windows, PC WeChat installed).
-    Raises ChannelError with what to do when that cannot work."""
+def start_local_service(root: str, port: int, debug: bool) -> None:
+    """What `Wcf._sdk_init` does (run `wcf.exe start <port>` from the package folder, which
+    injects the spy into PC WeChat), raising ChannelError instead of ending the process; then
+    waits until the service listens on `port`."""
+    exe = os.path.join(root, "wcf.exe")
+    command = [exe, "start", str(port)] + (["debug"] if debug else [])
+    try:
+        code = subprocess.run(command, cwd=root).returncode
+    except OSError as e:
+        raise ChannelError(f"WeChatFerry could not be started here: {exe} did not run ({e}); reinstall wcferry "
+                           f"(pip install -r requirements-wcf.txt) or set wcf_host to a running service") from None
+    if code not in _STARTED:
+        raise ChannelError(f"WeChatFerry could not be started in PC WeChat (wcf.exe start {port} exited with code "
+                           f"{code}): PC WeChat must be running, be the version this wcferry supports, and the "
+                           f"daemon may need to run as administrator; or set wcf_host to a service started by hand")
+    deadline = time.monotonic() + LOCAL_LISTEN_WAIT
+    while not listening("127.0.0.1", port, timeout=1.0):
+        if time.monotonic() >= deadline:
+            raise ChannelError(f"WeChatFerry was started in PC WeChat but does not listen on 127.0.0.1:{port} "
+                               f"after {LOCAL_LISTEN_WAIT:g} s (wcf_port; another program on that port?)")
+        time.sleep(0.2)
+
+
+def ferry_class(rpc_timeout: float) -> type:
+    """The `Wcf` subclass adapted as the module says."""
     Wcf, wcf_pb2, pynng = _import_wcferry()
     _route_wcferry_log()
 
     class Ferry(Wcf):
-        def __init__(self) -> None:
+        def __init__(self, host: str, port: int) -> None:
             self._rpc_lock = threading.Lock()
             self._rpc_timeout_ms = max(100, int(rpc_timeout * 1000))
             super().__init__(host=host or None, port=port, debug=False, block=False)
             for sock in (self.cmd_socket, self.msg_socket):
                 sock.send_timeout = sock.recv_timeout = self._rpc_timeout_ms
+
+        def service_root(self) -> str:
+            """The folder of wcf.exe (the package's)."""
+            return self._wcf_root
+
+        def _sdk_init(self, debug, port) -> None:
+            start_local_service(self.service_root(), port, debug)
+
+        def _sdk_destroy(self) -> int:
+            root = self.service_root()
+            return subprocess.run([os.path.join(root, "wcf.exe"), "stop"], cwd=root).returncode
 
         def _set_console_utf8(self) -> None:
             if os.name == "nt":
@@ -129,6 +174,14 @@ def connect(host: str, port: int, rpc_timeout: float) -> Any:
                     pass
             self._is_running = False
 
+    return Ferry
+
+
+def connect(host: str, port: int, rpc_timeout: float) -> Any:
+    """A connected `Wcf` (a subclass adapted as the module says). With `host`, connects to the
+    service there; without, starts it on this machine (Windows, PC WeChat installed).
+    Raises ChannelError with what to do when that cannot work."""
+    Ferry = ferry_class(rpc_timeout)
     if host:
         if not listening(host, port):
             raise ChannelError(f"no WeChatFerry service answers at {host}:{port} (wcf_host / wcf_port); start "
@@ -138,7 +191,7 @@ def connect(host: str, port: int, rpc_timeout: float) -> Any:
                            "system set wcf_host (and wcf_port) to a WeChatFerry service running elsewhere, or use "
                            "channel_type wx")
     try:
-        return Ferry()
+        return Ferry(host, port)
     except ChannelError:
         raise
     except Exception as e:

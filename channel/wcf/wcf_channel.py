@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -31,10 +32,11 @@ from channel.channel import EXIT_PLATFORM_LOST
 from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
+from channel.own_sends import MEDIA, TEXT, OwnSends, own_message_skip
 from channel.reply_media import read_reply_media, with_extension
 from channel.wcf import ferry
 from channel.wcf.ferry import ServiceLost
-from channel.wcf.wcf_message import Malformed, Unsupported, WcfMessage, raw_fields
+from channel.wcf.wcf_message import Malformed, Unsupported, WcfMessage, describe, raw_fields
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
 from common import fetch
 from common.log import logger
@@ -44,6 +46,11 @@ from config import conf, get_appdata_dir
 LOCK_FILE = "wcf.lock"
 CHECK_INTERVAL = 2.0  # seconds between checks that the service is there and WeChat logged in
 LOGIN_LOG_EVERY = 60.0
+# A person or room not in the contacts read at start (a room the account joined since) is looked
+# up once; when not found, not again before this many seconds.
+NAME_RETRY = 600.0
+NAME_LOOKUPS_KEPT = 5000
+_SAFE_WXID = re.compile(r"[A-Za-z0-9_@.\-]{1,80}")  # it goes into an SQL string literal
 IMAGE_WAIT = 10  # seconds the service may take to decrypt a picture
 VOICE_WAIT = 5
 FILE_WAIT = 10.0
@@ -69,6 +76,8 @@ class MediaUnavailable(Exception):
 class WcfChannel(ChatChannel):
     # WeChatFerry cannot send voice (SILK); text, pictures and files go out.
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE]
+    # The service pushes each message once: one that comes while stopping is kept for the restart.
+    KEEP_WHILE_STOPPING = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,9 +89,13 @@ class WcfChannel(ChatChannel):
         self._names: dict[str, str] = {}  # wxid (people, rooms) -> name
         self._members: dict[str, dict[str, str]] = {}  # room -> {wxid: name in the room}
         self._names_lock = threading.Lock()
+        self._looked_up: dict[str, float] = {}  # wxid -> when it was last looked up and not found
         self._stopping = threading.Event()
         self._lock: InstanceLock | None = None
         self._receiver: threading.Thread | None = None
+        # What this daemon sent: the service reports it back as the account's own messages
+        # (WeChatFerry's sends return no message id, so the text to that conversation is noted).
+        self._own = OwnSends()
 
     # ================================================================== lifecycle
     def startup(self) -> None:
@@ -167,7 +180,9 @@ class WcfChannel(ChatChannel):
         if room:
             with self._names_lock:
                 members = self._members.get(room)
-            if members is None or wxid not in members:
+            if (members is None or wxid not in members) and not _SAFE_WXID.fullmatch(room):
+                members = {}  # wcferry puts the room id into its SQL as it is
+            elif members is None or wxid not in members:
                 try:
                     members = self.wcf.get_chatroom_members(room)
                 except ServiceLost:
@@ -179,8 +194,44 @@ class WcfChannel(ChatChannel):
                     self._members[room] = members
             if members.get(wxid):
                 return members[wxid]
+        return self._known_name(wxid)
+
+    def _known_name(self, wxid: str) -> str:
+        """The name of a person or room: from the contacts read at start, else looked up in
+        WeChat's contact table (once, then again after NAME_RETRY s while not found)."""
+        now = time.monotonic()
         with self._names_lock:
-            return self._names.get(wxid, "")
+            if wxid in self._names:
+                return self._names[wxid]
+            last = self._looked_up.get(wxid)
+            if last is not None and now - last < NAME_RETRY:
+                return ""
+            if len(self._looked_up) >= NAME_LOOKUPS_KEPT:
+                self._looked_up.clear()
+            self._looked_up[wxid] = now
+        name = self._look_up_name(wxid)
+        if name:
+            with self._names_lock:
+                self._names[wxid] = name
+                self._looked_up.pop(wxid, None)
+        return name
+
+    def _look_up_name(self, wxid: str) -> str:
+        if not _SAFE_WXID.fullmatch(wxid):
+            return ""
+        try:
+            rows = self.wcf.query_sql("MicroMsg.db", f"SELECT NickName FROM Contact WHERE UserName = '{wxid}';")
+        except ServiceLost:
+            raise
+        except Exception as e:
+            logger.warning(f"[wcf] the name of {wxid} could not be looked up: {e}")
+            return ""
+        name = rows[0].get("NickName") if rows and isinstance(rows[0], dict) else ""
+        if isinstance(name, str) and name.strip():
+            logger.info(f"[wcf] {'room' if wxid.endswith('@chatroom') else 'contact'} {wxid} not read at start, "
+                        f"looked up: {name!r}")
+            return name
+        return ""
 
     # ================================================================== receiving
     def _receive_loop(self) -> None:
@@ -189,12 +240,15 @@ class WcfChannel(ChatChannel):
                 msg = self.wcf.get_msg()
             except queue.Empty:
                 continue
+            raw = None
             try:
-                self.take(raw_fields(msg))
+                raw = raw_fields(msg)
+                self.take(raw)
             except ServiceLost as e:
                 logger.error(f"[wcf] a message could not be taken, the service stopped answering: {e}")
             except Exception:
-                logger.exception(f"[wcf] a message could not be taken: {str(msg)[:300]}")
+                logger.exception(f"[wcf] a message could not be taken: "
+                                 f"{describe(raw) if raw is not None else type(msg).__name__}")
 
     def take(self, raw: dict) -> Produced | None:
         try:
@@ -203,7 +257,11 @@ class WcfChannel(ChatChannel):
             logger.debug(f"[wcf] message {raw.get('id')} skipped: {e}")
             return None
         except Malformed as e:
-            logger.warning(f"[wcf] a malformed message skipped: {e}: {str(raw)[:300]}")
+            logger.warning(f"[wcf] a malformed message skipped: {e}: {describe(raw)}")
+            return None
+        why = own_message_skip(cmsg, self._own, TEXT if cmsg.ctype == ContextType.TEXT else MEDIA)
+        if why:
+            logger.debug(f"[wcf] message {cmsg.msg_id} skipped: {why}")
             return None
         if cmsg.ctype == ContextType.VOICE:
             setting = "group_speech_recognition" if cmsg.is_group else "speech_recognition"
@@ -284,6 +342,7 @@ class WcfChannel(ChatChannel):
         receiver = str(context.get("receiver") or "")
         if reply.type in _TEXTS:
             aters, text = self._at_target(receiver, str(reply.content), context, reply.type)
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, aters), "text", receiver)
         elif reply.type in _MEDIA_OUT:
             self._send_media(reply, receiver, context)
@@ -320,11 +379,13 @@ class WcfChannel(ChatChannel):
         except (fetch.FetchError, OSError) as e:
             logger.warning(f"[wcf] {reply.type} not read ({e}); " + ("sending the link" if is_link else "saying so"))
             text = str(reply.content) if is_link else READ_FAILED_TEXT[0 if chinese else 1]
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, ""), "text", receiver)
             return
         if len(data) > self.media_max:
             logger.warning(f"[wcf] {reply.type} over wcf_media_max_bytes ({self.media_max}), not sent")
             text = str(reply.content) if is_link else TOO_BIG_OUT_TEXT[0 if chinese else 1]
+            self._own.note_send(receiver, TEXT, text)
             self._expect(self.wcf.send_text(text, receiver, ""), "text", receiver)
             return
         # The service reads the file by its path (on the machine where it runs: with a remote
@@ -338,4 +399,5 @@ class WcfChannel(ChatChannel):
         # Not deleted here: WeChat may read it after the call returns; the tmp/ janitor removes
         # it after tmp_max_age.
         method = self.wcf.send_image if kind == "image" else self.wcf.send_file
+        self._own.note_send(receiver, MEDIA)
         self._expect(method(path, receiver), kind, receiver)

@@ -46,6 +46,15 @@ def raw_fields(msg: Any) -> dict:
     return raw
 
 
+def describe(raw: dict) -> str:
+    """A message for the log: chosen fields as one repr (the user's text may hold line breaks
+    that would forge log lines), its content cut short."""
+    fields = {k: raw.get(k) for k in ("id", "type", "sender", "roomid", "is_group", "is_self")}
+    content = raw.get("content")
+    fields["content"] = content[:80] if isinstance(content, str) else content
+    return repr(fields)
+
+
 def at_list(xml: str) -> list[str]:
     """The wxids a group message @-mentions."""
     found = _AT_LIST.search(xml or "")

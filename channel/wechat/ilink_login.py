@@ -62,9 +62,15 @@ def _credentials(answer: dict, fallback_base: str) -> Credentials | None:
                        str(answer.get("ilink_user_id") or ""))
 
 
-def show_qr(content: str) -> tuple[str, bytes]:
-    """Draw the QR in the terminal and save it as tmp/login.png; returns the PNG's path and bytes
-    (empty when it could not be made)."""
+def login_png_name(channel: str) -> str:
+    """tmp/login.png; when this daemon runs more than one channel that logs in by QR (`wx` and
+    `wxy`), tmp/login-<channel>.png, so that one QR does not overwrite the other."""
+    return LOGIN_PNG if len(LOGIN_QRS.channels()) <= 1 else f"login-{channel}.png"
+
+
+def show_qr(content: str, channel: str = "wx") -> tuple[str, bytes]:
+    """Draw the QR in the terminal and save it as tmp/login.png (see login_png_name); returns the
+    PNG's path and bytes (empty when it could not be made)."""
     import qrcode
 
     try:
@@ -76,12 +82,12 @@ def show_qr(content: str) -> tuple[str, bytes]:
     except Exception as e:  # a console that cannot draw it still has the PNG and the link
         logger.warning(f"[wx] the QR could not be drawn in the terminal: {e}")
     png = b""
-    path = LOGIN_PNG
+    path = login_png_name(channel)
     try:
         picture = io.BytesIO()
         qrcode.make(content).save(picture)
         png = picture.getvalue()
-        path = os.path.join(TmpDir().path(), LOGIN_PNG)
+        path = os.path.join(TmpDir().path(), path)
         with open(path, "wb") as f:
             f.write(png)
     except Exception as e:
@@ -123,7 +129,7 @@ class QrLogin:
                 self.stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))
                 continue
             link = str(qr.get("qrcode_img_content") or qr["qrcode"])
-            path, png = show_qr(link)
+            path, png = show_qr(link, self.channel)
             if png:
                 LOGIN_QRS.show(self.channel, png)
             logger.info(f"[wx] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")

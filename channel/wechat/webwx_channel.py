@@ -60,7 +60,12 @@ LOGIN_WAIT = 480.0  # how long an answer waits for a new login
 QR_WAIT = 300.0  # one QR is polled this long at most (WeChat expires it sooner, with a code other than 408/201)
 PUSH_WAIT = 60.0  # a login pushed to the phone waits this long for the confirmation
 MEDIA_TRIES = 3
-HISTORY_SECONDS = 60  # with hot_reload, messages older than this are history (the original's rule)
+# With hot_reload, messages older than this in the first sync after a new (QR or phone) login are
+# history (the original's rule, made for a reload replaying old messages). Later syncs, and a
+# session resumed from the saved login, take every message: the saved sync key and the dedup
+# already prevent replays, and a message WeChat accepted while the daemon was down for minutes,
+# or a batch the store refused and that is asked again after a pause, must not be thrown away.
+HISTORY_SECONDS = 60
 ROOM_REFRESH_SECONDS = 10.0
 POISON_TRIES = 3
 _BUG_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError)
@@ -170,6 +175,7 @@ class WebWxChannel(ChatChannel):
         self._stopping = threading.Event()
         self._logged_in = threading.Event()
         self._resumed = False
+        self._first_sync = False  # the first sync after a new login: older messages are history
         self._take_failures: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._lock: InstanceLock | None = None
@@ -289,7 +295,7 @@ class WebWxChannel(ChatChannel):
                 logger.error(f"[wx] no login QR from WeChat: {e}")
                 self._stopping.wait(self._backoff(shown + 1))
                 continue
-            path, png = show_qr(QR_LINK.format(uuid=uuid))
+            path, png = show_qr(QR_LINK.format(uuid=uuid), "wx")
             if png:
                 LOGIN_QRS.show("wx", png)
             logger.info(f"[wx] scan the QR with WeChat to log in to web WeChat (shown in the terminal, saved as {path})")
@@ -332,7 +338,7 @@ class WebWxChannel(ChatChannel):
             if code == "200" and redirect:
                 try:
                     client.finish_login(redirect)
-                    self._start_session(client)
+                    self._start_session(client, new_login=True)
                 except WebWxError as e:
                     logger.error(f"[wx] the login did not complete: {e}")
                     return False
@@ -342,8 +348,9 @@ class WebWxChannel(ChatChannel):
         logger.info("[wx] the login QR expired" if shown else "[wx] the phone did not confirm the login")
         return False
 
-    def _start_session(self, client: WebWxClient) -> None:
+    def _start_session(self, client: WebWxClient, new_login: bool = False) -> None:
         """webwxinit, contacts and rooms; then the login is saved and in use."""
+        self._first_sync = new_login
         first = client.init()
         try:
             client.status_notify()
@@ -404,6 +411,7 @@ class WebWxChannel(ChatChannel):
                 self._stopping.wait(self._backoff(failures))
                 continue
             client.advance(answer)
+            self._first_sync = False
             self._save_login()
 
     def _update_contacts(self, contacts: list) -> None:
@@ -444,8 +452,8 @@ class WebWxChannel(ChatChannel):
             logger.warning(f"[wx] a malformed message skipped: {e}: {str(raw)[:200]}")
             return True
         cmsg = WebWxMessage(raw, view, info.user_name, info.nick_name, fetch=self._fetch_media)
-        if self.hot_reload and cmsg.create_time < time.time() - HISTORY_SECONDS:
-            logger.debug(f"[wx] history message {cmsg.msg_id} skipped (hot_reload)")
+        if self.hot_reload and self._first_sync and cmsg.create_time < time.time() - HISTORY_SECONDS:
+            logger.info(f"[wx] message {cmsg.msg_id} from before the login skipped (history; hot_reload)")
             return True
         if cmsg.ctype == ContextType.ACCEPT_FRIEND:
             logger.info(f"[wx] friend request from {cmsg.other_user_nickname or cmsg.other_user_id}")

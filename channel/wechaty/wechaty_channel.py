@@ -39,6 +39,7 @@ from channel.chat_channel import ChatChannel
 from channel.chat_message import ChatMessage
 from channel.reply_media import read_reply_media, with_extension
 from channel.login_qr import LOGIN_QRS
+from channel.own_sends import MEDIA, TEXT, OwnSends, own_message_skip
 from channel.wechat.ilink_login import show_qr
 from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
 from channel.wechaty import puppet
@@ -97,6 +98,8 @@ def _json_object(payload: str) -> dict:
 
 class WechatyChannel(ChatChannel):
     NOT_SUPPORT_REPLYTYPE = [ReplyType.VOICE, ReplyType.VIDEO, ReplyType.VIDEO_URL]
+    # The service pushes each message once: one that comes while stopping is kept for the restart.
+    KEEP_WHILE_STOPPING = True
 
     def __init__(self) -> None:
         self.token = str(conf().get("wechaty_puppet_service_token") or "").strip()
@@ -131,9 +134,9 @@ class WechatyChannel(ChatChannel):
         self._last_qr = ""
         self._last_event = 0.0
         self._names: ExpiredDict = ExpiredDict(NAMES_TTL, maxsize=5000)
-        # Ids of the messages this daemon sent: the service reports them back as MESSAGE events
-        # of the account, which must not be taken as questions (an answer would answer itself).
-        self._own: ExpiredDict = ExpiredDict(NAMES_TTL, maxsize=5000)
+        # What this daemon sent: the service reports it back as MESSAGE events of the account,
+        # which must not be taken as questions (an answer would answer itself).
+        self._own = OwnSends()
         # Before any channel starts: a web page of this daemon then knows to look for the QR.
         LOGIN_QRS.expect("wxy")
 
@@ -314,7 +317,7 @@ class WechatyChannel(ChatChannel):
         if isinstance(qrcode, str) and qrcode and qrcode != self._last_qr and status in (SCAN_WAITING, SCAN_TIMEOUT):
             self._last_qr = qrcode
             # Its content is a login credential while it lives: never in the log.
-            path, png = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode)
+            path, png = await asyncio.get_running_loop().run_in_executor(None, show_qr, qrcode, "wxy")
             if png:
                 LOGIN_QRS.show("wxy", png)
             logger.info(f"[wxy] scan the QR with WeChat to log in (shown in the terminal, saved as {path})")
@@ -388,9 +391,6 @@ class WechatyChannel(ChatChannel):
         payload = await self._payload(conn, message_id)
         if payload is None:
             return
-        if message_id in self._own:  # checked after a round trip: the send has noted its id by now
-            logger.debug(f"[wxy] message {message_id} is one of our answers; skipped")
-            return
         try:
             room_id = payload.room_id if isinstance(payload.room_id, str) else ""
             from_id = payload.from_id if isinstance(payload.from_id, str) else ""
@@ -407,6 +407,10 @@ class WechatyChannel(ChatChannel):
             return
         except Unsupported as e:
             logger.info(f"[wxy] {e}; skipped")
+            return
+        why = own_message_skip(cmsg, self._own, TEXT if cmsg.ctype == ContextType.TEXT else MEDIA)
+        if why:
+            logger.debug(f"[wxy] message {message_id} skipped: {why}")
             return
         if cmsg.ctype == ContextType.VOICE:
             setting = "group_speech_recognition" if cmsg.is_group else "speech_recognition"
@@ -446,7 +450,10 @@ class WechatyChannel(ChatChannel):
             call = conn.message_image if cmsg.ctype == ContextType.IMAGE else conn.message_file
             box = puppet.parse_file_box(self._on_loop(call(cmsg.msg_id)))
             if isinstance(box.get("base64"), str):
-                data = base64.b64decode(box["base64"], validate=True)
+                encoded = box["base64"]
+                # Measured before it is decoded: an oversized file costs no second copy.
+                data = None if len(encoded.rstrip("=")) * 3 // 4 > self.media_max else \
+                    base64.b64decode(encoded, validate=True)
             else:
                 data, _ = fetch.fetch_bytes(box["remoteUrl"], self.media_max,
                                             extra_hosts=conf().get("allowed_internal_hosts") or [])
@@ -494,21 +501,23 @@ class WechatyChannel(ChatChannel):
                     and cmsg.actual_user_id and not context.get("no_need_at", conf().get("no_need_at", False)):
                 # The text says "@name" (the pipeline's decoration); the list makes it a real @.
                 mentions = [cmsg.actual_user_id]
-            self._on_loop(self._noted(conn.send_text(receiver, str(reply.content), mentions)))
+            noted = self._own.note_send(receiver, TEXT, str(reply.content))
+            self._on_loop(self._noted(conn.send_text(receiver, str(reply.content), mentions), noted))
         elif reply.type in _FILES:
             box, notice = self._file_box(reply)
             if box is not None:
-                self._on_loop(self._noted(conn.send_file(receiver, box)))
+                noted = self._own.note_send(receiver, MEDIA)
+                self._on_loop(self._noted(conn.send_file(receiver, box), noted))
             else:  # the file could not be read or is too large: the user is told instead
-                self._on_loop(self._noted(conn.send_text(receiver, notice, [])))
+                noted = self._own.note_send(receiver, TEXT, notice)
+                self._on_loop(self._noted(conn.send_text(receiver, notice, []), noted))
         else:
             raise NotImplementedError(f"wechaty cannot send {reply.type}")
         logger.info(f"[wxy] sent {reply.type} to {receiver}")
 
-    async def _noted(self, send) -> str:
+    async def _noted(self, send, record) -> str:
         message_id = await send
-        if message_id:
-            self._own[message_id] = True
+        self._own.note_id(message_id, record)
         return message_id
 
     def _file_box(self, reply: Reply) -> tuple[str | None, str]:

@@ -32,8 +32,8 @@ def waiting(base: str) -> list[str]:
     return [entry["channel"] for entry in status(base)["logins"]]
 
 
-def login_png(folder) -> bytes:
-    with open(os.path.join(str(folder), "tmp", "login.png"), "rb") as f:
+def login_png(folder, name: str = "login.png") -> bytes:
+    with open(os.path.join(str(folder), "tmp", name), "rb") as f:
         return f.read()
 
 
@@ -89,4 +89,27 @@ def test_the_wechaty_qr_is_on_the_web_page_until_the_login(tmp_path):
     finally:
         if daemon is not None:
             daemon.kill()
+        fake.stop()
+
+
+def test_two_qr_channels_in_one_daemon_save_their_qrs_under_their_own_names(tmp_path):
+    sim = WebWxSimulator(hold=0.3).start()
+    fake = FakePuppet().start()
+    daemon = None
+    try:
+        with DifyServer(api_key="app-test", mode="chat") as dify:
+            daemon, base = start(tmp_path, dify, channel_type=["wx", "wxy", "web"], wx_protocol="itchat",
+                                 itchat_base_url=sim.base_url, itchat_poll_timeout=2, itchat_retry_delay=0.2,
+                                 wechaty_puppet_service_token=fake.token,
+                                 wechaty_puppet_service_endpoint=fake.endpoint, wechaty_retry_delay=0.2)
+            wait_until(lambda: waiting(base) == ["wx", "wxy"], 20, "both QRs on the login route")
+            for channel in ("wx", "wxy"):
+                r = httpx.get(base + f"/login/qr/{channel}", headers=AUTH, timeout=10)
+                assert r.status_code == 200 and r.content == login_png(tmp_path, f"login-{channel}.png")
+            assert login_png(tmp_path, "login-wx.png") != login_png(tmp_path, "login-wxy.png")
+            assert not os.path.exists(os.path.join(str(tmp_path), "tmp", "login.png"))
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        sim.stop()
         fake.stop()

@@ -220,7 +220,9 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     service.push_raw(b"\xff\xfe not a protobuf Response \x00")
     service.push(type=1, sender="", content="who am I?", xml="")  # no sender
     service.push(type=1, sender="wxid_ivan", is_group=True, roomid="", content="which room?", xml="")
-    service.push(type=3, sender="wxid_ivan", roomid="wxid_ivan", content="<msg/>", xml="", extra="")
+    # A user's text with line breaks cannot forge a line of the log.
+    service.push(type=3, sender="wxid_ivan", roomid="wxid_ivan", content="<msg/>\n[ERROR][forged] - owned", xml="",
+                 extra="")
     service.push(type=49, sender="wxid_ivan", roomid="wxid_ivan", content="<msg><appmsg", extra="/x")
     service.push(type=10000, sender="wxid_ivan", roomid="wxid_ivan", content="a system notice", xml="")
     service.push_image("wxid_ivan", PNG, missing=True)  # the service cannot download it
@@ -235,6 +237,7 @@ def test_bad_input_is_refused_cleanly_and_good_messages_still_answered(env):
     assert "too large" in texts[1] and "too large" in texts[2], texts
     log = env.log()
     assert log.count("a malformed message skipped") == 4
+    assert "\n[ERROR][forged]" not in log and "<msg/>\\n[ERROR][forged] - owned" in log
     assert "over wcf_media_max_bytes" in log
     assert "[wcf] wcferry: 下载失败" in log  # the package's own log reaches run.log
     assert env.daemon.proc.poll() is None
@@ -294,6 +297,89 @@ def test_the_service_going_away_ends_the_daemon_and_a_restart_answers_what_was_k
     env.start()
     [sent] = env.service.wait_sent("wxid_mia", timeout=30)
     assert sent.text in ("echo: keep me", "answered before the service left")
+
+
+def test_our_own_sends_echoed_back_are_never_questions(tmp_path):
+    """WeChatFerry reports what the account sends (through it, or from the phone) as received
+    messages with is_self: a private one is never a question, nor is the echo of an answer in a
+    room (there the pipeline's rule holds as well: a message of the account to a room, whose
+    listener is the account itself, does not trigger)."""
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(group_chat_keyword=["loop"])  # in every answer: a taken echo would answer itself
+            env.wait_log("[wcf] ready, handling messages")
+            service.push_text("wxid_alice", "hello loop")
+            service.wait_sent("wxid_alice")
+            service.push_text("wxid_bob", "a loop question", roomid=ROOM)
+            service.wait_sent(ROOM)
+            service.push_own("wxid_alice", "loop from my phone")
+            service.push_own(ROOM, "my own loop question")
+            # Messages are taken in order: once these are answered, every echo before them was seen.
+            service.push_text("wxid_zed", "last")
+            service.wait_sent("wxid_zed")
+            service.push_text("wxid_zed", "really last")
+            service.wait_sent("wxid_zed", 2)
+            assert dify_queries(dify) == ["hello loop", "a loop question", "last", "really last"]
+            assert service.texts_to("wxid_alice") == ["echo: hello loop"]
+            assert len(service.sent_to(ROOM)) == 1
+        finally:
+            env.daemon.kill()
+            service.stop()
+
+
+def test_a_room_joined_after_start_is_named_so_the_white_list_matches(tmp_path):
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(group_name_white_list=["Later"])
+            env.wait_log("[wcf] ready, handling messages")
+            service.add_room("30003@chatroom", "Later", {"wxid_dan": "Dan"})  # the account is added to a room now
+            service.push_text("wxid_dan", "@小助手\u2005hi", roomid="30003@chatroom", at=["wxid_bot"])
+            [sent] = service.wait_sent("30003@chatroom")
+            assert sent.text == "@Dan\u2005echo: hi"
+            # A room that cannot be found is not looked up again for every message.
+            for n in range(3):
+                service.push_text("wxid_eve", f"@小助手\u2005hi {n}", roomid="40004@chatroom", at=["wxid_bot"])
+            # An id that is no wxid never reaches the SQL text.
+            service.push_text("wxid_eve", "@小助手\u2005hi", roomid="5' OR '1'='1@chatroom", at=["wxid_bot"])
+            service.push_text("wxid_dan", "@小助手\u2005again", roomid="30003@chatroom", at=["wxid_bot"])
+            service.wait_sent("30003@chatroom", 2)
+            lookups = [c for c in service.queries if "40004@chatroom" in c and "Contact" in c]
+            assert len(lookups) == 1 and dify_queries(dify) == ["hi", "again"]
+            assert not [c for c in service.queries if "OR '1'" in c]
+        finally:
+            env.daemon.kill()
+            service.stop()
+
+
+def test_a_message_that_arrives_while_the_daemon_stops_is_answered_after_the_restart(tmp_path):
+    """WeChatFerry pushes a message once: one that comes while a stop waits for a running answer
+    is kept in the inbox, not dropped."""
+    service = new_service(tmp_path)
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, service, dify)
+        try:
+            env.start(shutdown_timeout=3)
+            env.wait_log("[wcf] ready, handling messages")
+            dify.push_answer("too slow", latency=30)
+            service.push_text("wxid_alice", "a slow one")
+            wait_until(lambda: dify_queries(dify) == ["a slow one"], 15, "Dify to be asked")
+            env.daemon.proc.send_signal(signal.SIGTERM)
+            env.wait_log("signal 15 received")
+            time.sleep(0.3)  # the stop has begun: no new message is started
+            service.push_text("wxid_bob", "while stopping")
+            env.wait_log("kept in the inbox, answered after the next start")
+            assert env.daemon.wait(30) == 0
+            assert service.sent_to("wxid_bob") == []
+            env.start()
+            [sent] = service.wait_sent("wxid_bob")
+            assert sent.text == "echo: while stopping"
+        finally:
+            env.daemon.kill()
+            service.stop()
 
 
 def test_no_service_at_the_address_stops_start_up_with_one_line(tmp_path):

@@ -238,6 +238,20 @@ def test_a_restart_with_hot_reload_keeps_the_login_and_replays_nothing(env):
     assert len(sim.sent) == sent_before + 1
 
 
+def test_a_message_sent_while_the_daemon_was_down_for_minutes_is_answered(env):
+    """The saved sync key and the dedup prevent replays; the age of a message does not make it
+    history once the session goes on from the saved login."""
+    sim = env.sim
+    env.daemon.proc.send_signal(signal.SIGTERM)
+    assert env.daemon.wait(20) == 0
+    msg = sim.message("@k4te", 1, "did you get this?")
+    msg["CreateTime"] = int(time.time()) - 300  # written five minutes ago, while the daemon was down
+    sim.push(msg)
+    env.start()
+    [*_, sent] = sim.wait_sent("@k4te", 2)
+    assert sent.content == "echo: did you get this?"
+
+
 def test_a_crash_after_the_message_was_taken_answers_it_once_after_restart(env):
     sim, dify = env.sim, env.dify
     delivered_before = dict(sim.deliveries)
@@ -305,11 +319,15 @@ def test_a_logout_by_wechat_leads_to_a_new_qr_login(env):
     sim.kick("1101")
     qr = sim.wait_qr(after=shown)
     env.wait_log_count("synccheck retcode 1101", 1)
+    old = sim.message("@m4x", 1, "an old one")
+    old["CreateTime"] = int(time.time()) - 300  # in the first sync after a new login: history (hot_reload)
+    sim.push(old)
     sim.push_text("@m4x", "while logged out")  # comes once the new login syncs
     sim.confirm(qr)
     env.wait_log_count("logged in to web WeChat as Botty", 2)
     [sent] = sim.wait_sent("@m4x")
     assert sent.content == "echo: while logged out"
+    assert f"message {old['MsgId']} from before the login skipped" in env.log()
     assert not sim.errors, sim.errors
 
 

@@ -6,6 +6,7 @@ login), the last ones kill and restart it on the same data folder.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -227,12 +228,15 @@ def test_malformed_events_and_payloads_are_refused_cleanly(env):
     broken = fake.push_image("wxid_ivan", PNG)
     fake.media[broken] = '{"boxType": 1, "name": "x.jpg", "base64": "!!not base64!!"}'
     huge = fake.push_image("wxid_ivan", b"\xff\xd8\xff" + bytes(MEDIA_MAX))
+    # Its size is refused from the length of its base64, before any of it is decoded.
+    huge_broken = fake.push_image("wxid_ivan", PNG)
+    fake.media[huge_broken] = json.dumps({"boxType": 1, "name": "x.jpg", "base64": "A" * (2 * MEDIA_MAX) + "!!"})
     fake.push_text("wxid_ivan", "still there?")
-    sent = fake.wait_sent("wxid_ivan", 3)
+    sent = fake.wait_sent("wxid_ivan", 4)
     time.sleep(0.3)
     texts = fake.texts_to("wxid_ivan")
-    assert len(texts) == 3 and texts[-1] == "echo: still there?", texts
-    assert "could not be received" in texts[0] and "too large" in texts[1], texts
+    assert len(texts) == 4 and texts[-1] == "echo: still there?", texts
+    assert "could not be received" in texts[0] and "too large" in texts[1] and "too large" in texts[2], texts
     log = env.log()
     assert "a malformed event of type 2 skipped" in log and "without a messageId" in log
     assert "msg-that-does-not-exist could not be read" in log and "has no talker" in log
@@ -305,3 +309,75 @@ def test_a_restart_replays_nothing_already_answered(env):
     time.sleep(0.5)
     assert len(fake.sent) == sent_before + 1
     assert env.log().count("was handled before, ignored") >= recognised + 3
+
+
+@pytest.mark.parametrize("puppet", [
+    dict(send_ids=False),  # wechaty-puppet lets a send resolve to no id
+    dict(echo_first=True),  # the echo comes before the send's answer
+], ids=["sends-without-id", "echo-before-the-send-returns"])
+def test_our_own_sends_echoed_back_are_never_questions(tmp_path, puppet):
+    """The service reports what the account sent as MESSAGE events: a private one is never a
+    question, and in a room only the account's own messages that are not our answers are."""
+    fake = FakePuppet(**puppet).start()
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, fake, dify)
+        try:
+            # The keyword is in every answer: an echo taken in the room would answer itself.
+            env.start(group_chat_keyword=["loop"])
+            env.wait_log_count("scan the QR with WeChat", 1)
+            fake.login()
+            env.wait_log_count("[wxy] ready, handling messages", 1)
+            fake.add_room(ROOM, "Team")
+            fake.push_text("wxid_alice", "hello loop")
+            fake.wait_sent("wxid_alice")
+            fake.push_text("wxid_bob", "a loop question", room=ROOM, name="Bob")
+            fake.wait_sent(ROOM)
+            # The account itself, from the phone: privately never a question; in a room it may
+            # trigger the bot (trigger_by_self, on by default).
+            fake.push_payload({"id": "own-1", "type": 6, "text": "loop from my phone", "timestamp": int(time.time()),
+                               "from_id": fake.self_id, "to_id": "wxid_alice", "room_id": "", "mention_ids": []})
+            fake.push_payload({"id": "own-2", "type": 6, "text": "my own loop question",
+                               "timestamp": int(time.time()), "from_id": fake.self_id, "to_id": "", "room_id": ROOM,
+                               "mention_ids": []})
+            fake.wait_sent(ROOM, 2)
+            # Events are handled in order: once this is answered, every echo before it was seen.
+            fake.push_text("wxid_zed", "last")
+            fake.wait_sent("wxid_zed")
+            fake.push_text("wxid_zed", "really last")
+            fake.wait_sent("wxid_zed", 2)
+            assert dify_queries(dify) == ["hello loop", "a loop question", "my own loop question", "last",
+                                          "really last"]
+            assert fake.texts_to("wxid_alice") == ["echo: hello loop"]
+            assert len(fake.texts_to(ROOM)) == 2
+        finally:
+            env.daemon.kill()
+            fake.stop()
+
+
+def test_a_message_that_arrives_while_the_daemon_stops_is_answered_after_the_restart(tmp_path):
+    """The puppet service sends a MESSAGE event once: one that comes while a stop waits for a
+    running answer is kept in the inbox, not dropped."""
+    fake = FakePuppet().start()
+    with DifyServer(api_key="app-test", mode="chat") as dify:
+        env = Env(tmp_path, fake, dify)
+        try:
+            env.start(shutdown_timeout=3)
+            env.wait_log_count("scan the QR with WeChat", 1)
+            fake.login()
+            env.wait_log_count("[wxy] ready, handling messages", 1)
+            dify.push_answer("too slow", latency=30)
+            fake.push_text("wxid_alice", "a slow one")
+            wait_until(lambda: dify_queries(dify) == ["a slow one"], 15, "Dify to be asked")
+            env.daemon.proc.send_signal(signal.SIGTERM)
+            env.wait_log_count("signal 15 received", 1)
+            time.sleep(0.3)  # the stop has begun: no new message is started
+            fake.push_text("wxid_bob", "while stopping")
+            env.wait_log_count("kept in the inbox, answered after the next start", 1)
+            assert env.daemon.wait(30) == 0
+            assert fake.sent_to("wxid_bob") == []
+            env.start()
+            [sent] = fake.wait_sent("wxid_bob")
+            assert sent.text == "echo: while stopping"
+        finally:
+            env.daemon.kill()
+            fake.stop()

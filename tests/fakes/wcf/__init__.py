@@ -61,7 +61,8 @@ class Sent:
 
 
 class WcfService:
-    def __init__(self, folder: str, *, self_wxid: str = "wxid_bot", name: str = "小助手", logged_in: bool = True):
+    def __init__(self, folder: str, *, self_wxid: str = "wxid_bot", name: str = "小助手", logged_in: bool = True,
+                 echo_sends: bool = True):
         self.folder = str(folder)
         self.files_dir = os.path.join(self.folder, "WeChat Files")
         os.makedirs(self.files_dir, exist_ok=True)
@@ -69,11 +70,15 @@ class WcfService:
         self.self_wxid = self_wxid
         self.name = name
         self.logged_in = logged_in
+        # The real service reports what the account sends (through it or from the phone) as
+        # received messages of its own (is_self), before it answers the send.
+        self.echo_sends = echo_sends
         self.contacts: dict[str, str] = {}  # wxid (people and rooms) -> name
         self.rooms: dict[str, dict[str, str]] = {}  # room id -> {member wxid: display name in the room}
         self.sent: list[Sent] = []
         self.pushed: list = []  # the WxMsg pushed, in order
         self.calls: list[str] = []  # function names, in order
+        self.queries: list[str] = []  # the SQL of FUNC_EXEC_DB_QUERY, in order
         self.errors: list[str] = []
         self.receiving = False
         self._attachments: dict[int, tuple[str, bytes]] = {}  # msg id -> (path to write, bytes)
@@ -263,6 +268,7 @@ class WcfService:
 
     def _func_exec_db_query(self, req):
         sql, rows = req.query.sql.strip(), []
+        self.queries.append(sql)
         if req.query.db == "MicroMsg.db" and re.fullmatch(r"SELECT UserName, NickName FROM Contact;", sql):
             everyone = {**self.contacts, **{w: n for m in self.rooms.values() for w, n in m.items()}}
             for wxid, name in everyone.items():
@@ -309,7 +315,21 @@ class WcfService:
         status = self._refused(req.txt.receiver)
         if status == 0:
             self._record(Sent("text", req.txt.receiver, text=req.txt.msg, aters=req.txt.aters))
+            self._echo(type=1, roomid=req.txt.receiver, content=req.txt.msg)
         return pb.Response(status=status)
+
+    def _echo(self, **fields) -> None:
+        if not (self.echo_sends and self.receiving and self._msg is not None):
+            return
+        room = fields["roomid"]
+        self.push(sender=self.self_wxid, is_self=True, is_group=room.endswith("@chatroom"),
+                  xml="<msgsource><silence>0</silence></msgsource>", **fields)
+
+    def push_own(self, receiver: str, content: str) -> pb.WxMsg:
+        """A text the account itself sent from the phone or the PC, to a person or a room."""
+        return self.push(type=1, sender=self.self_wxid, roomid=receiver, is_self=True,
+                         is_group=receiver.endswith("@chatroom"), content=content,
+                         xml="<msgsource><silence>0</silence></msgsource>")
 
     def _send_path(self, req, kind: str):
         status = self._refused(req.file.receiver)
@@ -321,6 +341,8 @@ class WcfService:
                 self.errors.append(f"{kind} {req.file.path}: {e}")
                 return pb.Response(status=-1)
             self._record(Sent(kind, req.file.receiver, path=req.file.path, data=data))
+            if kind == "image":
+                self._echo(type=3, roomid=req.file.receiver, content="<msg><img /></msg>", extra=req.file.path)
         return pb.Response(status=status)
 
     def _func_send_img(self, req):

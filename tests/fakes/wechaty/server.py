@@ -89,13 +89,18 @@ class _Server(Server):
 
 class FakePuppet:
     def __init__(self, token: str = "puppet_test_token", *, self_id: str = "wxid_bot", self_name: str = "Bot",
-                 redeliver: int = 0, echo_sends: bool = True) -> None:
+                 redeliver: int = 0, echo_sends: bool = True, send_ids: bool = True,
+                 echo_first: bool = False) -> None:
         self.token = token
         self.self_id, self.self_name = self_id, self_name
         self.redeliver = redeliver
         # A real service reports what the account sent as MESSAGE events too (with the id it
         # answered the send with).
         self.echo_sends = echo_sends
+        # wechaty-puppet lets a send resolve to no id (send_ids=False); some services report the
+        # echo before they answer the send (echo_first).
+        self.send_ids = send_ids
+        self.echo_first = echo_first
         self.logged_in = False
         self.qrcode = "https://login.weixin.qq.com/l/fake-qr-1"
         self.contacts: dict[str, str] = {self_id: self_name}
@@ -294,8 +299,8 @@ class FakePuppet:
             raise GRPCError(Status.UNAVAILABLE, failure)
         self.sent.append(Sent("text", request.conversation_id, request.text, list(request.mentonal_ids)))
         message_id = f"sent-{next(self._ids)}"
-        await stream.send_message(pb.MessageSendTextResponse(id=message_id))
-        self._echo(message_id, TEXT, request.conversation_id, request.text)
+        await self._answer_send(stream, pb.MessageSendTextResponse, message_id, TEXT, request.conversation_id,
+                                request.text)
 
     async def _MessageSendFile(self, stream) -> None:
         request = await stream.recv_message()
@@ -304,8 +309,16 @@ class FakePuppet:
             raise GRPCError(Status.UNAVAILABLE, failure)
         self.sent.append(Sent("file", request.conversation_id, box=json.loads(request.filebox)))
         message_id = f"sent-{next(self._ids)}"
-        await stream.send_message(pb.MessageSendFileResponse(id=message_id))
-        self._echo(message_id, IMAGE, request.conversation_id, "")
+        await self._answer_send(stream, pb.MessageSendFileResponse, message_id, IMAGE, request.conversation_id, "")
+
+    async def _answer_send(self, stream, response, message_id: str, kind: int, conversation_id: str,
+                           text: str) -> None:
+        if self.echo_first:
+            self._echo(message_id, kind, conversation_id, text)
+            await asyncio.sleep(0.3)  # the echo reaches the client before the answer does
+        await stream.send_message(response(id=message_id if self.send_ids else ""))
+        if not self.echo_first:
+            self._echo(message_id, kind, conversation_id, text)
 
     def _echo(self, message_id: str, kind: int, conversation_id: str, text: str) -> None:
         if not self.echo_sends:
