@@ -245,7 +245,9 @@ def _open_state(args: argparse.Namespace) -> None:
     from common.store import STATE_DB_NAME, StoreError, import_user_datas_pickle, open_store
 
     try:
-        _store = open_store(conf().get("state_store"), get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME)
+        prefix = conf().get("redis_key_prefix") + ("sandbox:" if args.sandbox else "")
+        _store = open_store(conf().get("state_store"), get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME,
+                            redis_url=conf().get("redis_url"), redis_key_prefix=prefix)
         if args.sandbox:
             from bot.dify.dify_session import NAMESPACE
 
@@ -271,6 +273,10 @@ def _backup_state(args: argparse.Namespace) -> int:
     from common.store.backup import backup_state
 
     kind = (conf().get("state_store") or "sqlite").lower()
+    if kind == "redis":
+        print("backup failed: state_store is 'redis': back up the Redis server itself "
+              "(its RDB snapshot or append-only files, e.g. after BGSAVE)", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     if kind != "sqlite":
         print(f"backup failed: state_store is '{kind}', which keeps nothing on disk to back up", file=sys.stderr)
         return EXIT_STARTUP_FAILED

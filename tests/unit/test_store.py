@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,10 +37,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[StateStore]:
     if request.param == "sqlite":
         s: StateStore = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
+    elif request.param == "redis":
+        from common.store.redis_store import RedisStore
+
+        server = request.getfixturevalue("redis_server")
+        # A prefix of its own per test: the session's one server starts every test empty.
+        s = RedisStore(server.url, prefix=f"test:{uuid.uuid4().hex}:", clock=clock)
     else:
         s = MemoryStore(clock=clock)
     yield s
