@@ -206,6 +206,25 @@ return removed
 """
 
 
+# Leases (an account lock now; per-session work later) use Redis's own expiry: they are about
+# whether a process is alive, which no instance's clock should decide alone.
+# KEYS: lease. ARGV: owner, ttl ms. Returns the holder: the owner itself once taken or renewed.
+_LEASE_TAKE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+
+# KEYS: lease. ARGV: owner. Deletes it only while the owner holds it.
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisStore(StateStore):
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time,
                  connect_timeout: float = 2.0, timeout: float = 5.0) -> None:
@@ -243,6 +262,8 @@ class RedisStore(StateStore):
         self._push = c.register_script(_PUSH)
         self._pop_all = c.register_script(_POP_ALL)
         self._purge = c.register_script(_PURGE)
+        self._lease_take = c.register_script(_LEASE_TAKE)
+        self._lease_release = c.register_script(_LEASE_RELEASE)
         try:
             self._call("open", self._check_schema)
             purged = self.purge_expired()
@@ -426,6 +447,23 @@ class RedisStore(StateStore):
     def purge_expired(self) -> int:
         keys = [self._key("namespaces", "kv"), self._key("namespaces", "seen")]
         return int(self._call("purge_expired", self._purge, keys=keys, args=[self._now(), self.prefix]))
+
+    # -- leases (not part of the StateStore contract: only a shared store needs them) ---------
+    def lease_key(self, name: str) -> str:
+        return self._key("lease", name)
+
+    def take_lease(self, name: str, owner: str, ttl: float) -> str:
+        """Take or renew the lease `name` for `ttl` seconds unless another owner holds it.
+        Returns the holder: `owner` when it is ours now."""
+        check_key("lease", name)
+        check_key("owner", owner)
+        check_ttl(ttl, required=True)
+        return self._call("take_lease", self._lease_take, keys=[self.lease_key(name)],
+                          args=[owner, max(1, int(ttl * 1000))])
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        """Give the lease back if `owner` holds it."""
+        return bool(self._call("release_lease", self._lease_release, keys=[self.lease_key(name)], args=[owner]))
 
     def ping(self) -> None:
         """Raise StoreError when Redis cannot be reached."""
