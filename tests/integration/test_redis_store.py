@@ -193,3 +193,19 @@ def test_a_url_that_is_not_redis_is_refused_before_connecting() -> None:
     with pytest.raises(ValueError) as info:
         RedisStore("http://user:secret@127.0.0.1:6379/0")
     assert "secret" not in str(info.value) and "scheme" in str(info.value)
+
+
+def test_a_lease_is_held_by_one_owner_until_given_back_or_run_out(redis_server, prefix) -> None:
+    a, b = RedisStore(redis_server.url, prefix), RedisStore(redis_server.url, prefix)
+    try:
+        assert a.take_lease("wx.lock", "host-a:/data", ttl=30) == "host-a:/data"
+        assert b.take_lease("wx.lock", "host-b:/data", ttl=30) == "host-a:/data"  # held: told by whom
+        assert a.take_lease("wx.lock", "host-a:/data", ttl=30) == "host-a:/data"  # the holder renews
+        assert b.release_lease("wx.lock", "host-b:/data") is False  # not b's to give back
+        assert a.release_lease("wx.lock", "host-a:/data") is True
+        assert b.take_lease("wx.lock", "host-b:/data", ttl=0.05) == "host-b:/data"
+        # Redis's own expiry ends a lease whose holder stopped renewing it (a dead host).
+        wait_until(lambda: a.take_lease("wx.lock", "host-a:/data", ttl=30) == "host-a:/data", 10, "the lease to run out")
+    finally:
+        a.close()
+        b.close()
