@@ -301,9 +301,12 @@ def _purge_expired_state(store) -> None:
             removed = store.purge_expired()
             if removed:
                 logger.debug(f"[app] purged {removed} expired state row(s)")
-        except Exception as e:  # e.g. the store was closed during shutdown
-            logger.debug(f"[app] purge skipped: {e}")
-            return
+        except Exception as e:
+            if _shutting_down:  # the store was closed by the stop
+                logger.debug(f"[app] purge skipped: {e}")
+                return
+            # A store that is away for now (Redis restarting, a locked file) is purged next time.
+            logger.warning(f"[app] purging expired state failed, trying again in {PURGE_INTERVAL:g} s: {e}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -274,8 +274,9 @@ class RedisStore(StateStore):
                     self.url, self.prefix, purged)
 
     # -- plumbing ------------------------------------------------------------------
-    def _key(self, kind: str, name: str = "") -> str:
-        return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"
+    def _key(self, kind: str, name: str | None = None) -> str:
+        # An empty name is a name too ("" namespace): only None means "no name part".
+        return f"{self.prefix}{kind}" if name is None else f"{self.prefix}{kind}:{name}"
 
     def _token(self) -> str:
         return self._key("op", uuid.uuid4().hex)

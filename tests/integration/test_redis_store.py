@@ -209,3 +209,15 @@ def test_a_lease_is_held_by_one_owner_until_given_back_or_run_out(redis_server, 
     finally:
         a.close()
         b.close()
+
+
+def test_without_redis_server_the_tests_fail_under_ci_and_skip_elsewhere(monkeypatch, tmp_path) -> None:
+    from tests.redis_server import require_redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing named redis-server there
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        require_redis_server()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="redis-server is not installed"):
+        require_redis_server()

@@ -121,6 +121,19 @@ def test_kv_basics(store: StateStore) -> None:
     assert store.items("other") == [("a", "elsewhere")]
 
 
+def test_empty_names_are_names_too(store: StateStore, clock: FakeClock) -> None:
+    store.put("", "", "empty", ttl=10)
+    store.put("", "k", "kept")
+    assert store.items("") == [("", "empty"), ("k", "kept")] and store.items("k") == []
+    assert store.seen("", "", ttl=10) is False and store.seen("", "", ttl=10) is True
+    item = store.inbox_add("", "", {"q": 1})
+    assert [i.record for i in store.inbox_items("")] == [{"q": 1}] and store.inbox_count("") == 1
+    clock.advance(10)
+    assert store.purge_expired() == 2  # the value and the dedup key under ""
+    assert store.items("") == [("k", "kept")] and store.seen("", "", ttl=10) is False
+    assert store.inbox_done(item) is True and store.inbox_count() == 0
+
+
 def test_kv_rejects_bad_input(store: StateStore) -> None:
     with pytest.raises(TypeError):
         store.put("ns", "k", {1, 2})
