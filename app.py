@@ -258,7 +258,9 @@ def _open_state(args: argparse.Namespace) -> None:
     from common.store import STATE_DB_NAME, StoreError, import_user_datas_pickle, open_store
 
     try:
-        _store = open_store(conf().get("state_store"), get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME)
+        prefix = conf().get("redis_key_prefix") + ("sandbox:" if args.sandbox else "")
+        _store = open_store(conf().get("state_store"), get_appdata_dir(), SANDBOX_STATE_DB if args.sandbox else STATE_DB_NAME,
+                            redis_url=conf().get("redis_url"), redis_key_prefix=prefix)
         if args.sandbox:
             from bot.dify.dify_session import NAMESPACE
 
@@ -284,6 +286,10 @@ def _backup_state(args: argparse.Namespace) -> int:
     from common.store.backup import backup_state
 
     kind = (conf().get("state_store") or "sqlite").lower()
+    if kind == "redis":
+        print("backup failed: state_store is 'redis': back up the Redis server itself "
+              "(its RDB snapshot or append-only files, e.g. after BGSAVE)", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     if kind != "sqlite":
         print(f"backup failed: state_store is '{kind}', which keeps nothing on disk to back up", file=sys.stderr)
         return EXIT_STARTUP_FAILED
@@ -308,9 +314,12 @@ def _purge_expired_state(store) -> None:
             removed = store.purge_expired()
             if removed:
                 logger.debug(f"[app] purged {removed} expired state row(s)")
-        except Exception as e:  # e.g. the store was closed during shutdown
-            logger.debug(f"[app] purge skipped: {e}")
-            return
+        except Exception as e:
+            if _shutting_down:  # the store was closed by the stop
+                logger.debug(f"[app] purge skipped: {e}")
+                return
+            # A store that is away for now (Redis restarting, a locked file) is purged next time.
+            logger.warning(f"[app] purging expired state failed, trying again in {PURGE_INTERVAL:g} s: {e}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -42,7 +42,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "channel_type": ("wx", "Channel to start. Available now: terminal, web, wework (Windows only), wecom_bot (the WeCom AI bot), wechatmp and wechatmp_service (WeChat Official Account), wechatcom_app (a WeCom self-built app), wechatcom_service (WeCom customer service, 微信客服), feishu (Feishu / Lark: HTTP events or the long connection), dingtalk (a DingTalk robot, Stream mode), wx (also `weixin`: personal WeChat through Tencent's iLink bot API, QR login; `wx_protocol: itchat` switches it to the legacy web-WeChat protocol, at the risk of the account), wxy (personal WeChat through a wechaty puppet service: needs `wechaty_puppet_service_token` or `wechaty_puppet_service_endpoint` and `pip install -r requirements-wxy.txt`), wcf (personal WeChat through WeChatFerry, a hook of the Windows PC WeChat client: on Windows, or against a WeChatFerry service named by wcf_host). `gewechat` stops start-up: its service has shut down. `--cmd` forces terminal. Several channels side by side: a list [\"wx\", \"web\"] or \"wx,web\" (each at most once, no two on one port, terminal not with wx; each channel's sessions are then kept apart by its name). New: the list."),
     "debug": (False, "DEBUG logging on the console and in run.log; `#debug` toggles it at run time."),
     "appdata_dir": ("", "Data folder (state database, imported user data), relative to the project folder."),
-    "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir) or `memory` (lost on exit; tests only). New."),
+    "state_store": ("sqlite", "Durable state backend: `sqlite` (file `state.db` in appdata_dir; the default), `memory` (lost on exit; tests only) or `redis` (the Redis server of redis_url, so instances can share state; see README \"Redis state store\"). New."),
+    "redis_url": ("redis://127.0.0.1:6379/0", "With state_store `redis`: the server, as redis://[[user]:password@]host[:port][/db], rediss:// for TLS or unix:///path/to/redis.sock. Checked when the config is read; Redis unreachable at start-up stops the start. Give Redis `appendonly yes` so its restart keeps accepted messages. New."),
+    "redis_key_prefix": ("dow:", "With state_store `redis`: the start of every key the daemon writes, so one Redis can hold several bots (each its own prefix); instances of one bot share it. New."),
     "shutdown_timeout": (10, "Seconds a stop waits for the messages taken to be answered before it exits; those left are kept in the state store and answered after the next start. New."),
     "worker_threads": (8, "Size of the worker pool that generates replies, shared by all sessions. New (the original fixes 8)."),
     "session_queue_size": (100, "Messages one session may have waiting; past that the user is told the bot is busy (`#` commands such as `#reset` are still taken). New."),
@@ -358,7 +360,7 @@ _DELAY_RANGE = re.compile(r"^\s*\d+(\.\d+)?\s*(-\s*\d+(\.\d+)?\s*)?$")
 CHOICES: dict[str, tuple[str, ...]] = {
     "dify_app_type": ("chatbot", "chatflow", "agent", "workflow", "completion"),
     "dify_response_mode": ("streaming", "blocking"),
-    "state_store": ("sqlite", "memory"),
+    "state_store": ("sqlite", "memory", "redis"),
     "wecom_bot_mode": ("websocket", "callback"),
     "feishu_event_mode": ("http", "websocket"),
     "wx_protocol": ("ilink", "itchat"),
@@ -421,6 +423,15 @@ def check_value(key: str, value: Any, source: str = "") -> None:
     if key == "linkai_client_host" and not is_linkai_client_host(value):
         raise ConfigError(f"{setting} must be a LinkAI host (e.g. client.link-ai.tech) or a loopback address "
                           f"such as 127.0.0.1, got {shown(value, 60)}: the LinkAI API key is sent to it")
+    if key == "redis_url":
+        from common.store.redis_url import check_redis_url
+
+        problem = check_redis_url(value)
+        if problem:
+            raise ConfigError(f"{setting} must be a Redis URL such as redis://127.0.0.1:6379/0 "
+                              f"(rediss:// for TLS, unix:///path.sock): {problem}")
+    if key == "redis_key_prefix" and (not value or value != value.strip()):
+        raise ConfigError(f"{setting} must be a non-empty text without spaces at its ends, got {shown(value)}")
     if key == "allowed_internal_hosts":
         for item in value:
             if not _is_host_entry(item):

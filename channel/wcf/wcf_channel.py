@@ -102,9 +102,9 @@ class WcfChannel(ChatChannel):
         self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
         try:
             self._lock.acquire()
-        except AlreadyRunning:
-            raise ChannelError(f"another daemon is running with this WeChat login (it holds {self._lock.path}); "
-                               f"stop it first, or give this one its own appdata_dir") from None
+        except AlreadyRunning as e:
+            raise ChannelError(f"another daemon is running with this WeChat login ({e}); stop it first, "
+                               f"or {e.advice}") from None
         except LockUnavailable as e:
             raise ChannelError(str(e)) from None
         where = f"{self.host or '127.0.0.1'}:{self.port}"

@@ -207,9 +207,9 @@ class WxChannel(ChatChannel):
         self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
         try:
             self._lock.acquire()
-        except AlreadyRunning:
-            raise ChannelError(f"another daemon is running with this WeChat login (it holds "
-                               f"{self._lock.path}); stop it first, or give this one its own appdata_dir") from None
+        except AlreadyRunning as e:
+            raise ChannelError(f"another daemon is running with this WeChat login ({e}); stop it first, "
+                               f"or {e.advice}") from None
         except LockUnavailable as e:
             raise ChannelError(str(e)) from None
         self._report_ignored_settings()

@@ -145,9 +145,9 @@ class WechatyChannel(ChatChannel):
         self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
         try:
             self._lock.acquire()
-        except AlreadyRunning:
-            raise ChannelError(f"another daemon is running with this wechaty login (it holds {self._lock.path}); "
-                               f"stop it first, or give this one its own appdata_dir") from None
+        except AlreadyRunning as e:
+            raise ChannelError(f"another daemon is running with this wechaty login ({e}); stop it first, "
+                               f"or {e.advice}") from None
         except LockUnavailable as e:
             raise ChannelError(str(e)) from None
         self._thread = threading.Thread(target=self._run_loop, name="wxy-puppet", daemon=True)

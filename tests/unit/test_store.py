@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,10 +37,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[StateStore]:
     if request.param == "sqlite":
         s: StateStore = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
+    elif request.param == "redis":
+        from common.store.redis_store import RedisStore
+
+        server = request.getfixturevalue("redis_server")
+        # A prefix of its own per test: the session's one server starts every test empty.
+        s = RedisStore(server.url, prefix=f"test:{uuid.uuid4().hex}:", clock=clock)
     else:
         s = MemoryStore(clock=clock)
     yield s
@@ -112,6 +119,19 @@ def test_kv_basics(store: StateStore) -> None:
     assert store.items("ns") == []
     assert store.clear("ns") == 0
     assert store.items("other") == [("a", "elsewhere")]
+
+
+def test_empty_names_are_names_too(store: StateStore, clock: FakeClock) -> None:
+    store.put("", "", "empty", ttl=10)
+    store.put("", "k", "kept")
+    assert store.items("") == [("", "empty"), ("k", "kept")] and store.items("k") == []
+    assert store.seen("", "", ttl=10) is False and store.seen("", "", ttl=10) is True
+    item = store.inbox_add("", "", {"q": 1})
+    assert [i.record for i in store.inbox_items("")] == [{"q": 1}] and store.inbox_count("") == 1
+    clock.advance(10)
+    assert store.purge_expired() == 2  # the value and the dedup key under ""
+    assert store.items("") == [("k", "kept")] and store.seen("", "", ttl=10) is False
+    assert store.inbox_done(item) is True and store.inbox_count() == 0
 
 
 def test_kv_rejects_bad_input(store: StateStore) -> None:
