@@ -75,17 +75,6 @@ def pcm16k(path: str, scratch: list[str]) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def wav_bytes(pcm: bytes, rate: int = ASR_RATE) -> bytes:
-    """A WAV file in memory around 16-bit mono PCM."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buffer.getvalue()
-
-
 def http_error(engine: str, e: requests.RequestException) -> SpeechError:
     """A requests failure (no answer at all) as a SpeechError. The vendors here answer errors
     with their own status codes in 4xx/200 bodies, so their calls read the body themselves

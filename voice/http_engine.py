@@ -206,6 +206,11 @@ def wav_16k_mono(path: str, scratch: list[str]) -> bytes:
         raise
     except Exception as e:  # UnsupportedAudioFormat, ImportError, OSError, miniaudio.DecodeError
         raise SpeechError("format", f"cannot convert {path} to 16 kHz WAV: {e}") from e
+    return wav_bytes(pcm, rate)
+
+
+def wav_bytes(pcm: bytes, rate: int = 16000) -> bytes:
+    """A WAV file in memory around 16-bit mono PCM."""
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)

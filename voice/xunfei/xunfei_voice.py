@@ -174,7 +174,7 @@ class XunfeiVoice(VendorVoice):
         self._session(str(conf().get("xunfei_tts_url") or TTS_URL), frames, on_frame)
         # aue "lame" is MP3; "raw" is bare 16-bit PCM, which players need wrapped in WAV.
         if business.get("aue") == "raw":
-            from voice.cloud_speech import wav_bytes
+            from voice.http_engine import wav_bytes
 
             rate = 8000 if "rate=8000" in str(business.get("auf", "")) else 16000
             return wav_bytes(bytes(audio), rate), ".wav"
