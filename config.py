@@ -61,6 +61,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "web_password": ("", "Password of the `web` chat page; empty: no password. The API then wants `Authorization: Bearer <password>`; the page trades it for a short-lived stream token. New."),
     "http_max_connections": (10000, "Connections the HTTP server (web channel, webhooks) holds at once. When full, the one that has waited longest for its request goes, so idle connections never lock new users out; lowered at start to what the process's open-file limit allows. New."),
     "answer_max_chars": (65536, "Longest answer sent, in characters; a longer one is cut and ends with a note saying so (a bot stops reading it there). At least 1000. New."),
+    "dedup_ttl": (6 * 3600, "Seconds a message id is remembered after the message was answered, so that a platform's re-delivery is recognised and not answered twice (the ids take about 130 bytes each in state.db; expired ones are purged every 10 minutes, so the file levels at the message rate times this). At least 60. New (the original kept ids in memory for 6 hours, lost on a restart)."),
     "tmp_max_age": (3600, "Seconds a file in tmp/ is kept; older ones are deleted at start and every few minutes (never wework_contacts.json, wework_rooms.json, wework_room_members.json, .gitkeep, nor a file the web page may still fetch). At least 60. New."),
     "web_media_user_max_bytes": (16 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for one user; past that the oldest go. New."),
     "web_media_max_bytes": (64 * 1024 * 1024, "Bytes of images and files the `web` channel keeps in memory for all users together; past that the oldest go. New."),
@@ -348,7 +349,7 @@ _AT_LEAST_ONE = ("wecom_bot_heartbeat", "worker_threads", "concurrency_in_sessio
                  "wx_ilink_login_timeout", "wx_media_max_bytes", "wcf_port", "wcf_media_max_bytes", "wechaty_media_max_bytes")
 
 # Settings with a smallest sensible value.
-_MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "web_media_user_max_bytes": 1024 * 1024,
+_MINIMUM = {"answer_max_chars": 1000, "tmp_max_age": 60, "dedup_ttl": 60, "web_media_user_max_bytes": 1024 * 1024,
             "web_media_max_bytes": 1024 * 1024, "dingtalk_reconnect_max": 0.1, "linkai_client_reconnect_max": 0.1}
 
 _NOT_NEGATIVE = ("wcf_rpc_timeout", "wechaty_retry_delay", "wechaty_heartbeat_interval", "wx_ilink_poll_timeout", "wx_ilink_retry_delay", "itchat_poll_timeout", "itchat_retry_delay", "wework_init_wait", "dify_max_retries", "dify_connect_timeout",

@@ -31,7 +31,7 @@ from plugins import Event, EventContext, PluginManager
 
 # How long a handled message id is remembered. Platforms retry within minutes
 # (WeChat: three tries in 15 s; Feishu and DingTalk redeliver after reconnects).
-DEDUP_TTL_SECONDS = 6 * 3600
+DEDUP_TTL_SECONDS = 6 * 3600  # the default of the dedup_ttl setting
 
 # Refusals name the message they refuse ({quote}: its start): one arrives at once, ahead of the
 # answers to earlier messages still waiting, and the user must know which one to send again.
@@ -286,7 +286,7 @@ class ChatChannel(Channel):
             return None
         # Scoped by conversation: some platforms (WeCom's server_id) number messages per chat.
         key = f"{getattr(cmsg, 'other_user_id', '') or ''}/{msg_id}"
-        return DedupKey(f"dedup:{self._state_name()}", key, DEDUP_TTL_SECONDS)
+        return DedupKey(f"dedup:{self._state_name()}", key, float(conf().get("dedup_ttl", DEDUP_TTL_SECONDS)))
 
     def _is_duplicate(self, cmsg) -> bool:
         """True when this message id was accepted before (a platform retry or redelivery).

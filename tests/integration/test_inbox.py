@@ -325,3 +325,34 @@ def test_a_message_cut_off_after_part_of_its_answer_is_not_answered_twice(store,
     assert texts(second) == [refusal_text(INTERRUPTED_TEXT_ZH, INTERRUPTED_TEXT_EN, "quiet"),
                              "part: next one", "echo: next one"]
     assert store.inbox_count() == 0
+
+
+@pytest.mark.parametrize("ttl, redelivered_after, answered_again", [
+    (None, 3600, False),  # the default (6 h): a re-delivery an hour later is still recognised
+    (120, 60, False),     # dedup_ttl: recognised within it
+    (120, 121, True),     # and forgotten after it, so state.db stays small
+])
+def test_dedup_ttl_is_how_long_an_answered_message_id_is_remembered(tmp_path, channels, settings, ttl,
+                                                                     redelivered_after, answered_again):
+    from config import conf
+    from tests.fakes.clock import FakeClock
+
+    clock = FakeClock()
+    store = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
+    book = conf().user_data_book
+    book.attach(store)
+    try:
+        if ttl is not None:
+            settings["dedup_ttl"] = ttl
+        channel = channels()
+        channel.receive(make_msg("hello", msg_id="m-1"))
+        assert channel.wait_idle(10)
+        clock.advance(redelivered_after)
+        store.purge_expired()
+        channel.receive(make_msg("hello", msg_id="m-1"))
+        assert channel.wait_idle(10)
+        assert texts(channel) == ["echo: hello"] * (2 if answered_again else 1)
+    finally:
+        book.close()
+        book._store = None
+        store.close()
