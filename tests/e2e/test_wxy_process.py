@@ -17,6 +17,7 @@ from sandbox.dify_server import DifyServer
 from tests.e2e.daemon import ROOT, Daemon, plugins_dir, run_app, user_lines, wait_until, write_config
 from tests.fakes.audio import make_silk
 from tests.fakes.wechaty import FakePuppet
+from tests.fakes.wechaty.server import EVENT_SCAN
 
 pytestmark = pytest.mark.slow
 
@@ -309,6 +310,22 @@ def test_a_restart_replays_nothing_already_answered(env):
     time.sleep(0.5)
     assert len(fake.sent) == sent_before + 1
     assert env.log().count("was handled before, ignored") >= recognised + 3
+
+
+def test_a_logout_leads_to_a_new_qr_and_answers_go_on_after_the_new_login(env):
+    fake = env.fake
+    shown = env.log().count("scan the QR with WeChat")
+    logins = env.log().count("[wxy] logged in as Bot (wxid_bot)")
+    fake.logout()  # the login expired or was ended on the phone
+    fake.qrcode = "https://login.weixin.qq.com/l/fake-qr-2"
+    fake.emit(EVENT_SCAN, {"status": 2, "qrcode": fake.qrcode})
+    env.wait_log_count("scan the QR with WeChat", shown + 1)
+    assert fake.qrcode not in env.log()
+    fake.login()
+    env.wait_log_count("[wxy] logged in as Bot (wxid_bot)", logins + 1)
+    before = len(fake.sent_to("wxid_mia"))
+    fake.push_text("wxid_mia", "back again")
+    assert fake.wait_sent("wxid_mia", count=before + 1)[-1].text == "echo: back again"
 
 
 @pytest.mark.parametrize("puppet", [
