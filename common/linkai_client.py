@@ -189,6 +189,10 @@ class ChatClient(LinkAIClient):
                     logger.warning(f"[LinkAI] connection to {self.host}:{self.port} lost{self._soon_after_login()}: {e}")
                 else:
                     logger.warning(f"[LinkAI] cannot reach {self.host}:{self.port}: {e}")
+            except Exception as e:  # e.g. the SDK writing to a socket another thread closed: the loop must live on
+                if self._stopping.is_set():
+                    break
+                logger.warning(f"[LinkAI] connection to {self.host}:{self.port} failed: {type(e).__name__}: {e}")
             finally:
                 self._close()
             if self._refused or not self.need_connect or self._stopping.is_set():
