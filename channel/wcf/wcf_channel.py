@@ -37,11 +37,11 @@ from channel.reply_media import read_reply_media, with_extension
 from channel.wcf import ferry
 from channel.wcf.ferry import ServiceLost
 from channel.wcf.wcf_message import Malformed, Unsupported, WcfMessage, describe, raw_fields
-from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.instance_lock import InstanceLock, take_account_lock
 from common import fetch
 from common.log import logger
 from common.tmp_dir import unique_tmp_path
-from config import conf, get_appdata_dir
+from config import conf
 
 LOCK_FILE = "wcf.lock"
 CHECK_INTERVAL = 2.0  # seconds between checks that the service is there and WeChat logged in
@@ -99,14 +99,7 @@ class WcfChannel(ChatChannel):
 
     # ================================================================== lifecycle
     def startup(self) -> None:
-        self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
-        try:
-            self._lock.acquire()
-        except AlreadyRunning as e:
-            raise ChannelError(f"another daemon is running with this WeChat login ({e}); stop it first, "
-                               f"or {e.advice}") from None
-        except LockUnavailable as e:
-            raise ChannelError(str(e)) from None
+        self._lock = take_account_lock(LOCK_FILE)
         where = f"{self.host or '127.0.0.1'}:{self.port}"
         self.wcf = ferry.connect(self.host, self.port, self.rpc_timeout)
         logger.info(f"[wcf] connected to WeChatFerry at {where}")

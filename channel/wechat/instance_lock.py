@@ -144,3 +144,20 @@ class InstanceLock:
         finally:
             self._file.close()
             self._file = None
+
+
+def take_account_lock(lock_file: str, login: str = "WeChat") -> InstanceLock:
+    """Take the account lock `lock_file` (in appdata_dir) at a channel's start-up; a lock that is
+    held or cannot be taken stops start-up with the channel's one-line error."""
+    from channel.channel_factory import ChannelError  # the factory imports the channels
+    from config import get_appdata_dir
+
+    lock = InstanceLock(os.path.join(get_appdata_dir(), lock_file))
+    try:
+        lock.acquire()
+    except AlreadyRunning as e:
+        raise ChannelError(f"another daemon is running with this {login} login ({e}); stop it first, "
+                           f"or {e.advice}") from None
+    except LockUnavailable as e:
+        raise ChannelError(str(e)) from None
+    return lock

@@ -25,20 +25,18 @@ new login waits for its scan they wait for it.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel import EXIT_PLATFORM_LOST
-from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.reply_media import read_reply_media, with_extension
 from channel.login_qr import LOGIN_QRS
 from channel.wechat.ilink_login import show_qr
-from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.instance_lock import InstanceLock, take_account_lock
 from channel.wechat.store_calls import store_delete, store_get, store_put
 from channel.wechat.webwx_api import (QR_LINK, LoggedOut, LoginInfo, MediaTooLarge, WebWxClient, WebWxError,
                                       new_client_msg_id)
@@ -47,7 +45,7 @@ from channel.wechat.wx_channel import READ_FAILED_TEXT, TOO_BIG_OUT_TEXT, TOO_BI
 from common import fetch
 from common.log import logger
 from common.utils import remove_markdown_symbol
-from config import conf, get_appdata_dir
+from config import conf
 
 LOCK_FILE = "wx.lock"  # the same account lock as the iLink path: one daemon per WeChat
 LOGIN_NAMESPACE = "wx:itchat"
@@ -185,14 +183,7 @@ class WebWxChannel(ChatChannel):
     # ================================================================== lifecycle
     def startup(self) -> None:
         logger.warning(BAN_WARNING)
-        self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
-        try:
-            self._lock.acquire()
-        except AlreadyRunning as e:
-            raise ChannelError(f"another daemon is running with this WeChat login ({e}); stop it first, "
-                               f"or {e.advice}") from None
-        except LockUnavailable as e:
-            raise ChannelError(str(e)) from None
+        self._lock = take_account_lock(LOCK_FILE)
         self._thread = threading.Thread(target=self._run, name="wx-webwx", daemon=True)
         self._thread.start()
         while self._thread.is_alive():

@@ -27,7 +27,6 @@ it (up to wx_ilink_login_timeout) instead of failing.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -35,7 +34,6 @@ import time
 from bridge.context import Context, ContextType
 from bridge.reply import Reply, ReplyType
 from channel.channel import EXIT_PLATFORM_LOST
-from channel.channel_factory import ChannelError
 from channel.chat_channel import ChatChannel, Produced
 from channel.chat_message import ChatMessage
 from channel.login_qr import LOGIN_QRS
@@ -44,12 +42,12 @@ from channel.wechat import ilink_media
 from channel.wechat.ilink_api import (UPLOAD_FILE, UPLOAD_IMAGE, UPLOAD_VIDEO, IlinkClient, IlinkError,
                                       MediaTooLarge, new_client_id)
 from channel.wechat.ilink_login import Credentials, QrLogin
-from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.instance_lock import InstanceLock, take_account_lock
 from channel.wechat.store_calls import store_delete, store_get, store_put
 from channel.wechat.wx_message import USER_MESSAGE, Malformed, Part, WxMessage, message_id, parts_of, sender_of
 from common import fetch
 from common.log import logger
-from config import SETTINGS, conf, get_appdata_dir
+from config import SETTINGS, conf
 
 WX = "wx"  # the channel's name (also under its alias `weixin`)
 LOCK_FILE = "wx.lock"
@@ -204,14 +202,7 @@ class WxChannel(ChatChannel):
 
     # ================================================================== lifecycle
     def startup(self) -> None:
-        self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
-        try:
-            self._lock.acquire()
-        except AlreadyRunning as e:
-            raise ChannelError(f"another daemon is running with this WeChat login ({e}); stop it first, "
-                               f"or {e.advice}") from None
-        except LockUnavailable as e:
-            raise ChannelError(str(e)) from None
+        self._lock = take_account_lock(LOCK_FILE)
         self._report_ignored_settings()
         self._thread = threading.Thread(target=self._run, name="wx-ilink", daemon=True)
         self._thread.start()

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import binascii
 import json
-import os
 import threading
 import time
 from typing import Any
@@ -41,7 +40,7 @@ from channel.reply_media import read_reply_media, with_extension
 from channel.login_qr import LOGIN_QRS
 from channel.own_sends import MEDIA, TEXT, OwnSends, own_message_skip
 from channel.wechat.ilink_login import show_qr
-from channel.wechat.instance_lock import AlreadyRunning, InstanceLock, LockUnavailable
+from channel.wechat.instance_lock import InstanceLock, take_account_lock
 from channel.wechaty import puppet
 from channel.wechaty.puppet import (EVENT_DONG, EVENT_ERROR, EVENT_HEARTBEAT, EVENT_LOGIN, EVENT_LOGOUT,
                                     EVENT_MESSAGE, EVENT_READY, EVENT_RESET, EVENT_SCAN, Endpoint, MissingDependency,
@@ -50,7 +49,7 @@ from channel.wechaty.wechaty_message import Malformed, Unsupported, WechatyMessa
 from common import fetch
 from common.expired_dict import ExpiredDict
 from common.log import logger
-from config import conf, get_appdata_dir
+from config import conf
 
 LOCK_FILE = "wxy.lock"
 RETRY_MAX = 60.0
@@ -142,14 +141,7 @@ class WechatyChannel(ChatChannel):
 
     # ================================================================== lifecycle
     def startup(self) -> None:
-        self._lock = InstanceLock(os.path.join(get_appdata_dir(), LOCK_FILE))
-        try:
-            self._lock.acquire()
-        except AlreadyRunning as e:
-            raise ChannelError(f"another daemon is running with this wechaty login ({e}); stop it first, "
-                               f"or {e.advice}") from None
-        except LockUnavailable as e:
-            raise ChannelError(str(e)) from None
+        self._lock = take_account_lock(LOCK_FILE, "wechaty")
         self._thread = threading.Thread(target=self._run_loop, name="wxy-puppet", daemon=True)
         self._thread.start()
         # Held here so that a puppet thread that cannot go on ends the daemon instead of leaving

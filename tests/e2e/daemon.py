@@ -271,3 +271,28 @@ def web_daemon(folder, port: int | None = None, *, preexec_fn=None, **settings):
             yield daemon, server, port, base, health
         finally:
             daemon.kill()
+
+
+class RunLogReader:
+    """For a test's environment object with `folder` (the daemon's folder) and `daemon` (a Daemon
+    or None): read run.log, and wait until a line has appeared a number of times."""
+
+    folder: "str | os.PathLike"
+    daemon: "Daemon | None"
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(str(self.folder), "run.log"), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log_count(self, needle: str, count: int = 1, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(needle) >= count:
+                return
+            if self.daemon is not None and self.daemon.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited: {self.daemon.stderr()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"run.log never showed {needle!r} {count} time(s); log tail: {self.log()[-3000:]}")

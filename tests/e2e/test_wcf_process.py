@@ -15,7 +15,7 @@ import time
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, free_port, plugins_dir, run_app, user_lines, wait_until, write_config
+from tests.e2e.daemon import Daemon, RunLogReader, free_port, plugins_dir, run_app, user_lines, wait_until, write_config
 from tests.fakes.audio import make_mp3
 from tests.fakes.wcf import WcfService
 
@@ -26,7 +26,7 @@ MEDIA_MAX = 64 * 1024
 ROOM = "20001@chatroom"
 
 
-class Env:
+class Env(RunLogReader):
     def __init__(self, folder, service: WcfService, dify: DifyServer) -> None:
         self.folder = folder
         self.service = service
@@ -49,22 +49,6 @@ class Env:
         self.daemon = Daemon(self.folder, "--config", self.config(**extra), "--plugins-dir", plugins)
         return self.daemon
 
-    def log(self) -> str:
-        try:
-            with open(os.path.join(str(self.folder), "run.log"), encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def wait_log(self, needle: str, count: int = 1, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(needle) >= count:
-                return
-            if self.daemon is not None and self.daemon.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited: {self.daemon.stderr()[-3000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"run.log never showed {needle!r} {count} time(s); log tail: {self.log()[-3000:]}")
 
 
 def new_service(folder, logged_in: bool = True) -> WcfService:
@@ -102,10 +86,10 @@ def dify_queries(dify) -> list[str]:
 def test_start_up_waits_for_the_login_then_reads_contacts_and_takes_messages(env):
     service = env.service
     env.start()
-    env.wait_log("waiting for WeChat to be logged in on the PC")
+    env.wait_log_count("waiting for WeChat to be logged in on the PC")
     assert "FUNC_ENABLE_RECV_TXT" not in service.calls  # nothing is taken before the login
     service.logged_in = True
-    env.wait_log("[wcf] ready, handling messages")
+    env.wait_log_count("[wcf] ready, handling messages")
     log = env.log()
     assert "logged in as 小助手 (wxid_bot)" in log
     assert "1 contacts and 1 rooms read" in log
@@ -251,7 +235,7 @@ def test_a_restart_replays_nothing_already_answered(env):
     sent_before = len(service.sent)
     asked_before = len(env.dify.requests_to("/v1/chat-messages"))
     env.start()
-    env.wait_log("[wcf] ready, handling messages", 2)
+    env.wait_log_count("[wcf] ready, handling messages", 2)
     answered = next(s for s in service.sent if s.receiver == "wxid_alice")
     first = next(m for m in service.pushed if m.sender == "wxid_alice")
     service.push_text("wxid_alice", first.content, msg_id=first.id)  # an answered message seen again
@@ -309,7 +293,7 @@ def test_our_own_sends_echoed_back_are_never_questions(tmp_path):
         env = Env(tmp_path, service, dify)
         try:
             env.start(group_chat_keyword=["loop"])  # in every answer: a taken echo would answer itself
-            env.wait_log("[wcf] ready, handling messages")
+            env.wait_log_count("[wcf] ready, handling messages")
             service.push_text("wxid_alice", "hello loop")
             service.wait_sent("wxid_alice")
             service.push_text("wxid_bob", "a loop question", roomid=ROOM)
@@ -335,7 +319,7 @@ def test_a_room_joined_after_start_is_named_so_the_white_list_matches(tmp_path):
         env = Env(tmp_path, service, dify)
         try:
             env.start(group_name_white_list=["Later"])
-            env.wait_log("[wcf] ready, handling messages")
+            env.wait_log_count("[wcf] ready, handling messages")
             service.add_room("30003@chatroom", "Later", {"wxid_dan": "Dan"})  # the account is added to a room now
             service.push_text("wxid_dan", "@小助手\u2005hi", roomid="30003@chatroom", at=["wxid_bot"])
             [sent] = service.wait_sent("30003@chatroom")
@@ -363,15 +347,15 @@ def test_a_message_that_arrives_while_the_daemon_stops_is_answered_after_the_res
         env = Env(tmp_path, service, dify)
         try:
             env.start(shutdown_timeout=3)
-            env.wait_log("[wcf] ready, handling messages")
+            env.wait_log_count("[wcf] ready, handling messages")
             dify.push_answer("too slow", latency=30)
             service.push_text("wxid_alice", "a slow one")
             wait_until(lambda: dify_queries(dify) == ["a slow one"], 15, "Dify to be asked")
             env.daemon.proc.send_signal(signal.SIGTERM)
-            env.wait_log("signal 15 received")
+            env.wait_log_count("signal 15 received")
             time.sleep(0.3)  # the stop has begun: no new message is started
             service.push_text("wxid_bob", "while stopping")
-            env.wait_log("kept in the inbox, answered after the next start")
+            env.wait_log_count("kept in the inbox, answered after the next start")
             assert env.daemon.wait(30) == 0
             assert service.sent_to("wxid_bob") == []
             env.start()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from sandbox.dify_server import DifyServer
-from tests.e2e.daemon import Daemon, plugins_dir, run_app, user_lines, write_config
+from tests.e2e.daemon import Daemon, RunLogReader, plugins_dir, run_app, user_lines, write_config
 from tests.fakes.audio import make_silk
 from tests.fakes.ilink import IlinkSimulator
 
@@ -26,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2
 MEDIA_MAX = 64 * 1024
 
 
-class Env:
+class Env(RunLogReader):
     def __init__(self, folder, sim: IlinkSimulator, dify: DifyServer) -> None:
         self.folder = folder
         self.sim = sim
@@ -50,22 +50,6 @@ class Env:
         self.daemon = Daemon(self.folder, "--config", self.config(**extra), "--plugins-dir", plugins)
         return self.daemon
 
-    def log(self) -> str:
-        try:
-            with open(os.path.join(str(self.folder), "run.log"), encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def wait_log_count(self, needle: str, count: int, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(needle) >= count:
-                return
-            if self.daemon is not None and self.daemon.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited: {self.daemon.stderr()[-3000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"run.log never showed {needle!r} {count} time(s); log tail: {self.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
